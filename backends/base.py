@@ -1,0 +1,103 @@
+"""What every backend shares: view declarations, element indexing, module loading.
+
+A backend is a printer over ``rgraph.kernel`` statements. It knows nothing of graphs or
+analysis: it receives ``Kernel`` objects and template functions and returns source text.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from rgraph import kernel as K
+
+VALUE_BUFS = ("th", "v")
+
+
+class Backend:
+    """Base printer. Subclasses implement the statement printers and the prelude."""
+
+    name = "base"
+    jit = False
+
+    # ------------------------------------------------------------ module parts
+    def prelude(self) -> str:
+        raise NotImplementedError
+
+    def decorate(self, src: str) -> str:
+        """A template function's source as it goes into the module."""
+        return src
+
+    def constant(self, name: str, value) -> str:
+        """A module-level constant array (flat) or number."""
+        if hasattr(value, "ravel"):
+            vals = ", ".join(repr(float(x)) for x in value.ravel())
+            return f"{name} = np.array([{vals}])"
+        return f"{name} = {value!r}"
+
+    # ---------------------------------------------------------------- kernels
+    def kernel(self, k: K.Kernel) -> str:
+        lines = [f"def {k.name}({', '.join(k.args)}):", f'    """{k.doc}"""']
+        body = []
+        if k.matrix:
+            body.append(f"rg_K = {'vd' if 'vd' in k.args else k.args[-1]}.shape[1]")
+        for r in k.refs():
+            body.append(f"{r.name} = {self.view(r, k.matrix)}")
+        for st in k.body:
+            body.extend(self.statement(st, k.matrix))
+        if not k.body:
+            body.append("pass")
+        lines += ["    " + ln for ln in body]
+        return "\n".join(lines) + "\n"
+
+    def view(self, r: K.Ref, matrix: bool) -> str:
+        sl = f"{r.buf}[{r.off}:{r.off + r.size}]"
+        if r.cols and r.buf not in K.TANGENT_BUFS:
+            sl += f".reshape(({r.n}, {r.cols}))"
+        return sl
+
+    def statement(self, st, matrix) -> list[str]:
+        meth = getattr(self, "st_" + type(st).__name__, None)
+        if meth is None:
+            raise NotImplementedError(f"backend {self.name} cannot print {type(st).__name__}")
+        return meth(st, matrix)
+
+    def st_Comment(self, st, matrix):
+        return [f"# {ln}" for ln in st.text.splitlines()]
+
+    def sl(self, r: K.Ref) -> str:
+        """A slice expression of a whole Ref (its view name when it has one)."""
+        if r.name:
+            return r.name
+        return f"{r.buf}[{r.off}:{r.off + r.size}]"
+
+    def lhs(self, r: K.Ref) -> str:
+        """The target of a whole-Ref assignment."""
+        return f"{r.name}[:]" if r.name else f"{r.buf}[{r.off}:{r.off + r.size}]"
+
+    def el(self, r: K.Ref, i: str, col: str | None = None) -> str:
+        """Element i (column col) of a Ref; a length-1 Ref broadcasts."""
+        if r.n == 1 and not r.cols:
+            i = "0"
+        if r.name:
+            idx = i
+            base = r.name
+        else:
+            idx = f"{r.off} + {i}" if i != "0" else str(r.off)
+            base = r.buf
+        return f"{base}[{idx}, {col}]" if col is not None else f"{base}[{idx}]"
+
+    # ----------------------------------------------------------------- loading
+    def load(self, path, modname):
+        """Import a generated module file (registered in sys.modules before executing,
+        which numba's on-disk cache needs)."""
+        if modname in sys.modules:
+            return sys.modules[modname]
+        spec = importlib.util.spec_from_file_location(modname, path)
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[modname] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            del sys.modules[modname]
+            raise
+        return mod

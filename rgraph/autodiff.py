@@ -1,0 +1,551 @@
+"""From the step graph to kernels: memory layout, fused regions, forward / jvp / vjp.
+
+``Program(cell)`` fixes where every value lives in the flat buffers (see ``kernel``),
+groups elementwise nodes into fused, convex regions, and builds the three primitives
+for any region of the step graph:
+
+* ``forward()``                            all values of one step;
+* ``jvp(name, seeds, params, inject, targets)``  tangents pushed forward (one column
+  or K at once); a node no tangent reaches generates no code (a symbolic zero);
+* ``vjp(name, seeds, wrt)``                cotangents pulled back to parameters and/or
+  the previous state.
+
+and the small copy kernels estimators need to move state in and out of the buffers.
+Elementwise regions become one loop each; their scalar derivatives come from sympy, with
+one ``cse`` per region over everything computed per element.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+import numpy as np
+import sympy as sp
+
+from . import kernel as K
+from . import ops
+from .errors import GraphError
+from .graph import Cell, Node
+
+
+def _sym(name):
+    return sp.Symbol(name, real=True)
+
+
+@dataclass(frozen=True)
+class ParamBlock:
+    """Where a parameter lives in ``th``; recurrent blocks come first (rows of ``thd``)."""
+
+    name: str
+    node: int
+    off: int
+    shape: tuple
+    recurrent: bool
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+class Program:
+    """The compiled layout of one cell: buffers, regions and kernel builders."""
+
+    def __init__(self, cell: Cell):
+        cell.validate()
+        self.cell = cell
+        self.nodes = cell.nodes
+        self.g = cell.graph()
+        self.topo = list(nx.lexicographical_topological_sort(self.g))
+        self.pos = {nid: p for p, nid in enumerate(self.topo)}
+        self.states = [n for n in self.nodes if n.kind == "state"]
+        self.inputs = [n for n in self.nodes if n.kind == "input"]
+        self.new_state = [cell.updates[s.id] for s in self.states]
+        if len(cell.outputs) == 0:
+            raise GraphError(f"cell '{cell.name}' has no output")
+        self.output_ids = list(cell.outputs.values())
+        self._layout()
+        self._regions()
+
+    # ------------------------------------------------------------------ layout
+    def _layout(self):
+        nodes, g = self.nodes, self.g
+        reach_state = set()
+        for nid in self.new_state:
+            reach_state |= nx.ancestors(g, nid) | {nid}
+        reach_out = set()
+        for nid in self.output_ids:
+            reach_out |= nx.ancestors(g, nid) | {nid}
+        params = [n for n in nodes if n.kind == "param"]
+        unused = [p.name for p in params if p.id not in reach_state | reach_out]
+        if unused:
+            raise GraphError(f"parameter(s) {unused} of cell '{self.cell.name}' reach neither "
+                             f"a new state nor an output; remove them or use them")
+        rec = [p for p in params if p.id in reach_state]
+        readout = [p for p in params if p.id not in reach_state]
+        self.loc: dict[int, K.Ref] = {}
+        self.param_blocks: list[ParamBlock] = []
+        off = 0
+        for p in rec + readout:
+            self.param_blocks.append(ParamBlock(p.name, p.id, off, p.shape, p in rec))
+            self.loc[p.id] = K.Ref("th", off, p.shape[0], p.name,
+                                   p.shape[1] if len(p.shape) == 2 else 0)
+            off += p.size
+        self.n_rec = sum(b.size for b in self.param_blocks if b.recurrent)
+        self.n_params = off
+        self.consts = {}
+        for c in (n for n in nodes if n.kind == "const"):
+            self.consts[f"C_{c.name}"] = c.value.ravel()
+            self.loc[c.id] = K.Ref(f"C_{c.name}", 0, c.shape[0], c.name,
+                                   c.shape[1] if len(c.shape) == 2 else 0)
+        voff = 0
+        for n in self.states + self.inputs:
+            self.loc[n.id] = K.Ref("v", voff, n.shape[0], n.name)
+            voff += n.shape[0]
+        self.n_state = sum(s.shape[0] for s in self.states)
+        self.n_in = sum(x.shape[0] for x in self.inputs)
+        for nid in self.topo:
+            n = nodes[nid]
+            if n.kind != "op":
+                continue
+            if isinstance(n.op, ops.Slice):
+                base = self.loc[n.args[0]]
+                self.loc[nid] = K.Ref(base.buf, base.off + n.op.start, n.shape[0], n.name)
+            else:
+                self.loc[nid] = K.Ref("v", voff, n.shape[0], n.name)
+                voff += n.shape[0]
+        self.n_values = voff
+        for name, nid in self.cell.outputs.items():
+            if self.loc[nid].buf != "v":
+                raise GraphError(f"output '{name}' is a parameter or constant; an output must "
+                                 f"be computed from the step's values")
+
+    def constants(self) -> dict:
+        """Module-level names every generated module of this cell defines."""
+        out = {"S": self.n_state, "X": self.n_in, "NV": self.n_values, "NP": self.n_params,
+               "NR": self.n_rec}
+        out.update(self.consts)
+        return out
+
+    @property
+    def rec_blocks(self) -> list[ParamBlock]:
+        return [b for b in self.param_blocks if b.recurrent]
+
+    def block_of(self, nid) -> ParamBlock:
+        return next(b for b in self.param_blocks if b.node == nid)
+
+    def ref(self, nid, kind="v") -> K.Ref:
+        """The Ref of node nid's value ('v'), tangent ('vd') or cotangent ('vb')."""
+        r = self.loc[nid]
+        if kind == "v":
+            return r
+        param = r.buf == "th"
+        buf = {"vd": "thd" if param else "vd", "vb": "thb" if param else "vb"}[kind]
+        suffix = {"vd": "_dot", "vb": "_bar"}[kind]
+        return K.Ref(buf, r.off, r.n, (r.name + suffix) if r.name else "", r.cols)
+
+    def base(self, nid) -> int:
+        """The node whose storage nid's value lives in (through slices)."""
+        n = self.nodes[nid]
+        while n.kind == "op" and isinstance(n.op, ops.Slice):
+            n = self.nodes[n.args[0]]
+        return n.id
+
+    def is_view(self, nid) -> bool:
+        n = self.nodes[nid]
+        return n.kind == "op" and isinstance(n.op, ops.Slice)
+
+    # ----------------------------------------------------------------- regions
+    def _regions(self):
+        """Group elementwise nodes of one length into fused regions that are convex (no
+        path leaves a region and re-enters it), then order regions and structural nodes
+        by a topological sort of the quotient graph."""
+        region, members = {}, {}
+        anc = {nid: nx.ancestors(self.g, nid) for nid in self.topo}
+        for nid in self.topo:
+            n = self.nodes[nid]
+            if not (n.kind == "op" and isinstance(n.op, ops.Elementwise)):
+                continue
+            cands = {region[a] for a in n.args
+                     if a in region and self.nodes[a].shape == n.shape}
+            merged = set().union(*(members[r] for r in cands)) | {nid}
+            convex = all(not (anc[a] & merged)
+                         for m in merged for a in self.nodes[m].args if a not in merged)
+            if cands and convex:
+                rid = min(cands)
+                for r in cands:
+                    del members[r]
+            else:
+                rid, merged = nid, {nid}
+            members[rid] = merged
+            for m in merged:
+                region[m] = rid
+        self.region_of = region
+        self.region_members = {r: sorted(ms, key=self.pos.get) for r, ms in members.items()}
+
+        def key(nid):
+            return ("ew", region[nid]) if nid in region else ("op", nid)
+
+        q = nx.DiGraph()
+        first = {}
+        for nid in self.topo:
+            n = self.nodes[nid]
+            if n.kind != "op" or self.is_view(nid):
+                continue
+            kb = key(nid)
+            q.add_node(kb)
+            first.setdefault(kb, self.pos[nid])
+        for nid in self.topo:
+            if nid not in self.loc or self.nodes[nid].kind != "op" or self.is_view(nid):
+                continue
+            for a in self.nodes[nid].args:
+                b = self.base(a)
+                if self.nodes[b].kind == "op" and key(b) != key(nid):
+                    q.add_edge(key(b), key(nid))
+        self.blocks = list(nx.lexicographical_topological_sort(q, key=first.get))
+
+    def block_nodes(self, block) -> list[int]:
+        kind, key = block
+        return self.region_members[key] if kind == "ew" else [key]
+
+    # ----------------------------------------------------------- reachability
+    def live_from(self, sources) -> set:
+        live = set()
+        for s in sources:
+            live |= nx.descendants(self.g, s) | {s}
+        return live
+
+    def needed_for(self, targets) -> set:
+        need = set()
+        for t in targets:
+            need |= nx.ancestors(self.g, t) | {t}
+        return need
+
+    def _comment(self, n: Node, what="") -> K.Comment:
+        return K.Comment(f"{what}{n.name} = {self.cell.describe(n)}   {shape_str(n)}")
+
+    def _line(self, m, what=""):
+        n = self.nodes[m]
+        return f"{what}{n.name} = {self.cell.describe(n)}"
+
+    # --------------------------------------------------------------- forward
+    def forward(self, name="forward") -> K.Kernel:
+        k = K.Kernel(name, ("th", "v"),
+                     "All values of one step; v[:S] holds the previous state, v[S:S+X] "
+                     "the input.")
+        for block in self.blocks:
+            if block[0] == "ew":
+                k.body.append(self._ew_forward(block[1]))
+            else:
+                n = self.nodes[block[1]]
+                k.body.append(self._comment(n))
+                k.body.extend(n.op.forward(self.ref(n.id), [self.ref(a) for a in n.args]))
+        return k
+
+    def _ew_forward(self, rid):
+        mem = self.region_members[rid]
+        mset = set(mem)
+        loads, sym, full = [], {}, {}
+        for m in mem:
+            for a in self.nodes[m].args:
+                if a not in mset and a not in sym:
+                    sym[a] = _sym(self.nodes[a].name + "_e")
+                    loads.append((sym[a], self.ref(a)))
+        for m in mem:   # inline members so that cse never hoists above a definition
+            n = self.nodes[m]
+            full[m] = n.op.expr.xreplace(
+                {ops.ARG[j]: full.get(a, sym.get(a)) for j, a in enumerate(n.args)})
+        outs = [(_sym(self.nodes[m].name + "_e"), full[m]) for m in mem]
+        stores = tuple((self.ref(m), s, False) for m, (s, _) in zip(mem, outs, strict=True))
+        lines = "\n".join(self._line(m) for m in mem)
+        return _ew(self.nodes[mem[0]].shape[0], lines, loads, _cse(outs), stores)
+
+    # ------------------------------------------------------------------- jvp
+    def jvp(self, name, seeds=None, params="zero", inject=(), targets=None,
+            matrix=False) -> K.Kernel:
+        """Tangents of ``targets`` (default: the new states) from tangents at ``seeds``.
+
+        seeds: nodes whose tangent rows the caller fills (default: the previous states).
+        params: "zero" (parameters have no tangent), "dense" (the caller fills ``thd``
+        rows of the recurrent parameters) or "basis" (the identity: K = n_rec columns).
+        inject: op nodes whose prefilled tangent rows are *added* to their computed
+        tangent (a projection cut z). matrix: K tangent columns instead of one.
+        """
+        seeds = set(self.states_ids if seeds is None else seeds)
+        inject = set(inject)
+        targets = list(self.new_state if targets is None else targets)
+        for z in inject:
+            if self.nodes[z].kind != "op" or self.is_view(z):
+                raise GraphError(f"cannot inject a tangent at '{self.nodes[z].name}': only "
+                                 f"op nodes that own their storage (not slices) can be cut")
+        if params == "basis" and not matrix:
+            raise GraphError("the identity parameter tangent needs matrix tangents")
+        rec = {b.node for b in self.rec_blocks}
+        src = seeds | inject | (rec if params != "zero" else set())
+        act = self.live_from(src) & self.needed_for(targets)
+        what = sorted(self.nodes[s].name for s in seeds | inject)
+        k = K.Kernel(name, ("th", "v", "thd", "vd"),
+                     f"Tangents of {[self.nodes[t].name for t in targets]} from {what}"
+                     f"{'' if params == 'zero' else ' and parameter tangents (' + params + ')'}"
+                     f"{'; K columns' if matrix else ''}.", matrix)
+
+        def dot(a):
+            """The tangent of node a: a Ref, a Basis, or None (a symbolic zero)."""
+            if a not in act:
+                return None
+            n = self.nodes[a]
+            if n.kind == "param":
+                if params == "zero" or a not in rec:
+                    return None
+                if params == "basis":
+                    blk = self.block_of(a)
+                    return K.Basis(blk.off, n.shape[0], n.shape[1] if len(n.shape) == 2 else 0)
+                return self.ref(a, "vd")
+            if n.kind in ("const", "input", "state") and a not in seeds:
+                return None
+            return self.ref(a, "vd")
+
+        for block in self.blocks:
+            if not any(m in act for m in self.block_nodes(block)):
+                continue
+            if block[0] == "ew":
+                st = self._ew_jvp(block[1], act, dot, inject, set(targets), matrix)
+                if st is not None:
+                    k.body.append(st)
+            else:
+                n = self.nodes[block[1]]
+                arg_dots = [dot(a) for a in n.args]
+                if all(d is None for d in arg_dots):
+                    continue       # a pure injection keeps its prefilled rows
+                k.body.append(self._comment(n, "tangent of "))
+                k.body.extend(n.op.jvp(self.ref(n.id, "vd"), [self.ref(a) for a in n.args],
+                                       arg_dots, n.id in inject))
+        return k
+
+    @property
+    def states_ids(self):
+        return [s.id for s in self.states]
+
+    def _consumers_outside(self, m, region, act):
+        return any(c in act and c not in region for c in self.g.successors(m))
+
+    def _ew_jvp(self, rid, act, dot, inject, targets, matrix):
+        allm = self.region_members[rid]
+        mem = [m for m in allm if m in act]
+        region = set(allm)
+        loads, vsym = [], {}
+        col_loads, col_basis, dsym = [], [], {}
+        partials, col_assigns, col_stores, lines = [], [], [], []
+
+        def val(a):
+            if a not in vsym:
+                vsym[a] = _sym(self.nodes[a].name + "_e")
+                loads.append((vsym[a], self.ref(a)))
+            return vsym[a]
+
+        for m in mem:
+            n = self.nodes[m]
+            terms = []
+            for j, a in enumerate(n.args):
+                d = dsym.get(a)
+                if d is None and a not in region:
+                    da = dot(a)
+                    if da is not None:
+                        d = dsym[a] = _sym(self.nodes[a].name + "_dot_e")
+                        if isinstance(da, K.Basis):
+                            col_basis.append((d, da))
+                        else:
+                            col_loads.append((d, da))
+                if d is None:
+                    continue
+                terms.append(self._partial(n, j, val, partials) * d)
+            dm = _sym(n.name + "_dot_e")
+            if m in inject:
+                col_loads.append((dm, self.ref(m, "vd")))
+                if not terms:
+                    dsym[m] = dm      # a pure injection: its rows already hold the tangent
+                    continue
+                terms.append(dm)
+            if not terms:
+                continue
+            dsym[m] = dm
+            col_assigns.append((dm, sp.Add(*terms)))
+            if m in targets or self._consumers_outside(m, region, act):
+                col_stores.append((self.ref(m, "vd"), dm, False))
+            lines.append(self._line(m, "tangent of "))
+        if not col_stores:
+            return None
+        return _ew(self.nodes[allm[0]].shape[0], "\n".join(lines), loads, _cse(partials),
+                   (), col_loads, col_basis, col_assigns, col_stores)
+
+    def _partial(self, n, j, val, partials):
+        """d n / d arg_j as a scalar of loaded values: a number, a loaded symbol, or a new
+        symbol ``<n>_p<j>`` whose expression joins ``partials``. n's own value is reused
+        where its expression reappears (tanh' = 1 - tanh², sigmoid' = s (1 - s), ...)."""
+        args = {ops.ARG[i]: val(a) for i, a in enumerate(n.args)}
+        expr = n.op.expr.xreplace(args)
+        part = n.op.partial(j).xreplace(args)
+        if not expr.is_Symbol and not expr.is_number and part.has(expr):
+            part = part.xreplace({expr: val(n.id)})
+        if part.is_number or part.is_Symbol:
+            return part
+        p = _sym(f"{n.name}_p{j}")
+        partials.append((p, part))
+        return p
+
+    # ------------------------------------------------------------------- vjp
+    def vjp(self, name, seeds, wrt=("params", "state")) -> K.Kernel:
+        """Cotangents pulled back from ``seeds``.
+
+        The caller zeroes ``vb``, adds the seed cotangents into their rows and zeroes
+        ``thb`` when it wants a fresh sum. wrt: "params" accumulates the parameter
+        cotangents into ``thb``; "state" leaves the previous-state cotangent in
+        ``vb[:S]``; "input" in ``vb[S:S+X]``.
+        """
+        unknown = set(wrt) - {"params", "state", "input"}
+        if unknown:
+            raise GraphError(f"vjp wrt {sorted(unknown)}: use params, state or input")
+        src = set()
+        if "params" in wrt:
+            src |= {b.node for b in self.param_blocks}
+        if "state" in wrt:
+            src |= set(self.states_ids)
+        if "input" in wrt:
+            src |= {x.id for x in self.inputs}
+        act = self.live_from(src) & self.needed_for(seeds)
+        k = K.Kernel(name, ("th", "v", "vb", "thb"),
+                     f"Cotangents of {list(wrt)} from {[self.nodes[s].name for s in seeds]}; "
+                     f"vb holds the seeds and zeros, thb accumulates.")
+
+        def bar(a):
+            if a not in act or self.nodes[a].kind == "const":
+                return None
+            return self.ref(a, "vb")
+
+        for block in reversed(self.blocks):
+            if not any(m in act for m in self.block_nodes(block)):
+                continue
+            if block[0] == "ew":
+                st = self._ew_vjp(block[1], act, bar, set(seeds))
+                if st is not None:
+                    k.body.append(st)
+            else:
+                n = self.nodes[block[1]]
+                arg_bars = [bar(a) for a in n.args]
+                if all(b is None for b in arg_bars):
+                    continue
+                k.body.append(self._comment(n, "pull back through "))
+                k.body.extend(n.op.vjp(self.ref(n.id, "vb"), [self.ref(a) for a in n.args],
+                                       arg_bars))
+        return k
+
+    def _ew_vjp(self, rid, act, bar, seeds):
+        allm = self.region_members[rid]
+        mem = [m for m in allm if m in act]
+        region = set(allm)
+        loads, vsym, partials, body, stores, lines = [], {}, [], [], [], []
+
+        def val(a):
+            if a not in vsym:
+                vsym[a] = _sym(self.nodes[a].name + "_e")
+                loads.append((vsym[a], self.ref(a)))
+            return vsym[a]
+
+        contrib: dict[int, list] = {}
+        for m in mem:   # cotangent arriving from outside the region (or a seed)
+            if m in seeds or self._consumers_outside(m, region, act):
+                s = _sym(self.nodes[m].name + "_bar_e")
+                loads.append((s, self.ref(m, "vb")))
+                contrib[m] = [s]
+        ext_order = []
+        for m in reversed(mem):
+            n = self.nodes[m]
+            if m not in contrib:
+                continue
+            b = _sym(n.name + "_bar_e")
+            if contrib[m] != [b]:
+                body.append((b, sp.Add(*contrib[m])))
+            lines.append(self._line(m, "cotangent of "))
+            for j, a in enumerate(n.args):
+                if a in region:
+                    if a not in act:
+                        continue
+                elif bar(a) is None:
+                    continue
+                if a not in region and a not in contrib:
+                    ext_order.append(a)
+                contrib.setdefault(a, []).append(self._partial(n, j, val, partials) * b)
+        for a in ext_order:
+            s = _sym(self.nodes[a].name + "_bar_e")
+            body.append((s, sp.Add(*contrib[a])))
+            stores.append((bar(a), s, True))
+        if not stores:
+            return None
+        return _ew(self.nodes[allm[0]].shape[0], "\n".join(lines), loads,
+                   _cse(partials) + tuple(body), stores)
+
+    # ------------------------------------------------------- moving state around
+    def _pieces(self, nodes, kind):
+        off = 0
+        for nid in nodes:
+            r = self.ref(nid, kind)
+            yield off, r, self.nodes[nid]
+            off += r.size
+
+    def gather(self, name, nodes, kind="v") -> K.Kernel:
+        """dst[pieces] = src[rows of nodes] (values, or tangents with kind 'vd')."""
+        src = {"v": "v", "vd": "vd"}[kind]
+        k = K.Kernel(name, (src, "dst"),
+                     f"Gathers {[self.nodes[n].name for n in nodes]} into one block.")
+        for off, r, n in self._pieces(nodes, kind):
+            k.body.append(K.Comment(f"{n.name}"))
+            k.body.append(K.Copy(K.Ref("dst", off, r.size), K.Ref(r.buf, r.off, r.size)))
+        return k
+
+    def scatter_add(self, name, nodes, kind="vb", zero_first=False) -> K.Kernel:
+        """dst[rows of nodes] (+)= src[pieces] (cotangents by default). For parameter
+        nodes the rows are those of ``thd`` (tangents) or ``thb`` (cotangents)."""
+        bufs = sorted({self.ref(nid, kind).buf for nid in nodes})
+        k = K.Kernel(name, ("src",) + tuple(bufs),
+                     f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.")
+        for off, r, n in self._pieces(nodes, kind):
+            k.body.append(K.Comment(f"{n.name}"))
+            k.body.append(K.Copy(K.Ref(r.buf, r.off, r.size), K.Ref("src", off, r.size),
+                                 not zero_first))
+        return k
+
+    # ----------------------------------------------------------------- costs
+    def flops(self, nodes=None) -> int:
+        """Forward flops of the given op nodes (default: the whole step)."""
+        nodes = [n for n in self.nodes if n.kind == "op"] if nodes is None else \
+            [self.nodes[i] for i in nodes if self.nodes[i].kind == "op"]
+        return sum(n.op.flops(n.shape, [self.nodes[a].shape for a in n.args]) for n in nodes)
+
+
+def _ew(n, comment, loads, assigns, stores, col_loads=(), col_basis=(), col_assigns=(),
+        col_stores=()) -> K.Ew:
+    """An Ew statement without the loads nothing uses."""
+    used = set()
+    for _, e in tuple(assigns) + tuple(col_assigns):
+        used |= sp.sympify(e).free_symbols
+    used |= {s for _, s, _ in tuple(stores) + tuple(col_stores)}
+    return K.Ew(n, comment, tuple((s, r) for s, r in loads if s in used), tuple(assigns),
+                tuple(stores), tuple((s, r) for s, r in col_loads if s in used),
+                tuple((s, b) for s, b in col_basis if s in used), tuple(col_assigns),
+                tuple(col_stores))
+
+
+def _cse(assigns):
+    """One sympy cse over a region's independent scalar assignments; temporaries u0, u1..
+
+    Every expression must depend only on loaded symbols (never on another assignment's
+    target), so hoisting common subexpressions to the front is always valid."""
+    if not assigns:
+        return ()
+    syms = [s for s, _ in assigns]
+    exprs = [sp.sympify(e) for _, e in assigns]
+    reps, red = sp.cse(exprs, symbols=sp.numbered_symbols("u", real=True), order="none")
+    return tuple(reps) + tuple(zip(syms, red, strict=True))
+
+
+def shape_str(n: Node) -> str:
+    return "(" + ", ".join(map(str, n.shape)) + ")"

@@ -1,0 +1,25 @@
+"""The errors rgraph raises. Every message names the node, the shapes and the fix."""
+
+
+class RGraphError(ValueError):
+    """Base class of every error rgraph raises on bad input."""
+
+
+class ShapeError(RGraphError):
+    """Operands whose shapes do not fit the op."""
+
+
+class GraphError(RGraphError):
+    """A cell whose structure is wrong (missing update, cycle, unknown op...)."""
+
+
+class NameError_(RGraphError):
+    """A user name that is not a valid identifier, is reserved, or collides."""
+
+
+class DataError(RGraphError):
+    """Arrays passed at run time with the wrong shape, dtype, or non-finite values."""
+
+
+class NotApplicable(RGraphError):
+    """An estimator that cannot apply to a cell; the message gives the analysis's reason."""

@@ -1,0 +1,182 @@
+"""The backend-neutral kernel description that backends print.
+
+A kernel is a function over flat buffers of one stream:
+
+* ``th``   (P,)         trainable parameters, each a contiguous row-major block;
+* ``v``    (NV,)        the value of every non-parameter node of one step;
+  ``v[:S]`` is the previous state, ``v[S:S+X]`` the input;
+* ``vd``   (NV,) or (NV, K)   tangents of values (one column, or K at once);
+* ``thd``  (R,) or (R, K)     tangents of the recurrent parameters (dense);
+* ``vb``   (NV,)        cotangents of values; ``thb`` (P,) of parameters.
+
+Constants are module-level arrays ``C_<name>`` (their values are printed as literals).
+A ``Ref`` names a block of one buffer; statements read and write Refs. Backends print
+each statement type: scalar loops for numba, array expressions for numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TANGENT_BUFS = ("vd", "thd")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Elements ``[off, off + n)`` of buffer ``buf``; ``cols > 0`` views them as (n, cols).
+
+    ``name`` is the readable local name a backend gives the view (a node name plus
+    ``_dot`` / ``_bar``), or empty for an unnamed piece of a larger view.
+    """
+
+    buf: str
+    off: int
+    n: int
+    name: str = ""
+    cols: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.n * self.cols if self.cols else self.n
+
+    @property
+    def is_tangent(self) -> bool:
+        return self.buf in TANGENT_BUFS
+
+    def rows(self, start: int, n: int) -> "Ref":
+        """Rows ``[start, start + n)`` of a vector ref (an unnamed view)."""
+        return Ref(self.buf, self.off + start, n)
+
+    def __repr__(self):
+        return self.name or f"{self.buf}[{self.off}:{self.off + self.size}]"
+
+
+@dataclass(frozen=True)
+class Basis:
+    """The identity tangent of a recurrent parameter block (RTRL): column ``off + r``
+    of the block's row ``r`` is 1, every other entry 0. ``cols`` as in Ref."""
+
+    off: int
+    n: int
+    cols: int = 0
+
+
+# ------------------------------------------------------------------------ statements
+# Every statement names what it writes first. ``acc`` means "+=" instead of "=".
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str
+
+
+@dataclass(frozen=True)
+class Zero:
+    """dst = 0 (a vector ref; whole rows for a tangent)."""
+
+    dst: Ref
+
+
+@dataclass(frozen=True)
+class Copy:
+    """dst (+)= src, both vectors or both tangents of equal length."""
+
+    dst: Ref
+    src: Ref
+    acc: bool = False
+
+
+@dataclass(frozen=True)
+class MatVec:
+    """out (+)= W @ a; with tangents (a and out in vd) it is a matrix product."""
+
+    out: Ref
+    W: Ref
+    a: Ref
+    acc: bool = False
+
+
+@dataclass(frozen=True)
+class MatVecT:
+    """a_bar += W^T @ z_bar."""
+
+    a_bar: Ref
+    W: Ref
+    z_bar: Ref
+
+
+@dataclass(frozen=True)
+class Outer:
+    """W_bar += z_bar a^T (W_bar a block of thb)."""
+
+    W_bar: Ref
+    z_bar: Ref
+    a: Ref
+
+
+@dataclass(frozen=True)
+class ParamTangent:
+    """out_dot[i] (+)= sum_j W_dot[i, j] a[j]: the tangent of ``W @ a`` due to W.
+
+    ``W_dot`` is a dense ``thd`` ref (viewed (m, k) per tangent column) or a ``Basis``.
+    """
+
+    out_dot: Ref
+    W_dot: object
+    a: Ref
+    acc: bool = False
+
+
+@dataclass(frozen=True)
+class Ew:
+    """A fused elementwise loop over ``n`` elements (index ``i``).
+
+    Per element: ``loads`` (sym, ref) read scalars (a ref of length 1 broadcasts),
+    ``assigns`` (sym, expr) compute scalars, ``stores`` (ref, sym, acc) write them.
+    Tangent part, when ``col_assigns`` is not empty: for each tangent column, the
+    ``col_loads`` (sym, ref), ``col_basis`` (sym, Basis: the identity tangent of a
+    parameter element, 1 in column ``off + i``), ``col_assigns`` and ``col_stores``.
+    """
+
+    n: int
+    comment: str
+    loads: tuple = ()
+    assigns: tuple = ()
+    stores: tuple = ()
+    col_loads: tuple = ()
+    col_basis: tuple = ()
+    col_assigns: tuple = ()
+    col_stores: tuple = ()
+
+
+@dataclass
+class Kernel:
+    """A generated function: its name, buffer arguments, docstring and statements.
+
+    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D).
+    """
+
+    name: str
+    args: tuple
+    doc: str
+    matrix: bool = False
+    body: list = field(default_factory=list)
+
+    def refs(self) -> list[Ref]:
+        """Every named Ref the body uses, once each (backends declare them as views)."""
+        seen: dict[str, Ref] = {}
+
+        def visit(x):
+            if isinstance(x, Ref):
+                if x.name and x.name not in seen:
+                    seen[x.name] = x
+            elif isinstance(x, tuple):
+                for y in x:
+                    visit(y)
+
+        for st in self.body:
+            for val in vars(st).values():
+                visit(val)
+        return list(seen.values())
+
+    def __repr__(self):
+        return f"Kernel({self.name!r}, args={self.args}, {len(self.body)} statements)"

@@ -1,0 +1,244 @@
+"""The op table: every op's shape rule, forward and derivative rules, side by side.
+
+Two families:
+
+* **Elementwise** ops are a scalar sympy expression of their operands (``a0, a1, ...``).
+  Their jvp and vjp are *derived*: sympy differentiates the expression, so adding one is
+  a line in ``ELEMENTWISE`` (or ``rg.pointwise(fn, ...)`` from user code).
+* **Structural** ops (matmul, concat, slice) are short classes holding their shape rule,
+  forward, jvp and vjp statements next to each other, and a flop count for the cost
+  model. A tangent argument that is ``None`` is a symbolic zero: rules skip it.
+
+Statements are the backend-neutral description of ``rgraph.kernel``; the ops never
+know which backend prints them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+
+from . import kernel as K
+from .errors import GraphError, ShapeError
+
+# ----------------------------------------------------------------------------- scalars
+
+
+class sigmoid(sp.Function):
+    """Logistic function with a closed-form derivative (printed as a stable helper)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+
+class softplus(sp.Function):
+    """log(1 + exp(x)), printed as a stable helper; its derivative is sigmoid."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+
+class step(sp.Function):
+    """Heaviside step with step(0) = 0: the derivative of relu (relu'(0) := 0)."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+class relu(sp.Function):
+    """max(x, 0); derivative step(x), with the convention relu'(0) = 0."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return step(self.args[0])
+
+
+# The scalar functions every printer knows. A pointwise expression may use only these.
+FUNCTIONS = (sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.Abs, sp.sign,
+             sigmoid, softplus, relu, step)
+
+ARG = sp.symbols("a0:8", real=True)
+
+# name -> (arity, expression of ARG). Adding an elementwise op is one line here.
+ELEMENTWISE = {
+    "add": (2, ARG[0] + ARG[1]),
+    "sub": (2, ARG[0] - ARG[1]),
+    "mul": (2, ARG[0] * ARG[1]),
+    "div": (2, ARG[0] / ARG[1]),
+    "neg": (1, -ARG[0]),
+    "tanh": (1, sp.tanh(ARG[0])),
+    "sigmoid": (1, sigmoid(ARG[0])),
+    "relu": (1, relu(ARG[0])),
+    "exp": (1, sp.exp(ARG[0])),
+    "log": (1, sp.log(ARG[0])),
+    "softplus": (1, softplus(ARG[0])),
+}
+
+
+def check_scalar_expr(expr: sp.Expr, arity: int, what: str) -> sp.Expr:
+    """Reject expressions a printer cannot print (unknown functions, stray symbols)."""
+    expr = sp.sympify(expr)
+    bad = expr.free_symbols - set(ARG[:arity])
+    if bad:
+        raise GraphError(f"{what}: the expression uses unknown symbols {sorted(map(str, bad))};"
+                         f" it may only use its arguments")
+    known = tuple(f if isinstance(f, type) else f.func for f in FUNCTIONS)
+    for f in expr.atoms(sp.Function):
+        if not isinstance(f, known):
+            raise GraphError(
+                f"{what}: function {f.func.__name__} is not supported in generated code; "
+                f"use {', '.join(sorted(k.__name__ for k in known))} and arithmetic")
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise GraphError(f"{what}: the expression {expr} is not finite")
+    return expr
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise op: ``expr`` is a sympy expression of ``ARG[:arity]``."""
+
+    label: str
+    arity: int
+    expr: sp.Expr
+
+    def shape(self, shapes, names):
+        sizes = {s[0] for s in shapes if len(s) == 1 and s[0] != 1}
+        n = max(sizes) if sizes else 1
+        for s, nm in zip(shapes, names, strict=True):
+            if len(s) != 1 or s[0] not in (1, n):
+                raise ShapeError(
+                    f"elementwise '{self.label}' got operands {list(names)} with shapes "
+                    f"{[tuple(x) for x in shapes]}: operands must be vectors of one length "
+                    f"(or length 1, which broadcasts); slice or project them to match")
+        return (n,)
+
+    def partial(self, j: int) -> sp.Expr:
+        """d expr / d a_j as a sympy expression of ARG."""
+        return sp.diff(self.expr, ARG[j])
+
+    def flops(self, out_shape, arg_shapes) -> int:
+        return out_shape[0] * max(1, sp.count_ops(self.expr))
+
+
+# --------------------------------------------------------------------- structural ops
+
+
+@dataclass(frozen=True)
+class MatMul:
+    """z = W @ a with W a matrix (parameter or constant) and a a vector.
+
+    forward  z = W a
+    jvp      z' = W a' + W' a        (W' a dense tangent, or the identity basis)
+    vjp      a_bar += W^T z_bar ;    W_bar += z_bar a^T
+    """
+
+    label = "@"
+
+    def shape(self, shapes, names):
+        ws, xs = shapes
+        if len(ws) != 2 or len(xs) != 1 or ws[1] != xs[0]:
+            raise ShapeError(
+                f"matmul {names[0]} @ {names[1]}: shapes {tuple(ws)} @ {tuple(xs)} do not "
+                f"fit; the left operand must be a matrix (m, k) and the right a vector (k,)")
+        return (ws[0],)
+
+    def forward(self, out, args):
+        W, a = args
+        return [K.MatVec(out, W, a)]
+
+    def jvp(self, out_dot, args, arg_dots, acc):
+        W, a = args
+        W_dot, a_dot = arg_dots
+        st = []
+        if a_dot is not None:
+            st.append(K.MatVec(out_dot, W, a_dot, acc))
+            acc = True
+        if W_dot is not None:
+            st.append(K.ParamTangent(out_dot, W_dot, a, acc))
+        return st
+
+    def vjp(self, out_bar, args, arg_bars):
+        W, a = args
+        W_bar, a_bar = arg_bars
+        st = []
+        if a_bar is not None:
+            st.append(K.MatVecT(a_bar, W, out_bar))
+        if W_bar is not None:
+            st.append(K.Outer(W_bar, out_bar, a))
+        return st
+
+    def flops(self, out_shape, arg_shapes):
+        m, k = arg_shapes[0]
+        return 2 * m * k
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Concatenation of vectors: copies forward and in jvp, splits the cotangent in vjp."""
+
+    label = "concat"
+
+    def shape(self, shapes, names):
+        for s, nm in zip(shapes, names, strict=True):
+            if len(s) != 1:
+                raise ShapeError(f"concat: operand '{nm}' has shape {tuple(s)}; only vectors "
+                                 f"can be concatenated")
+        return (sum(s[0] for s in shapes),)
+
+    def forward(self, out, args):
+        return [K.Copy(out.rows(o, a.n), a) for o, a in _parts(args)]
+
+    def jvp(self, out_dot, args, arg_dots, acc):
+        st = []
+        for (o, a), ad in zip(_parts(args), arg_dots, strict=True):
+            dst = out_dot.rows(o, a.n)
+            if ad is not None:
+                st.append(K.Copy(dst, ad, acc))
+            elif not acc:
+                st.append(K.Zero(dst))
+        return st
+
+    def vjp(self, out_bar, args, arg_bars):
+        return [K.Copy(ab, out_bar.rows(o, a.n), True)
+                for (o, a), ab in zip(_parts(args), arg_bars, strict=True) if ab is not None]
+
+    def flops(self, out_shape, arg_shapes):
+        return out_shape[0]
+
+
+def _parts(args):
+    off = 0
+    for a in args:
+        yield off, a
+        off += a.n
+
+
+@dataclass(frozen=True)
+class Slice:
+    """A contiguous slice v[start:stop] of a vector. It is a view: it generates no code,
+    its value, tangent and cotangent are rows of its operand's."""
+
+    start: int
+    stop: int
+    label = "slice"
+
+    def shape(self, shapes, names):
+        (s,) = shapes
+        if len(s) != 1 or not (0 <= self.start < self.stop <= s[0]):
+            raise ShapeError(f"slice [{self.start}:{self.stop}] of '{names[0]}' with shape "
+                             f"{tuple(s)} is empty or out of range")
+        return (self.stop - self.start,)
+
+    def flops(self, out_shape, arg_shapes):
+        return 0
+
+
+STRUCTURAL = (MatMul, Concat, Slice)
