@@ -30,9 +30,14 @@ class Backend:
     def constant(self, name: str, value) -> str:
         """A module-level constant array (flat) or number."""
         if hasattr(value, "ravel"):
+            if value.dtype.kind in "iub":
+                vals = ", ".join(str(int(x)) for x in value.ravel())
+                return f"{name} = np.array([{vals}], dtype=np.int64)"
             vals = ", ".join(repr(float(x)) for x in value.ravel())
             return f"{name} = np.array([{vals}])"
-        return f"{name} = {value!r}"
+        if isinstance(value, float):
+            return f"{name} = {float(value)!r}"
+        return f"{name} = {int(value)!r}"
 
     # ---------------------------------------------------------------- kernels
     def kernel(self, k: K.Kernel) -> str:

@@ -71,6 +71,7 @@ from numba import njit
 FASTMATH = {FASTMATH}
 
 
+
 @njit(cache=True, fastmath=FASTMATH)
 def rg_sigmoid(x):
     if x >= 0.0:
@@ -152,6 +153,16 @@ def rg_gemv_t(y, A, x):
 def rg_gemm(out, A, B):
     """out = A @ B (BLAS when both are large enough)"""
     np.dot(A, B, out)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rg_matvec(out, A, x):
+    """out = A x"""
+    for i in range(A.shape[0]):
+        s = 0.0
+        for j in range(A.shape[1]):
+            s += A[i, j] * x[j]
+        out[i] = s
 
 
 @njit(cache=True, fastmath=FASTMATH)

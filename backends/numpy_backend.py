@@ -119,6 +119,10 @@ def rg_gemm(out, A, B):
     out[...] = A @ B
 
 
+def rg_matvec(out, A, x):
+    out[...] = A @ x
+
+
 def rg_rademacher(rng, out):
     for i in range(out.shape[0]):
         out[i] = 1.0 if rng.random() < 0.5 else -1.0

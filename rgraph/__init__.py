@@ -5,3 +5,8 @@ from .errors import (DataError, GraphError, NameError_, NotApplicable, RGraphErr
                      ShapeError)
 from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,  # noqa: E402
                     softplus, split, tanh)
+from . import cells  # noqa: E402
+from .analysis import analyze  # noqa: E402
+from .api import Estimator, Trainer, TrainResult, compile  # noqa: E402
+from .optim import SGD, Adam  # noqa: E402
+from .estimators import ESTIMATORS  # noqa: E402

@@ -50,7 +50,7 @@ class ParamBlock:
 class Program:
     """The compiled layout of one cell: buffers, regions and kernel builders."""
 
-    def __init__(self, cell: Cell):
+    def __init__(self, cell: Cell, output: str | None = None):
         cell.validate()
         self.cell = cell
         self.nodes = cell.nodes
@@ -63,8 +63,22 @@ class Program:
         if len(cell.outputs) == 0:
             raise GraphError(f"cell '{cell.name}' has no output")
         self.output_ids = list(cell.outputs.values())
+        if output is None and len(cell.outputs) == 1:
+            output = next(iter(cell.outputs))
+        if output is not None and output not in cell.outputs:
+            raise GraphError(f"cell '{cell.name}' has no output {output!r}; its outputs are "
+                             f"{list(cell.outputs)}")
+        self.loss_output = cell.outputs[output] if output is not None else None
         self._layout()
         self._regions()
+
+    @property
+    def output_ids_loss(self) -> list[int]:
+        """The output the loss sees (one); an error names the choices if ambiguous."""
+        if self.loss_output is None:
+            raise GraphError(f"cell '{self.cell.name}' has outputs {list(self.cell.outputs)};"
+                             f" say which one the loss sees with output=...")
+        return [self.loss_output]
 
     # ------------------------------------------------------------------ layout
     def _layout(self):
@@ -267,8 +281,10 @@ class Program:
         seeds: nodes whose tangent rows the caller fills (default: the previous states).
         params: "zero" (parameters have no tangent), "dense" (the caller fills ``thd``
         rows of the recurrent parameters) or "basis" (the identity: K = n_rec columns).
-        inject: op nodes whose prefilled tangent rows are *added* to their computed
-        tangent (a projection cut z). matrix: K tangent columns instead of one.
+        inject: op nodes whose tangent is exactly the caller's prefilled rows, whatever
+        their operands' tangents (the inputs z of the downstream map of a projection cut:
+        a tangent injected at one z node does not flow into another through it).
+        matrix: K tangent columns instead of one.
         """
         seeds = set(self.states_ids if seeds is None else seeds)
         inject = set(inject)
@@ -314,11 +330,11 @@ class Program:
             else:
                 n = self.nodes[block[1]]
                 arg_dots = [dot(a) for a in n.args]
-                if all(d is None for d in arg_dots):
-                    continue       # a pure injection keeps its prefilled rows
+                if n.id in inject or all(d is None for d in arg_dots):
+                    continue       # an injection keeps its prefilled rows
                 k.body.append(self._comment(n, "tangent of "))
                 k.body.extend(n.op.jvp(self.ref(n.id, "vd"), [self.ref(a) for a in n.args],
-                                       arg_dots, n.id in inject))
+                                       arg_dots, False))
         return k
 
     @property
@@ -344,6 +360,10 @@ class Program:
 
         for m in mem:
             n = self.nodes[m]
+            if m in inject:     # its tangent is what the caller put in its rows
+                dsym[m] = _sym(n.name + "_dot_e")
+                col_loads.append((dsym[m], self.ref(m, "vd")))
+                continue
             terms = []
             for j, a in enumerate(n.args):
                 d = dsym.get(a)
@@ -359,12 +379,6 @@ class Program:
                     continue
                 terms.append(self._partial(n, j, val, partials) * d)
             dm = _sym(n.name + "_dot_e")
-            if m in inject:
-                col_loads.append((dm, self.ref(m, "vd")))
-                if not terms:
-                    dsym[m] = dm      # a pure injection: its rows already hold the tangent
-                    continue
-                terms.append(dm)
             if not terms:
                 continue
             dsym[m] = dm
@@ -502,10 +516,11 @@ class Program:
         return k
 
     def scatter_add(self, name, nodes, kind="vb", zero_first=False) -> K.Kernel:
-        """dst[rows of nodes] (+)= src[pieces] (cotangents by default). For parameter
-        nodes the rows are those of ``thd`` (tangents) or ``thb`` (cotangents)."""
-        bufs = sorted({self.ref(nid, kind).buf for nid in nodes})
-        k = K.Kernel(name, ("src",) + tuple(bufs),
+        """dst[rows of nodes] (+)= src[pieces]: cotangents (kind "vb", arguments
+        (src, vb, thb)) or tangents (kind "vd", arguments (src, vd, thd)); parameter nodes
+        have their rows in thb / thd."""
+        bufs = {"vb": ("vb", "thb"), "vd": ("vd", "thd")}[kind]
+        k = K.Kernel(name, ("src",) + bufs,
                      f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.")
         for off, r, n in self._pieces(nodes, kind):
             k.body.append(K.Comment(f"{n.name}"))

@@ -32,10 +32,15 @@ def function_source(fn) -> str:
 
 
 def assemble(title: str, backend, constants: dict, kernels: list[K.Kernel],
-             functions=(), extra: str = "") -> str:
-    """The full text of a generated module (without its hash line)."""
+             functions=(), extra: str = "", aliases: dict | None = None) -> str:
+    """The full text of a generated module (without its hash line).
+
+    constants: name -> number or flat array; aliases: name -> another module name (the
+    loss helper, the float type); functions: template functions or source strings."""
     parts = [f"# {title}", backend.prelude().strip("\n"), "",
              "# " + "-" * 30 + " dimensions and constants"]
+    for name, target in (aliases or {}).items():
+        parts.append(f"{name} = {target}")
     for name, value in constants.items():
         parts.append(backend.constant(name, value))
     parts += ["", "# " + "-" * 30 + " kernels", ""]

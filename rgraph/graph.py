@@ -421,6 +421,7 @@ class Cell:
         node = Node(len(self.nodes), f"t{len(self.nodes)}", "op", tuple(shape), op=op,
                     args=tuple(a.node.id for a in vals), expr_src=src)
         self.nodes.append(node)
+        self._names[node.name] = node.id
         return Value(self, node)
 
     def name_node(self, value: Value, name: str) -> Value:

@@ -1,0 +1,400 @@
+"""The user-facing objects: ``compile`` -> ``Estimator`` -> ``Trainer``.
+
+``rg.compile(cell, estimator=..., loss=..., backend=...)`` analyses the cell, builds the
+estimator's kernels, writes one generated module and imports it. The ``Estimator`` holds
+the module and the parameter layout and offers ``total_gradient`` (the yardstick of
+DESIGN.md §5), ``loss``, ``trainer`` and ``train``. All checking of user data happens
+here, before anything reaches compiled code.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import codegen, loop
+from .analysis import Analysis
+from .autodiff import Program
+from .backends import get_backend
+from .errors import DataError, GraphError, NotApplicable
+from .estimators import make_spec
+from .estimators.base import layout_size
+from .graph import Cell, init_param
+from .optim import SGD, Adam
+
+LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+class Estimator:
+    """One estimator compiled for one cell (see ``rg.compile``)."""
+
+    def __init__(self, cell: Cell, estimator: str = "uoro", *, loss: str = "softmax_xent",
+                 backend: str = "numba", dtype="float64", output: str | None = None,
+                 **options):
+        if not isinstance(cell, Cell):
+            raise TypeError(f"compile: expected an rgraph Cell, got {type(cell).__name__}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {sorted(LOSSES)}")
+        dtype = np.dtype(dtype).name
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+        self.cell = cell
+        self.loss_name = loss
+        self.dtype = np.dtype(dtype)
+        self.program = Program(cell, output)
+        self.program.output_ids_loss     # an ambiguous output fails here, by name
+        self.analysis = Analysis(cell)
+        self.spec = make_spec(estimator, self.program, self.analysis, **options)
+        self.name = self.spec.describe()
+        self.backend = get_backend(backend)
+        consts, kernels, funcs = self.spec.module_parts()
+        title = (f"cell '{cell.name}', estimator {self.name}, loss {loss}, {dtype}\n# "
+                 + "\n# ".join(str(cell).splitlines()))
+        src = codegen.assemble(title, self.backend, consts, kernels, funcs + loop.TEMPLATES,
+                               aliases={"rg_loss": LOSSES[loss], "DT": f"np.{dtype}"})
+        stem = re.sub(r"\W", "_", f"{cell.name}_{self.name}")
+        self.module, self.path = codegen.load(src, self.backend, stem)
+        p = self.program
+        self.n_state, self.n_in, self.n_params = p.n_state, p.n_in, p.n_params
+        self.n_out = self.spec.nout
+        self.blocks = p.param_blocks
+
+    def __repr__(self):
+        return (f"Estimator({self.name} on cell '{self.cell.name}', loss={self.loss_name}, "
+                f"backend={self.backend.name}, {self.n_params:,} params)")
+
+    @property
+    def source(self) -> str:
+        """The generated module, as written to disk."""
+        return self.path.read_text()
+
+    # ------------------------------------------------------------- parameters
+    def init_params(self, seed: int = 0) -> dict:
+        """Fresh parameters from each param's init scheme (same seed, same numbers)."""
+        rng = np.random.default_rng(seed)
+        return {b.name: init_param(self.cell.nodes[b.node], rng) for b in self.blocks}
+
+    def pack(self, params: dict) -> np.ndarray:
+        if not isinstance(params, dict):
+            raise DataError(f"params must be a dict name -> array (see init_params), got "
+                            f"{type(params).__name__}")
+        names = [b.name for b in self.blocks]
+        missing = [n for n in names if n not in params]
+        extra = [n for n in params if n not in names]
+        if missing or extra:
+            raise DataError(f"params for cell '{self.cell.name}': missing {missing}, "
+                            f"unknown {extra}; expected exactly {names}")
+        th = np.empty(self.n_params, dtype=self.dtype)
+        for b in self.blocks:
+            a = np.asarray(params[b.name])
+            if a.shape != tuple(b.shape):
+                raise DataError(f"param '{b.name}' has shape {a.shape}, expected "
+                                f"{tuple(b.shape)}")
+            if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+                raise DataError(f"param '{b.name}' has dtype {a.dtype}; pass real numbers")
+            if not np.all(np.isfinite(a)):
+                raise DataError(f"param '{b.name}' has non-finite entries")
+            th[b.off:b.off + b.size] = a.ravel()
+        return th
+
+    def unpack(self, flat: np.ndarray) -> dict:
+        return {b.name: np.array(flat[b.off:b.off + b.size], dtype=np.float64)
+                .reshape(b.shape) for b in self.blocks}
+
+    # ------------------------------------------------------------------ data
+    def check_data(self, xs, ys, weights=None, resets=None, batch_axis=False):
+        """Validated (T, B, X) inputs, targets, weights and resets for the compiled loop.
+
+        xs: (T, X) or, with batch_axis, (T, B, X); ys: class ids (T[, B]) for
+        softmax_xent or vectors (T[, B], n_out) for mse."""
+        xs = np.asarray(xs)
+        want = "(T, B, n_in)" if batch_axis else "(T, n_in)"
+        nd = 3 if batch_axis else 2
+        if xs.ndim != nd or xs.shape[-1] != self.n_in or xs.shape[0] == 0:
+            raise DataError(f"xs has shape {xs.shape}; expected {want} with n_in = "
+                            f"{self.n_in} for cell '{self.cell.name}'")
+        if not np.issubdtype(xs.dtype, np.number) or np.iscomplexobj(xs):
+            raise DataError(f"xs has dtype {xs.dtype}; pass real numbers")
+        if not np.all(np.isfinite(xs)):
+            t = int(np.argwhere(~np.isfinite(xs))[0][0])
+            raise DataError(f"xs has a non-finite value (first at step {t}); clean the data "
+                            f"before training")
+        lead = xs.shape[:-1]
+        ys = np.asarray(ys)
+        if self.loss_name == "softmax_xent":
+            if ys.shape != lead:
+                raise DataError(f"ys has shape {ys.shape}; softmax_xent wants integer class "
+                                f"ids of shape {lead} (one per step)")
+            if not np.issubdtype(ys.dtype, np.integer):
+                if np.issubdtype(ys.dtype, np.floating) and np.all(np.isfinite(ys)) and \
+                        np.all(ys == np.round(ys)):
+                    ys = ys.astype(np.int64)
+                else:
+                    raise DataError(f"ys has dtype {ys.dtype}; softmax_xent wants integer "
+                                    f"class ids in [0, {self.n_out})")
+            if ys.size and (ys.min() < 0 or ys.max() >= self.n_out):
+                raise DataError(f"ys has class ids in [{ys.min()}, {ys.max()}] but the output "
+                                f"has {self.n_out} classes")
+            ys = ys.astype(np.int64)
+        else:
+            if ys.shape != lead + (self.n_out,):
+                raise DataError(f"ys has shape {ys.shape}; mse wants targets of shape "
+                                f"{lead + (self.n_out,)}")
+            if not np.all(np.isfinite(ys)):
+                raise DataError("ys has non-finite values; mse targets must be finite")
+            ys = ys.astype(self.dtype)
+        if weights is None:
+            ws = np.ones(lead, dtype=self.dtype)
+        else:
+            ws = np.asarray(weights, dtype=np.float64)
+            if ws.shape != lead or not np.all(np.isfinite(ws)) or np.any(ws < 0):
+                raise DataError(f"weights must be finite, >= 0 and of shape {lead}; got "
+                                f"shape {ws.shape}")
+            ws = ws.astype(self.dtype)
+        if resets is None:
+            rs = np.zeros(lead, dtype=np.bool_)
+        else:
+            rs = np.asarray(resets, dtype=np.bool_)
+            if rs.shape != lead:
+                raise DataError(f"resets must have shape {lead}, got {rs.shape}")
+        if not batch_axis:
+            xs, ys, ws, rs = xs[:, None], ys[:, None], ws[:, None], rs[:, None]
+        return (np.ascontiguousarray(xs, dtype=self.dtype), np.ascontiguousarray(ys),
+                np.ascontiguousarray(ws), np.ascontiguousarray(rs))
+
+    # ------------------------------------------------------------- gradients
+    def new_state(self, batch: int, T: int | None = None):
+        """Zeroed (states, estimator state) for ``batch`` streams."""
+        K = self.spec.segment_length(T)
+        E = np.zeros((batch, layout_size(self.spec.state_layout(), K)), dtype=self.dtype)
+        return np.zeros((batch, self.n_state), dtype=self.dtype), E
+
+    def total_gradient(self, params, xs, ys, seed: int = 0, weights=None, resets=None,
+                       return_loss: bool = False):
+        """The sum over a sequence of this estimator's per-step gradient estimates at fixed
+        parameters, states starting at zero (loss Σ_t l_t). Exact for rtrl and bptt; for
+        the stochastic estimators its mean over seeds is the exact gradient."""
+        th = self.pack(params)
+        xs, ys, ws, rs = self.check_data(xs, ys, weights, resets)
+        T = xs.shape[0]
+        states, E = self.new_state(1, T)
+        g = np.zeros(self.n_params, dtype=self.dtype)
+        losses = np.zeros((T, 1), dtype=self.dtype)
+        rng = np.random.default_rng(seed)
+        opt, hp = np.zeros(1 + 2 * self.n_params, dtype=self.dtype), SGD(0.0).hyper()
+        bad = self.module.run(th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0,
+                              self.spec.update_every(T), False)
+        _raise_if_bad(bad, losses, 0, "total_gradient")
+        self.module.flush_all(th, E, g, rng)
+        grad = self.unpack(g)
+        return (grad, float(losses.sum())) if return_loss else grad
+
+    def loss(self, params, xs, ys, weights=None, resets=None) -> float:
+        """Mean per-step loss of a forward pass from zero state (no learning)."""
+        th = self.pack(params)
+        xs, ys, ws, rs = self.check_data(xs, ys, weights, resets)
+        states = np.zeros((1, self.n_state), dtype=self.dtype)
+        losses = np.zeros((xs.shape[0], 1), dtype=self.dtype)
+        self.module.evaluate(th, states, xs, ys, ws, rs, losses)
+        return float(losses.sum() / max(float(ws.sum()), 1e-300))
+
+    # --------------------------------------------------------------- training
+    def trainer(self, params, optimizer=None, batch: int = 1, seed: int = 0,
+                reset_prob: float = 0.0, chunk: int = 1000) -> "Trainer":
+        """A resumable online training run (see ``Trainer``)."""
+        return Trainer(self, params, optimizer, batch, seed, reset_prob, chunk)
+
+    def train(self, params, xs, ys, optimizer=None, batch: int = 1, seed: int = 0,
+              weights=None, resets=None, reset_prob: float = 0.0, chunk: int = 1000,
+              progress: bool = False, callback=None, record: str = "step") -> "TrainResult":
+        """Online training on a sequence: every step advances the cell, forms the gradient
+        estimate and (every ``update_every`` steps) updates the parameters.
+
+        xs: (T, n_in) split into ``batch`` contiguous streams of T // batch steps, or
+        (T, B, n_in) streams given explicitly."""
+        tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk)
+        return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
+                      callback=callback, record=record)
+
+
+def _raise_if_bad(bad, losses, t0, what):
+    if bad:
+        idx = np.argwhere(~np.isfinite(losses))
+        where = f" at step {t0 + int(idx[0][0])}, stream {int(idx[0][1])}" if len(idx) else ""
+        raise FloatingPointError(
+            f"{what}: the loss or the gradient became non-finite{where}; lower the learning "
+            f"rate, clip gradients (optimizer clip=...) or check the cell for overflow")
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns: final parameters and the learning curve."""
+
+    params: dict
+    losses: np.ndarray            # mean loss over the batch, per step (or per chunk)
+    steps: int
+    seconds: float
+    record: str = "step"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else math.inf
+
+    def __repr__(self):
+        tail = float(np.mean(self.losses[-max(1, len(self.losses) // 10):])) \
+            if len(self.losses) else float("nan")
+        return (f"TrainResult({self.steps} steps, {self.steps_per_second:,.0f} steps/s, "
+                f"final loss ~{tail:.4g})")
+
+
+class Trainer:
+    """The whole state of an online training run: parameters, optimizer, per-stream
+    cell and estimator state, random generator, step count and curve. ``run`` continues
+    it; ``state_dict`` / ``load_state_dict`` save and restore it exactly."""
+
+    def __init__(self, est: Estimator, params, optimizer=None, batch=1, seed=0,
+                 reset_prob=0.0, chunk=1000):
+        self.est = est
+        self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
+        if not isinstance(self.optimizer, (SGD, Adam)):
+            raise TypeError(f"optimizer must be rg.SGD(...) or rg.Adam(...), got "
+                            f"{self.optimizer!r}")
+        self.hp = self.optimizer.hyper()
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be a positive integer, got {batch!r}")
+        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+        if not 0.0 <= reset_prob <= 1.0:
+            raise ValueError(f"reset_prob must be in [0, 1], got {reset_prob!r}")
+        self.batch, self.chunk, self.reset_prob = int(batch), int(chunk), float(reset_prob)
+        self.th = est.pack(params)
+        self.opt = np.zeros(1 + 2 * est.n_params, dtype=est.dtype)
+        self.states, self.E = est.new_state(self.batch, self.chunk)
+        self.g = np.zeros(est.n_params, dtype=est.dtype)
+        self.rng = np.random.default_rng(seed)
+        self.update_every = est.spec.update_every(self.chunk)
+        self.step = 0
+        self.curve: list[float] = []
+
+    def __repr__(self):
+        return (f"Trainer({self.est.name} on '{self.est.cell.name}', batch {self.batch}, "
+                f"step {self.step}, {self.optimizer})")
+
+    @property
+    def params(self) -> dict:
+        return self.est.unpack(self.th)
+
+    def _streams(self, xs, ys, weights, resets):
+        xs = np.asarray(xs)
+        if xs.ndim == 3:
+            if xs.shape[1] != self.batch:
+                raise DataError(f"xs has {xs.shape[1]} streams but the trainer's batch is "
+                                f"{self.batch}")
+            return self.est.check_data(xs, ys, weights, resets, batch_axis=True)
+        xs, ys, ws, rs = self.est.check_data(xs, ys, weights, resets)
+        B = self.batch
+        T = xs.shape[0] // B
+        if T == 0:
+            raise DataError(f"{xs.shape[0]} steps cannot feed {B} streams")
+
+        def split(a):   # (T*B, 1, ...) -> (T, B, ...): stream b is the b-th contiguous part
+            a = a[:T * B, 0]
+            return np.ascontiguousarray(np.swapaxes(a.reshape((B, T) + a.shape[1:]), 0, 1))
+        return split(xs), split(ys), split(ws), split(rs)
+
+    def run(self, xs, ys, weights=None, resets=None, progress=False, callback=None,
+            record="step") -> TrainResult:
+        """Continue training on (xs, ys); returns the whole run's result so far.
+
+        callback(trainer, chunk_mean_loss) is called between chunks; returning True stops.
+        """
+        if record not in ("step", "chunk"):
+            raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
+        xs, ys, ws, rs = self._streams(xs, ys, weights, resets)
+        T = xs.shape[0]
+        bar = _progress(progress, T * self.batch, self.est.name)
+        t_start = time.perf_counter()
+        done = 0
+        try:
+            while done < T:
+                n = min(self.chunk - (self.step % self.chunk), T - done)
+                sl = slice(done, done + n)
+                rs_c = rs[sl].copy()
+                if self.reset_prob > 0:
+                    rs_c |= self.rng.random(rs_c.shape) < self.reset_prob
+                losses = np.zeros((n, self.batch), dtype=self.est.dtype)
+                bad = self.est.module.run(self.th, self.states, self.E, xs[sl], ys[sl],
+                                          ws[sl], rs_c, self.rng, self.g, self.opt, self.hp,
+                                          losses, self.step, self.update_every, True)
+                _raise_if_bad(bad, losses, self.step, "train")
+                wsum = ws[sl].sum(axis=1)
+                per_step = losses.sum(axis=1) / np.maximum(wsum, 1e-300)
+                mean = float(losses.sum() / max(float(ws[sl].sum()), 1e-300))
+                if record == "step":
+                    self.curve.extend(per_step.tolist())
+                else:
+                    self.curve.append(mean)
+                self.step += n
+                done += n
+                if bar is not None:
+                    bar.update(n * self.batch)
+                    bar.set_postfix(loss=f"{mean:.4g}")
+                if callback is not None and callback(self, mean):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t_start
+        return TrainResult(self.params, np.array(self.curve), done, seconds, record)
+
+    # ------------------------------------------------------------ save/restore
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run number for number."""
+        return {"th": self.th.copy(), "opt": self.opt.copy(), "states": self.states.copy(),
+                "E": self.E.copy(), "g": self.g.copy(),
+                "rng": self.rng.bit_generator.state, "step": self.step,
+                "curve": np.array(self.curve), "estimator": self.est.name,
+                "cell": self.est.cell.name, "batch": self.batch, "chunk": self.chunk}
+
+    def load_state_dict(self, sd: dict):
+        for key in ("estimator", "cell", "batch", "chunk"):
+            mine = {"estimator": self.est.name, "cell": self.est.cell.name,
+                    "batch": self.batch, "chunk": self.chunk}[key]
+            if sd[key] != mine:
+                raise DataError(f"checkpoint is for {key} {sd[key]!r}, this trainer has "
+                                f"{mine!r}")
+        for key in ("th", "opt", "states", "E", "g"):
+            cur = getattr(self, key)
+            if sd[key].shape != cur.shape:
+                raise DataError(f"checkpoint {key} has shape {sd[key].shape}, expected "
+                                f"{cur.shape}")
+            cur[...] = sd[key]
+        self.rng.bit_generator.state = sd["rng"]
+        self.step = int(sd["step"])
+        self.curve = list(np.asarray(sd["curve"]).tolist())
+
+
+def _progress(enabled, total, desc):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, dynamic_ncols=True)
+
+
+def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa: A001
+    """Compile ``estimator`` for ``cell``: ``rg.compile(cell, "kf-rtrl", loss="mse")``.
+
+    Options: loss ("softmax_xent" | "mse"), backend ("numba" | "numpy"), dtype, output
+    (which output the loss sees), and the estimator's own options (see
+    ``rg.estimators.ESTIMATORS``). Estimators that cannot apply to the cell raise
+    ``NotApplicable`` with the analysis's reason.
+    """
+    return Estimator(cell, estimator, **kwargs)
+
+
+__all__ = ["Estimator", "Trainer", "TrainResult", "compile", "GraphError", "NotApplicable"]

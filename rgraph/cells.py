@@ -1,0 +1,108 @@
+"""Built-in cells, each a few lines of the DSL (and a model for writing new ones).
+
+Every cell here takes ``(n_in, n, n_out)`` and has a linear readout with a bias
+(``V @ h + b``), whose parameters get exact gradients from every estimator.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Cell, concat, const, pointwise, sigmoid, split, tanh
+
+
+def _readout(c: Cell, h, n_out: int, name="logits"):
+    n = h.shape[0]
+    V = c.param("V", (n_out, n))
+    b = c.param("b", n_out, init="zeros")
+    c.output(name, V @ h + b)
+
+
+def tanh_rnn(n_in: int, n: int, n_out: int) -> Cell:
+    """h_t = tanh(W [h_{t-1}; x_t; 1])."""
+    c = Cell("tanh_rnn")
+    x, h = c.input("x", n_in), c.state("h", n)
+    W = c.param("W", (n, n + n_in + 1))
+    h_new = tanh(W @ concat(h, x, const(1.0)))
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
+    """Recurrent Highway Network, recurrence depth 1, coupled carry gate (Zilly et al.):
+
+        [p; q] = W [s_{t-1}; x_t; 1],   h = φ(p),   t = sigmoid(q)
+        s_t = h * t + s_{t-1} * (1 - t)
+
+    ``nonlinearity``: "tanh" or "2sigmoid-1" (Mujika et al.'s choice, footnote 2).
+    """
+    if nonlinearity not in ("tanh", "2sigmoid-1"):
+        raise ValueError(f"rhn: nonlinearity must be 'tanh' or '2sigmoid-1', "
+                         f"got {nonlinearity!r}")
+    c = Cell("rhn")
+    x, s = c.input("x", n_in), c.state("s", n)
+    W = c.param("W", (2 * n, n + n_in + 1))
+    p, q = split(W @ concat(s, x, const(1.0)), 2)
+    h = tanh(p) if nonlinearity == "tanh" else \
+        pointwise(lambda z: 2 * sigmoid(z) - 1, p, name="sig2m1")
+    t = sigmoid(q)
+    s_new = h * t + s * (1 - t)
+    c.update(s, s_new)
+    _readout(c, s_new, n_out)
+    return c
+
+
+def lstm(n_in: int, n: int, n_out: int) -> Cell:
+    """LSTM with state (h, c), one matrix for the four gates (DESIGN.md §6)."""
+    c = Cell("lstm")
+    x = c.input("x", n_in)
+    h, m = c.state("h", n), c.state("c", n)
+    W = c.param("W", (4 * n, n + n_in + 1))
+    i, f, o, g = split(W @ concat(h, x, const(1.0)), 4)
+    m_new = sigmoid(f) * m + sigmoid(i) * tanh(g)
+    h_new = sigmoid(o) * tanh(m_new)
+    c.update(m, m_new)
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def gru(n_in: int, n: int, n_out: int) -> Cell:
+    """GRU (Cho et al.): the reset gate r multiplies h *before* the candidate's matrix,
+    so the candidate product's input depends on θ — no Kronecker structure."""
+    c = Cell("gru")
+    x, h = c.input("x", n_in), c.state("h", n)
+    W_zr = c.param("W_zr", (2 * n, n + n_in + 1))
+    W_h = c.param("W_h", (n, n + n_in + 1))
+    z, r = split(sigmoid(W_zr @ concat(h, x, const(1.0))), 2)
+    h_cand = tanh(W_h @ concat(r * h, x, const(1.0)))
+    h_new = (1 - z) * h + z * h_cand
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def influence_balancing(n: int = 23, n_minus: int = 13, A=None) -> Cell:
+    """The linear system of Tallec & Ollivier §4, eq. (8): one scalar parameter θ,
+
+        s_t = A s_{t-1} + θ · b · x_t,    b = (+1, ..., +1, -1, ..., -1),  y_t = s_t[0]
+
+    with A[i, i] = A[i, i+1] = 1/2 (fixed) and x_t = 1 (the task's constant drive).
+    The loss ½(y_t - 1)² is ``loss="mse"`` against target 1.
+    """
+    if not 0 <= n_minus <= n:
+        raise ValueError(f"influence_balancing: n_minus={n_minus} must be in [0, n={n}]")
+    if A is None:
+        A = 0.5 * np.eye(n) + 0.5 * np.eye(n, k=1)
+    signs = np.concatenate([np.ones(n - n_minus), -np.ones(n_minus)])
+    c = Cell("influence")
+    x, s = c.input("x", 1), c.state("s", n)
+    theta = c.param("theta", 1, init="zeros")
+    s_new = c.const(A, "A") @ s + c.const(signs, "b") * (theta * x)
+    c.update(s, s_new)
+    c.output("y", s_new[0:1])
+    return c
+
+
+CELLS = {"tanh": tanh_rnn, "rnn": tanh_rnn, "rhn": rhn, "lstm": lstm, "gru": gru,
+         "influence": influence_balancing}

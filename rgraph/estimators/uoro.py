@@ -1,0 +1,180 @@
+"""UORO and projected UORO (Tallec & Ollivier 2017, Alg. 1; Cooijmans & Martens 2019).
+
+G_t = ds_t/dθ is kept as a rank-one product s̃_t w̃_tᵀ (averaged over ``rank`` pairs).
+With noise u_t at a cut z of the step (DESIGN.md §3):
+
+    s̃_t = ρ0 · H_t s̃_{t-1}  +  ρ1 · J^{s_t}_{z_t} Q u_t          (jvp downstream of z)
+    w̃_t = w̃_{t-1} / ρ0     +  (u_tᵀ Q⁻¹ J^{z_t}_{θ}) / ρ1       (vjp upstream of z)
+
+and the gradient estimate of step t is  ∂l/∂θ + (∂l/∂s_{t-1} · s̃_{t-1}) w̃_{t-1}.
+ρ0 and ρ1 are Algorithm 1's normalizers (each pair's two factors get equal norms,
+ε = 1e-7); z = s_t is plain UORO. Options: ``Q0`` (a fixed |z| x |z| matrix) and
+``alpha`` (a fixed scalar schedule α_t = alpha (t+1)^-alpha_power replacing ρ1), as in
+Cooijmans & Martens' "Toward improved variance reduction" (Q_t = α_t Q0).
+
+UORO-T (``T`` > 1, state space) applies Algorithm 1 to T consecutive steps taken as
+one transition: the block's losses are backpropagated exactly through the block, the
+tangent s̃ is pushed through all T steps and the noise pulled back through them.
+"""
+# ruff: noqa: F821  (template names are defined in the generated module)
+from __future__ import annotations
+
+import numpy as np
+
+from . import common
+from .base import EstimatorSpec, positive_int, renamed
+from .. import kernel as K
+
+
+def uoro_step(th, s, E, x, y, w, g, rng, W):
+    """One step of (projected) UORO for one stream, rank RANK."""
+    count, s_tilde, w_tilde = est_views(E)
+    v, vd, vb, thb, thd, ybar, u, qu, hs, js, dw = W
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
+    # gradient estimate: δθ + (δs · s̃) w̃, averaged over the rank-one pairs
+    rg_axpy(g, 1.0, thb)
+    for r in range(RANK):
+        rg_axpy(g[0:NR], rg_dot(vb[0:S], s_tilde[r]) / RANK, w_tilde[r])
+    for r in range(RANK):
+        # H_t s̃_{t-1}: the forward tangent of the previous estimate
+        vd[0:S] = s_tilde[r]
+        jvp_state(th, v, thd, vd)
+        gather_new(vd, hs)
+        # noise at the cut: J^s_z Q u forward ...
+        rg_rademacher(rng, u)
+        noise_forward(u, qu)
+        seed_z(qu, vd, thd)
+        jvp_z(th, v, thd, vd)
+        gather_new(vd, js)
+        # ... and uᵀ Q⁻¹ J^z_θ backward
+        noise_backward(u, qu)
+        rg_zero(vb)
+        rg_zero(dw)
+        seed_z_bar(qu, vb, dw)
+        vjp_z(th, v, vb, dw)
+        # Algorithm 1's normalizers, then the rank-one reduction
+        rho0 = math.sqrt(rg_nrm2(w_tilde[r]) / (rg_nrm2(hs) + EPS)) + EPS
+        if ALPHA > 0.0:
+            rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
+        else:
+            rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(js) + EPS)) + EPS
+        rg_axpby(s_tilde[r], rho0, hs, 0.0)
+        rg_axpy(s_tilde[r], rho1, js)
+        rg_axpby(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
+    count[0] += 1.0
+    gather_new(v, s)
+    return loss
+
+
+def noise_identity(u, qu):
+    """Q = I: the noise goes in as drawn."""
+    qu[:] = u
+
+
+def noise_q0(u, qu):
+    """Q u with the fixed matrix Q0."""
+    rg_matvec(qu, Q0.reshape((NZ, NZ)), u)
+
+
+def noise_q0_inv_t(u, qu):
+    """Q⁻ᵀ u with the fixed matrix Q0 (so that uᵀ Q⁻¹ J = (Q⁻ᵀ u)ᵀ J)."""
+    rg_matvec(qu, Q0_INV_T.reshape((NZ, NZ)), u)
+
+
+class ProjectedUORO(EstimatorSpec):
+    """Projected UORO at a cut ``projection`` ("state" | "preactivation" | "parameter" |
+    node names; default: the analysis's choice)."""
+
+    name = "projected-uoro"
+    stochastic = True
+
+    def __init__(self, prog, analysis, projection=None, rank=1, Q0=None, alpha=None,
+                 alpha_power=0.0, **opts):
+        super().__init__(prog, analysis, **opts)
+        self.space = analysis.space(projection)
+        self.rank = positive_int(rank, f"{self.name}: rank")
+        self.alpha = 0.0 if alpha is None else float(alpha)
+        if alpha is not None and not (np.isfinite(self.alpha) and self.alpha > 0):
+            raise ValueError(f"{self.name}: alpha must be a positive number, got {alpha!r}")
+        self.alpha_power = float(alpha_power)
+        nz = self.space.dim
+        if Q0 is None:
+            self.Q0 = None
+        else:
+            Q0 = np.asarray(Q0, dtype=np.float64)
+            if Q0.shape != (nz, nz):
+                raise ValueError(f"{self.name}: Q0 must be {nz}x{nz} (the dimension of the "
+                                 f"{self.space.label} space), got {Q0.shape}")
+            if not np.all(np.isfinite(Q0)) or np.linalg.cond(Q0) > 1e12:
+                raise ValueError(f"{self.name}: Q0 must be finite and invertible")
+            self.Q0 = Q0
+
+    def describe(self):
+        extra = f", rank {self.rank}" if self.rank > 1 else ""
+        return f"{self.name}[{self.space.label}{extra}]"
+
+    def kernels(self):
+        p, z = self.prog, list(self.space.ids)
+        ks = [p.jvp("jvp_state"), p.scatter_add("seed_z", z, "vd", zero_first=True),
+              p.scatter_add("seed_z_bar", z, "vb")]
+        if self.space.kind == "parameter":
+            ks.append(p.jvp("jvp_z", seeds=[], params="dense"))
+            ks.append(K.Kernel("vjp_z", ("th", "v", "vb", "thb"),
+                               "The cut is θ itself: nothing to pull back."))
+        else:
+            ks.append(p.jvp("jvp_z", seeds=[], inject=z))
+            ks.append(p.vjp("vjp_z", z, ("params",)))
+        return ks
+
+    def constants(self):
+        nz = self.space.dim
+        q0 = np.eye(1) if self.Q0 is None else self.Q0
+        qi = np.eye(1) if self.Q0 is None else np.linalg.inv(self.Q0).T
+        return {"RANK": self.rank, "NZ": nz, "EPS": 1e-7, "ALPHA": self.alpha,
+                "ALPHA_POWER": self.alpha_power, "Q0": q0.ravel(), "Q0_INV_T": qi.ravel()}
+
+    def state_layout(self):
+        p = self.prog
+        return {"count": (1,), "s_tilde": (self.rank, p.n_state),
+                "w_tilde": (self.rank, p.n_rec)}
+
+    def scratch_layout(self):
+        p = self.prog
+        return {"v": (p.n_values,), "vd": (p.n_values,), "vb": (p.n_values,),
+                "thb": (p.n_params,), "thd": (p.n_rec,), "ybar": (self.nout,),
+                "u": (self.space.dim,), "qu": (self.space.dim,), "hs": (p.n_state,),
+                "js": (p.n_state,), "dw": (p.n_params,)}
+
+    def functions(self):
+        if self.Q0 is None:
+            noise = [renamed(noise_identity, "noise_forward"),
+                     renamed(noise_identity, "noise_backward")]
+        else:
+            noise = [renamed(noise_q0, "noise_forward"),
+                     renamed(noise_q0_inv_t, "noise_backward")]
+        return common.TEMPLATES + noise + [
+            renamed(uoro_step, "est_step"),
+            renamed(common.est_nothing_to_flush, "est_flush"),
+            renamed(common.est_zero_state, "est_reset")]
+
+
+class UORO(ProjectedUORO):
+    """Plain UORO: projection in state space (Tallec & Ollivier Alg. 1); ``T`` > 1 gives
+    UORO-T."""
+
+    name = "uoro"
+
+    def __init__(self, prog, analysis, rank=1, T=1, **opts):
+        if "projection" in opts:
+            raise TypeError("uoro projects in state space; use 'projected-uoro' with "
+                            "projection=... for other cuts")
+        super().__init__(prog, analysis, projection="state", rank=rank, **opts)
+        self.T = positive_int(T, "uoro: T")
+        if self.T > 1:
+            self.segment = True
+
+    def describe(self):
+        parts = [f"rank {self.rank}"] if self.rank > 1 else []
+        if self.T > 1:
+            parts.append(f"T={self.T}")
+        return "uoro" + (f"[{', '.join(parts)}]" if parts else "")
