@@ -320,6 +320,10 @@ class Program:
                 return None
             return self.ref(a, "vd")
 
+        for t in targets:   # a target no tangent reaches has tangent zero
+            if t not in act:
+                k.body.append(K.Comment(f"{self.nodes[t].name}_dot = 0: no tangent reaches it"))
+                k.body.append(K.Zero(self.ref(t, "vd")))
         for block in self.blocks:
             if not any(m in act for m in self.block_nodes(block)):
                 continue

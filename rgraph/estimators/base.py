@@ -26,30 +26,28 @@ def layout_size(layout: dict, K: int = 1) -> int:
     return sum(_size(s, K) for s in layout.values())
 
 
-def views_source(layout: dict, name: str, arg: str) -> str:
-    """Source of ``name(arg)`` returning the views of ``layout`` into a flat array."""
+def views_source(layout: dict, name: str, arg: str, select=None) -> str:
+    """Source of ``name(arg)`` returning views into a flat array laid out as ``layout``
+    (all of them, or the ``select``ed names in that order)."""
     fixed = [(n, s) for n, s in layout.items() if "K" not in s]
     per_k = [(n, s) for n, s in layout.items() if "K" in s]
-    lines = [f"def {name}({arg}):", f'    """Views {list(layout)} of one stream."""']
     nfix = layout_size(dict(fixed))
     nper = layout_size(dict(per_k))
-    if per_k:
-        lines.append(f"    K = ({arg}.shape[0] - {nfix}) // {nper}")
-    out, pos = [], 0
+    views, pos = {}, 0
     for n, s in fixed:
-        size = _size(s)
-        out.append(_view(arg, str(pos), str(pos + size), s))
-        pos += size
+        views[n] = _view(arg, str(pos), str(pos + _size(s)), s)
+        pos += _size(s)
     off = str(pos)
     for n, s in per_k:
-        per = _size(s)          # the size per unit of K
-        end = f"{off} + K * {per}"
-        out.append(_view(arg, off, end, s))
+        end = f"{off} + K * {_size(s)}"      # _size(s): the size per unit of K
+        views[n] = _view(arg, off, end, s)
         off = f"({end})"
-    if not out:
-        lines.append("    return ()")
-    else:
-        lines.append("    return (" + ", ".join(out) + ("," if len(out) == 1 else "") + ")")
+    names = list(layout) if select is None else list(select)
+    lines = [f"def {name}({arg}):", f'    """Views {names} of one stream."""']
+    if per_k and any("K" in layout[n] for n in names):
+        lines.append(f"    K = ({arg}.shape[0] - {nfix}) // {nper}")
+    out = [views[n] for n in names]
+    lines.append("    return (" + ", ".join(out) + ("," if len(out) == 1 else "") + ")")
     return "\n".join(lines) + "\n"
 
 
@@ -138,8 +136,11 @@ class EstimatorSpec:
         consts = self.base_constants()
         consts.update(self.constants())
         kernels = self.base_kernels() + self.kernels()
-        funcs = [views_source(self.state_layout(), "est_views", "E"),
-                 scratch_source(self.scratch_layout())] + list(self.functions())
+        layout = self.state_layout()
+        funcs = [views_source(layout, "est_views", "E"), scratch_source(self.scratch_layout())]
+        if "traj" in layout:     # the stored segment, for the shared segment templates
+            funcs.append(views_source(layout, "seg_views", "E", ("pos", "traj", "ybars")))
+        funcs += list(self.functions())
         return consts, kernels, funcs
 
     def require(self, cond: bool, msg: str):

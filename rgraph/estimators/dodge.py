@@ -1,1 +1,227 @@
-class DODGE: pass
+"""DODGE: directional gradient descent (Silver et al. 2022).
+
+The directional derivative of the loss along a direction u of the recurrent parameters,
+∂L/∂θ · u, is forward-mode: ṡ_t = H_t ṡ_{t-1} + F_t u, and (∂l_t/∂θ · u) =
+∂l/∂y · ẏ_t. The estimate is (∂L/∂θ · u) u (eq. 3); readout parameters get their exact
+gradient. A direction is held for a window of ``window`` steps (default: until the
+state resets, i.e. the whole sequence for ``total_gradient``); at a window's start the
+tangents restart from zero.
+
+Directions (§3.3, §4.2-4.3, §5.4):
+* ``random``: k independent Rademacher directions, estimates averaged — unbiased;
+* ``partitioned``: one Rademacher vector cut into k zero-padded parts, estimates summed
+  — unbiased, lower variance;
+* ``candidate``: the normalized direction of a cheap approximate gradient, computed over
+  the window before the forward-mode pass (the paper's two passes): ``"tbptt"`` (TBPTT
+  with truncation ``candidate_k`` over the window), ``"average"`` (a moving average, rate
+  ``beta``, of those TBPTT gradients), or a fixed direction (a dict of recurrent
+  parameter arrays). Always a descent direction; not unbiased.
+"""
+# ruff: noqa: F821  (template names are defined in the generated module)
+from __future__ import annotations
+
+import numpy as np
+
+from . import common
+from .base import EstimatorSpec, positive_int, renamed
+from .exact import tbptt_step
+
+
+def draw_random(rng, U):
+    """k independent Rademacher directions (the columns of U)."""
+    for j in range(KD):
+        for i in range(NR):
+            U[i, j] = 1.0 if rng.random() < 0.5 else -1.0
+
+
+def draw_partitioned(rng, U):
+    """One Rademacher vector cut into KD contiguous zero-padded parts."""
+    U[:, :] = 0.0
+    for j in range(KD):
+        for i in range(j * NR // KD, (j + 1) * NR // KD):
+            U[i, j] = 1.0 if rng.random() < 0.5 else -1.0
+
+
+def dodge_step(th, s, E, x, y, w, g, rng, W):
+    """One step: the forward tangents along the window's directions, and the estimate
+    Σ_j (∂l/∂θ · u_j) u_j · SCALE (readout parameters exact)."""
+    pos, U, sdot = est_views(E)
+    v, vd, vb, thb, ybar = W
+    if pos[0] == 0.0:
+        draw_directions(rng, U)
+        sdot[:, :] = 0.0
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
+    rg_axpy(g[NR:NP], 1.0, thb[NR:NP])
+    vd[0:S, :] = sdot
+    jvp_dir(th, v, U, vd)
+    for j in range(KD):
+        d = 0.0
+        for o in range(NOUT):
+            d += ybar[o] * vd[OUT_OFF + o, j]
+        for i in range(NR):
+            g[i] += SCALE * d * U[i, j]
+    gather_new(vd, sdot)
+    pos[0] += 1.0
+    if WINDOW > 0 and pos[0] >= WINDOW:
+        pos[0] = 0.0
+    gather_new(v, s)
+    return loss
+
+
+def candidate_flush(th, E, g, rng, W):
+    """At a window's end: the candidate direction from a backward pass over the stored
+    window, then the directional derivative along it from a forward pass over it."""
+    pos, gbar, traj, ybars = est_views(E)
+    vd, vb, sb, sd, cand, u = W
+    L = int(pos[0])
+    if L == 0:
+        return
+    # 1. TBPTT(CK) over the window (chunks of CK steps; CK = 0: the whole window)
+    cand[:] = 0.0
+    sb[:] = 0.0
+    for k in range(L - 1, -1, -1):
+        if CK > 0 and (k + 1) % CK == 0:
+            sb[:] = 0.0
+        rg_zero(vb)
+        vb[OUT_OFF:OUT_OFF + NOUT] += ybars[k]
+        scatter_new(sb, vb, cand)
+        vjp_step(th, traj[k], vb, cand)
+        sb[:] = vb[0:S]
+    rg_axpy(g[NR:NP], 1.0, cand[NR:NP])     # readout: exact
+    # 2. the direction
+    if MODE == 0:
+        u[:] = cand[0:NR]
+    elif MODE == 1:
+        rg_axpby(gbar, BETA, cand[0:NR], 1.0 - BETA)
+        u[:] = gbar
+    else:
+        u[:] = DIRECTION
+    norm = rg_nrm2(u)
+    if norm > 0.0:
+        # 3. forward mode along u through the window, tangents from zero
+        for i in range(NR):
+            u[i] /= norm
+        sd[:] = 0.0
+        d = 0.0
+        for k in range(L):
+            vd[0:S] = sd
+            jvp_dir(th, traj[k], u, vd)
+            for o in range(NOUT):
+                d += ybars[k, o] * vd[OUT_OFF + o]
+            gather_new(vd, sd)
+        rg_axpy(g[0:NR], d, u)
+    pos[0] = 0.0
+
+
+def candidate_reset(E):
+    """A state reset ends the window (already flushed); the moving average stays."""
+    pos, gbar, traj, ybars = est_views(E)
+    pos[0] = 0.0
+
+
+class DODGE(EstimatorSpec):
+    name = "dodge"
+
+    def __init__(self, prog, analysis, directions="random", k=1, window=None,
+                 candidate="tbptt", candidate_k=None, beta=0.1, **opts):
+        super().__init__(prog, analysis, **opts)
+        if directions not in ("random", "partitioned", "candidate"):
+            raise ValueError(f"dodge: directions must be 'random', 'partitioned' or "
+                             f"'candidate', got {directions!r}")
+        self.directions = directions
+        self.k = positive_int(k, "dodge: k (number of directions)")
+        if directions == "partitioned" and self.k > prog.n_rec:
+            raise ValueError(f"dodge: {self.k} parts for {prog.n_rec} recurrent parameters")
+        self.window = None if window is None else positive_int(window, "dodge: window")
+        self.stochastic = directions != "candidate"
+        self.segment = directions == "candidate"
+        self.direction = None
+        if directions == "candidate":
+            if isinstance(candidate, dict):
+                self.direction = self._pack_direction(candidate)
+                self.mode = 2
+            elif candidate in ("tbptt", "average"):
+                self.mode = {"tbptt": 0, "average": 1}[candidate]
+            else:
+                raise ValueError(f"dodge: candidate must be 'tbptt', 'average' or a dict of "
+                                 f"recurrent parameter arrays, got {candidate!r}")
+            self.candidate = candidate if isinstance(candidate, str) else "given"
+            self.candidate_k = 0 if candidate_k is None else positive_int(
+                candidate_k, "dodge: candidate_k")
+            self.beta = float(beta)
+            if not 0 < self.beta <= 1:
+                raise ValueError(f"dodge: beta must be in (0, 1], got {beta!r}")
+
+    def _pack_direction(self, d):
+        out = np.zeros(self.prog.n_rec)
+        names = [b.name for b in self.prog.rec_blocks]
+        if set(d) != set(names):
+            raise ValueError(f"dodge: a candidate direction needs exactly the recurrent "
+                             f"parameters {names}, got {sorted(d)}")
+        for b in self.prog.rec_blocks:
+            a = np.asarray(d[b.name], dtype=np.float64)
+            if a.shape != tuple(b.shape) or not np.all(np.isfinite(a)):
+                raise ValueError(f"dodge: direction for '{b.name}' must be finite with shape "
+                                 f"{tuple(b.shape)}, got {a.shape}")
+            out[b.off:b.off + b.size] = a.ravel()
+        return out
+
+    def describe(self):
+        if self.directions == "candidate":
+            c = self.candidate + (f"({self.candidate_k})" if self.candidate_k else "")
+            return f"dodge[candidate {c}]"
+        return f"dodge[{self.directions}, k={self.k}]" if self.k > 1 or \
+            self.directions != "random" else "dodge"
+
+    def kernels(self):
+        p = self.prog
+        targets = p.new_state + p.output_ids_loss
+        ks = [p.jvp("jvp_dir", params="dense", targets=targets,
+                    matrix=self.directions != "candidate")]
+        if self.directions == "candidate":
+            ks += [p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
+                   p.scatter_add("scatter_new", p.new_state, "vb")]
+        return ks
+
+    def constants(self):
+        if self.directions == "candidate":
+            return {"CK": self.candidate_k, "MODE": self.mode, "BETA": self.beta,
+                    "DIRECTION": self.direction if self.direction is not None
+                    else np.zeros(1)}
+        return {"KD": self.k, "WINDOW": self.window or 0,
+                "SCALE": 1.0 / self.k if self.directions == "random" else 1.0}
+
+    def state_layout(self):
+        p = self.prog
+        if self.directions == "candidate":
+            return {"pos": (1,), "gbar": (p.n_rec,), "traj": ("K", p.n_values),
+                    "ybars": ("K", self.nout)}
+        return {"pos": (1,), "U": (p.n_rec, self.k), "sdot": (p.n_state, self.k)}
+
+    def scratch_layout(self):
+        p = self.prog
+        if self.directions == "candidate":
+            return {"vd": (p.n_values,), "vb": (p.n_values,), "sb": (p.n_state,),
+                    "sd": (p.n_state,), "cand": (p.n_params,), "u": (p.n_rec,)}
+        return {"v": (p.n_values,), "vd": (p.n_values, self.k), "vb": (p.n_values,),
+                "thb": (p.n_params,), "ybar": (self.nout,)}
+
+    def segment_length(self, T=None):
+        if self.directions != "candidate":
+            return 1
+        if self.window is not None:
+            return self.window
+        if T is None:
+            raise ValueError("dodge with candidate directions needs a window (or the "
+                             "sequence length)")
+        return T
+
+    def functions(self):
+        if self.directions == "candidate":
+            return [renamed(tbptt_step, "est_step"), renamed(candidate_flush, "est_flush"),
+                    renamed(candidate_reset, "est_reset")]
+        draw = draw_random if self.directions == "random" else draw_partitioned
+        return common.TEMPLATES + [renamed(draw, "draw_directions"),
+                                   renamed(dodge_step, "est_step"),
+                                   renamed(common.est_nothing_to_flush, "est_flush"),
+                                   renamed(common.est_zero_state, "est_reset")]

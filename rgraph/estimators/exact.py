@@ -56,7 +56,7 @@ class RTRL(EstimatorSpec):
 # ------------------------------------------------------------------------ TBPTT
 def tbptt_step(th, s, E, x, y, w, g, rng, W):
     """Forward one step and store it; the backward pass waits for the segment end."""
-    pos, traj, ybars = est_views(E)
+    pos, traj, ybars = seg_views(E)
     k = int(pos[0])
     vk = traj[k]
     vk[0:S] = s
@@ -70,7 +70,7 @@ def tbptt_step(th, s, E, x, y, w, g, rng, W):
 
 def tbptt_flush(th, E, g, rng, W):
     """Backpropagate the stored segment's losses to θ, truncated at the segment start."""
-    pos, traj, ybars = est_views(E)
+    pos, traj, ybars = seg_views(E)
     vb, sb = W
     sb[:] = 0.0
     for k in range(int(pos[0]) - 1, -1, -1):

@@ -23,6 +23,7 @@ import numpy as np
 
 from . import common
 from .base import EstimatorSpec, positive_int, renamed
+from .exact import tbptt_step
 from .. import kernel as K
 
 
@@ -64,6 +65,58 @@ def uoro_step(th, s, E, x, y, w, g, rng, W):
     count[0] += 1.0
     gather_new(v, s)
     return loss
+
+
+def uorot_flush(th, E, g, rng, W):
+    """UORO-T: Algorithm 1 with the stored L <= T steps taken as one transition."""
+    count, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
+    vd, vb, thb, thd, hs, nu, sb, dw = W
+    L = int(pos[0])
+    if L == 0:
+        return
+    # the block's losses backpropagated exactly through it: δθ, and δs at its start
+    sb[:] = 0.0
+    rg_zero(thb)
+    for k in range(L - 1, -1, -1):
+        rg_zero(vb)
+        vb[OUT_OFF:OUT_OFF + NOUT] += ybars[k]
+        scatter_new(sb, vb, thb)
+        vjp_step(th, traj[k], vb, thb)
+        sb[:] = vb[0:S]
+    rg_axpy(g, 1.0, thb)
+    for r in range(RANK):
+        rg_axpy(g[0:NR], rg_dot(sb, s_tilde[r]) / RANK, w_tilde[r])
+    for r in range(RANK):
+        # s̃ pushed forward through the L steps
+        hs[:] = s_tilde[r]
+        for k in range(L):
+            vd[0:S] = hs
+            jvp_state(th, traj[k], thd, vd)
+            gather_new(vd, hs)
+        # ν drawn at the block's end and pulled back through the L steps
+        rg_rademacher(rng, nu)
+        sb[:] = nu
+        rg_zero(dw)
+        for k in range(L - 1, -1, -1):
+            rg_zero(vb)
+            scatter_new(sb, vb, dw)
+            vjp_state(th, traj[k], vb, dw)
+            sb[:] = vb[0:S]
+        rho0 = math.sqrt(rg_nrm2(w_tilde[r]) / (rg_nrm2(hs) + EPS)) + EPS
+        rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(nu) + EPS)) + EPS
+        rg_axpby(s_tilde[r], rho0, hs, 0.0)
+        rg_axpy(s_tilde[r], rho1, nu)
+        rg_axpby(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
+    count[0] += 1.0
+    pos[0] = 0.0
+
+
+def uorot_reset(E):
+    """A state reset (after the flush): the estimate restarts from zero."""
+    count, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
+    s_tilde[:, :] = 0.0
+    w_tilde[:, :] = 0.0
+    pos[0] = 0.0
 
 
 def noise_identity(u, qu):
@@ -172,6 +225,41 @@ class UORO(ProjectedUORO):
         self.T = positive_int(T, "uoro: T")
         if self.T > 1:
             self.segment = True
+            if self.Q0 is not None or self.alpha:
+                raise ValueError("uoro: Q0 and alpha apply to T = 1 (use projected-uoro)")
+
+    def kernels(self):
+        if self.T == 1:
+            return super().kernels()
+        p = self.prog
+        return [p.jvp("jvp_state"),
+                p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
+                p.vjp("vjp_state", p.new_state, ("params", "state")),
+                p.scatter_add("scatter_new", p.new_state, "vb")]
+
+    def state_layout(self):
+        out = super().state_layout()
+        if self.T > 1:
+            out.update({"pos": (1,), "traj": ("K", self.prog.n_values),
+                        "ybars": ("K", self.nout)})
+        return out
+
+    def scratch_layout(self):
+        if self.T == 1:
+            return super().scratch_layout()
+        p = self.prog
+        return {"vd": (p.n_values,), "vb": (p.n_values,), "thb": (p.n_params,),
+                "thd": (p.n_rec,), "hs": (p.n_state,), "nu": (p.n_state,),
+                "sb": (p.n_state,), "dw": (p.n_params,)}
+
+    def segment_length(self, T=None):
+        return self.T
+
+    def functions(self):
+        if self.T == 1:
+            return super().functions()
+        return [renamed(tbptt_step, "est_step"), renamed(uorot_flush, "est_flush"),
+                renamed(uorot_reset, "est_reset")]
 
     def describe(self):
         parts = [f"rank {self.rank}"] if self.rank > 1 else []
