@@ -12,7 +12,6 @@ import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
-from rgraph import ops
 
 from .base import Backend
 

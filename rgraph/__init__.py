@@ -1,12 +1,28 @@
-"""rgraph: a compiler for online gradient estimators of recurrent networks."""
+"""rgraph: a compiler for online gradient estimators of recurrent networks.
+
+Write one step of a cell in the DSL, ``rg.analyze`` it (projection spaces, Kronecker
+structure), and ``rg.compile`` it into RTRL, BPTT/TBPTT, UORO, projected UORO, KF-RTRL
+or DODGE, with generated numba (or numpy) code you can read: ``est.source``.
+
+The pipeline, one module per stage: graph (DSL, IR) -> analysis -> autodiff (forward,
+jvp, vjp kernels) -> backends (printers) -> codegen (modules on disk) -> estimators ->
+api (compile, total_gradient, training).
+"""
 __version__ = "0.1.0"
 
-from .errors import (DataError, GraphError, NameError_, NotApplicable, RGraphError,  # noqa: E402
-                     ShapeError)
-from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,  # noqa: E402
+from . import cells
+from .analysis import analyze
+from .api import Estimator, Trainer, TrainResult, compile
+from .checks import check_derivatives, compare_backends
+from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphError, ShapeError
+from .estimators import ESTIMATORS
+from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,
                     softplus, split, tanh)
-from . import cells  # noqa: E402
-from .analysis import analyze  # noqa: E402
-from .api import Estimator, Trainer, TrainResult, compile  # noqa: E402
-from .optim import SGD, Adam  # noqa: E402
-from .estimators import ESTIMATORS  # noqa: E402
+from .optim import SGD, Adam
+
+__all__ = [
+    "Cell", "concat", "const", "exp", "log", "matmul", "pointwise", "relu", "sigmoid",
+    "softplus", "split", "tanh", "cells", "analyze", "compile", "Estimator", "Trainer",
+    "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
+    "RGraphError", "ShapeError", "GraphError", "NameError_", "DataError", "NotApplicable",
+]

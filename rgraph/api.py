@@ -46,7 +46,7 @@ class Estimator:
         self.loss_name = loss
         self.dtype = np.dtype(dtype)
         self.program = Program(cell, output)
-        self.program.output_ids_loss     # an ambiguous output fails here, by name
+        self.program.output_ids_loss[0]     # an ambiguous output fails here, by name
         self.analysis = Analysis(cell)
         self.spec = make_spec(estimator, self.program, self.analysis, **options)
         self.name = self.spec.describe()
@@ -166,6 +166,11 @@ class Estimator:
         return (np.ascontiguousarray(xs, dtype=self.dtype), np.ascontiguousarray(ys),
                 np.ascontiguousarray(ws), np.ascontiguousarray(rs))
 
+    def call(self, fn: str, *args):
+        """Call a generated function (non-finite values are checked, not warned about)."""
+        with np.errstate(all="ignore"):
+            return getattr(self.module, fn)(*args)
+
     # ------------------------------------------------------------- gradients
     def new_state(self, batch: int, T: int | None = None):
         """Zeroed (states, estimator state) for ``batch`` streams."""
@@ -186,10 +191,12 @@ class Estimator:
         losses = np.zeros((T, 1), dtype=self.dtype)
         rng = np.random.default_rng(seed)
         opt, hp = np.zeros(1 + 2 * self.n_params, dtype=self.dtype), SGD(0.0).hyper()
-        bad = self.module.run(th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0,
-                              self.spec.update_every(T), False)
+        bad = self.call("run", th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0,
+                        self.spec.update_every(T), False)
         _raise_if_bad(bad, losses, 0, "total_gradient")
-        self.module.flush_all(th, E, g, rng)
+        self.call("flush_all", th, E, g, rng)
+        if not np.all(np.isfinite(g)):
+            _raise_if_bad(-T, losses, 0, "total_gradient")
         grad = self.unpack(g)
         return (grad, float(losses.sum())) if return_loss else grad
 
@@ -199,7 +206,7 @@ class Estimator:
         xs, ys, ws, rs = self.check_data(xs, ys, weights, resets)
         states = np.zeros((1, self.n_state), dtype=self.dtype)
         losses = np.zeros((xs.shape[0], 1), dtype=self.dtype)
-        self.module.evaluate(th, states, xs, ys, ws, rs, losses)
+        self.call("evaluate", th, states, xs, ys, ws, rs, losses)
         return float(losses.sum() / max(float(ws.sum()), 1e-300))
 
     # --------------------------------------------------------------- training
@@ -221,13 +228,19 @@ class Estimator:
                       callback=callback, record=record)
 
 
-def _raise_if_bad(bad, losses, t0, what):
-    if bad:
-        idx = np.argwhere(~np.isfinite(losses))
-        where = f" at step {t0 + int(idx[0][0])}, stream {int(idx[0][1])}" if len(idx) else ""
-        raise FloatingPointError(
-            f"{what}: the loss or the gradient became non-finite{where}; lower the learning "
-            f"rate, clip gradients (optimizer clip=...) or check the cell for overflow")
+def _raise_if_bad(code, losses, t0, what):
+    """Turn the loop's status (see loop.run) into an error naming the step."""
+    if code == 0:
+        return
+    t = abs(int(code)) - 1
+    if code > 0:
+        b = int(np.argwhere(~np.isfinite(losses[t]))[0][0])
+        where = f"the loss became non-finite at step {t0 + t} (stream {b})"
+    else:
+        where = f"the gradient estimate became non-finite at the update after step {t0 + t}"
+    raise FloatingPointError(
+        f"{what}: {where}; lower the learning rate, clip gradients (optimizer clip=...), "
+        f"or check the data and the cell for overflow")
 
 
 @dataclass
@@ -328,9 +341,9 @@ class Trainer:
                 if self.reset_prob > 0:
                     rs_c |= self.rng.random(rs_c.shape) < self.reset_prob
                 losses = np.zeros((n, self.batch), dtype=self.est.dtype)
-                bad = self.est.module.run(self.th, self.states, self.E, xs[sl], ys[sl],
-                                          ws[sl], rs_c, self.rng, self.g, self.opt, self.hp,
-                                          losses, self.step, self.update_every, True)
+                bad = self.est.call("run", self.th, self.states, self.E, xs[sl], ys[sl],
+                                    ws[sl], rs_c, self.rng, self.g, self.opt, self.hp,
+                                    losses, self.step, self.update_every, True)
                 _raise_if_bad(bad, losses, self.step, "train")
                 wsum = ws[sl].sum(axis=1)
                 per_step = losses.sum(axis=1) / np.maximum(wsum, 1e-300)

@@ -1,7 +1,8 @@
 """Built-in cells, each a few lines of the DSL (and a model for writing new ones).
 
 Every cell here takes ``(n_in, n, n_out)`` and has a linear readout with a bias
-(``V @ h + b``), whose parameters get exact gradients from every estimator.
+(``V @ h + b``), whose parameters get exact gradients from every estimator. Key nodes
+are named (``.named``) so that reports and generated code read well.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ def tanh_rnn(n_in: int, n: int, n_out: int) -> Cell:
     c = Cell("tanh_rnn")
     x, h = c.input("x", n_in), c.state("h", n)
     W = c.param("W", (n, n + n_in + 1))
-    h_new = tanh(W @ concat(h, x, const(1.0)))
+    z = (W @ concat(h, x, const(1.0)).named("hx")).named("z")
+    h_new = tanh(z)
     c.update(h, h_new)
     _readout(c, h_new, n_out)
     return c
@@ -42,11 +44,12 @@ def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
     c = Cell("rhn")
     x, s = c.input("x", n_in), c.state("s", n)
     W = c.param("W", (2 * n, n + n_in + 1))
-    p, q = split(W @ concat(s, x, const(1.0)), 2)
+    z = (W @ concat(s, x, const(1.0)).named("sx")).named("z")
+    p, q = split(z, 2)
     h = tanh(p) if nonlinearity == "tanh" else \
-        pointwise(lambda z: 2 * sigmoid(z) - 1, p, name="sig2m1")
-    t = sigmoid(q)
-    s_new = h * t + s * (1 - t)
+        pointwise(lambda u: 2 * sigmoid(u) - 1, p, name="sig2m1")
+    t = sigmoid(q).named("t_gate")
+    s_new = h.named("h_cand") * t + s * (1 - t)
     c.update(s, s_new)
     _readout(c, s_new, n_out)
     return c
@@ -58,9 +61,10 @@ def lstm(n_in: int, n: int, n_out: int) -> Cell:
     x = c.input("x", n_in)
     h, m = c.state("h", n), c.state("c", n)
     W = c.param("W", (4 * n, n + n_in + 1))
-    i, f, o, g = split(W @ concat(h, x, const(1.0)), 4)
-    m_new = sigmoid(f) * m + sigmoid(i) * tanh(g)
-    h_new = sigmoid(o) * tanh(m_new)
+    z = (W @ concat(h, x, const(1.0)).named("hx")).named("z")
+    i, f, o, g = split(z, 4)
+    m_new = sigmoid(f).named("f_gate") * m + sigmoid(i).named("i_gate") * tanh(g)
+    h_new = sigmoid(o).named("o_gate") * tanh(m_new)
     c.update(m, m_new)
     c.update(h, h_new)
     _readout(c, h_new, n_out)
@@ -74,9 +78,11 @@ def gru(n_in: int, n: int, n_out: int) -> Cell:
     x, h = c.input("x", n_in), c.state("h", n)
     W_zr = c.param("W_zr", (2 * n, n + n_in + 1))
     W_h = c.param("W_h", (n, n + n_in + 1))
-    z, r = split(sigmoid(W_zr @ concat(h, x, const(1.0))), 2)
-    h_cand = tanh(W_h @ concat(r * h, x, const(1.0)))
-    h_new = (1 - z) * h + z * h_cand
+    z_zr = (W_zr @ concat(h, x, const(1.0)).named("hx")).named("z_zr")
+    u, r = split(sigmoid(z_zr).named("gates"), 2)
+    rhx = concat((r.named("r_gate") * h).named("rh"), x, const(1.0)).named("rhx")
+    h_cand = tanh((W_h @ rhx).named("z_h")).named("h_cand")
+    h_new = (1 - u) * h + u * h_cand
     c.update(h, h_new)
     _readout(c, h_new, n_out)
     return c
@@ -98,7 +104,7 @@ def influence_balancing(n: int = 23, n_minus: int = 13, A=None) -> Cell:
     c = Cell("influence")
     x, s = c.input("x", 1), c.state("s", n)
     theta = c.param("theta", 1, init="zeros")
-    s_new = c.const(A, "A") @ s + c.const(signs, "b") * (theta * x)
+    s_new = c.const(A, "A") @ s + c.const(signs, "b") * (theta * x).named("drive")
     c.update(s, s_new)
     c.output("y", s_new[0:1])
     return c

@@ -89,6 +89,10 @@ class Value:
     def __repr__(self):
         return f"<{self.node.kind} {self.node.name}: {self.node.shape}>"
 
+    def named(self, name: str) -> "Value":
+        """Give this op node a readable name (listings, reports, generated code)."""
+        return self.cell.name_node(self, name)
+
     def __matmul__(self, other):
         return matmul(self, other)
 

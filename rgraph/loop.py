@@ -48,12 +48,13 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
     loss weights, resets (T, B): zero that stream's state before the step. Gradient
     estimates accumulate in g; with ``train`` the parameters take an optimizer step every
     ``update_every`` steps (counted from 0) on the batch mean. losses[t, b] is written.
-    Returns the number of non-finite losses met (the caller stops on any)."""
+    Returns 0, or t + 1 if the loss of step t is not finite, or -(t + 1) if the
+    gradient is not finite at the update after step t (the caller raises)."""
     T = xs.shape[0]
     B = xs.shape[1]
     W = est_scratch()
-    bad = 0
     for t in range(T):
+        bad = False
         for b in range(B):
             if resets[t, b]:
                 est_flush(th, E[b], g, rng, W)
@@ -62,15 +63,15 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
             loss = est_step(th, states[b], E[b], xs[t, b], ys[t, b], ws[t, b], g, rng, W)
             losses[t, b] = loss
             if not math.isfinite(loss):
-                bad += 1
-        if bad > 0:
-            return bad
+                bad = True
+        if bad:
+            return t + 1
         if (t0 + t + 1) % update_every == 0:
             for b in range(B):
                 est_flush(th, E[b], g, rng, W)
             if train:
                 if not rg_allfinite(g):
-                    return 1
+                    return -(t + 1)
                 opt_update(th, g, opt, hp, 1.0 / B)
                 g[:] = 0.0
     return 0

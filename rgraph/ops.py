@@ -112,7 +112,7 @@ class Elementwise:
     def shape(self, shapes, names):
         sizes = {s[0] for s in shapes if len(s) == 1 and s[0] != 1}
         n = max(sizes) if sizes else 1
-        for s, nm in zip(shapes, names, strict=True):
+        for s in shapes:
             if len(s) != 1 or s[0] not in (1, n):
                 raise ShapeError(
                     f"elementwise '{self.label}' got operands {list(names)} with shapes "

@@ -1,0 +1,73 @@
+"""The analysis: recurrent/readout split, projection spaces, the Kronecker verdict."""
+import pytest
+
+import rgraph as rg
+
+
+def test_kronecker_verdicts():
+    for cell in (rg.cells.tanh_rnn(3, 4, 2), rg.cells.rhn(3, 4, 2), rg.cells.lstm(3, 4, 2)):
+        k = rg.analyze(cell).kronecker
+        assert k.ok and not k.is_sum and k.input is not None, cell.name
+        assert k.groups[0].dim_input == 4 + 3 + 1
+    gru = rg.analyze(rg.cells.gru(3, 4, 2)).kronecker
+    assert not gru.ok
+    # the reason names the reset gate's path into the candidate matmul
+    assert gru.path[0] == "W_zr" and "W_h" in gru.reason and "reset gate" in gru.reason
+    assert gru.offending == gru.path[-1]
+
+
+def test_kronecker_sum_and_elementwise_bias():
+    c = rg.Cell("two_inputs")
+    x, h = c.input("x", 3), c.state("h", 4)
+    U, Wx = c.param("U", (4, 4)), c.param("Wx", (4, 3))
+    h_new = rg.tanh(U @ h + Wx @ x)
+    c.update(h, h_new)
+    c.output("y", h_new)
+    k = rg.analyze(c).kronecker
+    assert k.ok and k.is_sum and {g.input for g in k.groups} == {"h", "x"}
+    c2 = rg.Cell("bias")
+    x, h = c2.input("x", 3), c2.state("h", 4)
+    W, b = c2.param("W", (4, 7)), c2.param("b", 4)
+    h_new = rg.tanh(W @ rg.concat(h, x) + b)
+    c2.update(h, h_new)
+    c2.output("y", h_new)
+    k2 = rg.analyze(c2).kronecker
+    assert not k2.ok and "'b' enters elementwise" in k2.reason
+
+
+def test_projection_spaces():
+    an = rg.analyze(rg.cells.lstm(3, 4, 2))
+    kinds = {s.kind: s for s in an.projection_spaces}
+    assert {"state", "preactivation", "parameter"} <= set(kinds)
+    assert kinds["state"].dim == 8 and kinds["preactivation"].dim == 16
+    assert kinds["parameter"].dim == 16 * 8
+    assert an.default_projection.dim == min(s.dim for s in an.projection_spaces)
+    for s in an.projection_spaces:
+        assert s.cost["flops"] > 0 and s.cost["memory"] > 0
+    rep = an.report()
+    for word in ("state", "preactivation", "parameter", "Kronecker", "default"):
+        assert word in rep
+    ib = rg.analyze(rg.cells.influence_balancing(23, 13))
+    param = next(s for s in ib.projection_spaces if s.kind == "parameter")
+    assert param.dim == 1 and ib.recurrent == ["theta"] and ib.readout == []
+
+
+def test_space_lookup_and_errors():
+    cell = rg.cells.lstm(3, 4, 2)
+    an = rg.analyze(cell)
+    z = cell.nodes[next(n.id for n in cell.nodes if n.name == "c_new")]
+    with pytest.raises(rg.GraphError, match="do not separate"):
+        an.space(["c_new"])                     # h also depends on the output gate
+    with pytest.raises(rg.GraphError, match="slice"):
+        an.space([n.name for n in cell.nodes if n.expr_src.endswith("[0:4]")][:1])
+    with pytest.raises(rg.GraphError, match="no preactivation"):
+        rg.analyze(rg.cells.influence_balancing(5, 3)).space("preactivation")
+    # a GRU's two preactivations form a cut even though one feeds the other
+    assert rg.analyze(rg.cells.gru(3, 4, 2)).space("preactivation").dim == 12
+    assert z.kind == "op"
+
+
+def test_readout_and_recurrent_split():
+    an = rg.analyze(rg.cells.tanh_rnn(3, 4, 2))
+    assert an.recurrent == ["W"] and an.readout == ["V", "b"]
+    assert an.graph.number_of_nodes() == len(an.cell.nodes)
