@@ -27,7 +27,7 @@ _compiled = {}
 
 def compiled(cell_name, estimator, backend="numpy", **opts):
     """rg.compile on a zoo cell, once per session."""
-    key = (cell_name, estimator, backend, tuple(sorted(opts.items(), key=str)))
+    key = (cell_name, estimator, backend, repr(sorted(opts.items(), key=str)))
     if key not in _compiled:
         loss = "mse" if cell_name in MSE else "softmax_xent"
         _compiled[key] = rg.compile(ZOO[cell_name](), estimator, loss=loss,
