@@ -120,8 +120,18 @@ def rg_dot(a, b):
 @njit(cache=True, fastmath=FASTMATH)
 def rg_nrm2(a):
     s = 0.0
-    for x in a.flat:
-        s += x * x
+    for i in range(a.shape[0]):
+        s += a[i] * a[i]
+    return math.sqrt(s)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rg_nrm2_cols(A, c0, c1):
+    """Frobenius norm of the columns c0:c1 of a C-contiguous matrix."""
+    s = 0.0
+    for i in range(A.shape[0]):
+        for j in range(c0, c1):
+            s += A[i, j] * A[i, j]
     return math.sqrt(s)
 
 
@@ -137,6 +147,17 @@ def rg_axpby(y, a, x, b):
     """y = a x + b y"""
     for i in range(y.shape[0]):
         y[i] = a * x[i] + b * y[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rg_axpby_nrm2(y, a, x, b):
+    """y = a x + b y; returns |y|"""
+    s = 0.0
+    for i in range(y.shape[0]):
+        t = a * x[i] + b * y[i]
+        y[i] = t
+        s += t * t
+    return math.sqrt(s)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -172,10 +193,12 @@ def rg_rademacher(rng, out):
 
 @njit(cache=True, fastmath=FASTMATH)
 def rg_allfinite(a):
-    for x in a.flat:
-        if not math.isfinite(x):
-            return False
-    return True
+    """True if no entry is inf or nan (x * 0 is nan exactly for those; no early exit,
+    so the loop vectorizes)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i] * 0.0
+    return s == 0.0
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -208,6 +231,10 @@ def rg_mse(y, target, ybar, w):
 
 
 class NumbaBackend(Backend):
+    """Kernels index the flat buffers directly, through integer offsets named after the
+    graph's nodes (``v[h + i]``, ``th[W + i * 73 + j]``): an array view costs a
+    reference count in numba (~13 ns), and a kernel would otherwise make dozens."""
+
     name = "numba"
     jit = True
 
@@ -221,30 +248,88 @@ class NumbaBackend(Backend):
         return f"@njit(cache=True, fastmath=FASTMATH)\n{src}"
 
     def kernel(self, k: K.Kernel) -> str:
-        return self.decorate(super().kernel(k))
+        lines = [f"def {k.name}({', '.join(k.args)}):", f'    """{k.doc}"""']
+        body = []
+        if k.matrix:
+            body.append("rg_K = vd.shape[1]")
+        for r in k.refs():
+            shape = f" as ({r.n}, {r.cols})" if r.cols else ""
+            body.append(f"{r.name} = {r.off}  # {r.buf}[{r.off}:{r.off + r.size}]{shape}")
+        for st in k.body:
+            body.extend(self.statement(st, k.matrix))
+        if not k.body:
+            body.append("pass")
+        lines += ["    " + ln for ln in body]
+        return self.decorate("\n".join(lines) + "\n")
 
     def expr(self, e) -> str:
         return self.printer.doprint(e)
 
+    # ------------------------------------------------------------- indexing
+    def ix(self, r: K.Ref, i: str) -> str:
+        """The flat index of element i of a Ref (a length-1 Ref broadcasts)."""
+        base = r.name or str(r.off)
+        if r.n == 1 and not r.cols:
+            return base
+        return f"{base} + {i}" if base != "0" else i
+
+    def el(self, r: K.Ref, i: str, col: str | None = None) -> str:
+        idx = self.ix(r, i)
+        return f"{r.buf}[{idx}, {col}]" if col is not None else f"{r.buf}[{idx}]"
+
+    def el2(self, r: K.Ref, i: str, j: str, col: str | None = None) -> str:
+        """Element (i, j) of a Ref viewed as an (n, cols) matrix."""
+        base = r.name or str(r.off)
+        idx = f"{base} + {i} * {r.cols} + {j}"
+        return f"{r.buf}[{idx}, {col}]" if col is not None else f"{r.buf}[{idx}]"
+
+    def view(self, r: K.Ref, as_matrix=False) -> str:
+        """An array view (only for BLAS calls and kernels of unknown rank)."""
+        base = r.name or str(r.off)
+        sl = f"{r.buf}[{base}:{base} + {r.size}]"
+        return sl + f".reshape(({r.n}, {r.cols}))" if as_matrix else sl
+
+    def rows(self, r: K.Ref, matrix, body) -> list[str]:
+        """A loop over the rows of a Ref (and the K columns of a tangent)."""
+        if matrix and r.is_tangent:
+            return [f"for i in range({r.size}):", "    for k in range(rg_K):",
+                    f"        {body('k')}"]
+        if r.size == 1:      # a length-1 Ref indexes without i (see ix)
+            return [body(None)]
+        return [f"for i in range({r.size}):", f"    {body(None)}"]
+
     # ------------------------------------------------------------- statements
     def st_Zero(self, st, matrix):
-        return [f"{self.lhs(st.dst)} = 0.0"]
+        if matrix is None:
+            return [f"{self.view(st.dst)}[...] = 0.0"]
+        return self.rows(st.dst, matrix, lambda c: f"{self.el(st.dst, 'i', c)} = 0.0")
+
+    def st_Identity(self, st, matrix):
+        return [f"for i in range({st.dst.n}):",
+                "    for k in range(rg_K):",
+                f"        {self.el(st.dst, 'i', 'k')} = 0.0",
+                f"    {self.el(st.dst, 'i', f'{st.off} + i')} = 1.0"]
 
     def st_Copy(self, st, matrix):
         op = "+=" if st.acc else "="
-        return [f"{self.lhs(st.dst)} {op} {self.sl(st.src)}"]
+        if matrix is None:
+            return [f"{self.view(st.dst)} {op} {self.view(st.src)}"]
+        return self.rows(st.dst, matrix and st.src.is_tangent,
+                         lambda c: f"{self.el(st.dst, 'i', c)} {op} {self.el(st.src, 'i', c)}")
 
     def st_MatVec(self, st, matrix):
         m, kk = st.W.n, st.W.cols
         if st.a.is_tangent and matrix:      # a matrix tangent: one GEMM on row blocks
+            W, a, out = self.view(st.W, True), self.view(st.a), self.view(st.out)
             if st.acc:
-                return [f"{self.lhs(st.out)} += np.dot({self.sl(st.W)}, {self.sl(st.a)})"]
-            return [f"np.dot({self.sl(st.W)}, {self.sl(st.a)}, {self.sl(st.out)})"]
-        W = self.sl(st.W)
+                return [f"rg_t = np.dot({W}, {a})",
+                        *self.rows(st.out, True, lambda c: f"{self.el(st.out, 'i', c)} += "
+                                                           f"rg_t[i, {c}]")]
+            return [f"np.dot({W}, {a}, {out})"]
         return [f"for i in range({m}):",
                 "    rg_s = 0.0",
                 f"    for j in range({kk}):",
-                f"        rg_s += {W}[i, j] * {self.el(st.a, 'j')}",
+                f"        rg_s += {self.el2(st.W, 'i', 'j')} * {self.el(st.a, 'j')}",
                 f"    {self.el(st.out, 'i')} {'+=' if st.acc else '='} rg_s"]
 
     def st_MatVecT(self, st, matrix):
@@ -252,41 +337,38 @@ class NumbaBackend(Backend):
         return [f"for i in range({m}):",
                 f"    rg_s = {self.el(st.z_bar, 'i')}",
                 f"    for j in range({kk}):",
-                f"        {self.el(st.a_bar, 'j')} += {self.sl(st.W)}[i, j] * rg_s"]
+                f"        {self.el(st.a_bar, 'j')} += {self.el2(st.W, 'i', 'j')} * rg_s"]
 
     def st_Outer(self, st, matrix):
         m, kk = st.W_bar.n, st.W_bar.cols
         return [f"for i in range({m}):",
                 f"    rg_s = {self.el(st.z_bar, 'i')}",
                 f"    for j in range({kk}):",
-                f"        {self.sl(st.W_bar)}[i, j] += rg_s * {self.el(st.a, 'j')}"]
+                f"        {self.el2(st.W_bar, 'i', 'j')} {'+=' if st.acc else '='} rg_s * "
+                f"{self.el(st.a, 'j')}"]
 
     def st_ParamTangent(self, st, matrix):
         out, a = st.out_dot, st.a
         m = out.n
         kk = st.W_dot.cols
+        zero = [] if st.acc else ["    for k in range(rg_K):",
+                                  f"        {self.el(out, 'i', 'k')} = 0.0"]
         if isinstance(st.W_dot, K.Basis):
-            lines = [f"for i in range({m}):"]
-            if not st.acc:
-                lines.append(f"    {self.sl(out)}[i, :] = 0.0")
-            lines += [f"    for j in range({kk}):",
-                      f"        {self.sl(out)}[i, {st.W_dot.off} + i * {kk} + j] += "
-                      f"{self.el(a, 'j')}"]
-            return lines
-        Wd = self.sl(st.W_dot)
+            return [f"for i in range({m}):", *zero,
+                    f"    for j in range({kk}):",
+                    f"        {self.el(out, 'i', f'{st.W_dot.off} + i * {kk} + j')} += "
+                    f"{self.el(a, 'j')}"]
         if matrix:
-            lines = [f"for i in range({m}):"]
-            if not st.acc:
-                lines.append(f"    {self.sl(out)}[i, :] = 0.0")
-            lines += [f"    for j in range({kk}):",
-                      f"        rg_s = {self.el(a, 'j')}",
-                      "        for k in range(rg_K):",
-                      f"            {self.sl(out)}[i, k] += {Wd}[i * {kk} + j, k] * rg_s"]
-            return lines
+            return [f"for i in range({m}):", *zero,
+                    f"    for j in range({kk}):",
+                    f"        rg_s = {self.el(a, 'j')}",
+                    "        for k in range(rg_K):",
+                    f"            {self.el(out, 'i', 'k')} += "
+                    f"{self.el2(st.W_dot, 'i', 'j', 'k')} * rg_s"]
         return [f"for i in range({m}):",
                 "    rg_s = 0.0",
                 f"    for j in range({kk}):",
-                f"        rg_s += {Wd}[i * {kk} + j] * {self.el(a, 'j')}",
+                f"        rg_s += {self.el2(st.W_dot, 'i', 'j')} * {self.el(a, 'j')}",
                 f"    {self.el(out, 'i')} {'+=' if st.acc else '='} rg_s"]
 
     def st_Ew(self, st, matrix):

@@ -103,12 +103,21 @@ def rg_nrm2(a):
     return float(np.sqrt(np.sum(a * a)))
 
 
+def rg_nrm2_cols(A, c0, c1):
+    return float(np.sqrt(np.sum(A[:, c0:c1] * A[:, c0:c1])))
+
+
 def rg_axpy(y, a, x):
     y += a * x
 
 
 def rg_axpby(y, a, x, b):
     y[...] = a * x + b * y
+
+
+def rg_axpby_nrm2(y, a, x, b):
+    y[...] = a * x + b * y
+    return float(np.sqrt(np.sum(y * y)))
 
 
 def rg_gemv_t(y, A, x):
@@ -175,6 +184,11 @@ class NumpyBackend(Backend):
     def st_Zero(self, st, matrix):
         return [f"{self.lhs(st.dst)} = 0.0"]
 
+    def st_Identity(self, st, matrix):
+        n = st.dst.n
+        return [f"{self.lhs(st.dst)} = 0.0",
+                f"{self.sl(st.dst)}[np.arange({n}), {st.off} + np.arange({n})] = 1.0"]
+
     def st_Copy(self, st, matrix):
         return [f"{self.lhs(st.dst)} {'+=' if st.acc else '='} {self.sl(st.src)}"]
 
@@ -186,7 +200,8 @@ class NumpyBackend(Backend):
         return [f"{self.lhs(st.a_bar)} += {self.sl(st.W)}.T @ {self.sl(st.z_bar)}"]
 
     def st_Outer(self, st, matrix):
-        return [f"{self.lhs(st.W_bar)} += np.outer({self.sl(st.z_bar)}, {self.sl(st.a)})"]
+        return [f"{self.lhs(st.W_bar)} {'+=' if st.acc else '='} "
+                f"np.outer({self.sl(st.z_bar)}, {self.sl(st.a)})"]
 
     def st_ParamTangent(self, st, matrix):
         out, a, m = st.out_dot, st.a, st.out_dot.n

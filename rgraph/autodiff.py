@@ -117,6 +117,17 @@ class Program:
             voff += n.shape[0]
         self.n_state = sum(s.shape[0] for s in self.states)
         self.n_in = sum(x.shape[0] for x in self.inputs)
+        self.state_off, off = {}, 0
+        for st in self.states:
+            self.state_off[st.id] = off
+            off += st.shape[0]
+        # new-state nodes that own their storage keep their tangent in nd directly
+        uses = {}
+        for st in self.states:
+            uses.setdefault(self.cell.updates[st.id], []).append(st.id)
+        self.nd_nodes = {nid: self.state_off[sts[0]] for nid, sts in uses.items()
+                         if len(sts) == 1 and nodes[nid].kind == "op"
+                         and not isinstance(nodes[nid].op, ops.Slice)}
         for nid in self.topo:
             n = nodes[nid]
             if n.kind != "op":
@@ -148,14 +159,29 @@ class Program:
         return next(b for b in self.param_blocks if b.node == nid)
 
     def ref(self, nid, kind="v") -> K.Ref:
-        """The Ref of node nid's value ('v'), tangent ('vd') or cotangent ('vb')."""
+        """The Ref of node nid's value ('v'), tangent ('vd') or cotangent ('vb').
+
+        Tangents of the previous state live in ``sd``, those of the new state in ``nd``
+        (when its node owns its storage), everything else in ``vd``; slices are rows of
+        their base's."""
         r = self.loc[nid]
         if kind == "v":
             return r
-        param = r.buf == "th"
-        buf = {"vd": "thd" if param else "vd", "vb": "thb" if param else "vb"}[kind]
         suffix = {"vd": "_dot", "vb": "_bar"}[kind]
-        return K.Ref(buf, r.off, r.n, (r.name + suffix) if r.name else "", r.cols)
+        name = (r.name + suffix) if r.name else ""
+        if r.buf == "th":
+            return K.Ref("thd" if kind == "vd" else "thb", r.off, r.n, name, r.cols)
+        if kind == "vb":
+            return K.Ref("vb", r.off, r.n, name, r.cols)
+        b = self.base(nid)
+        delta = r.off - self.loc[b].off
+        if self.nodes[b].kind == "state":
+            buf, off = "sd", self.state_off[b]
+        elif b in self.nd_nodes:
+            buf, off = "nd", self.nd_nodes[b]
+        else:
+            buf, off = "vd", self.loc[b].off
+        return K.Ref(buf, off + delta, r.n, name)
 
     def base(self, nid) -> int:
         """The node whose storage nid's value lives in (through slices)."""
@@ -275,7 +301,7 @@ class Program:
 
     # ------------------------------------------------------------------- jvp
     def jvp(self, name, seeds=None, params="zero", inject=(), targets=None,
-            matrix=False) -> K.Kernel:
+            matrix=False, inject_basis=False) -> K.Kernel:
         """Tangents of ``targets`` (default: the new states) from tangents at ``seeds``.
 
         seeds: nodes whose tangent rows the caller fills (default: the previous states).
@@ -284,22 +310,31 @@ class Program:
         inject: op nodes whose tangent is exactly the caller's prefilled rows, whatever
         their operands' tangents (the inputs z of the downstream map of a projection cut:
         a tangent injected at one z node does not flow into another through it).
-        matrix: K tangent columns instead of one.
+        matrix: K tangent columns instead of one. inject_basis: the injected tangent is
+        the identity (z nodes take consecutive columns, in the order given), known
+        symbolically rather than read from memory (KF-RTRL's D_t).
+
+        Arguments (th, v, thd, sd, vd, nd): the caller fills sd (previous state) and
+        thd (dense parameter tangents) and reads the new state's tangent from nd.
         """
         seeds = set(self.states_ids if seeds is None else seeds)
+        inject_cols, col = {}, 0
+        for z in inject:
+            inject_cols[z] = col
+            col += self.nodes[z].size
         inject = set(inject)
         targets = list(self.new_state if targets is None else targets)
         for z in inject:
             if self.nodes[z].kind != "op" or self.is_view(z):
                 raise GraphError(f"cannot inject a tangent at '{self.nodes[z].name}': only "
                                  f"op nodes that own their storage (not slices) can be cut")
-        if params == "basis" and not matrix:
-            raise GraphError("the identity parameter tangent needs matrix tangents")
+        if (params == "basis" or inject_basis) and not matrix:
+            raise GraphError("an identity tangent needs matrix tangents")
         rec = {b.node for b in self.rec_blocks}
         src = seeds | inject | (rec if params != "zero" else set())
         act = self.live_from(src) & self.needed_for(targets)
         what = sorted(self.nodes[s].name for s in seeds | inject)
-        k = K.Kernel(name, ("th", "v", "thd", "vd"),
+        k = K.Kernel(name, ("th", "v", "thd", "sd", "vd", "nd"),
                      f"Tangents of {[self.nodes[t].name for t in targets]} from {what}"
                      f"{'' if params == 'zero' else ' and parameter tangents (' + params + ')'}"
                      f"{'; K columns' if matrix else ''}.", matrix)
@@ -318,8 +353,20 @@ class Program:
                 return self.ref(a, "vd")
             if n.kind in ("const", "input", "state") and a not in seeds:
                 return None
+            b = self.base(a)
+            if inject_basis and b in inject and b not in materialized:
+                return K.Basis(inject_cols[b] + self.loc[a].off - self.loc[b].off, n.size)
             return self.ref(a, "vd")
 
+        materialized = set()
+        if inject_basis:     # an identity read by a structural op is written out
+            for z in inject:
+                readers = [c for v in self._views_of(z) for c in self.g.successors(v)
+                           if c in act and not self.is_view(c)]
+                if any(not isinstance(self.nodes[c].op, ops.Elementwise) for c in readers):
+                    materialized.add(z)
+                    k.body.append(K.Comment(f"{self.nodes[z].name}_dot = the identity"))
+                    k.body.append(K.Identity(self.ref(z, "vd"), inject_cols[z]))
         for t in targets:   # a target no tangent reaches has tangent zero
             if t not in act:
                 k.body.append(K.Comment(f"{self.nodes[t].name}_dot = 0: no tangent reaches it"))
@@ -339,7 +386,21 @@ class Program:
                 k.body.append(self._comment(n, "tangent of "))
                 k.body.extend(n.op.jvp(self.ref(n.id, "vd"), [self.ref(a) for a in n.args],
                                        arg_dots, False))
+        for st in self.states:    # new states that do not own their storage: copy to nd
+            new = self.cell.updates[st.id]
+            if new in targets and new not in self.nd_nodes:
+                k.body.append(K.Comment(f"{st.name}: new value {self.nodes[new].name}"))
+                k.body.append(K.Copy(K.Ref("nd", self.state_off[st.id], st.shape[0]),
+                                     self.ref(new, "vd")))
         return k
+
+    def _views_of(self, nid):
+        """A node and every slice of it (transitively)."""
+        out = [nid]
+        for c in self.g.successors(nid):
+            if self.is_view(c):
+                out += self._views_of(c)
+        return out
 
     @property
     def states_ids(self):
@@ -364,9 +425,13 @@ class Program:
 
         for m in mem:
             n = self.nodes[m]
-            if m in inject:     # its tangent is what the caller put in its rows
+            if m in inject:     # its tangent is what the caller put in (or the identity)
                 dsym[m] = _sym(n.name + "_dot_e")
-                col_loads.append((dsym[m], self.ref(m, "vd")))
+                dz = dot(m)
+                if isinstance(dz, K.Basis):
+                    col_basis.append((dsym[m], dz))
+                else:
+                    col_loads.append((dsym[m], dz))
                 continue
             terms = []
             for j, a in enumerate(n.args):
@@ -411,13 +476,13 @@ class Program:
         return p
 
     # ------------------------------------------------------------------- vjp
-    def vjp(self, name, seeds, wrt=("params", "state")) -> K.Kernel:
+    def vjp(self, name, seeds, wrt=("params", "state"), fresh=False) -> K.Kernel:
         """Cotangents pulled back from ``seeds``.
 
-        The caller zeroes ``vb``, adds the seed cotangents into their rows and zeroes
-        ``thb`` when it wants a fresh sum. wrt: "params" accumulates the parameter
-        cotangents into ``thb``; "state" leaves the previous-state cotangent in
-        ``vb[:S]``; "input" in ``vb[S:S+X]``.
+        The caller zeroes ``vb`` and adds the seed cotangents into their rows. wrt:
+        "params" accumulates the parameter cotangents into ``thb`` (or, with ``fresh``,
+        overwrites the recurrent blocks, so the caller need not zero them); "state" leaves
+        the previous-state cotangent in ``vb[:S]``; "input" in ``vb[S:S+X]``.
         """
         unknown = set(wrt) - {"params", "state", "input"}
         if unknown:
@@ -454,7 +519,49 @@ class Program:
                 k.body.append(self._comment(n, "pull back through "))
                 k.body.extend(n.op.vjp(self.ref(n.id, "vb"), [self.ref(a) for a in n.args],
                                        arg_bars))
+        if fresh:
+            k.body = self._overwrite_params(k.body)
+            k.doc = k.doc.replace("thb accumulates", "thb's recurrent blocks are overwritten")
         return k
+
+    def _overwrite_params(self, body):
+        """Rewrite a vjp body so that it assigns, rather than adds to, each recurrent
+        parameter block's cotangent: the first full write of a block assigns; a block
+        first written in part or by accumulation is zeroed first; unwritten blocks are
+        zeroed."""
+        blocks = {b.off: b for b in self.rec_blocks}
+
+        def block(ref):
+            if ref.buf != "thb":
+                return None
+            return next((b for off, b in blocks.items()
+                         if off <= ref.off < off + b.size), None)
+
+        written, out = set(), []
+        for st in body:
+            if isinstance(st, K.Outer):
+                b = block(st.W_bar)
+                if b is not None and b.off not in written:
+                    written.add(b.off)
+                    if st.W_bar.off == b.off and st.W_bar.size == b.size:
+                        st = K.Outer(st.W_bar, st.z_bar, st.a, acc=False)
+                    else:
+                        out.append(K.Zero(K.Ref("thb", b.off, b.size)))
+            else:
+                targets = []
+                if isinstance(st, K.Ew):
+                    targets = [r for r, _, _ in st.stores]
+                elif isinstance(st, (K.Copy, K.MatVecT)):
+                    targets = [st.dst if isinstance(st, K.Copy) else st.a_bar]
+                for r in targets:
+                    b = block(r)
+                    if b is not None and b.off not in written:
+                        written.add(b.off)
+                        out.append(K.Zero(K.Ref("thb", b.off, b.size)))
+            out.append(st)
+        missing = [K.Zero(K.Ref("thb", b.off, b.size)) for off, b in blocks.items()
+                   if off not in written]
+        return missing + out
 
     def _ew_vjp(self, rid, act, bar, seeds):
         allm = self.region_members[rid]
@@ -510,10 +617,12 @@ class Program:
             off += r.size
 
     def gather(self, name, nodes, kind="v") -> K.Kernel:
-        """dst[pieces] = src[rows of nodes] (values, or tangents with kind 'vd')."""
-        src = {"v": "v", "vd": "vd"}[kind]
-        k = K.Kernel(name, (src, "dst"),
-                     f"Gathers {[self.nodes[n].name for n in nodes]} into one block.")
+        """dst[pieces] = the rows of nodes: values (arguments (v, dst)) or tangents
+        (kind "vd", arguments (vd, nd, dst))."""
+        args = ("v", "dst") if kind == "v" else ("vd", "nd", "dst")
+        k = K.Kernel(name, args,
+                     f"Gathers {[self.nodes[n].name for n in nodes]} into one block.",
+                     None)
         for off, r, n in self._pieces(nodes, kind):
             k.body.append(K.Comment(f"{n.name}"))
             k.body.append(K.Copy(K.Ref("dst", off, r.size), K.Ref(r.buf, r.off, r.size)))
@@ -521,11 +630,12 @@ class Program:
 
     def scatter_add(self, name, nodes, kind="vb", zero_first=False) -> K.Kernel:
         """dst[rows of nodes] (+)= src[pieces]: cotangents (kind "vb", arguments
-        (src, vb, thb)) or tangents (kind "vd", arguments (src, vd, thd)); parameter nodes
-        have their rows in thb / thd."""
-        bufs = {"vb": ("vb", "thb"), "vd": ("vd", "thd")}[kind]
+        (src, vb, thb)) or tangents (kind "vd", arguments (src, vd, nd, thd)); parameter
+        nodes have their rows in thb / thd, new states' tangents theirs in nd."""
+        bufs = {"vb": ("vb", "thb"), "vd": ("vd", "nd", "thd")}[kind]
         k = K.Kernel(name, ("src",) + bufs,
-                     f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.")
+                     f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.",
+                     None)
         for off, r, n in self._pieces(nodes, kind):
             k.body.append(K.Comment(f"{n.name}"))
             k.body.append(K.Copy(K.Ref(r.buf, r.off, r.size), K.Ref("src", off, r.size),

@@ -31,6 +31,7 @@ class KernelSet:
             p.jvp("jvp_input", seeds=[x.id for x in p.inputs], targets=targets),
             p.jvp("jvp_matrix", params="dense", targets=targets, matrix=True),
             p.vjp("vjp_all", targets, ("params", "state", "input")),
+            p.gather("targets_dot", targets, "vd"),
         ]
         if p.n_rec:
             kernels.append(p.jvp("jvp_basis", params="basis", targets=p.new_state,
@@ -63,6 +64,16 @@ class KernelSet:
     def _targets(self, buf):
         return np.concatenate([buf[o:o + n] for o, n in self.rows])
 
+    def jvp(self, kernel, th, v, thd, sd, K=None):
+        """Call a jvp kernel; returns the tangents of (new state, outputs)."""
+        p = self.p
+        shape = (p.n_values,) if K is None else (p.n_values, K)
+        vd, nd = np.zeros(shape), np.zeros((p.n_state,) + shape[1:])
+        getattr(self.mod, kernel)(th, v, thd, sd, vd, nd)
+        out = np.zeros((sum(n for _, n in self.rows),) + shape[1:])
+        self.mod.targets_dot(vd, nd, out)
+        return out
+
 
 def _rel(a, b):
     scale = max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12)
@@ -89,41 +100,33 @@ def check_derivatives(cell: Cell, backend="numpy", seed: int = 0, eps: float = 1
     zth, zs, zx = np.zeros_like(th), np.zeros(S), np.zeros(X)
     # jvp w.r.t. the previous state
     ds = rng.standard_normal(S)
-    vd = np.zeros(p.n_values)
-    vd[:S] = ds
-    m.jvp_state(th, v, np.zeros(max(R, 1)), vd)
-    err["jvp_state"] = _rel(ks._targets(vd), fd(zth, ds, zx))
-    # jvp w.r.t. the input
+    err["jvp_state"] = _rel(ks.jvp("jvp_state", th, v, np.zeros(max(R, 1)), ds),
+                            fd(zth, ds, zx))
+    # jvp w.r.t. the input (its tangent rows are the caller's, in vd)
     dx = rng.standard_normal(X)
-    vd = np.zeros(p.n_values)
+    vd, nd = np.zeros(p.n_values), np.zeros(S)
     vd[S:S + X] = dx
-    m.jvp_input(th, v, np.zeros(max(R, 1)), vd)
-    err["jvp_input"] = _rel(ks._targets(vd), fd(zth, zs, dx))
+    m.jvp_input(th, v, np.zeros(max(R, 1)), np.zeros(S), vd, nd)
+    out = np.zeros(sum(n for _, n in ks.rows))
+    m.targets_dot(vd, nd, out)
+    err["jvp_input"] = _rel(out, fd(zth, zs, dx))
     if R:
         # jvp w.r.t. the recurrent parameters (dense tangent) plus the state
         dr = rng.standard_normal(R)
         dth = np.zeros_like(th)
         dth[:R] = dr
-        vd = np.zeros(p.n_values)
-        vd[:S] = ds
-        m.jvp_dense(th, v, dr, vd)
-        err["jvp_params"] = _rel(ks._targets(vd), fd(dth, ds, zx))
+        err["jvp_params"] = _rel(ks.jvp("jvp_dense", th, v, dr, ds), fd(dth, ds, zx))
         # K columns at once
         K = 3
         D = rng.standard_normal((R, K))
         Ds = rng.standard_normal((S, K))
-        vd = np.zeros((p.n_values, K))
-        vd[:S] = Ds
-        m.jvp_matrix(th, v, D, vd)
-        got = np.stack([ks._targets(vd[:, c]) for c in range(K)], 1)
+        got = ks.jvp("jvp_matrix", th, v, D, Ds, K)
         want = np.stack([fd(np.concatenate([D[:, c], np.zeros(p.n_params - R)]), Ds[:, c],
                             zx) for c in range(K)], 1)
         err["jvp_matrix"] = _rel(got, want)
         # the identity tangent: G = dS/dθ, checked along dr
-        vd = np.zeros((p.n_values, R))
-        m.jvp_basis(th, v, np.zeros((1, 1)), vd)
         G = np.zeros((S, R))
-        m.gather_new(vd, G)
+        m.jvp_basis(th, v, np.zeros((1, 1)), np.zeros((S, R)), np.zeros((p.n_values, R)), G)
         err["jvp_basis"] = _rel(G @ dr, fd(dth, zs, zx)[:S])
     # vjp: <u, J w> = <J^T u, w>
     u = rng.standard_normal(sum(n for _, n in ks.rows))
@@ -159,19 +162,19 @@ def compare_backends(cell: Cell, seed: int = 0, a: KernelSet | None = None,
             ("jvp_matrix", rng.standard_normal((max(R, 1), 3)), (p.n_values, 3))]
     if R:
         args.append(("jvp_basis", np.zeros((1, 1)), (p.n_values, R)))
-    new_rows = [(p.loc[t].off, p.loc[t].n) for t in p.new_state]
     for name, thd, shape in args:
         if name != "jvp_state" and not R:
             continue
-        rows = new_rows if name == "jvp_basis" else a.rows
         seed_rows = rng.standard_normal((S,) + shape[1:])
         outs = []
         for ks in (a, b):
-            vd = np.zeros(shape)
-            if name != "jvp_basis":
-                vd[:S] = seed_rows
-            getattr(ks.mod, name)(th, va, thd, vd)
-            outs.append(np.concatenate([vd[o:o + n] for o, n in rows]))
+            if name == "jvp_basis":
+                nd = np.zeros((S, R))
+                ks.mod.jvp_basis(th, va, thd, seed_rows, np.zeros(shape), nd)
+                outs.append(nd)
+            else:
+                outs.append(ks.jvp(name, th, va, thd, seed_rows,
+                                   None if len(shape) == 1 else shape[1]))
         worst = max(worst, _rel(*outs))
     u = rng.standard_normal(p.n_values)
     res = []

@@ -5,7 +5,9 @@ A kernel is a function over flat buffers of one stream:
 * ``th``   (P,)         trainable parameters, each a contiguous row-major block;
 * ``v``    (NV,)        the value of every non-parameter node of one step;
   ``v[:S]`` is the previous state, ``v[S:S+X]`` the input;
-* ``vd``   (NV,) or (NV, K)   tangents of values (one column, or K at once);
+* ``vd``   (NV,) or (NV, K)   tangents of values (one column, or K at once), except
+* ``sd``   (S,) or (S, K)     the previous state's tangents (the caller's seed) and
+* ``nd``   (S,) or (S, K)     the new state's tangents (the result), in state order;
 * ``thd``  (R,) or (R, K)     tangents of the recurrent parameters (dense);
 * ``vb``   (NV,)        cotangents of values; ``thb`` (P,) of parameters.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TANGENT_BUFS = ("vd", "thd")
+TANGENT_BUFS = ("vd", "thd", "sd", "nd")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,14 @@ class Copy:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """dst[i, :] = 0 and dst[i, off + i] = 1: an identity tangent written out."""
+
+    dst: Ref
+    off: int
+
+
+@dataclass(frozen=True)
 class MatVec:
     """out (+)= W @ a; with tangents (a and out in vd) it is a matrix product."""
 
@@ -106,11 +116,12 @@ class MatVecT:
 
 @dataclass(frozen=True)
 class Outer:
-    """W_bar += z_bar a^T (W_bar a block of thb)."""
+    """W_bar (+)= z_bar a^T (W_bar a block of thb)."""
 
     W_bar: Ref
     z_bar: Ref
     a: Ref
+    acc: bool = True
 
 
 @dataclass(frozen=True)
@@ -152,13 +163,14 @@ class Ew:
 class Kernel:
     """A generated function: its name, buffer arguments, docstring and statements.
 
-    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D).
+    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D), False
+    for one column, None when the kernel works on either (copies between blocks).
     """
 
     name: str
     args: tuple
     doc: str
-    matrix: bool = False
+    matrix: bool | None = False
     body: list = field(default_factory=list)
 
     def refs(self) -> list[Ref]:

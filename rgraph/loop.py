@@ -15,7 +15,7 @@ Optimizer hyper-parameters travel in one float array ``hp`` (see ``optim.py``):
 
 
 def opt_update(th, g, opt, hp, scale):
-    """One optimizer step on th with gradient g * scale (scale = 1 / batch)."""
+    """One optimizer step on th with gradient g * scale (scale = 1 / batch); zeroes g."""
     step = opt[0] + 1.0
     opt[0] = step
     lr = hp[1] / (1.0 + hp[2] * math.sqrt(step))
@@ -29,6 +29,7 @@ def opt_update(th, g, opt, hp, scale):
     if hp[0] == 0.0:
         for i in range(n):
             th[i] -= lr * (g[i] * scale + wd * th[i])
+            g[i] = 0.0
     else:
         b1, b2, eps = hp[3], hp[4], hp[5]
         c1 = 1.0 - b1 ** step
@@ -40,6 +41,7 @@ def opt_update(th, g, opt, hp, scale):
             opt[1 + i] = m
             opt[1 + n + i] = s
             th[i] -= lr * (m / c1) / (math.sqrt(s / c2) + eps)
+            g[i] = 0.0
 
 
 def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_every,
@@ -73,7 +75,6 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
                 if not rg_allfinite(g):
                     return -(t + 1)
                 opt_update(th, g, opt, hp, 1.0 / B)
-                g[:] = 0.0
     return 0
 
 

@@ -24,10 +24,12 @@ def forward(th, v):
 '''
     assert src.startswith(expected)
     for line in ["    # z = W @ t4   (3)",
-                 "            rg_s += W[i, j] * t4[j]",
+                 "            rg_s += th[W + i * 6 + j] * v[t4 + j]",
                  "    # h_new = tanh(z)",
                  "        h_new_e = math.tanh(z_e)",
-                 "    W = th[0:18].reshape((3, 6))"]:
+                 "        v[h_new + i] = h_new_e",
+                 "    W = 0  # th[0:18] as (3, 6)",
+                 "    v[10] = C_k3[k3]"]:
         assert line in src.splitlines(), line
 
 

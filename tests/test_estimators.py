@@ -69,7 +69,7 @@ class BrokenUORO(ProjectedUORO):
 
     def functions(self):
         src = renamed(uoro_step, "est_step").replace(
-            "rg_axpby(w_tilde[r], 1.0 / rho1,", "rg_axpby(w_tilde[r], rho1,")
+            "rg_axpby_nrm2(w_tilde[r], 1.0 / rho1,", "rg_axpby_nrm2(w_tilde[r], rho1,")
         assert src != renamed(uoro_step, "est_step")
         return [f if not (isinstance(f, str) and f.startswith("def est_step")) else src
                 for f in super().functions()]

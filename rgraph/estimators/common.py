@@ -4,14 +4,13 @@
 
 def forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar):
     """One step forward from state s and input x, the loss, and its backprop through the
-    step: thb = ∂l/∂θ at fixed s_{t-1} (every parameter), vb[:S] = ∂l/∂s_{t-1}."""
+    step: thb += ∂l/∂θ at fixed s_{t-1} (every parameter), vb[:S] = ∂l/∂s_{t-1}."""
     v[0:S] = s
     v[S:S + X] = x
     forward(th, v)
     loss = rg_loss(v[OUT_OFF:OUT_OFF + NOUT], y, ybar, w)
     rg_zero(vb)
     vb[OUT_OFF:OUT_OFF + NOUT] += ybar
-    rg_zero(thb)
     vjp_out(th, v, vb, thb)
     return loss
 

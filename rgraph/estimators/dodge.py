@@ -46,21 +46,22 @@ def dodge_step(th, s, E, x, y, w, g, rng, W):
     """One step: the forward tangents along the window's directions, and the estimate
     Σ_j (∂l/∂θ · u_j) u_j · SCALE (readout parameters exact)."""
     pos, U, sdot = est_views(E)
-    v, vd, vb, thb, ybar = W
+    v, vd, vb, thb, ybar, sdot_new, ydot = W
     if pos[0] == 0.0:
         draw_directions(rng, U)
         sdot[:, :] = 0.0
+    rg_zero(thb)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
     rg_axpy(g[NR:NP], 1.0, thb[NR:NP])
-    vd[0:S, :] = sdot
-    jvp_dir(th, v, U, vd)
+    jvp_dir(th, v, U, sdot, vd, sdot_new)
+    out_dot(vd, sdot_new, ydot)
     for j in range(KD):
         d = 0.0
         for o in range(NOUT):
-            d += ybar[o] * vd[OUT_OFF + o, j]
+            d += ybar[o] * ydot[o, j]
         for i in range(NR):
             g[i] += SCALE * d * U[i, j]
-    gather_new(vd, sdot)
+    sdot[:, :] = sdot_new
     pos[0] += 1.0
     if WINDOW > 0 and pos[0] >= WINDOW:
         pos[0] = 0.0
@@ -72,7 +73,7 @@ def candidate_flush(th, E, g, rng, W):
     """At a window's end: the candidate direction from a backward pass over the stored
     window, then the directional derivative along it from a forward pass over it."""
     pos, gbar, traj, ybars = est_views(E)
-    vd, vb, sb, sd, cand, u = W
+    vd, vb, sb, sd, sd_new, ydot, cand, u = W
     L = int(pos[0])
     if L == 0:
         return
@@ -104,11 +105,10 @@ def candidate_flush(th, E, g, rng, W):
         sd[:] = 0.0
         d = 0.0
         for k in range(L):
-            vd[0:S] = sd
-            jvp_dir(th, traj[k], u, vd)
-            for o in range(NOUT):
-                d += ybars[k, o] * vd[OUT_OFF + o]
-            gather_new(vd, sd)
+            jvp_dir(th, traj[k], u, sd, vd, sd_new)
+            out_dot(vd, sd_new, ydot)
+            d += rg_dot(ybars[k], ydot)
+            sd[:] = sd_new
         rg_axpy(g[0:NR], d, u)
     pos[0] = 0.0
 
@@ -177,7 +177,8 @@ class DODGE(EstimatorSpec):
         p = self.prog
         targets = p.new_state + p.output_ids_loss
         ks = [p.jvp("jvp_dir", params="dense", targets=targets,
-                    matrix=self.directions != "candidate")]
+                    matrix=self.directions != "candidate"),
+              p.gather("out_dot", p.output_ids_loss, "vd")]
         if self.directions == "candidate":
             ks += [p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
                    p.scatter_add("scatter_new", p.new_state, "vb")]
@@ -202,9 +203,11 @@ class DODGE(EstimatorSpec):
         p = self.prog
         if self.directions == "candidate":
             return {"vd": (p.n_values,), "vb": (p.n_values,), "sb": (p.n_state,),
-                    "sd": (p.n_state,), "cand": (p.n_params,), "u": (p.n_rec,)}
+                    "sd": (p.n_state,), "sd_new": (p.n_state,), "ydot": (self.nout,),
+                    "cand": (p.n_params,), "u": (p.n_rec,)}
         return {"v": (p.n_values,), "vd": (p.n_values, self.k), "vb": (p.n_values,),
-                "thb": (p.n_params,), "ybar": (self.nout,)}
+                "thb": (p.n_params,), "ybar": (self.nout,),
+                "sdot_new": (p.n_state, self.k), "ydot": (self.nout, self.k)}
 
     def segment_length(self, T=None):
         if self.directions != "candidate":

@@ -18,15 +18,13 @@ from .base import EstimatorSpec, positive_int, renamed
 def rtrl_step(th, s, E, x, y, w, g, rng, W):
     """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}."""
     (G,) = est_views(E)
-    v, vd, vb, thb, ybar, thd = W
-    loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
-    rg_axpy(g, 1.0, thb)
+    v, vd, vb, ybar, thd, G_new = W
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     rg_gemv_t(g[0:NR], G, vb[0:S])
-    # G_t = H_t G_{t-1} + F_t: G_{t-1} in the previous-state rows, the identity as the
-    # parameter tangent, one jvp with R columns
-    vd[0:S, :] = G
-    jvp_full(th, v, thd, vd)
-    gather_new(vd, G)
+    # G_t = H_t G_{t-1} + F_t: one jvp with R columns, G_{t-1} as the previous state's
+    # tangent and the identity as the parameters' tangent
+    jvp_full(th, v, thd, G, vd, G_new)
+    G[:, :] = G_new
     gather_new(v, s)
     return loss
 
@@ -45,7 +43,7 @@ class RTRL(EstimatorSpec):
     def scratch_layout(self):
         p = self.prog
         return {"v": (p.n_values,), "vd": (p.n_values, p.n_rec), "vb": (p.n_values,),
-                "thb": (p.n_params,), "ybar": (self.nout,), "thd": (1, 1)}
+                "ybar": (self.nout,), "thd": (1, 1), "G_new": (p.n_state, p.n_rec)}
 
     def functions(self):
         return common.TEMPLATES + [renamed(rtrl_step, "est_step"),

@@ -24,9 +24,8 @@ from .base import EstimatorSpec, renamed
 def kf_step(th, s, E, x, y, w, g, rng, W):
     """One step of KF-RTRL for one stream."""
     A, u = est_views(E)
-    v, vd, vb, thb, thd, ybar, HA, D, cA = W
-    loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
-    rg_axpy(g, 1.0, thb)
+    v, vd, vb, thd, ybar, HA, D, cA = W
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ A ⊗ u: for product k, dl/dW_k += (Aᵀ c)[z_k] ⊗ u_g
     cA[:] = 0.0
     rg_gemv_t(cA, A, vb[0:S])
@@ -40,19 +39,10 @@ def kf_step(th, s, E, x, y, w, g, rng, W):
             ci = cA[col + i]
             for j in range(na):
                 g[woff + i * na + j] += ci * u[uo + j]
-    # H_t A_{t-1}: A_{t-1} in the previous-state rows, one matrix-tangent jvp
-    vd[0:S, :] = A
-    jvp_state_m(th, v, thd, vd)
-    gather_new(vd, HA)
+    # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
+    jvp_state_m(th, v, thd, A, vd, HA)
     # D_t = ∂s_t/∂z_t: the identity injected at the products, pushed downstream
-    for k in range(NZN):
-        r0 = KZ_ROW[k]
-        col = KZ_COL[k]
-        for i in range(KZ_M[k]):
-            vd[r0 + i, :] = 0.0
-            vd[r0 + i, col + i] = 1.0
-    jvp_z_m(th, v, thd, vd)
-    gather_new(vd, D)
+    jvp_z_m(th, v, thd, A, vd, D)
     # eqs. (7)-(8), one Kronecker pair per input group
     for grp in range(NG):
         c0 = KG_COL0[grp]
@@ -60,8 +50,8 @@ def kf_step(th, s, E, x, y, w, g, rng, W):
         uo = KG_UOFF[grp]
         na = KG_NA[grp]
         ar = KG_AROW[grp]
-        p1 = math.sqrt(rg_nrm2(HA[:, c0:c1]) / (rg_nrm2(u[uo:uo + na]) + EPS)) + EPS
-        p2 = math.sqrt(rg_nrm2(D[:, c0:c1]) / (rg_nrm2(v[ar:ar + na]) + EPS)) + EPS
+        p1 = math.sqrt(rg_nrm2_cols(HA, c0, c1) / (rg_nrm2(u[uo:uo + na]) + EPS)) + EPS
+        p2 = math.sqrt(rg_nrm2_cols(D, c0, c1) / (rg_nrm2(v[ar:ar + na]) + EPS)) + EPS
         s1 = 1.0 if rng.random() < 0.5 else -1.0
         s2 = 1.0 if rng.random() < 0.5 else -1.0
         for j in range(na):
@@ -96,11 +86,12 @@ class KFRTRL(EstimatorSpec):
     def kernels(self):
         p = self.prog
         return [p.jvp("jvp_state_m", matrix=True),
-                p.jvp("jvp_z_m", seeds=[], inject=self.z_ids, matrix=True)]
+                p.jvp("jvp_z_m", seeds=[], inject=self.z_ids, matrix=True,
+                      inject_basis=True)]
 
     def constants(self):
         p = self.prog
-        kz = {"ROW": [], "COL": [], "M": [], "WOFF": [], "GROUP": []}
+        kz = {"COL": [], "M": [], "WOFF": [], "GROUP": []}
         kg = {"COL0": [], "COL1": [], "UOFF": [], "NA": [], "AROW": []}
         col = uoff = 0
         for gi, grp in enumerate(self.groups):
@@ -110,7 +101,6 @@ class KFRTRL(EstimatorSpec):
             kg["AROW"].append(p.loc[grp.input_id].off)
             for z in grp.z_ids:
                 n = p.nodes[z]
-                kz["ROW"].append(p.loc[z].off)
                 kz["COL"].append(col)
                 kz["M"].append(n.shape[0])
                 kz["WOFF"].append(p.block_of(n.args[0]).off)
@@ -129,7 +119,7 @@ class KFRTRL(EstimatorSpec):
     def scratch_layout(self):
         p = self.prog
         return {"v": (p.n_values,), "vd": (p.n_values, self.nz), "vb": (p.n_values,),
-                "thb": (p.n_params,), "thd": (1, 1), "ybar": (self.nout,),
+                "thd": (1, 1), "ybar": (self.nout,),
                 "HA": (p.n_state, self.nz), "D": (p.n_state, self.nz), "cA": (self.nz,)}
 
     def functions(self):

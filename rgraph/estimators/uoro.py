@@ -29,39 +29,34 @@ from .. import kernel as K
 
 def uoro_step(th, s, E, x, y, w, g, rng, W):
     """One step of (projected) UORO for one stream, rank RANK."""
-    count, s_tilde, w_tilde = est_views(E)
-    v, vd, vb, thb, thd, ybar, u, qu, hs, js, dw = W
-    loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
+    count, wnorm, s_tilde, w_tilde = est_views(E)
+    v, vd, vb, thd, ybar, u, qu, hs, js, dw = W
     # gradient estimate: δθ + (δs · s̃) w̃, averaged over the rank-one pairs
-    rg_axpy(g, 1.0, thb)
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     for r in range(RANK):
         rg_axpy(g[0:NR], rg_dot(vb[0:S], s_tilde[r]) / RANK, w_tilde[r])
     for r in range(RANK):
         # H_t s̃_{t-1}: the forward tangent of the previous estimate
-        vd[0:S] = s_tilde[r]
-        jvp_state(th, v, thd, vd)
-        gather_new(vd, hs)
+        jvp_state(th, v, thd, s_tilde[r], vd, hs)
         # noise at the cut: J^s_z Q u forward ...
         rg_rademacher(rng, u)
         noise_forward(u, qu)
-        seed_z(qu, vd, thd)
-        jvp_z(th, v, thd, vd)
-        gather_new(vd, js)
+        seed_z(qu, vd, js, thd)
+        jvp_z(th, v, thd, hs, vd, js)
         # ... and uᵀ Q⁻¹ J^z_θ backward
         noise_backward(u, qu)
         rg_zero(vb)
-        rg_zero(dw)
         seed_z_bar(qu, vb, dw)
         vjp_z(th, v, vb, dw)
         # Algorithm 1's normalizers, then the rank-one reduction
-        rho0 = math.sqrt(rg_nrm2(w_tilde[r]) / (rg_nrm2(hs) + EPS)) + EPS
+        rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
         if ALPHA > 0.0:
             rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
         else:
             rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(js) + EPS)) + EPS
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
         rg_axpy(s_tilde[r], rho1, js)
-        rg_axpby(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
+        wnorm[r] = rg_axpby_nrm2(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
     count[0] += 1.0
     gather_new(v, s)
     return loss
@@ -69,8 +64,8 @@ def uoro_step(th, s, E, x, y, w, g, rng, W):
 
 def uorot_flush(th, E, g, rng, W):
     """UORO-T: Algorithm 1 with the stored L <= T steps taken as one transition."""
-    count, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
-    vd, vb, thb, thd, hs, nu, sb, dw = W
+    count, wnorm, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
+    vd, vb, thb, thd, hs, hs2, nu, sb, dw = W
     L = int(pos[0])
     if L == 0:
         return
@@ -90,9 +85,8 @@ def uorot_flush(th, E, g, rng, W):
         # s̃ pushed forward through the L steps
         hs[:] = s_tilde[r]
         for k in range(L):
-            vd[0:S] = hs
-            jvp_state(th, traj[k], thd, vd)
-            gather_new(vd, hs)
+            jvp_state(th, traj[k], thd, hs, vd, hs2)
+            hs[:] = hs2
         # ν drawn at the block's end and pulled back through the L steps
         rg_rademacher(rng, nu)
         sb[:] = nu
@@ -102,18 +96,19 @@ def uorot_flush(th, E, g, rng, W):
             scatter_new(sb, vb, dw)
             vjp_state(th, traj[k], vb, dw)
             sb[:] = vb[0:S]
-        rho0 = math.sqrt(rg_nrm2(w_tilde[r]) / (rg_nrm2(hs) + EPS)) + EPS
+        rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
         rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(nu) + EPS)) + EPS
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
         rg_axpy(s_tilde[r], rho1, nu)
-        rg_axpby(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
+        wnorm[r] = rg_axpby_nrm2(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
     count[0] += 1.0
     pos[0] = 0.0
 
 
 def uorot_reset(E):
     """A state reset (after the flush): the estimate restarts from zero."""
-    count, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
+    count, wnorm, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
+    wnorm[:] = 0.0
     s_tilde[:, :] = 0.0
     w_tilde[:, :] = 0.0
     pos[0] = 0.0
@@ -171,12 +166,13 @@ class ProjectedUORO(EstimatorSpec):
         ks = [p.jvp("jvp_state"), p.scatter_add("seed_z", z, "vd", zero_first=True),
               p.scatter_add("seed_z_bar", z, "vb")]
         if self.space.kind == "parameter":
+            ks[-1] = p.scatter_add("seed_z_bar", z, "vb", zero_first=True)
             ks.append(p.jvp("jvp_z", seeds=[], params="dense"))
             ks.append(K.Kernel("vjp_z", ("th", "v", "vb", "thb"),
                                "The cut is θ itself: nothing to pull back."))
         else:
             ks.append(p.jvp("jvp_z", seeds=[], inject=z))
-            ks.append(p.vjp("vjp_z", z, ("params",)))
+            ks.append(p.vjp("vjp_z", z, ("params",), fresh=True))
         return ks
 
     def constants(self):
@@ -188,14 +184,13 @@ class ProjectedUORO(EstimatorSpec):
 
     def state_layout(self):
         p = self.prog
-        return {"count": (1,), "s_tilde": (self.rank, p.n_state),
+        return {"count": (1,), "wnorm": (self.rank,), "s_tilde": (self.rank, p.n_state),
                 "w_tilde": (self.rank, p.n_rec)}
 
     def scratch_layout(self):
         p = self.prog
         return {"v": (p.n_values,), "vd": (p.n_values,), "vb": (p.n_values,),
-                "thb": (p.n_params,), "thd": (p.n_rec,), "ybar": (self.nout,),
-                "u": (self.space.dim,), "qu": (self.space.dim,), "hs": (p.n_state,),
+                "thd": (p.n_rec,), "ybar": (self.nout,), "u": (self.space.dim,), "qu": (self.space.dim,), "hs": (p.n_state,),
                 "js": (p.n_state,), "dw": (p.n_params,)}
 
     def functions(self):
@@ -249,7 +244,8 @@ class UORO(ProjectedUORO):
             return super().scratch_layout()
         p = self.prog
         return {"vd": (p.n_values,), "vb": (p.n_values,), "thb": (p.n_params,),
-                "thd": (p.n_rec,), "hs": (p.n_state,), "nu": (p.n_state,),
+                "thd": (p.n_rec,), "hs": (p.n_state,), "hs2": (p.n_state,),
+                "nu": (p.n_state,),
                 "sb": (p.n_state,), "dw": (p.n_params,)}
 
     def segment_length(self, T=None):
