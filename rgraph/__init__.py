@@ -12,13 +12,14 @@ __version__ = "0.1.0"
 
 from . import cells
 from .analysis import analyze
-from .api import Estimator, Trainer, TrainResult, compile
+from .api import Estimator, compile
 from .checks import check_derivatives, compare_backends
 from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphError, ShapeError
 from .estimators import ESTIMATORS
 from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,
                     softplus, split, tanh)
 from .optim import SGD, Adam
+from .train import Trainer, TrainResult
 
 __all__ = [
     "Cell", "concat", "const", "exp", "log", "matmul", "pointwise", "relu", "sigmoid",

@@ -8,10 +8,7 @@ here, before anything reaches compiled code.
 """
 from __future__ import annotations
 
-import math
 import re
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,11 +16,11 @@ from . import codegen, loop
 from .analysis import Analysis
 from .autodiff import Program
 from .backends import get_backend
-from .errors import DataError, GraphError, NotApplicable
+from .errors import DataError
 from .estimators import make_spec
 from .estimators.base import layout_size
 from .graph import Cell, init_param
-from .optim import SGD, Adam
+from .optim import SGD
 
 LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
 DTYPES = {"float64": np.float64, "float32": np.float32}
@@ -193,10 +190,10 @@ class Estimator:
         opt, hp = np.zeros(1 + 2 * self.n_params, dtype=self.dtype), SGD(0.0).hyper()
         bad = self.call("run", th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0,
                         self.spec.update_every(T), False)
-        _raise_if_bad(bad, losses, 0, "total_gradient")
+        raise_if_bad(bad, losses, 0, "total_gradient")
         self.call("flush_all", th, E, g, rng)
         if not np.all(np.isfinite(g)):
-            _raise_if_bad(-T, losses, 0, "total_gradient")
+            raise_if_bad(-T, losses, 0, "total_gradient")
         grad = self.unpack(g)
         return (grad, float(losses.sum())) if return_loss else grad
 
@@ -211,24 +208,30 @@ class Estimator:
 
     # --------------------------------------------------------------- training
     def trainer(self, params, optimizer=None, batch: int = 1, seed: int = 0,
-                reset_prob: float = 0.0, chunk: int = 1000) -> "Trainer":
-        """A resumable online training run (see ``Trainer``)."""
+                reset_prob: float = 0.0, chunk: int = 1000):
+        """A resumable online training run (see ``rgraph.train.Trainer``)."""
+        from .train import Trainer
         return Trainer(self, params, optimizer, batch, seed, reset_prob, chunk)
 
     def train(self, params, xs, ys, optimizer=None, batch: int = 1, seed: int = 0,
-              weights=None, resets=None, reset_prob: float = 0.0, chunk: int = 1000,
-              progress: bool = False, callback=None, record: str = "step") -> "TrainResult":
+              weights=None, resets=None, reset_prob: float = 0.0, chunk: int | None = None,
+              progress: bool = False, callback=None, record: str = "step"):
         """Online training on a sequence: every step advances the cell, forms the gradient
         estimate and (every ``update_every`` steps) updates the parameters.
 
         xs: (T, n_in) split into ``batch`` contiguous streams of T // batch steps, or
-        (T, B, n_in) streams given explicitly."""
+        (T, B, n_in) streams given explicitly. ``chunk``: steps per compiled call
+        (default 1000; for ``bptt``, the whole sequence: one exact update per call)."""
+        if chunk is None:
+            T = np.shape(xs)[0] // batch if np.ndim(xs) == 2 else np.shape(xs)[0]
+            whole = self.spec.segment and getattr(self.spec, "k", 0) is None
+            chunk = max(1, T) if whole else 1000
         tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk)
         return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
                       callback=callback, record=record)
 
 
-def _raise_if_bad(code, losses, t0, what):
+def raise_if_bad(code, losses, t0, what):
     """Turn the loop's status (see loop.run) into an error naming the step."""
     if code == 0:
         return
@@ -243,162 +246,6 @@ def _raise_if_bad(code, losses, t0, what):
         f"or check the data and the cell for overflow")
 
 
-@dataclass
-class TrainResult:
-    """What a training run returns: final parameters and the learning curve."""
-
-    params: dict
-    losses: np.ndarray            # mean loss over the batch, per step (or per chunk)
-    steps: int
-    seconds: float
-    record: str = "step"
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds > 0 else math.inf
-
-    def __repr__(self):
-        tail = float(np.mean(self.losses[-max(1, len(self.losses) // 10):])) \
-            if len(self.losses) else float("nan")
-        return (f"TrainResult({self.steps} steps, {self.steps_per_second:,.0f} steps/s, "
-                f"final loss ~{tail:.4g})")
-
-
-class Trainer:
-    """The whole state of an online training run: parameters, optimizer, per-stream
-    cell and estimator state, random generator, step count and curve. ``run`` continues
-    it; ``state_dict`` / ``load_state_dict`` save and restore it exactly."""
-
-    def __init__(self, est: Estimator, params, optimizer=None, batch=1, seed=0,
-                 reset_prob=0.0, chunk=1000):
-        self.est = est
-        self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
-        if not isinstance(self.optimizer, (SGD, Adam)):
-            raise TypeError(f"optimizer must be rg.SGD(...) or rg.Adam(...), got "
-                            f"{self.optimizer!r}")
-        self.hp = self.optimizer.hyper()
-        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-            raise ValueError(f"batch must be a positive integer, got {batch!r}")
-        if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-        if not 0.0 <= reset_prob <= 1.0:
-            raise ValueError(f"reset_prob must be in [0, 1], got {reset_prob!r}")
-        self.batch, self.chunk, self.reset_prob = int(batch), int(chunk), float(reset_prob)
-        self.th = est.pack(params)
-        self.opt = np.zeros(1 + 2 * est.n_params, dtype=est.dtype)
-        self.states, self.E = est.new_state(self.batch, self.chunk)
-        self.g = np.zeros(est.n_params, dtype=est.dtype)
-        self.rng = np.random.default_rng(seed)
-        self.update_every = est.spec.update_every(self.chunk)
-        self.step = 0
-        self.curve: list[float] = []
-
-    def __repr__(self):
-        return (f"Trainer({self.est.name} on '{self.est.cell.name}', batch {self.batch}, "
-                f"step {self.step}, {self.optimizer})")
-
-    @property
-    def params(self) -> dict:
-        return self.est.unpack(self.th)
-
-    def _streams(self, xs, ys, weights, resets):
-        xs = np.asarray(xs)
-        if xs.ndim == 3:
-            if xs.shape[1] != self.batch:
-                raise DataError(f"xs has {xs.shape[1]} streams but the trainer's batch is "
-                                f"{self.batch}")
-            return self.est.check_data(xs, ys, weights, resets, batch_axis=True)
-        xs, ys, ws, rs = self.est.check_data(xs, ys, weights, resets)
-        B = self.batch
-        T = xs.shape[0] // B
-        if T == 0:
-            raise DataError(f"{xs.shape[0]} steps cannot feed {B} streams")
-
-        def split(a):   # (T*B, 1, ...) -> (T, B, ...): stream b is the b-th contiguous part
-            a = a[:T * B, 0]
-            return np.ascontiguousarray(np.swapaxes(a.reshape((B, T) + a.shape[1:]), 0, 1))
-        return split(xs), split(ys), split(ws), split(rs)
-
-    def run(self, xs, ys, weights=None, resets=None, progress=False, callback=None,
-            record="step") -> TrainResult:
-        """Continue training on (xs, ys); returns the whole run's result so far.
-
-        callback(trainer, chunk_mean_loss) is called between chunks; returning True stops.
-        """
-        if record not in ("step", "chunk"):
-            raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
-        xs, ys, ws, rs = self._streams(xs, ys, weights, resets)
-        T = xs.shape[0]
-        bar = _progress(progress, T * self.batch, self.est.name)
-        t_start = time.perf_counter()
-        done = 0
-        try:
-            while done < T:
-                n = min(self.chunk - (self.step % self.chunk), T - done)
-                sl = slice(done, done + n)
-                rs_c = rs[sl].copy()
-                if self.reset_prob > 0:
-                    rs_c |= self.rng.random(rs_c.shape) < self.reset_prob
-                losses = np.zeros((n, self.batch), dtype=self.est.dtype)
-                bad = self.est.call("run", self.th, self.states, self.E, xs[sl], ys[sl],
-                                    ws[sl], rs_c, self.rng, self.g, self.opt, self.hp,
-                                    losses, self.step, self.update_every, True)
-                _raise_if_bad(bad, losses, self.step, "train")
-                wsum = ws[sl].sum(axis=1)
-                per_step = losses.sum(axis=1) / np.maximum(wsum, 1e-300)
-                mean = float(losses.sum() / max(float(ws[sl].sum()), 1e-300))
-                if record == "step":
-                    self.curve.extend(per_step.tolist())
-                else:
-                    self.curve.append(mean)
-                self.step += n
-                done += n
-                if bar is not None:
-                    bar.update(n * self.batch)
-                    bar.set_postfix(loss=f"{mean:.4g}")
-                if callback is not None and callback(self, mean):
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-        seconds = time.perf_counter() - t_start
-        return TrainResult(self.params, np.array(self.curve), done, seconds, record)
-
-    # ------------------------------------------------------------ save/restore
-    def state_dict(self) -> dict:
-        """Everything needed to continue this run number for number."""
-        return {"th": self.th.copy(), "opt": self.opt.copy(), "states": self.states.copy(),
-                "E": self.E.copy(), "g": self.g.copy(),
-                "rng": self.rng.bit_generator.state, "step": self.step,
-                "curve": np.array(self.curve), "estimator": self.est.name,
-                "cell": self.est.cell.name, "batch": self.batch, "chunk": self.chunk}
-
-    def load_state_dict(self, sd: dict):
-        for key in ("estimator", "cell", "batch", "chunk"):
-            mine = {"estimator": self.est.name, "cell": self.est.cell.name,
-                    "batch": self.batch, "chunk": self.chunk}[key]
-            if sd[key] != mine:
-                raise DataError(f"checkpoint is for {key} {sd[key]!r}, this trainer has "
-                                f"{mine!r}")
-        for key in ("th", "opt", "states", "E", "g"):
-            cur = getattr(self, key)
-            if sd[key].shape != cur.shape:
-                raise DataError(f"checkpoint {key} has shape {sd[key].shape}, expected "
-                                f"{cur.shape}")
-            cur[...] = sd[key]
-        self.rng.bit_generator.state = sd["rng"]
-        self.step = int(sd["step"])
-        self.curve = list(np.asarray(sd["curve"]).tolist())
-
-
-def _progress(enabled, total, desc):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, dynamic_ncols=True)
-
-
 def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa: A001
     """Compile ``estimator`` for ``cell``: ``rg.compile(cell, "kf-rtrl", loss="mse")``.
 
@@ -410,4 +257,4 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
     return Estimator(cell, estimator, **kwargs)
 
 
-__all__ = ["Estimator", "Trainer", "TrainResult", "compile", "GraphError", "NotApplicable"]
+__all__ = ["Estimator", "compile"]

@@ -34,6 +34,18 @@ Common interface of every task object
     each class documents how it is computed.
 ``reset()``
     Return to the start of the stream (clears buffers / cursors).
+``get_state() -> dict``, ``set_state(state)``
+    The task's *dynamic* state (stream buffer, cursor, curriculum ``T``) as a
+    small flat dict of numpy arrays and Python scalars (it survives
+    ``np.savez`` and pickle), plus the class name and configuration, which
+    ``set_state`` checks (``ValueError`` naming what differs).  After
+    ``st = t.get_state()``, ``t.set_state(st)`` makes the following stream
+    identical for equal generator states.
+``fork(i, n) -> Task``
+    The ``i``-th of ``n`` independent streams for batched training: a reset
+    copy sharing no mutable state with ``self`` (generated tasks differ only
+    through the generator the caller passes; :class:`CharLM` forks start at
+    evenly spaced offsets of the training split).
 
 Symbolic stream tasks (:class:`DistantBrackets`, :class:`AnBn`) are character
 streams ``c_0 c_1 c_2 ...`` with input ``x_t = onehot(c_t)`` and target
@@ -48,11 +60,14 @@ Registry: ``TASKS`` maps the names ``"influence"``, ``"brackets"``,
 
 from __future__ import annotations
 
+import copy as _copy
 import inspect
 import math
 import os
 import string
 import warnings
+import zlib
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -100,6 +115,39 @@ def _check_int(value, name: str, who: str, lo: int | None = None) -> int:
     if lo is not None and value < lo:
         raise ValueError(f"{who}: {name} must be >= {lo}, got {value}")
     return value
+
+
+def _state_scalar(value, key: str, who: str):
+    """A Python scalar from a state entry (a scalar or a 0-d array, e.g. after
+    ``np.load``)."""
+    a = np.asarray(value)
+    if a.ndim != 0 or a.dtype == object:
+        raise ValueError(f"{who}: state entry {key!r} must be a scalar, got {value!r}")
+    return a.item()
+
+
+def _state_int(state: dict, key: str, who: str, lo: int, hi: int | None = None) -> int:
+    """An int state entry in ``[lo, hi)``."""
+    v = _state_scalar(state[key], key, who)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v >= hi):
+        rng_txt = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        raise ValueError(f"{who}: state entry {key!r} must be an int {rng_txt}, got {v!r}")
+    return v
+
+
+def _state_array(state: dict, key: str, who: str, kind: str, lo=None, hi=None) -> np.ndarray:
+    """A 1-D state array of dtype kind ``kind`` ("i" int, "f" float, "b" bool)
+    with values in ``[lo, hi)``; returned as a fresh int64/float64/bool copy."""
+    a = np.asarray(state[key])
+    allowed = {"i": "iu", "f": "fiu", "b": "b"}[kind]
+    if a.ndim != 1 or not (a.dtype.kind in allowed or (a.size == 0 and a.dtype.kind in "iufb")):
+        what = {"i": "int", "f": "float", "b": "bool"}[kind]
+        raise ValueError(f"{who}: state entry {key!r} must be a 1-D {what} array, got "
+                         f"{a.dtype} of shape {a.shape}")
+    out = a.astype({"i": np.int64, "f": np.float64, "b": bool}[kind])
+    if a.size and ((lo is not None and out.min() < lo) or (hi is not None and out.max() >= hi)):
+        raise ValueError(f"{who}: state entry {key!r} has values outside [{lo}, {hi})")
+    return out
 
 
 def _one_hot(ids: np.ndarray, n: int) -> np.ndarray:
@@ -173,6 +221,113 @@ class Task:
         xs, ys = self.stream(T, rng)
         return xs, ys, np.ones(xs.shape[0], dtype=np.float64)
 
+    # -- checkpointing ---------------------------------------------------------
+    #
+    # A state is a flat dict: "task" (the class name), "config.<name>" for
+    # every item of ``_identity()`` (checked, never restored) and the keys of
+    # ``_dynamic_keys`` (restored).  Flat and made of numpy arrays / Python
+    # scalars so that ``np.savez(f, **state)`` and ``dict(np.load(f))`` (no
+    # pickle needed) round-trip it; loaded 0-d arrays are accepted.
+
+    _dynamic_keys: tuple = ()
+
+    def _identity(self) -> dict:
+        """Configuration a state must match to be restored (default: the
+        constructor arguments shown by ``repr``)."""
+        return dict(self._config)
+
+    def _get_dynamic(self) -> dict:
+        return {}
+
+    def _check_dynamic(self, state: dict, who: str) -> dict:
+        """Validate the dynamic entries of ``state``; return the values to set."""
+        return {}
+
+    def _set_dynamic(self, values: dict):
+        pass
+
+    def get_state(self) -> dict:
+        """The task's dynamic state (buffer / cursor / curriculum ``T``) as a
+        small flat dict of numpy arrays and Python scalars, tagged with the
+        class name (``"task"``) and configuration (``"config.<name>"``).
+
+        The dict is a snapshot (later streaming does not change it) and
+        survives ``np.savez(f, **state)`` / ``dict(np.load(f))`` and pickle.
+        ``set_state`` restores it.
+        """
+        state = {"task": type(self).__name__}
+        for k, v in self._identity().items():
+            state["config." + k] = v
+        state.update(self._get_dynamic())
+        return state
+
+    def set_state(self, state):
+        """Restore a state from :meth:`get_state` of a task of the same class
+        and configuration (a fork's state goes into the same fork of an equal
+        task).  Raises ``ValueError`` naming what differs (class,
+        configuration item, missing / unknown / malformed entry) and leaves
+        the task untouched in that case; ``TypeError`` if ``state`` is not a
+        mapping."""
+        cls = type(self).__name__
+        who = f"{cls}.set_state"
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{who}: state must be a dict from get_state(), "
+                            f"got {type(state).__name__}")
+        state = dict(state)
+        if "task" not in state:
+            raise ValueError(f"{who}: not a task state (no 'task' entry); "
+                             f"pass the dict returned by get_state()")
+        theirs = _state_scalar(state["task"], "task", who)
+        if theirs != cls:
+            raise ValueError(f"{who}: the state is from a {theirs} task, not a {cls}")
+        want = {"config." + k: v for k, v in self._identity().items()}
+        given = {k for k in state if k.startswith("config.")}
+        diffs = [f"{k[7:]} is missing from the state" for k in want if k not in state]
+        diffs += [f"{k[7:]} is not a configuration item of {cls}" for k in sorted(given - set(want))]
+        for k, v in want.items():
+            if k in state:
+                got = _state_scalar(state[k], k, who)
+                if got != v:
+                    diffs.append(f"{k[7:]}: state has {got!r}, this task has {v!r}")
+        if diffs:
+            raise ValueError(f"{who}: the state is from a different configuration of "
+                             f"{cls} ({'; '.join(diffs)}); build the task with the same "
+                             f"arguments (see repr) before restoring")
+        known = {"task"} | set(want) | set(self._dynamic_keys)
+        unknown = sorted(set(state) - known)
+        if unknown:
+            raise ValueError(f"{who}: unknown state entries {unknown}; {cls} states "
+                             f"have {sorted(known)}")
+        missing = [k for k in self._dynamic_keys if k not in state]
+        if missing:
+            raise ValueError(f"{who}: state entries {missing} are missing")
+        self._set_dynamic(self._check_dynamic(state, who))
+
+    # -- batching --------------------------------------------------------------
+
+    def fork(self, i: int, n: int) -> "Task":
+        """The ``i``-th of ``n`` independent streams (``0 <= i < n``) for
+        batched training: a new, reset task of the same configuration that
+        shares no mutable state with ``self`` or the other forks.
+
+        For generated tasks every fork is the same fresh stream; the streams
+        differ because the caller passes them different generator draws.
+        :class:`CharLM` overrides the start of each fork.
+        """
+        who = f"{type(self).__name__}.fork"
+        n = _check_int(n, "n", who, lo=1)
+        i = _check_int(i, "i", who, lo=0)
+        if i >= n:
+            raise ValueError(f"{who}: need 0 <= i < n, got i={i}, n={n}")
+        new = _copy.copy(self)  # immutable data is shared; buffers are replaced below
+        object.__setattr__(new, "_config", dict(self._config))
+        new._fork_setup(i, n)
+        new.reset()
+        return new
+
+    def _fork_setup(self, i: int, n: int):
+        """Adjust a fresh shallow copy to be fork ``i`` of ``n`` (before reset)."""
+
 
 class _SymbolStream(Task):
     """A character stream made of generated lines; target = next character.
@@ -189,8 +344,24 @@ class _SymbolStream(Task):
         self._nl = self.vocab.index("\n")
         self.reset()
 
+    _dynamic_keys = ("buf",)
+
     def reset(self):
+        """Back to the start of the stream (the virtual line break)."""
         self._buf = np.array([self._nl], dtype=np.int64)
+
+    def _get_dynamic(self):
+        return {"buf": self._buf.copy()}
+
+    def _check_dynamic(self, state, who):
+        buf = _state_array(state, "buf", who, "i", 0, self.n_in)
+        if buf.shape[0] < 1:
+            raise ValueError(f"{who}: state entry 'buf' is empty; it always holds at "
+                             f"least the next input symbol")
+        return {"buf": buf}
+
+    def _set_dynamic(self, values):
+        self._buf = values["buf"]
 
     def _line(self, rng) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -199,8 +370,11 @@ class _SymbolStream(Task):
         who = f"{type(self).__name__}.stream"
         T = _check_T(T, who)
         buf = self._buf
-        if buf.shape[0] < T + 1:
+        # Check a given rng even when the buffer suffices, so that a bad
+        # argument fails on every call, not only on those that generate.
+        if rng is not None or buf.shape[0] < T + 1:
             rng = _check_rng(rng, who)
+        if buf.shape[0] < T + 1:
             parts, have = [buf], buf.shape[0]
             while have < T + 1:
                 line = self._line(rng)
@@ -532,7 +706,9 @@ class Copy(Task):
     ``Copy(curriculum=False, T_start=25, spread=0)``).  The paper resets the
     hidden state after each sequence: :meth:`stream_weighted` can return the
     sequence starts (``return_starts=True``), and :meth:`sequence` draws one
-    whole fresh sequence.
+    whole fresh sequence.  :meth:`get_state` includes the current ``T``;
+    :meth:`fork` gives a reset copy (``T = T_start``, empty buffer), so ``n``
+    forks that hear the same :meth:`report` calls keep the same ``T``.
 
     ``optimum = 0`` bits/char: the targets are a deterministic function of
     the inputs seen so far.
@@ -564,11 +740,35 @@ class Copy(Task):
     def __repr__(self):
         return super().__repr__()[:-1] + f"; T={self.T})"
 
+    _dynamic_keys = ("T", "buf_inp", "buf_tgt", "buf_w", "buf_starts")
+
     def reset(self):
         """Back to ``T = T_start`` with an empty buffer."""
         self.T = self.T_start
         self._buf = [np.zeros(0, np.int64), np.zeros(0, np.int64),
                      np.zeros(0, np.float64), np.zeros(0, bool)]
+
+    def _get_dynamic(self):
+        inp, tgt, w, starts = (b.copy() for b in self._buf)
+        return {"T": int(self.T), "buf_inp": inp, "buf_tgt": tgt, "buf_w": w,
+                "buf_starts": starts}
+
+    def _check_dynamic(self, state, who):
+        T = _state_int(state, "T", who, lo=1)
+        buf = [_state_array(state, "buf_inp", who, "i", 0, self.n_in),
+               _state_array(state, "buf_tgt", who, "i", 0, self.n_out),
+               _state_array(state, "buf_w", who, "f"),
+               _state_array(state, "buf_starts", who, "b")]
+        if len({b.shape[0] for b in buf}) != 1:
+            raise ValueError(f"{who}: the buffer entries have different lengths "
+                             f"{[b.shape[0] for b in buf]}")
+        if not np.isin(buf[2], (0.0, 1.0)).all():
+            raise ValueError(f"{who}: state entry 'buf_w' must hold only 0 and 1")
+        return {"T": T, "buf": buf}
+
+    def _set_dynamic(self, values):
+        self.T = values["T"]
+        self._buf = values["buf"]
 
     @property
     def length_range(self) -> tuple[int, int]:
@@ -610,8 +810,9 @@ class Copy(Task):
         who = "Copy.stream_weighted"
         T = _check_T(T, who)
         buf = self._buf
-        if buf[0].shape[0] < T:
+        if rng is not None or buf[0].shape[0] < T:
             rng = _check_rng(rng, who)
+        if buf[0].shape[0] < T:
             parts = [[b] for b in buf]
             have = buf[0].shape[0]
             while have < T:
@@ -700,9 +901,17 @@ class CharLM(Task):
     newline is the text itself, any other ``str`` is a path (override with
     ``is_text``).  ``ptb_char``: decode the ``ptb.char.*`` format
     (space-separated characters, ``_`` between words); ``None`` (default)
-    turns it on when the file name starts with ``ptb.char``.  Unreadable,
-    missing, empty or too short input raises ``ValueError`` naming the
-    source and what to do.  ``optimum`` is None (unknown).
+    turns it on when the file name starts with ``ptb.char``; the ``_``
+    word separators are kept as characters (the usual ptb.char vocabulary).
+    Unreadable, missing, empty or too short input raises ``ValueError``
+    naming the source and what to do.  ``optimum`` is None (unknown).
+
+    :meth:`get_state` holds only the cursor (plus the configuration, the
+    vocabulary, the split sizes and a checksum of the text, which
+    :meth:`set_state` checks); :meth:`fork` ``(i, n)`` starts stream ``i``
+    at ``start + i * n_train // n`` (modulo ``n_train``), so ``n`` forks
+    read evenly spaced parts of the training split.  Forks share the
+    (read-only) encoded text.
     """
 
     def __init__(self, path_or_text, valid_fraction: float = 0.1, *, start: int = 0,
@@ -745,6 +954,9 @@ class CharLM(Task):
         else:
             self._valid_in, self._valid_out = ids[n_train - 1 : n - 1], ids[n_train:]
         self.n_valid = int(self._valid_out.shape[0])
+        for a in (self._ids, self._valid_in, self._valid_out):
+            a.setflags(write=False)  # shared by forks: never written
+        self._checksum = None
         self.start = _check_int(start, "start", who, lo=0) % n_train
         self.reset()
         self._freeze(source=src, valid_fraction=vf, start=self.start)
@@ -784,7 +996,42 @@ class CharLM(Task):
         return self._cursor
 
     def reset(self):
+        """Move the cursor back to ``start``."""
         self._cursor = self.start
+
+    _dynamic_keys = ("cursor",)
+
+    @property
+    def checksum(self) -> int:
+        """CRC-32 of the encoded training and validation text (with the
+        vocabulary and sizes it identifies the data in :meth:`get_state`)."""
+        if self._checksum is None:
+            c = zlib.crc32(self.vocab.encode("utf-8"))
+            for a in (self._ids, self._valid_in, self._valid_out):
+                c = zlib.crc32(np.ascontiguousarray(a, dtype=np.int64).tobytes(), c)
+            self._checksum = c
+        return self._checksum
+
+    def _identity(self):
+        # The data is identified by its content, not by ``source``: a
+        # checkpoint survives moving the text file (or passing it as text).
+        return {"valid_fraction": self.valid_fraction, "start": self.start,
+                "n_train": self.n_train, "n_valid": self.n_valid,
+                "vocab": self.vocab, "checksum": self.checksum}
+
+    def _get_dynamic(self):
+        return {"cursor": int(self._cursor)}
+
+    def _check_dynamic(self, state, who):
+        return {"cursor": _state_int(state, "cursor", who, 0, self.n_train)}
+
+    def _set_dynamic(self, values):
+        self._cursor = values["cursor"]
+
+    def _fork_setup(self, i, n):
+        start = (self.start + i * self.n_train // n) % self.n_train
+        object.__setattr__(self, "start", start)
+        self._config["start"] = start
 
     def stream(self, T, rng=None):
         T = _check_T(T, "CharLM.stream")

@@ -1,0 +1,275 @@
+"""Online training: the ``Trainer`` (a resumable run) and its checkpoints.
+
+A trainer owns everything that changes during a run: the parameters, the optimizer's
+moments, each stream's cell state and estimator state, the random generators, the step
+count, the learning curve and (when it draws its data from a task) each stream's task
+state. Steps run a chunk at a time inside one compiled call; chunks are aligned to the
+global step count, so a run interrupted and resumed from a checkpoint continues number
+for number as if it had never stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .api import Estimator, raise_if_bad
+from .errors import DataError
+from .optim import SGD, Adam
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns: final parameters and the learning curve."""
+
+    params: dict
+    losses: np.ndarray      # mean loss per step over the batch (nan where nothing is
+    steps: int              # scored), or per chunk with record="chunk"
+    seconds: float
+    record: str = "step"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else math.inf
+
+    def __repr__(self):
+        tail = self.losses[-max(1, len(self.losses) // 10):]
+        last = float(np.nanmean(tail)) if len(tail) and np.any(np.isfinite(tail)) else \
+            float("nan")
+        return (f"TrainResult({self.steps} steps, {self.steps_per_second:,.0f} steps/s, "
+                f"final loss ~{last:.4g})")
+
+
+def _positive_int(x, what):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise ValueError(f"{what} must be a positive integer, got {x!r}")
+    return int(x)
+
+
+class Trainer:
+    """A resumable online training run of one compiled estimator.
+
+    ``run(xs, ys)`` trains on given sequences; ``run_task(task, steps)`` draws the data
+    from a task (one independent stream per batch element, ``task.fork``), feeding the
+    task's curriculum if it has one. ``save`` / ``Trainer.load`` write and read a
+    checkpoint."""
+
+    def __init__(self, est: Estimator, params, optimizer=None, batch=1, seed=0,
+                 reset_prob=0.0, chunk=1000):
+        self.est = est
+        self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
+        if not isinstance(self.optimizer, (SGD, Adam)):
+            raise TypeError(f"optimizer must be rg.SGD(...) or rg.Adam(...), got "
+                            f"{self.optimizer!r}")
+        self.hp = self.optimizer.hyper()
+        self.batch = _positive_int(batch, "batch")
+        self.chunk = _positive_int(chunk, "chunk")
+        if not 0.0 <= reset_prob <= 1.0:
+            raise ValueError(f"reset_prob must be in [0, 1], got {reset_prob!r}")
+        self.reset_prob = float(reset_prob)
+        self.seed = int(seed)
+        self.th = est.pack(params)
+        self.opt = np.zeros(1 + 2 * est.n_params, dtype=est.dtype)
+        self.states, self.E = est.new_state(self.batch, self.chunk)
+        self.g = np.zeros(est.n_params, dtype=est.dtype)
+        # one generator per use, each consumed the same way however the steps are cut
+        # into chunks (so a resumed run draws exactly what an uninterrupted one would)
+        self.rng = np.random.default_rng(seed)                   # the estimator's noise
+        self.reset_rng = np.random.default_rng([seed, 1])         # random state resets
+        self.data_rngs = [np.random.default_rng([seed, 2, b]) for b in range(self.batch)]
+        self.update_every = est.spec.update_every(self.chunk)
+        self.step = 0
+        self.curve: list[float] = []
+        self.tasks = None
+
+    def __repr__(self):
+        return (f"Trainer({self.est.name} on '{self.est.cell.name}', batch {self.batch}, "
+                f"step {self.step}, {self.optimizer})")
+
+    @property
+    def params(self) -> dict:
+        return self.est.unpack(self.th)
+
+    # ------------------------------------------------------------------ running
+    def _streams(self, xs, ys, weights, resets):
+        xs = np.asarray(xs)
+        if xs.ndim == 3:
+            if xs.shape[1] != self.batch:
+                raise DataError(f"xs has {xs.shape[1]} streams but the trainer's batch is "
+                                f"{self.batch}")
+            return self.est.check_data(xs, ys, weights, resets, batch_axis=True)
+        xs, ys, ws, rs = self.est.check_data(xs, ys, weights, resets)
+        B = self.batch
+        T = xs.shape[0] // B
+        if T == 0:
+            raise DataError(f"{xs.shape[0]} steps cannot feed {B} streams")
+
+        def split(a):   # (T*B, 1, ...) -> (T, B, ...): stream b is the b-th contiguous part
+            a = a[:T * B, 0]
+            return np.ascontiguousarray(np.swapaxes(a.reshape((B, T) + a.shape[1:]), 0, 1))
+        return split(xs), split(ys), split(ws), split(rs)
+
+    def run(self, xs, ys, weights=None, resets=None, progress=False, callback=None,
+            record="step") -> TrainResult:
+        """Continue training on (xs, ys): (T, n_in) split into ``batch`` contiguous
+        streams, or (T, B, n_in). callback(trainer, chunk_mean_loss) is called between
+        chunks; returning True stops. Returns the whole run's result so far."""
+        xs, ys, ws, rs = self._streams(xs, ys, weights, resets)
+
+        def source(done, n):
+            sl = slice(done, done + n)
+            return xs[sl], ys[sl], ws[sl], rs[sl]
+        return self._loop(xs.shape[0], source, progress, callback, record)
+
+    def run_task(self, task, steps: int, progress=False, callback=None,
+                 record="step") -> TrainResult:
+        """Continue training for ``steps`` steps on a task's streams (``rgraph.tasks``).
+        Sequence starts reset the state where the task marks them (the copy task); a
+        task with a curriculum (``report``) hears the chunk's error in its unit."""
+        steps = _positive_int(steps, "steps")
+        if task.n_in != self.est.n_in or task.n_out != self.est.n_out:
+            raise DataError(f"task {task!r} has n_in={task.n_in}, n_out={task.n_out}; the "
+                            f"cell has {self.est.n_in}, {self.est.n_out}")
+        if task.loss != self.est.loss_name:
+            raise DataError(f"task {task!r} wants loss {task.loss!r}; the estimator was "
+                            f"compiled with {self.est.loss_name!r}")
+        if self.tasks is None:
+            self.tasks = [task.fork(b, self.batch) for b in range(self.batch)]
+
+        def source(done, n):
+            parts = []
+            for t, rng in zip(self.tasks, self.data_rngs, strict=True):
+                if getattr(t, "weighted", False):
+                    xs, ys, ws, rs = t.stream_weighted(n, rng, return_starts=True)
+                else:
+                    xs, ys = t.stream(n, rng)
+                    ws, rs = None, None
+                parts.append(self.est.check_data(xs, ys, ws, rs))
+            return tuple(np.ascontiguousarray(np.concatenate([p[i] for p in parts], 1))
+                         for i in range(4))
+
+        def hear(trainer, mean, user=callback):
+            for t in self.tasks:
+                if hasattr(t, "report"):
+                    t.report(t.to_unit(mean))
+            return bool(user(trainer, mean)) if user is not None else False
+        return self._loop(steps, source, progress, hear, record)
+
+    def _loop(self, T, source, progress, callback, record):
+        if record not in ("step", "chunk"):
+            raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
+        bar = _progress(progress, T * self.batch, self.est.name)
+        t_start = time.perf_counter()
+        done = 0
+        try:
+            while done < T:
+                n = min(self.chunk - (self.step % self.chunk), T - done)
+                xs, ys, ws, rs = source(done, n)
+                rs = rs.copy()
+                if self.reset_prob > 0:
+                    rs |= self.reset_rng.random(rs.shape) < self.reset_prob
+                losses = np.zeros((n, self.batch), dtype=self.est.dtype)
+                code = self.est.call("run", self.th, self.states, self.E, xs, ys, ws, rs,
+                                     self.rng, self.g, self.opt, self.hp, losses, self.step,
+                                     self.update_every, True)
+                raise_if_bad(code, losses, self.step, "train")
+                wsum = ws.sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    per_step = np.where(wsum > 0, losses.sum(axis=1) / wsum, np.nan)
+                mean = float(losses.sum() / max(float(ws.sum()), 1e-300))
+                if record == "step":
+                    self.curve.extend(per_step.tolist())
+                else:
+                    self.curve.append(mean)
+                self.step += n
+                done += n
+                if bar is not None:
+                    bar.update(n * self.batch)
+                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+                if callback is not None and callback(self, mean):
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t_start
+        return TrainResult(self.params, np.array(self.curve), done, seconds, record)
+
+    # ------------------------------------------------------------ save/restore
+    def state_dict(self) -> dict:
+        """Everything needed to continue this run number for number."""
+        return {"version": CHECKPOINT_VERSION,
+                "estimator": self.est.name, "cell": self.est.cell.name,
+                "batch": self.batch, "chunk": self.chunk,
+                "th": self.th.copy(), "opt": self.opt.copy(), "states": self.states.copy(),
+                "E": self.E.copy(), "g": self.g.copy(),
+                "rng": self.rng.bit_generator.state,
+                "reset_rng": self.reset_rng.bit_generator.state,
+                "data_rngs": [r.bit_generator.state for r in self.data_rngs],
+                "step": self.step, "curve": np.array(self.curve),
+                "tasks": None if self.tasks is None else [t.get_state() for t in self.tasks]}
+
+    def load_state_dict(self, sd: dict, task=None):
+        """Restore a state_dict (and, for a task-driven run, the task it was made on)."""
+        if sd.get("version") != CHECKPOINT_VERSION:
+            raise DataError(f"checkpoint version {sd.get('version')!r} is not "
+                            f"{CHECKPOINT_VERSION}")
+        mine = {"estimator": self.est.name, "cell": self.est.cell.name,
+                "batch": self.batch, "chunk": self.chunk}
+        for key, val in mine.items():
+            if sd[key] != val:
+                raise DataError(f"checkpoint is for {key} {sd[key]!r}, this trainer has "
+                                f"{val!r}")
+        for key in ("th", "opt", "states", "E", "g"):
+            cur = getattr(self, key)
+            if sd[key].shape != cur.shape:
+                raise DataError(f"checkpoint {key} has shape {sd[key].shape}, expected "
+                                f"{cur.shape}")
+            cur[...] = sd[key]
+        self.rng.bit_generator.state = sd["rng"]
+        self.reset_rng.bit_generator.state = sd["reset_rng"]
+        for r, st in zip(self.data_rngs, sd["data_rngs"], strict=True):
+            r.bit_generator.state = st
+        self.step = int(sd["step"])
+        self.curve = list(np.asarray(sd["curve"]).tolist())
+        if sd["tasks"] is not None:
+            if task is None:
+                raise DataError("this checkpoint was drawing data from a task; pass it "
+                                "(load_state_dict(sd, task=...))")
+            self.tasks = [task.fork(b, self.batch) for b in range(self.batch)]
+            for t, st in zip(self.tasks, sd["tasks"], strict=True):
+                t.set_state(st)
+
+    def save(self, path):
+        """Write a checkpoint atomically (a crash mid-write leaves the old one)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            pickle.dump(self.state_dict(), f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, path, task=None):
+        """Restore a checkpoint written by ``save`` (a trusted file: it is a pickle)."""
+        try:
+            with open(path, "rb") as f:
+                sd = pickle.load(f)
+        except (OSError, pickle.UnpicklingError, EOFError) as e:
+            raise DataError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+        self.load_state_dict(sd, task)
+        return self
+
+
+def _progress(enabled, total, desc):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, dynamic_ncols=True,
+                mininterval=0.5)
