@@ -305,7 +305,7 @@ class Task:
 
     # -- batching --------------------------------------------------------------
 
-    def fork(self, i: int, n: int) -> "Task":
+    def fork(self, i: int, n: int) -> Task:
         """The ``i``-th of ``n`` independent streams (``0 <= i < n``) for
         batched training: a new, reset task of the same configuration that
         shares no mutable state with ``self`` or the other forks.

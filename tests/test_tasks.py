@@ -1,6 +1,7 @@
 """Streaming task generators (rgraph.tasks): interface, known optima, encodings,
 curriculum, text loading, checkpoint state and batched forks.  Pure numpy, fast; the
 tests on the real data files run only where /work/shared/data has them."""
+import itertools
 import math
 import os
 import pickle
@@ -269,9 +270,9 @@ def test_anbn_optima():
     assert t.optimum_no_counting == pytest.approx(2 / 7, abs=1e-12)
     assert t.entropy_n_bits == pytest.approx(5.0)
     assert t.mean_period == pytest.approx(35.0)
-    for k, l in [(1, 1), (2, 9), (5, 12)]:
-        u = AnBn(k, l)
-        assert u.optimum == pytest.approx(math.log2(l - k + 1) / (k + l + 2))
+    for k, m in [(1, 1), (2, 9), (5, 12)]:
+        u = AnBn(k, m)
+        assert u.optimum == pytest.approx(math.log2(m - k + 1) / (k + m + 2))
         assert u.optimum_no_counting == pytest.approx(2 * u.optimum)
     assert AnBn(4, 4).optimum == 0.0
     assert (t.vocab, t.n_in, t.n_out) == ("\nab", 3, 3)
@@ -432,7 +433,7 @@ def test_influence_paper_setup_and_convergence():
     long, _ = t.simulate(1.0, 400)
     assert long[-1, 0] == pytest.approx(-6.0)
     # simulate from a given state; T = 0
-    st, lo = t.simulate(0.0, 3, s0=np.ones(23))
+    st, _ = t.simulate(0.0, 3, s0=np.ones(23))
     np.testing.assert_allclose(st[0], t.matrix_A() @ np.ones(23))
     assert t.simulate(0.3, 0)[0].shape == (0, 23)
     # the stream is the constant drive and target
@@ -511,10 +512,9 @@ def test_copy_lengths_drawn_in_range(T, spread, lo):
     _, _, w, starts = t.stream_weighted(4000, rng(T), return_starts=True)
     L = _lengths(starts) // 2
     assert set(L) == set(range(lo, T + 1))  # all lengths in [max(1, T - spread), T]
-    assert w.sum() == pytest.approx((~starts).sum() + starts.sum() - w.size + w.sum())
     # weights: the second half of every sequence
     s = np.flatnonzero(starts)
-    for a, b in zip(s[:-1], s[1:]):
+    for a, b in itertools.pairwise(s):
         half = (b - a) // 2
         np.testing.assert_array_equal(w[a:b], [0] * half + [1] * half)
 
@@ -523,11 +523,11 @@ def test_copy_buffered_sequences_keep_their_length():
     t = Copy(T_start=10, spread=0)
     t.stream_weighted(5, rng(0))  # 15 steps of a length-10 sequence stay buffered
     t.T = 3
-    t.length_range == (1, 3)
+    assert t.length_range == (3, 3)
     _, _, _, starts = t.stream_weighted(40, rng(1), return_starts=True)
     s = np.flatnonzero(starts)
     assert s[0] == 15  # the buffered rest of the first sequence
-    assert (np.diff(s) <= 6).all()
+    assert (np.diff(s) == 6).all()
 
 
 def test_copy_dodge_setting():
@@ -608,8 +608,8 @@ def test_charlm_from_file(tmp_path):
         assert t.decode(t.train_ids()) == TEXT[: t.n_train]
     q = tmp_path / "with newline\nin name.txt"
     q.write_text("hello world\n" * 3)
-    assert CharLM(str(q), is_text=False).decode(CharLM(str(q), is_text=False).train_ids())[:5] \
-        == "hello"
+    named = CharLM(str(q), is_text=False)  # a path even though it contains a newline
+    assert named.source == str(q) and named.decode(named.train_ids())[:5] == "hello"
     with pytest.raises(ValueError, match="is_text=True but got a path object"):
         CharLM(p, is_text=True)
 
@@ -632,8 +632,8 @@ def test_charlm_ptb_char_decoding(tmp_path):
     # on for another name
     q = tmp_path / "other.txt"
     q.write_text(raw)
-    assert CharLM(q, 0.0, ptb_char=True).decode(CharLM(q, 0.0, ptb_char=True).train_ids()) \
-        == expect
+    on = CharLM(q, 0.0, ptb_char=True)
+    assert on.decode(on.train_ids()) == expect
     # not in the format
     bad = tmp_path / "ptb.char.train.txt"
     bad.write_text("a b cd e\n")
@@ -670,7 +670,7 @@ def test_charlm_tinyshakespeare():
     t = CharLM(DATA / "tinyshakespeare.txt")
     assert t.n_in == 65
     assert t.n_train + t.n_valid == 1115394
-    xs, ys = t.valid()
+    _, ys = t.valid()
     assert ys.shape == (t.n_valid,)
     assert t.decode(t.stream(14)[0]) == "First Citizen:"
     st = t.get_state()
@@ -685,3 +685,271 @@ def test_charlm_ptb_file():
     assert " " not in t.vocab and "_" in t.vocab and "\n" in t.vocab
     assert t.n_in <= 52
     assert t.decode(t.stream(20)[0]) == "consumers_may_want_t"
+
+
+# ----------------------------------------------------------------------------
+# get_state / set_state
+# ----------------------------------------------------------------------------
+
+
+def _advanced(name):
+    """A task part-way through its stream (mid-line / mid-sequence, Copy's T moved)."""
+    t = FACTORIES[name]()
+    t.stream(23, rng(11))
+    if isinstance(t, Copy) and t.curriculum:
+        t.report(0.0)
+        t.report(0.0)
+        t.stream(5, rng(12))
+    return t
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_round_trip(name):
+    t = _advanced(name)
+    st = t.get_state()
+    assert st["task"] == type(t).__name__
+    a = t.stream_weighted(70, rng(5))
+    t.stream(13, rng(6))  # move on; the snapshot must not follow
+    if isinstance(t, Copy):
+        t.report(0.0)
+    t.set_state(st)
+    b = t.stream_weighted(70, rng(5))
+    same(a, b)
+    # into another task of the same configuration
+    u = FACTORIES[name]()
+    u.set_state(st)
+    same(u.stream_weighted(70, rng(5)), a)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_state_is_small_plain_and_survives_savez_and_pickle(name, tmp_path):
+    t = _advanced(name)
+    st = t.get_state()
+    for k, v in st.items():
+        assert isinstance(k, str)
+        assert isinstance(v, (np.ndarray, int, float, bool, str)), (k, type(v))
+        if isinstance(v, np.ndarray):
+            assert v.ndim == 1 and v.dtype != object
+    assert sum(np.asarray(v).nbytes for v in st.values()) < 4000
+    a = t.stream_weighted(40, rng(9))
+    f = tmp_path / "state.npz"
+    np.savez(f, **st)
+    with np.load(f) as z:  # allow_pickle=False: no object arrays needed
+        loaded = dict(z)
+    t.set_state(loaded)
+    same(t.stream_weighted(40, rng(9)), a)
+    t.set_state(pickle.loads(pickle.dumps(st)))
+    same(t.stream_weighted(40, rng(9)), a)
+
+
+def test_charlm_state_is_only_the_cursor():
+    text = "".join(chr(97 + i % 26) for i in range(50_000)) + "\n"
+    t = CharLM.from_text(text)
+    t.stream(1234)
+    st = t.get_state()
+    assert st["cursor"] == 1234
+    assert {k for k in st if not k.startswith("config.")} == {"task", "cursor"}
+    assert sum(np.asarray(v).nbytes for v in st.values()) < 1000
+
+
+def test_copy_state_holds_the_curriculum_T():
+    t = Copy()
+    for _ in range(4):
+        t.report(0.0)
+    st = t.get_state()
+    assert st["T"] == 5
+    t.reset()
+    t.set_state(st)
+    assert t.T == 5 and t.length_range == (1, 5)
+
+
+def test_set_state_refuses_other_tasks_and_configurations():
+    st = AnBn(1, 32).get_state()
+    with pytest.raises(ValueError, match="from a AnBn task, not a DistantBrackets"):
+        DistantBrackets().set_state(st)
+    with pytest.raises(ValueError, match=r"different configuration of AnBn \(l: state has 32, "
+                                         r"this task has 16\)"):
+        AnBn(1, 16).set_state(st)
+    with pytest.raises(ValueError, match="spread: state has 5, this task has 3"):
+        Copy(spread=3).set_state(Copy().get_state())
+    with pytest.raises(ValueError, match="curriculum: state has True, this task has False"):
+        Copy(curriculum=False).set_state(Copy().get_state())
+    with pytest.raises(ValueError, match="n_minus: state has 3"):
+        InfluenceBalancing(n=5, n_minus=4).set_state(InfluenceBalancing(n=5, n_minus=3)
+                                                     .get_state())
+    lm = CharLM.from_text(TEXT)
+    other = CharLM.from_text(TEXT.replace("fox", "cat"))  # same length, other text
+    with pytest.raises(ValueError, match="checksum"):
+        other.set_state(lm.get_state())
+    with pytest.raises(ValueError, match="start: state has 0, this task has 7"):
+        CharLM.from_text(TEXT, start=7).set_state(lm.get_state())
+    with pytest.raises(ValueError, match="valid_fraction"):
+        CharLM.from_text(TEXT, 0.2).set_state(lm.get_state())
+    # the data is identified by content, not by where it came from
+    same_text = CharLM(TEXT)
+    same_text.set_state(lm.get_state())
+
+
+def test_set_state_refuses_malformed_states():
+    t = AnBn(1, 8)
+    t.stream(5, rng())
+    before = t.get_state()
+    with pytest.raises(TypeError, match="state must be a dict"):
+        t.set_state([1, 2])
+    with pytest.raises(ValueError, match="no 'task' entry"):
+        t.set_state({"buf": np.array([0])})
+    bad = dict(before, buf=np.array([0, 1, 7]))
+    with pytest.raises(ValueError, match="'buf' has values outside"):
+        t.set_state(bad)
+    with pytest.raises(ValueError, match="'buf' must be a 1-D int array"):
+        t.set_state(dict(before, buf=np.array([0.5])))
+    with pytest.raises(ValueError, match="'buf' is empty"):
+        t.set_state(dict(before, buf=np.zeros(0, np.int64)))
+    missing = dict(before)
+    del missing["buf"]
+    with pytest.raises(ValueError, match=r"\['buf'\] are missing"):
+        t.set_state(missing)
+    with pytest.raises(ValueError, match="unknown state entries"):
+        t.set_state(dict(before, extra=1))
+    no_cfg = dict(before)
+    del no_cfg["config.l"]
+    with pytest.raises(ValueError, match="l is missing from the state"):
+        t.set_state(no_cfg)
+    with pytest.raises(ValueError, match="cursor.*must be an int"):
+        CharLM.from_text(TEXT).set_state(dict(CharLM.from_text(TEXT).get_state(),
+                                              cursor=10 ** 6))
+    c = Copy()
+    c.stream(7, rng())
+    cst = c.get_state()
+    with pytest.raises(ValueError, match="different lengths"):
+        c.set_state(dict(cst, buf_w=np.ones(cst["buf_w"].shape[0] + 2)))
+    with pytest.raises(ValueError, match="'T' must be an int"):
+        c.set_state(dict(cst, T=0))
+    with pytest.raises(ValueError, match="'buf_w' must hold only 0 and 1"):
+        c.set_state(dict(cst, buf_w=np.full(cst["buf_w"].shape, 0.5)))
+    # failed restores leave the task untouched
+    assert t.get_state()["buf"].tolist() == before["buf"].tolist()
+    assert c.get_state()["T"] == cst["T"]
+
+
+# ----------------------------------------------------------------------------
+# fork
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_fork_is_a_reset_independent_copy(name):
+    t = _advanced(name)
+    orig_state = t.get_state()
+    fresh_state = FACTORIES[name]().get_state()
+    forks = [t.fork(i, 3) for i in range(3)]
+    for i, f in enumerate(forks):
+        assert f is not t and type(f) is type(t)
+        if not isinstance(t, CharLM) or i == 0:
+            assert repr(f) == repr(FACTORIES[name]())
+            # reset: the start of the stream, whatever the original had consumed
+            for k, v in fresh_state.items():
+                np.testing.assert_array_equal(f.get_state()[k], v)
+    # streaming the forks changes neither the original nor the other forks
+    for i, f in enumerate(forks):
+        f.stream(31, rng(100 + i))
+        if isinstance(f, Copy):
+            f.report(0.0)
+    for k, v in orig_state.items():
+        np.testing.assert_array_equal(t.get_state()[k], v)
+    # ... and streaming the original changes no fork
+    fork_states = [f.get_state() for f in forks]
+    t.stream(29, rng(99))
+    for f, st in zip(forks, fork_states):
+        for k, v in st.items():
+            np.testing.assert_array_equal(f.get_state()[k], v)
+    if not isinstance(t, CharLM):  # a fork of a used fork is again a fresh stream
+        for k, v in fresh_state.items():
+            np.testing.assert_array_equal(forks[1].fork(1, 3).get_state()[k], v)
+    # a fork streams what a fresh task streams from the same generator state
+    if not isinstance(t, CharLM):
+        same(t.fork(2, 3).stream_weighted(50, rng(4)),
+             FACTORIES[name]().stream_weighted(50, rng(4)))
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_forks_with_different_draws_differ(name):
+    t = FACTORIES[name]()
+    forks = [t.fork(i, 4) for i in range(4)]
+    r = rng(0)  # one generator feeding all forks in turn, as a batched trainer does
+    outs = [f.stream(200, r)[0] for f in forks]
+    for i in range(4):
+        for j in range(i):
+            assert not np.array_equal(outs[i], outs[j])
+    # each fork's state restores into the same fork of an equal task
+    states = [f.get_state() for f in forks]
+    r_state = r.bit_generator.state
+    nxt = [f.stream(60, r) for f in forks]
+    r.bit_generator.state = r_state
+    again = [FACTORIES[name]().fork(i, 4) for i in range(4)]
+    for g, st in zip(again, states):
+        g.set_state(st)
+    for g, a in zip(again, nxt):
+        same(g.stream(60, r), a)
+
+
+def test_forks_do_not_share_buffers():
+    for t in (AnBn(), DistantBrackets(), Copy()):
+        t.stream(9, rng())  # leaves a partial line / sequence in the buffer
+        f = t.fork(0, 2)
+        assert f._buf is not t._buf
+        bufs = [t._buf, f._buf] if isinstance(t._buf, np.ndarray) else [*t._buf, *f._buf]
+        for i, a in enumerate(bufs):
+            for b in bufs[:i]:
+                assert not np.shares_memory(a, b)
+
+
+def test_copy_forks_start_at_T_start_and_keep_their_own_T():
+    t = Copy()
+    for _ in range(3):
+        t.report(0.0)
+    f0, f1 = t.fork(0, 2), t.fork(1, 2)
+    assert (t.T, f0.T, f1.T) == (4, 1, 1)
+    f0.report(0.0)
+    assert (t.T, f0.T, f1.T) == (4, 2, 1)
+
+
+def test_charlm_forks_start_evenly_spaced():
+    text = "".join(chr(97 + i % 7) for i in range(1000)) + "\n"
+    t = CharLM.from_text(text, 0.1)  # n_train = 901
+    n = t.n_train
+    forks = [t.fork(i, 4) for i in range(4)]
+    assert [f.start for f in forks] == [0, n // 4, 2 * n // 4, 3 * n // 4]
+    assert [f.cursor for f in forks] == [f.start for f in forks]
+    ids = t.train_ids()
+    for f in forks:
+        xs, _ = f.stream(5)
+        np.testing.assert_array_equal(xs.argmax(1), ids[f.start:f.start + 5])
+    assert t.cursor == 0 and forks[0].cursor == 5 and forks[1].cursor == n // 4 + 5
+    # offsets are relative to the task's own start, modulo n_train
+    s = CharLM.from_text(text, 0.1, start=800)
+    assert [s.fork(i, 2).start for i in range(2)] == [800, (800 + n // 2) % n]
+    assert "start=800" in repr(s.fork(0, 2)) and "start=800" not in repr(s.fork(1, 2))
+    # the forks share the read-only text, not the cursor
+    assert forks[2]._ids is t._ids and not t._ids.flags.writeable
+    # a fork's state goes into the same fork of an equal task, not into another
+    st = forks[2].get_state()
+    CharLM.from_text(text, 0.1).fork(2, 4).set_state(st)
+    with pytest.raises(ValueError, match="start"):
+        CharLM.from_text(text, 0.1).fork(1, 4).set_state(st)
+
+
+@pytest.mark.parametrize("name", ["anbn", "charlm", "influence"])
+def test_fork_bad_arguments(name):
+    t = FACTORIES[name]()
+    with pytest.raises(ValueError, match="need 0 <= i < n, got i=3, n=3"):
+        t.fork(3, 3)
+    with pytest.raises(ValueError, match="i must be >= 0"):
+        t.fork(-1, 3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        t.fork(0, 0)
+    with pytest.raises(TypeError, match="i must be an int"):
+        t.fork(0.0, 2)
+    with pytest.raises(TypeError, match="n must be an int"):
+        t.fork(0, "2")
+    assert repr(t.fork(np.int64(0), np.int64(1))) == repr(t)

@@ -28,8 +28,8 @@ The readout (V, b) always gets its exact gradient. Cells match rgraph's built-in
            h' = σ(o) tanh(c'),  state (h, c), h first
     loss:  softmax cross-entropy of V h' + b.
 
-Run ``python examples/hand_numpy.py`` to check both estimators against rgraph's exact
-gradient (and ``--bench`` to time them).
+``python -m rgraph.handwritten`` checks both estimators against rgraph's exact gradient
+(``verify``); ``rgraph bench`` times them against rgraph's compiled loops.
 """
 from __future__ import annotations
 
@@ -392,36 +392,5 @@ def verify(n_in=3, n=4, n_out=3, T=8, seeds=2000, n_proj=4):
     return worst < 4
 
 
-def bench(n_in=8, n=64, n_out=8, steps=200, repeats=3, batches=(1, 32)):
-    """µs per ``step`` at n=64, n_in=n_out=8 (best of ``repeats`` runs of ``steps``).
-    BLAS threads are whatever the environment gives (OMP_NUM_THREADS=1 for one core)."""
-    import rgraph as rg
-
-    rng = np.random.default_rng(0)
-    for cell in ("tanh", "lstm"):
-        rg_cell = rg.cells.tanh_rnn(n_in, n, n_out) if cell == "tanh" else \
-            rg.cells.lstm(n_in, n, n_out)
-        params = rg.compile(rg_cell, "bptt", backend="numpy").init_params(seed=0)
-        for cls in (HandUORO, HandKFRTRL):
-            for B in batches:
-                est = cls(cell, n_in, n, n_out, params, batch=B, lr=1e-3)
-                xs = rng.standard_normal((steps, B, n_in))
-                ys = rng.integers(0, n_out, size=(steps, B))
-                for t in range(10):
-                    est.step(xs[t], ys[t])
-                best = np.inf
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    for t in range(steps):
-                        est.step(xs[t], ys[t])
-                    best = min(best, time.perf_counter() - t0)
-                us = best / steps * 1e6
-                print(f"{cell:5s} {cls.__name__:10s} batch {B:3d}: {us:9.1f} µs/step "
-                      f"({us / B:8.1f} µs per stream-step)")
-
-
 if __name__ == "__main__":
-    ok = verify()
-    if "--bench" in sys.argv:
-        bench()
-    sys.exit(0 if ok else 1)
+    sys.exit(0 if verify() else 1)
