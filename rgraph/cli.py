@@ -98,6 +98,199 @@ def cmd_demo(args):
     run_demo(out=args.out, seconds=args.seconds, hidden=args.hidden)
 
 
+# --------------------------------------------------------------------------- train
+def parse_kv(text: str | None) -> dict:
+    """"k=1,l=32" -> {"k": 1, "l": 32} (python literals, else strings)."""
+    import ast
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        if "=" not in part:
+            raise CLIError(f"bad argument {part!r}: write name=value (e.g. k=1,l=32)")
+        key, val = part.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = val.strip()
+    return out
+
+
+def make_task(name, task_args, text):
+    from . import tasks
+    kw = parse_kv(task_args)
+    if name == "charlm":
+        if not text:
+            raise CLIError("--task charlm needs --text FILE (e.g. "
+                           "/work/shared/data/tinyshakespeare.txt)")
+        kw["path_or_text"] = Path(text)
+    try:
+        return tasks.make_task(name, **kw)
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+
+
+def build_run(cfg: dict):
+    """(cell, task, estimator) from a run's config (the command line, or config.json)."""
+    import rgraph as rg
+    task = make_task(cfg["task"], cfg.get("task_args"), cfg.get("text"))
+    if cfg["cell"] == "influence":
+        cell = rg.cells.influence_balancing(task.n, task.n_minus)
+    else:
+        cell = load_cell(cfg["cell"], task.n_in, cfg["hidden"], task.n_out,
+                         nonlinearity=cfg.get("nonlinearity"))
+    est = rg.compile(cell, cfg["estimator"], loss=task.loss, backend=cfg["backend"],
+                     **cfg.get("estimator_options", {}))
+    return cell, task, est
+
+
+def optimizer_from(cfg):
+    import rgraph as rg
+    if cfg["optimizer"] == "sgd":
+        return rg.SGD(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
+    return rg.Adam(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
+
+
+def cmd_train(args):
+    import json
+    import signal
+    if args.resume:
+        run_dir = Path(args.resume)
+        try:
+            cfg = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CLIError(f"cannot resume from {str(run_dir)!r}: {e}") from None
+        if args.steps and args.steps != cfg["steps"]:
+            cfg["steps"] = args.steps
+    else:
+        if not args.task:
+            raise CLIError("train needs --task (influence, brackets, anbn, copy, charlm)")
+        if not args.estimator:
+            raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
+        cfg = {"cell": args.cell, "hidden": args.hidden, "nonlinearity": args.nonlinearity,
+               "task": args.task, "task_args": args.task_args, "text": args.text,
+               "estimator": args.estimator, "estimator_options": estimator_options(args),
+               "backend": args.backend, "steps": args.steps or 100000,
+               "batch": args.batch, "optimizer": args.optimizer, "lr": args.lr,
+               "decay": args.decay, "clip": args.clip, "seed": args.seed,
+               "chunk": args.chunk, "reset_prob": args.reset_prob,
+               "checkpoint_every": args.checkpoint_every}
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out or f"runs/{args.cell}-{args.task}-"
+                       f"{args.estimator.replace('(', '').replace(')', '')}-{stamp}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    cell, task, est = build_run(cfg)
+    tr = est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
+                     seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
+    ck = run_dir / "checkpoint.pkl"
+    if args.resume:
+        if not ck.exists():
+            raise CLIError(f"{str(run_dir)!r} has no checkpoint.pkl to resume from")
+        tr.load(ck, task)
+        print(f"resuming {run_dir} at step {tr.step:,} of {cfg['steps']:,}")
+    else:
+        print(f"{est} on {task!r}; writing to {run_dir}")
+    stop = {"flag": False}
+
+    def on_sigint(signum, frame):
+        stop["flag"] = True
+    old = signal.signal(signal.SIGINT, on_sigint)
+    last_ck = [tr.step]
+
+    def between_chunks(trainer, mean):
+        if trainer.step - last_ck[0] >= cfg["checkpoint_every"]:
+            trainer.save(ck)
+            last_ck[0] = trainer.step
+        return stop["flag"] or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds)
+    t0 = time.perf_counter()
+    try:
+        remaining = cfg["steps"] - tr.step
+        if remaining > 0:
+            tr.run_task(task, remaining, progress=not args.quiet, callback=between_chunks)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        tr.save(ck)
+    write_run_outputs(run_dir, tr, task, est, cfg)
+    if tr.step < cfg["steps"]:
+        print(f"stopped at step {tr.step:,}; continue with: rgraph train --resume {run_dir}")
+        return 130 if stop["flag"] else 0
+    return 0
+
+
+def write_run_outputs(run_dir, tr, task, est, cfg):
+    """curve.csv, params.npz, curve.png and a summary line."""
+    from .demo import moving_average, plot_curves
+    curve = task.to_unit(np.asarray(tr.curve, dtype=float))
+    curve = np.atleast_1d(curve)
+    w = max(1, min(1000, len(curve) // 20))
+    ma = moving_average(np.nan_to_num(curve, nan=np.nanmean(curve) if len(curve) else 0.0), w)
+    with open(run_dir / "curve.csv", "w") as f:
+        f.write(f"step,loss_{task.unit.replace('/', '_per_')},moving_average_{w}\n")
+        for t, c in enumerate(curve):
+            m = ma[t - w + 1] if t >= w - 1 else ""
+            f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
+    np.savez(run_dir / "params.npz", **tr.params)
+    title = f"{est.name} on {task!r}, {cfg['cell']}-{cfg['hidden']}"
+    plot_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
+                ylabel=task.unit)
+    tail = float(np.nanmean(curve[-max(1, len(curve) // 10):])) if len(curve) else np.nan
+    line = f"step {tr.step:,}: recent loss {tail:.4g} {task.unit}"
+    if getattr(task, "optimum", None) is not None:
+        line += f" (optimum {task.optimum:.4g})"
+    if hasattr(task, "valid"):
+        vx, vy = task.valid()
+        line += f"; validation {task.to_unit(est.loss(tr.params, vx, vy)):.4g} {task.unit}"
+    if hasattr(task, "T") and getattr(task, "curriculum", False):
+        line += f"; copy length T = {tr.tasks[0].T}"
+    print(line)
+    print(f"wrote {run_dir}/curve.csv, curve.png, params.npz, checkpoint.pkl")
+
+
+# ------------------------------------------------------------------------ variance
+def cmd_variance(args):
+    import rgraph as rg
+    from . import tasks
+    ests = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    sizes = [int(n) for n in args.sizes.split(",")]
+    if args.text:
+        lm = make_task("charlm", None, args.text)
+        ids = lm.train_ids()[:args.steps + 1]
+        if len(ids) < args.steps + 1:
+            raise CLIError(f"{args.text} has fewer than {args.steps + 1} characters")
+        n_in = lm.n_in
+    else:
+        t = tasks.DistantBrackets(1, 5, 10)
+        xs, ys = t.stream(args.steps, np.random.default_rng(args.seed))
+        n_in = t.n_in
+        ids = np.concatenate([xs.argmax(1), ys[-1:]])
+    xs, ys = np.eye(n_in)[ids[:-1]], ids[1:]
+
+    def make(n):
+        return load_cell(args.cell, n_in, n, n_in, nonlinearity=args.nonlinearity)
+    res = rg.variance_vs_size(make, sizes, ests, lambda cell: (xs, ys), seeds=args.seeds,
+                              backend=args.backend, progress=None if args.quiet else print)
+    print(res.table())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res.plot(out / "variance.png", f"{args.cell}: cosine to the true gradient, "
+                                   f"{args.steps} steps, {args.seeds} seeds")
+    with open(out / "variance.csv", "w") as f:
+        keys = list(res.rows[0].as_dict())
+        f.write(",".join(keys) + "\n")
+        for r in res.rows:
+            f.write(",".join(str(v) for v in r.as_dict().values()) + "\n")
+    print(f"wrote {out / 'variance.png'} and {out / 'variance.csv'}")
+
+
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args):
+    from .bench import bench
+    bench(cells=args.cells.split(","), sizes=[int(n) for n in args.sizes.split(",")],
+          batches=[int(b) for b in args.batches.split(",")],
+          estimators=[e.strip() for e in args.estimators.split(";") if e.strip()],
+          seconds=args.seconds, repeats=args.repeats, threads=args.threads,
+          hand=not args.no_hand)
+
+
 # ------------------------------------------------------------------------ parser
 def add_cell_args(p, hidden=16):
     p.add_argument("cell", help=f"a built-in cell ({', '.join(BUILTIN)}) or "
@@ -141,6 +334,75 @@ def build_parser():
     p.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz DOT")
     p.set_defaults(func=cmd_inspect)
 
+    p = sub.add_parser("train", help="online training on a task, with a run folder",
+                       description="Train a cell online on a task. Writes config.json, "
+                                   "curve.csv, curve.png, params.npz and checkpoint.pkl "
+                                   "to the run folder; Ctrl-C saves and stops; --resume "
+                                   "continues number for number.")
+    p.add_argument("cell", nargs="?", default="lstm",
+                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function")
+    p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
+    p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
+    p.add_argument("--task", "-t", choices=["influence", "brackets", "anbn", "copy", "charlm"])
+    p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
+                                       "n=23,n_minus=13 (influence)")
+    p.add_argument("--text", help="charlm: the text file")
+    p.add_argument("--estimator", "-e", help="kf-rtrl, uoro, tbptt(16), rtrl, dodge, ...")
+    add_estimator_args(p)
+    p.add_argument("--steps", type=int, help="online steps per stream (default 100000)")
+    p.add_argument("--batch", type=int, default=1, help="independent streams (default 1)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--decay", type=float, default=0.0,
+                   help="lr / (1 + decay sqrt(t)) schedule (default 0: constant)")
+    p.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
+    p.add_argument("--reset-prob", type=float, default=0.0,
+                   help="reset the state with this probability per step (Mujika §5.2)")
+    p.add_argument("--checkpoint-every", type=int, default=20000, metavar="N",
+                   help="save a checkpoint every N steps (default 20000)")
+    p.add_argument("--out", help="run folder (default runs/CELL-TASK-ESTIMATOR-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    p.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this "
+                                                     "much wall time")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("variance", help="cosine and variance of estimators against BPTT",
+                       description="Cosine between each estimator's total gradient and the "
+                                   "exact one, over seeds, for several sizes (Mujika et al. "
+                                   "Fig. 3b). Prints a table, writes a PNG and a CSV.")
+    add_cell_args(p)
+    p.add_argument("--estimators", default="uoro,kf-rtrl",
+                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation])")
+    p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
+    p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
+    p.add_argument("--seeds", type=int, default=100, help="draws per estimator")
+    p.add_argument("--text", help="a text file for the sequence (default: distant "
+                                  "brackets)")
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/variance", help="folder for the PNG and CSV")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_variance)
+
+    p = sub.add_parser("bench", help="µs per online step vs hand-written NumPy",
+                       description="Per-step time of each estimator's compiled training "
+                                   "loop, with the same UORO and KF-RTRL written by hand in "
+                                   "NumPy and the H·A GEMM measured in the same run.")
+    p.add_argument("--cells", default="tanh,lstm")
+    p.add_argument("--sizes", default="16,64,256")
+    p.add_argument("--batches", default="1,32")
+    p.add_argument("--estimators", default="uoro;kf-rtrl;tbptt(16);rtrl;dodge;"
+                                            "projected-uoro[preactivation]",
+                   help="semicolon-separated")
+    p.add_argument("--seconds", type=float, default=0.5, help="per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--no-hand", action="store_true", help="skip the NumPy baselines")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="a short tour on a built-in LSTM, with a plot",
                        description="Analyse a built-in LSTM, then train it online with "
                                    "KF-RTRL, UORO and TBPTT on a^n b^n and plot the curves.")
@@ -157,17 +419,20 @@ def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except CLIError as e:
         print(f"rgraph {args.command}: {e}", file=sys.stderr)
         return 2
     except (rg.RGraphError, ValueError, TypeError, OSError) as e:
         print(f"rgraph {args.command}: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        print(f"rgraph {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rgraph {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

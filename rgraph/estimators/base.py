@@ -82,9 +82,10 @@ class EstimatorSpec:
     stochastic = False      # draws random numbers
 
     def __init__(self, prog: Program, analysis, **opts):
+        if opts:
+            raise TypeError(f"{self.name} has no option(s) {sorted(opts)}")
         self.prog = prog
         self.analysis = analysis
-        self.opts = opts
 
     @property
     def nout(self) -> int:

@@ -1,0 +1,129 @@
+"""The rgraph command, end to end (small sizes)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rgraph.cli import main
+
+
+def rgraph(*args, check=True):
+    out = subprocess.run([sys.executable, "-m", "rgraph", *args], capture_output=True,
+                         text=True, timeout=600)
+    if check and out.returncode != 0:
+        raise AssertionError(f"rgraph {args} failed:\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def test_inspect_gru_refuses_kronecker_with_the_reason(capsys):
+    assert main(["inspect", "gru", "--hidden", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "Kronecker structure" in out and "no: the input 'rhx'" in out
+    assert "reset gate" in out and "preactivation" in out
+
+
+def test_inspect_lstm_kf_rtrl_source(capsys, tmp_path):
+    dot = tmp_path / "g.dot"
+    assert main(["inspect", "lstm", "--hidden", "4", "-e", "kf-rtrl", "--source",
+                 "--backend", "numpy", "--dot", str(dot)]) == 0
+    out = capsys.readouterr().out
+    assert "def jvp_state_m(" in out and "def est_step(" in out and "A_t = c1/p1" not in out
+    assert "# tangent of" in out and dot.read_text().startswith('digraph "lstm"')
+
+
+def test_inspect_a_cell_from_a_file(capsys, tmp_path):
+    f = tmp_path / "mycell.py"
+    f.write_text("import rgraph as rg\n"
+                 "def cell(n_in, n, n_out):\n"
+                 "    c = rg.Cell('mine')\n"
+                 "    x, h = c.input('x', n_in), c.state('h', n)\n"
+                 "    W = c.param('W', (n, n + n_in))\n"
+                 "    h_new = rg.softplus(W @ rg.concat(h, x)) - 0.5\n"
+                 "    c.update(h, h_new)\n"
+                 "    c.output('y', c.param('V', (n_out, n)) @ h_new)\n"
+                 "    return c\n")
+    assert main(["inspect", f"{f}:cell", "--hidden", "3"]) == 0
+    assert "cell 'mine'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["inspect", "nosuchcell"], "unknown cell"),
+    (["inspect", "/nonexistent/file.py:f"], "cannot read"),
+    (["inspect", "lstm", "-e", "kf-rtrl", "--projection", "state"], "projection"),
+    (["inspect", "gru", "-e", "kf-rtrl"], "does not apply"),
+    (["train", "lstm", "--task", "charlm", "-e", "uoro"], "--text"),
+    (["train", "lstm", "--task", "anbn", "--task-args", "k=5,l=2", "-e", "uoro"], "k <= l"),
+    (["train", "lstm", "--task", "anbn"], "--estimator"),
+    (["train", "--resume", "/nonexistent"], "cannot resume"),
+])
+def test_bad_input_is_one_line_not_a_traceback(argv, msg, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_help_for_every_command():
+    for cmd in ("inspect", "train", "variance", "bench", "demo"):
+        out = rgraph(cmd, "--help")
+        assert "usage: rgraph " + cmd in out.stdout
+    assert rgraph("--bogus", check=False).returncode == 2
+
+
+def test_train_writes_a_run_folder(tmp_path):
+    out = tmp_path / "run"
+    r = rgraph("train", "tanh", "-n", "6", "--task", "brackets", "-e", "tbptt(4)",
+               "--steps", "3000", "--batch", "2", "--out", str(out), "-q")
+    assert "bits/char" in r.stdout
+    for f in ("config.json", "curve.csv", "curve.png", "params.npz", "checkpoint.pkl"):
+        assert (out / f).exists(), f
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    lines = (out / "curve.csv").read_text().splitlines()
+    assert lines[0].startswith("step,loss_bits_per_char") and len(lines) == 3001
+    assert json.loads((out / "config.json").read_text())["batch"] == 2
+
+
+def test_interrupted_run_resumes_bit_for_bit(tmp_path):
+    args = ["lstm", "-n", "6", "--task", "copy", "-e", "uoro", "--steps", "60000",
+            "--chunk", "500", "--checkpoint-every", "1000", "--batch", "2", "--seed", "3",
+            "--reset-prob", "0.001", "-q"]
+    rgraph("train", *args, "--out", str(tmp_path / "whole"))
+    env = dict(os.environ)
+    p = subprocess.Popen([sys.executable, "-m", "rgraph", "train", *args, "--out",
+                          str(tmp_path / "cut")], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    ck = tmp_path / "cut" / "checkpoint.pkl"
+    t0 = time.time()
+    while not ck.exists() and time.time() - t0 < 300:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=300)
+    assert "stopped at step" in out, (out, err)
+    rgraph("train", "--resume", str(tmp_path / "cut"), "-q")
+    a = np.load(tmp_path / "whole" / "params.npz")
+    b = np.load(tmp_path / "cut" / "params.npz")
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert (tmp_path / "whole" / "curve.csv").read_text() == \
+        (tmp_path / "cut" / "curve.csv").read_text()
+
+
+def test_variance_and_bench_commands(tmp_path):
+    r = rgraph("variance", "rhn", "--sizes", "4,8", "--steps", "20", "--seeds", "10",
+               "--estimators", "uoro,kf-rtrl,projected-uoro[preactivation]",
+               "--out", str(tmp_path), "--backend", "numpy", "-q")
+    assert "kf-rtrl" in r.stdout and "cos mean" in r.stdout
+    assert (tmp_path / "variance.png").exists() and (tmp_path / "variance.csv").exists()
+    r = rgraph("bench", "--cells", "tanh", "--sizes", "8", "--batches", "1",
+               "--estimators", "uoro;kf-rtrl", "--seconds", "0.02", "--repeats", "1")
+    assert "speed-up" in r.stdout and "kf-rtrl" in r.stdout and "GEMM" in r.stdout
+
+
+def test_demo_runs_to_the_end_and_leaves_a_plot(tmp_path):
+    r = rgraph("demo", "--seconds", "1", "--hidden", "8", "--out", str(tmp_path))
+    assert "valid bpc" in r.stdout and (tmp_path / "demo.png").exists()
+    assert Path(tmp_path / "curves.csv").read_text().startswith("step,kf-rtrl,uoro")
