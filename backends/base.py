@@ -8,9 +8,59 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import sympy as sp
+
 from rgraph import kernel as K
 
 VALUE_BUFS = ("th", "v")
+
+
+class PrinterRules:
+    """Printing rules both backends' sympy printers share (mixed into a sympy printer):
+    rgraph's scalar functions become calls to the module's stable ``rg_*`` helpers, and
+    numbers print as float literals. ``SQRT`` and ``SIGN`` name the backend's own."""
+
+    SQRT = "math.sqrt"
+    SIGN = "rg_sign"
+
+    def _call(self, fn, e):
+        return f"{fn}({self._print(e.args[0])})"
+
+    def _print_sigmoid(self, e):
+        return self._call("rg_sigmoid", e)
+
+    def _print_softplus(self, e):
+        return self._call("rg_softplus", e)
+
+    def _print_relu(self, e):
+        return self._call("rg_relu", e)
+
+    def _print_step(self, e):
+        return self._call("rg_step", e)
+
+    def _print_sign(self, e):
+        return self._call(self.SIGN, e)
+
+    def _print_Pow(self, e, rational=False):
+        b, x = e.args
+        prec = sp.printing.precedence.PRECEDENCE
+        if x == sp.Rational(1, 2):
+            return f"{self.SQRT}({self._print(b)})"
+        if x == -1:
+            return f"(1.0/{self.parenthesize(b, prec['Pow'])})"
+        if x == 2:
+            s = self.parenthesize(b, prec["Mul"])
+            return f"({s}*{s})"
+        return super()._print_Pow(e, rational)
+
+    def _print_Rational(self, e):
+        return repr(float(e))
+
+    def _print_Integer(self, e):
+        return f"{int(e)}.0"
+
+    def _print_Float(self, e):
+        return repr(float(e))
 
 
 class Backend:
@@ -44,9 +94,9 @@ class Backend:
         lines = [f"def {k.name}({', '.join(k.args)}):", f'    """{k.doc}"""']
         body = []
         if k.matrix:
-            body.append(f"rg_K = {'vd' if 'vd' in k.args else k.args[-1]}.shape[1]")
+            body.append("rg_K = vd.shape[1]")
         for r in k.refs():
-            body.append(f"{r.name} = {self.view(r, k.matrix)}")
+            body.append(self.declare(r, k.matrix))
         for st in k.body:
             body.extend(self.statement(st, k.matrix))
         if not k.body:
@@ -54,11 +104,12 @@ class Backend:
         lines += ["    " + ln for ln in body]
         return "\n".join(lines) + "\n"
 
-    def view(self, r: K.Ref, matrix: bool) -> str:
+    def declare(self, r: K.Ref, matrix) -> str:
+        """The line naming a Ref at the top of a kernel (a view of its buffer)."""
         sl = f"{r.buf}[{r.off}:{r.off + r.size}]"
         if r.cols and r.buf not in K.TANGENT_BUFS:
             sl += f".reshape(({r.n}, {r.cols}))"
-        return sl
+        return f"{r.name} = {sl}"
 
     def statement(self, st, matrix) -> list[str]:
         meth = getattr(self, "st_" + type(st).__name__, None)

@@ -8,58 +8,20 @@ file-keyed cache never goes stale.
 """
 from __future__ import annotations
 
-import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
 
-from .base import Backend
+from .base import Backend, PrinterRules
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 
 
-class ScalarPrinter(PythonCodePrinter):
+class ScalarPrinter(PrinterRules, PythonCodePrinter):
     """Scalar expressions as ``math`` calls and rgraph's stable helpers."""
 
-    _kf = dict(PythonCodePrinter._kf)
-
-    def _print_sigmoid(self, e):
-        return f"rg_sigmoid({self._print(e.args[0])})"
-
-    def _print_softplus(self, e):
-        return f"rg_softplus({self._print(e.args[0])})"
-
-    def _print_relu(self, e):
-        return f"rg_relu({self._print(e.args[0])})"
-
-    def _print_step(self, e):
-        return f"rg_step({self._print(e.args[0])})"
-
-    def _print_sign(self, e):
-        return f"rg_sign({self._print(e.args[0])})"
-
     def _print_Abs(self, e):
-        return f"abs({self._print(e.args[0])})"
-
-    def _print_Pow(self, e, rational=False):
-        b, x = e.args
-        if x == sp.Rational(1, 2):
-            return f"math.sqrt({self._print(b)})"
-        if x == -1:
-            return f"(1.0/{self.parenthesize(b, sp.printing.precedence.PRECEDENCE['Pow'])})"
-        if x == 2:
-            s = self.parenthesize(b, sp.printing.precedence.PRECEDENCE['Mul'])
-            return f"({s}*{s})"
-        return super()._print_Pow(e, rational)
-
-    def _print_Rational(self, e):
-        return repr(float(e))
-
-    def _print_Integer(self, e):
-        return f"{int(e)}.0"
-
-    def _print_Float(self, e):
-        return repr(float(e))
+        return self._call("abs", e)
 
 
 PRELUDE = f'''
@@ -248,19 +210,11 @@ class NumbaBackend(Backend):
         return f"@njit(cache=True, fastmath=FASTMATH)\n{src}"
 
     def kernel(self, k: K.Kernel) -> str:
-        lines = [f"def {k.name}({', '.join(k.args)}):", f'    """{k.doc}"""']
-        body = []
-        if k.matrix:
-            body.append("rg_K = vd.shape[1]")
-        for r in k.refs():
-            shape = f" as ({r.n}, {r.cols})" if r.cols else ""
-            body.append(f"{r.name} = {r.off}  # {r.buf}[{r.off}:{r.off + r.size}]{shape}")
-        for st in k.body:
-            body.extend(self.statement(st, k.matrix))
-        if not k.body:
-            body.append("pass")
-        lines += ["    " + ln for ln in body]
-        return self.decorate("\n".join(lines) + "\n")
+        return self.decorate(super().kernel(k))
+
+    def declare(self, r: K.Ref, matrix) -> str:
+        shape = f" as ({r.n}, {r.cols})" if r.cols else ""
+        return f"{r.name} = {r.off}  # {r.buf}[{r.off}:{r.off + r.size}]{shape}"
 
     def expr(self, e) -> str:
         return self.printer.doprint(e)

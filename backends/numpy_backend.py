@@ -7,55 +7,22 @@ two agree to round-off and draw the same random numbers from the same generator.
 """
 from __future__ import annotations
 
-import sympy as sp
 from sympy.printing.numpy import NumPyPrinter
 
 from rgraph import kernel as K
 
-from .base import Backend
+from .base import Backend, PrinterRules
 
 
-class ArrayPrinter(NumPyPrinter):
+class ArrayPrinter(PrinterRules, NumPyPrinter):
     """Array expressions with numpy functions and the stable vectorized helpers."""
+
+    SQRT = "np.sqrt"
+    SIGN = "np.sign"
 
     def _module_format(self, fqn, register=True):
         fqn = super()._module_format(fqn, register)
         return "np." + fqn[len("numpy."):] if fqn.startswith("numpy.") else fqn
-
-    def _print_sigmoid(self, e):
-        return f"rg_sigmoid({self._print(e.args[0])})"
-
-    def _print_softplus(self, e):
-        return f"rg_softplus({self._print(e.args[0])})"
-
-    def _print_relu(self, e):
-        return f"rg_relu({self._print(e.args[0])})"
-
-    def _print_step(self, e):
-        return f"rg_step({self._print(e.args[0])})"
-
-    def _print_sign(self, e):
-        return f"np.sign({self._print(e.args[0])})"
-
-    def _print_Pow(self, e, rational=False):
-        b, x = e.args
-        if x == sp.Rational(1, 2):
-            return f"np.sqrt({self._print(b)})"
-        if x == -1:
-            return f"(1.0/{self.parenthesize(b, sp.printing.precedence.PRECEDENCE['Pow'])})"
-        if x == 2:
-            s = self.parenthesize(b, sp.printing.precedence.PRECEDENCE['Mul'])
-            return f"({s}*{s})"
-        return super()._print_Pow(e, rational)
-
-    def _print_Rational(self, e):
-        return repr(float(e))
-
-    def _print_Integer(self, e):
-        return f"{int(e)}.0"
-
-    def _print_Float(self, e):
-        return repr(float(e))
 
 
 PRELUDE = '''

@@ -72,6 +72,10 @@ class Program:
         self._layout()
         self._regions()
 
+    def __repr__(self):
+        return (f"Program(cell '{self.cell.name}': {self.n_values} values, "
+                f"{self.n_params} params ({self.n_rec} recurrent), {len(self.blocks)} blocks)")
+
     @property
     def output_ids_loss(self) -> list[int]:
         """The output the loss sees (one); an error names the choices if ambiguous."""

@@ -170,3 +170,33 @@ def test_same_seed_same_numbers_and_backends_agree():
         for k in g1:
             assert np.array_equal(g1[k], g2[k])
             assert np.allclose(g3[k], g1[k], rtol=1e-9, atol=1e-13), (name, k)
+
+
+def test_kf_rtrl_on_a_kronecker_sum_is_unbiased():
+    """Separate matrices for the state and the input: two input groups, two factor
+    pairs (DESIGN.md §4)."""
+    c = rg.Cell("two_groups")
+    x, h = c.input("x", 3), c.state("h", 4)
+    U = c.param("U", (4, 4))
+    Wx = c.param("Wx", (4, 4))
+    h_new = rg.tanh(U @ h + Wx @ rg.concat(x, rg.const(1.0)))
+    c.update(h, h_new)
+    c.output("y", c.param("V", (3, 4)) @ h_new)
+    bptt = rg.compile(c, "bptt", backend="numpy")
+    kf = rg.compile(c, "kf-rtrl", backend="numpy")
+    assert kf.name == "kf-rtrl[2 groups]"
+    xs, ys = sequence("tanh", T=8)
+    p = bptt.init_params(1)
+    z = z_scores(kf, p, xs, ys, bptt.total_gradient(p, xs, ys))
+    assert np.all(z < 4.0), z
+
+
+def test_dodge_average_candidate_is_a_descent_direction():
+    xs, ys = sequence("lstm", T=12)
+    bptt = compiled("lstm", "bptt")
+    p = params_for(bptt)
+    exact = bptt.total_gradient(p, xs, ys)["W"]
+    est = compiled("lstm", "dodge", directions="candidate", candidate="average",
+                   candidate_k=3, window=4)
+    g = est.total_gradient(p, xs, ys)["W"]
+    assert np.sum(g * exact) > 0
