@@ -276,10 +276,10 @@ class Analysis:
                     return KroneckerVerdict(
                         False,
                         f"parameter '{nodes[p].name}' {why} at node '{n.name}' "
-                        f"({self.cell.describe(n)}), not as the matrix of a product W @ a. "
-                        f"Make it a column of a matrix multiplying a constant 1 "
-                        f"(W @ concat(..., rg.const(1.0))) or use an estimator that needs no "
-                        f"Kronecker structure (uoro, projected-uoro, dodge, rtrl)",
+                        f"({self.cell.describe(n)}), not as the matrix of a product W @ a, "
+                        f"as KF-RTRL needs (a bias can become a column of W against a "
+                        f"constant 1: W @ concat(..., rg.const(1.0))). Use an estimator that "
+                        f"needs no Kronecker structure: uoro, projected-uoro, dodge or rtrl",
                         offending=n.name, path=(nodes[p].name, n.name))
                 prods.append(c)
         recset = set(rec)
