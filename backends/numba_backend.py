@@ -63,12 +63,28 @@ def rg_sign(x):
 
 @njit(cache=True, fastmath=FASTMATH)
 def rg_zero(a):
-    a[:] = 0.0
+    for i in range(a.shape[0]):
+        a[i] = 0.0
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rg_zero2(a):
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            a[i, j] = 0.0
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def rg_copy(dst, src):
-    dst[:] = src
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def rg_copy2(dst, src):
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[i, j] = src[i, j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -238,14 +254,14 @@ class NumbaBackend(Backend):
         return f"{r.buf}[{idx}, {col}]" if col is not None else f"{r.buf}[{idx}]"
 
     def view(self, r: K.Ref, as_matrix=False) -> str:
-        """An array view (only for BLAS calls and kernels of unknown rank)."""
+        """An array view (only for BLAS calls)."""
         base = r.name or str(r.off)
         sl = f"{r.buf}[{base}:{base} + {r.size}]"
         return sl + f".reshape(({r.n}, {r.cols}))" if as_matrix else sl
 
-    def rows(self, r: K.Ref, matrix, body) -> list[str]:
-        """A loop over the rows of a Ref (and the K columns of a tangent)."""
-        if matrix and r.is_tangent:
+    def rows(self, r: K.Ref, two_d, body) -> list[str]:
+        """A loop over the rows of a Ref (and over the K columns if two_d)."""
+        if two_d:
             return [f"for i in range({r.size}):", "    for k in range(rg_K):",
                     f"        {body('k')}"]
         if r.size == 1:      # a length-1 Ref indexes without i (see ix)
@@ -254,9 +270,8 @@ class NumbaBackend(Backend):
 
     # ------------------------------------------------------------- statements
     def st_Zero(self, st, matrix):
-        if matrix is None:
-            return [f"{self.view(st.dst)}[...] = 0.0"]
-        return self.rows(st.dst, matrix, lambda c: f"{self.el(st.dst, 'i', c)} = 0.0")
+        return self.rows(st.dst, matrix and st.dst.is_tangent,
+                         lambda c: f"{self.el(st.dst, 'i', c)} = 0.0")
 
     def st_Identity(self, st, matrix):
         return [f"for i in range({st.dst.n}):",
@@ -266,8 +281,6 @@ class NumbaBackend(Backend):
 
     def st_Copy(self, st, matrix):
         op = "+=" if st.acc else "="
-        if matrix is None:
-            return [f"{self.view(st.dst)} {op} {self.view(st.src)}"]
         return self.rows(st.dst, matrix and st.src.is_tangent,
                          lambda c: f"{self.el(st.dst, 'i', c)} {op} {self.el(st.src, 'i', c)}")
 

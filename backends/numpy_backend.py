@@ -58,8 +58,14 @@ def rg_zero(a):
     a[...] = 0.0
 
 
+rg_zero2 = rg_zero
+
+
 def rg_copy(dst, src):
     dst[...] = src
+
+
+rg_copy2 = rg_copy
 
 
 def rg_dot(a, b):

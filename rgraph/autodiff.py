@@ -620,13 +620,13 @@ class Program:
             yield off, r, self.nodes[nid]
             off += r.size
 
-    def gather(self, name, nodes, kind="v") -> K.Kernel:
+    def gather(self, name, nodes, kind="v", matrix=False) -> K.Kernel:
         """dst[pieces] = the rows of nodes: values (arguments (v, dst)) or tangents
-        (kind "vd", arguments (vd, nd, dst))."""
+        (kind "vd", arguments (vd, nd, dst); ``matrix``: K columns)."""
         args = ("v", "dst") if kind == "v" else ("vd", "nd", "dst")
         k = K.Kernel(name, args,
                      f"Gathers {[self.nodes[n].name for n in nodes]} into one block.",
-                     None)
+                     matrix)
         for off, r, n in self._pieces(nodes, kind):
             k.body.append(K.Comment(f"{n.name}"))
             k.body.append(K.Copy(K.Ref("dst", off, r.size), K.Ref(r.buf, r.off, r.size)))
@@ -638,8 +638,7 @@ class Program:
         nodes have their rows in thb / thd, new states' tangents theirs in nd."""
         bufs = {"vb": ("vb", "thb"), "vd": ("vd", "nd", "thd")}[kind]
         k = K.Kernel(name, ("src",) + bufs,
-                     f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.",
-                     None)
+                     f"Adds a block into the rows of {[self.nodes[n].name for n in nodes]}.")
         for off, r, n in self._pieces(nodes, kind):
             k.body.append(K.Comment(f"{n.name}"))
             k.body.append(K.Copy(K.Ref(r.buf, r.off, r.size), K.Ref("src", off, r.size),

@@ -32,6 +32,7 @@ class KernelSet:
             p.jvp("jvp_matrix", params="dense", targets=targets, matrix=True),
             p.vjp("vjp_all", targets, ("params", "state", "input")),
             p.gather("targets_dot", targets, "vd"),
+            p.gather("targets_dot_m", targets, "vd", matrix=True),
         ]
         if p.n_rec:
             kernels.append(p.jvp("jvp_basis", params="basis", targets=p.new_state,
@@ -71,7 +72,7 @@ class KernelSet:
         vd, nd = np.zeros(shape), np.zeros((p.n_state,) + shape[1:])
         getattr(self.mod, kernel)(th, v, thd, sd, vd, nd)
         out = np.zeros((sum(n for _, n in self.rows),) + shape[1:])
-        self.mod.targets_dot(vd, nd, out)
+        (self.mod.targets_dot if K is None else self.mod.targets_dot_m)(vd, nd, out)
         return out
 
 

@@ -163,14 +163,13 @@ class Ew:
 class Kernel:
     """A generated function: its name, buffer arguments, docstring and statements.
 
-    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D), False
-    for one column, None when the kernel works on either (copies between blocks).
+    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D).
     """
 
     name: str
     args: tuple
     doc: str
-    matrix: bool | None = False
+    matrix: bool = False
     body: list = field(default_factory=list)
 
     def refs(self) -> list[Ref]:

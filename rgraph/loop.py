@@ -60,7 +60,7 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
         for b in range(B):
             if resets[t, b]:
                 est_flush(th, E[b], g, rng, W)
-                states[b, :] = 0.0
+                rg_zero(states[b])
                 est_reset(E[b])
             loss = est_step(th, states[b], E[b], xs[t, b], ys[t, b], ws[t, b], g, rng, W)
             losses[t, b] = loss
@@ -94,9 +94,9 @@ def evaluate(th, states, xs, ys, ws, resets, losses):
     for t in range(T):
         for b in range(B):
             if resets[t, b]:
-                states[b, :] = 0.0
-            v[0:S] = states[b]
-            v[S:S + X] = xs[t, b]
+                rg_zero(states[b])
+            rg_copy(v[0:S], states[b])
+            rg_copy(v[S:S + X], xs[t, b])
             forward(th, v)
             losses[t, b] = rg_loss(v[OUT_OFF:OUT_OFF + NOUT], ys[t, b], ybar, ws[t, b])
             gather_new(v, states[b])

@@ -5,12 +5,12 @@
 def forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar):
     """One step forward from state s and input x, the loss, and its backprop through the
     step: thb += ∂l/∂θ at fixed s_{t-1} (every parameter), vb[:S] = ∂l/∂s_{t-1}."""
-    v[0:S] = s
-    v[S:S + X] = x
+    rg_copy(v[0:S], s)
+    rg_copy(v[S:S + X], x)
     forward(th, v)
     loss = rg_loss(v[OUT_OFF:OUT_OFF + NOUT], y, ybar, w)
     rg_zero(vb)
-    vb[OUT_OFF:OUT_OFF + NOUT] += ybar
+    rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybar)
     vjp_out(th, v, vb, thb)
     return loss
 
@@ -22,7 +22,7 @@ def est_nothing_to_flush(th, E, g, rng, W):
 
 def est_zero_state(E):
     """A state reset zeroes the estimator's memory (G_t = 0 when s_t is constant)."""
-    E[:] = 0.0
+    rg_zero(E)
 
 
 TEMPLATES = [forward_and_backprop]

@@ -36,7 +36,7 @@ def draw_random(rng, U):
 
 def draw_partitioned(rng, U):
     """One Rademacher vector cut into KD contiguous zero-padded parts."""
-    U[:, :] = 0.0
+    rg_zero2(U)
     for j in range(KD):
         for i in range(j * NR // KD, (j + 1) * NR // KD):
             U[i, j] = 1.0 if rng.random() < 0.5 else -1.0
@@ -49,7 +49,7 @@ def dodge_step(th, s, E, x, y, w, g, rng, W):
     v, vd, vb, thb, ybar, sdot_new, ydot = W
     if pos[0] == 0.0:
         draw_directions(rng, U)
-        sdot[:, :] = 0.0
+        rg_zero2(sdot)
     rg_zero(thb)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
     rg_axpy(g[NR:NP], 1.0, thb[NR:NP])
@@ -61,7 +61,7 @@ def dodge_step(th, s, E, x, y, w, g, rng, W):
             d += ybar[o] * ydot[o, j]
         for i in range(NR):
             g[i] += SCALE * d * U[i, j]
-    sdot[:, :] = sdot_new
+    rg_copy2(sdot, sdot_new)
     pos[0] += 1.0
     if WINDOW > 0 and pos[0] >= WINDOW:
         pos[0] = 0.0
@@ -78,37 +78,37 @@ def candidate_flush(th, E, g, rng, W):
     if L == 0:
         return
     # 1. TBPTT(CK) over the window (chunks of CK steps; CK = 0: the whole window)
-    cand[:] = 0.0
-    sb[:] = 0.0
+    rg_zero(cand)
+    rg_zero(sb)
     for k in range(L - 1, -1, -1):
         if CK > 0 and (k + 1) % CK == 0:
-            sb[:] = 0.0
+            rg_zero(sb)
         rg_zero(vb)
-        vb[OUT_OFF:OUT_OFF + NOUT] += ybars[k]
+        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
         scatter_new(sb, vb, cand)
         vjp_step(th, traj[k], vb, cand)
-        sb[:] = vb[0:S]
+        rg_copy(sb, vb[0:S])
     rg_axpy(g[NR:NP], 1.0, cand[NR:NP])     # readout: exact
     # 2. the direction
     if MODE == 0:
-        u[:] = cand[0:NR]
+        rg_copy(u, cand[0:NR])
     elif MODE == 1:
         rg_axpby(gbar, BETA, cand[0:NR], 1.0 - BETA)
-        u[:] = gbar
+        rg_copy(u, gbar)
     else:
-        u[:] = DIRECTION
+        rg_copy(u, DIRECTION)
     norm = rg_nrm2(u)
     if norm > 0.0:
         # 3. forward mode along u through the window, tangents from zero
         for i in range(NR):
             u[i] /= norm
-        sd[:] = 0.0
+        rg_zero(sd)
         d = 0.0
         for k in range(L):
             jvp_dir(th, traj[k], u, sd, vd, sd_new)
             out_dot(vd, sd_new, ydot)
             d += rg_dot(ybars[k], ydot)
-            sd[:] = sd_new
+            rg_copy(sd, sd_new)
         rg_axpy(g[0:NR], d, u)
     pos[0] = 0.0
 
@@ -178,7 +178,8 @@ class DODGE(EstimatorSpec):
         targets = p.new_state + p.output_ids_loss
         ks = [p.jvp("jvp_dir", params="dense", targets=targets,
                     matrix=self.directions != "candidate"),
-              p.gather("out_dot", p.output_ids_loss, "vd")]
+              p.gather("out_dot", p.output_ids_loss, "vd",
+                       matrix=self.directions != "candidate")]
         if self.directions == "candidate":
             ks += [p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
                    p.scatter_add("scatter_new", p.new_state, "vb")]

@@ -24,7 +24,7 @@ def rtrl_step(th, s, E, x, y, w, g, rng, W):
     # G_t = H_t G_{t-1} + F_t: one jvp with R columns, G_{t-1} as the previous state's
     # tangent and the identity as the parameters' tangent
     jvp_full(th, v, thd, G, vd, G_new)
-    G[:, :] = G_new
+    rg_copy2(G, G_new)
     gather_new(v, s)
     return loss
 
@@ -57,8 +57,8 @@ def tbptt_step(th, s, E, x, y, w, g, rng, W):
     pos, traj, ybars = seg_views(E)
     k = int(pos[0])
     vk = traj[k]
-    vk[0:S] = s
-    vk[S:S + X] = x
+    rg_copy(vk[0:S], s)
+    rg_copy(vk[S:S + X], x)
     forward(th, vk)
     loss = rg_loss(vk[OUT_OFF:OUT_OFF + NOUT], y, ybars[k], w)
     gather_new(vk, s)
@@ -70,13 +70,13 @@ def tbptt_flush(th, E, g, rng, W):
     """Backpropagate the stored segment's losses to θ, truncated at the segment start."""
     pos, traj, ybars = seg_views(E)
     vb, sb = W
-    sb[:] = 0.0
+    rg_zero(sb)
     for k in range(int(pos[0]) - 1, -1, -1):
         rg_zero(vb)
-        vb[OUT_OFF:OUT_OFF + NOUT] += ybars[k]
+        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
         scatter_new(sb, vb, g)
         vjp_step(th, traj[k], vb, g)
-        sb[:] = vb[0:S]
+        rg_copy(sb, vb[0:S])
     pos[0] = 0.0
 
 

@@ -27,7 +27,7 @@ def kf_step(th, s, E, x, y, w, g, rng, W):
     v, vd, vb, thd, ybar, HA, D, cA = W
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ A ⊗ u: for product k, dl/dW_k += (Aᵀ c)[z_k] ⊗ u_g
-    cA[:] = 0.0
+    rg_zero(cA)
     rg_gemv_t(cA, A, vb[0:S])
     for k in range(NZN):
         grp = KZ_GROUP[k]

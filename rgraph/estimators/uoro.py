@@ -70,32 +70,32 @@ def uorot_flush(th, E, g, rng, W):
     if L == 0:
         return
     # the block's losses backpropagated exactly through it: δθ, and δs at its start
-    sb[:] = 0.0
+    rg_zero(sb)
     rg_zero(thb)
     for k in range(L - 1, -1, -1):
         rg_zero(vb)
-        vb[OUT_OFF:OUT_OFF + NOUT] += ybars[k]
+        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
         scatter_new(sb, vb, thb)
         vjp_step(th, traj[k], vb, thb)
-        sb[:] = vb[0:S]
+        rg_copy(sb, vb[0:S])
     rg_axpy(g, 1.0, thb)
     for r in range(RANK):
         rg_axpy(g[0:NR], rg_dot(sb, s_tilde[r]) / RANK, w_tilde[r])
     for r in range(RANK):
         # s̃ pushed forward through the L steps
-        hs[:] = s_tilde[r]
+        rg_copy(hs, s_tilde[r])
         for k in range(L):
             jvp_state(th, traj[k], thd, hs, vd, hs2)
-            hs[:] = hs2
+            rg_copy(hs, hs2)
         # ν drawn at the block's end and pulled back through the L steps
         rg_rademacher(rng, nu)
-        sb[:] = nu
+        rg_copy(sb, nu)
         rg_zero(dw)
         for k in range(L - 1, -1, -1):
             rg_zero(vb)
             scatter_new(sb, vb, dw)
             vjp_state(th, traj[k], vb, dw)
-            sb[:] = vb[0:S]
+            rg_copy(sb, vb[0:S])
         rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
         rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(nu) + EPS)) + EPS
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
@@ -108,15 +108,15 @@ def uorot_flush(th, E, g, rng, W):
 def uorot_reset(E):
     """A state reset (after the flush): the estimate restarts from zero."""
     count, wnorm, s_tilde, w_tilde, pos, traj, ybars = est_views(E)
-    wnorm[:] = 0.0
-    s_tilde[:, :] = 0.0
-    w_tilde[:, :] = 0.0
+    rg_zero(wnorm)
+    rg_zero2(s_tilde)
+    rg_zero2(w_tilde)
     pos[0] = 0.0
 
 
 def noise_identity(u, qu):
     """Q = I: the noise goes in as drawn."""
-    qu[:] = u
+    rg_copy(qu, u)
 
 
 def noise_q0(u, qu):
