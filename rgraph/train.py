@@ -166,6 +166,8 @@ class Trainer:
     def _loop(self, T, source, progress, callback, record):
         if record not in ("step", "chunk"):
             raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
+        if T > 0:   # compile (or load) now, so that the timing below is of training only
+            self._warm_up()
         bar = _progress(progress, T * self.batch, self.est.name)
         t_start = time.perf_counter()
         done = 0
@@ -201,6 +203,15 @@ class Trainer:
                 bar.close()
         seconds = time.perf_counter() - t_start
         return TrainResult(self.params, np.array(self.curve), done, seconds, record)
+
+    def _warm_up(self):
+        """Call the compiled loop on zero steps (compiles it; changes nothing)."""
+        est, B, dt = self.est, self.batch, self.est.dtype
+        ys = (np.zeros((0, B), np.int64) if est.loss_name == "softmax_xent"
+              else np.zeros((0, B, est.n_out), dt))
+        est.call("run", self.th, self.states, self.E, np.zeros((0, B, est.n_in), dt), ys,
+                 np.zeros((0, B), dt), np.zeros((0, B), np.bool_), self.rng, self.g,
+                 self.opt, self.hp, np.zeros((0, B), dt), self.step, self.update_every, True)
 
     # ------------------------------------------------------------ save/restore
     def state_dict(self) -> dict:
