@@ -371,8 +371,10 @@ class Program:
                     materialized.add(z)
                     k.body.append(K.Comment(f"{self.nodes[z].name}_dot = the identity"))
                     k.body.append(K.Identity(self.ref(z, "vd"), inject_cols[z]))
+        owned = {self.cell.updates[st.id] for st in self.states} & set(self.nd_nodes)
         for t in targets:   # a target no tangent reaches has tangent zero
-            if t not in act:
+            new_not_owned = t in self.new_state and t not in owned
+            if t not in act and not new_not_owned:
                 k.body.append(K.Comment(f"{self.nodes[t].name}_dot = 0: no tangent reaches it"))
                 k.body.append(K.Zero(self.ref(t, "vd")))
         for block in self.blocks:
@@ -393,9 +395,9 @@ class Program:
         for st in self.states:    # new states that do not own their storage: copy to nd
             new = self.cell.updates[st.id]
             if new in targets and new not in self.nd_nodes:
+                dst = K.Ref("nd", self.state_off[st.id], st.shape[0])
                 k.body.append(K.Comment(f"{st.name}: new value {self.nodes[new].name}"))
-                k.body.append(K.Copy(K.Ref("nd", self.state_off[st.id], st.shape[0]),
-                                     self.ref(new, "vd")))
+                k.body.append(K.Copy(dst, self.ref(new, "vd")) if new in act else K.Zero(dst))
         return k
 
     def _views_of(self, nid):
@@ -621,13 +623,16 @@ class Program:
             off += r.size
 
     def gather(self, name, nodes, kind="v", matrix=False) -> K.Kernel:
-        """dst[pieces] = the rows of nodes: values (arguments (v, dst)) or tangents
-        (kind "vd", arguments (vd, nd, dst); ``matrix``: K columns)."""
-        args = ("v", "dst") if kind == "v" else ("vd", "nd", "dst")
+        """dst[pieces] = the rows of nodes: values (arguments (v, dst)) or tangents after
+        a jvp (kind "vd", arguments (sd, vd, nd, dst); ``matrix``: K columns)."""
+        args = ("v", "dst") if kind == "v" else ("sd", "vd", "nd", "dst")
+        new_of = {self.cell.updates[st.id]: st for st in self.states}
         k = K.Kernel(name, args,
                      f"Gathers {[self.nodes[n].name for n in nodes]} into one block.",
                      matrix)
         for off, r, n in self._pieces(nodes, kind):
+            if kind == "vd" and n.id in new_of:    # a jvp leaves new states' tangents in nd
+                r = K.Ref("nd", self.state_off[new_of[n.id].id], r.n)
             k.body.append(K.Comment(f"{n.name}"))
             k.body.append(K.Copy(K.Ref("dst", off, r.size), K.Ref(r.buf, r.off, r.size)))
         return k

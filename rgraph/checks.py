@@ -72,7 +72,7 @@ class KernelSet:
         vd, nd = np.zeros(shape), np.zeros((p.n_state,) + shape[1:])
         getattr(self.mod, kernel)(th, v, thd, sd, vd, nd)
         out = np.zeros((sum(n for _, n in self.rows),) + shape[1:])
-        (self.mod.targets_dot if K is None else self.mod.targets_dot_m)(vd, nd, out)
+        (self.mod.targets_dot if K is None else self.mod.targets_dot_m)(sd, vd, nd, out)
         return out
 
 
@@ -105,11 +105,11 @@ def check_derivatives(cell: Cell, backend="numpy", seed: int = 0, eps: float = 1
                             fd(zth, ds, zx))
     # jvp w.r.t. the input (its tangent rows are the caller's, in vd)
     dx = rng.standard_normal(X)
-    vd, nd = np.zeros(p.n_values), np.zeros(S)
+    vd, nd, sd0 = np.zeros(p.n_values), np.zeros(S), np.zeros(S)
     vd[S:S + X] = dx
-    m.jvp_input(th, v, np.zeros(max(R, 1)), np.zeros(S), vd, nd)
+    m.jvp_input(th, v, np.zeros(max(R, 1)), sd0, vd, nd)
     out = np.zeros(sum(n for _, n in ks.rows))
-    m.targets_dot(vd, nd, out)
+    m.targets_dot(sd0, vd, nd, out)
     err["jvp_input"] = _rel(out, fd(zth, zs, dx))
     if R:
         # jvp w.r.t. the recurrent parameters (dense tangent) plus the state

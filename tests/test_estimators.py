@@ -200,3 +200,18 @@ def test_dodge_average_candidate_is_a_descent_direction():
                    candidate_k=3, window=4)
     g = est.total_gradient(p, xs, ys)["W"]
     assert np.sum(g * exact) > 0
+
+
+def test_states_that_are_not_ops_of_their_own():
+    from test_kernels import odd_states
+    c = odd_states()
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((6, 2)), rng.integers(0, 2, 6)
+    bptt = rg.compile(c, "bptt", backend="numpy")
+    p = bptt.init_params(0)
+    exact = bptt.total_gradient(p, xs, ys)
+    rtrl = rg.compile(c, "rtrl", backend="numpy").total_gradient(p, xs, ys)
+    assert all(np.allclose(rtrl[k], exact[k], rtol=1e-10, atol=1e-14) for k in exact)
+    for name in ("uoro", "kf-rtrl", "dodge"):
+        z = z_scores(rg.compile(c, name, backend="numpy"), p, xs, ys, exact)
+        assert np.all(z < 4.0), (name, z)

@@ -27,7 +27,20 @@ def op_zoo():
     return c
 
 
-CELLS = dict(ZOO, opzoo=op_zoo)
+def odd_states():
+    """States whose new value is not an op of their own: a constant memory (update(m, m))
+    and the last input (update(q, x))."""
+    c = rg.Cell("odd")
+    x, h, m, q = c.input("x", 2), c.state("h", 3), c.state("m", 2), c.state("q", 2)
+    h_new = rg.tanh(c.param("W", (3, 6)) @ rg.concat(h, m, rg.const(1.0)))
+    c.update(h, h_new)
+    c.update(m, m)
+    c.update(q, x)
+    c.output("y", c.param("V", (2, 3)) @ h_new + q * 0.5)
+    return c
+
+
+CELLS = dict(ZOO, opzoo=op_zoo, odd=odd_states)
 
 
 @pytest.fixture(scope="module", params=["numpy", "numba"])

@@ -54,7 +54,7 @@ def dodge_step(th, s, E, x, y, w, g, rng, W):
     loss = forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar)
     rg_axpy(g[NR:NP], 1.0, thb[NR:NP])
     jvp_dir(th, v, U, sdot, vd, sdot_new)
-    out_dot(vd, sdot_new, ydot)
+    out_dot(sdot, vd, sdot_new, ydot)
     for j in range(KD):
         d = 0.0
         for o in range(NOUT):
@@ -106,7 +106,7 @@ def candidate_flush(th, E, g, rng, W):
         d = 0.0
         for k in range(L):
             jvp_dir(th, traj[k], u, sd, vd, sd_new)
-            out_dot(vd, sd_new, ydot)
+            out_dot(sd, vd, sd_new, ydot)
             d += rg_dot(ybars[k], ydot)
             rg_copy(sd, sd_new)
         rg_axpy(g[0:NR], d, u)

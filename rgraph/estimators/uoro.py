@@ -165,7 +165,15 @@ class ProjectedUORO(EstimatorSpec):
         p, z = self.prog, list(self.space.ids)
         ks = [p.jvp("jvp_state"), p.scatter_add("seed_z", z, "vd", zero_first=True),
               p.scatter_add("seed_z_bar", z, "vb")]
-        if self.space.kind == "parameter":
+        if self.space.kind == "state":       # z = s_t: J^s_z = I, the noise is the tangent
+            S = p.n_state
+            ks[1] = K.Kernel("seed_z", ("src", "vd", "nd", "thd"),
+                             "The cut is s_t itself: the noise is the new state's tangent.",
+                             body=[K.Copy(K.Ref("nd", 0, S), K.Ref("src", 0, S))])
+            ks.append(K.Kernel("jvp_z", ("th", "v", "thd", "sd", "vd", "nd"),
+                               "The cut is s_t itself: nothing to push forward."))
+            ks.append(p.vjp("vjp_z", z, ("params",), fresh=True))
+        elif self.space.kind == "parameter":
             ks[-1] = p.scatter_add("seed_z_bar", z, "vb", zero_first=True)
             ks.append(p.jvp("jvp_z", seeds=[], params="dense"))
             ks.append(K.Kernel("vjp_z", ("th", "v", "vb", "thb"),
