@@ -3,7 +3,6 @@ gradient of the summed loss; truncated BPTT truncates; backends agree."""
 import numpy as np
 import pytest
 
-import rgraph as rg
 
 from conftest import compiled, params_for, sequence
 

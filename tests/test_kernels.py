@@ -1,6 +1,5 @@
 """Every generated derivative against central differences, for every built-in cell and
 an op-zoo cell using every op, on both backends; numba and numpy agree to round-off."""
-import numpy as np
 import pytest
 
 import rgraph as rg

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..autodiff import Program
-from ..errors import GraphError
 
 
 def _size(shape, K=1):
@@ -143,10 +142,6 @@ class EstimatorSpec:
             funcs.append(views_source(layout, "seg_views", "E", ("pos", "traj", "ybars")))
         funcs += list(self.functions())
         return consts, kernels, funcs
-
-    def require(self, cond: bool, msg: str):
-        if not cond:
-            raise GraphError(f"{self.name}: {msg}")
 
 
 def positive_int(value, what, lo=1):

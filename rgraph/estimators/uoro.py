@@ -197,9 +197,10 @@ class ProjectedUORO(EstimatorSpec):
 
     def scratch_layout(self):
         p = self.prog
+        nz = self.space.dim
         return {"v": (p.n_values,), "vd": (p.n_values,), "vb": (p.n_values,),
-                "thd": (p.n_rec,), "ybar": (self.nout,), "u": (self.space.dim,), "qu": (self.space.dim,), "hs": (p.n_state,),
-                "js": (p.n_state,), "dw": (p.n_params,)}
+                "thd": (p.n_rec,), "ybar": (self.nout,), "u": (nz,), "qu": (nz,),
+                "hs": (p.n_state,), "js": (p.n_state,), "dw": (p.n_params,)}
 
     def functions(self):
         if self.Q0 is None:
