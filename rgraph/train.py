@@ -127,7 +127,8 @@ class Trainer:
         def source(done, n):
             sl = slice(done, done + n)
             return xs[sl], ys[sl], ws[sl], rs[sl]
-        return self._loop(xs.shape[0], source, progress, callback, record)
+        return self._loop(xs.shape[0], source, progress, callback, record,
+                          lambda m: f"{m:.4g}")
 
     def run_task(self, task, steps: int, progress=False, callback=None,
                  record="step") -> TrainResult:
@@ -161,14 +162,16 @@ class Trainer:
                 if hasattr(t, "report"):
                     t.report(t.to_unit(mean))
             return bool(user(trainer, mean)) if user is not None else False
-        return self._loop(steps, source, progress, hear, record)
+        return self._loop(steps, source, progress, hear, record,
+                          lambda m: f"{task.to_unit(m):.4g} {task.unit}")
 
-    def _loop(self, T, source, progress, callback, record):
+    def _loop(self, T, source, progress, callback, record, show):
         if record not in ("step", "chunk"):
             raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
         if T > 0:   # compile (or load) now, so that the timing below is of training only
             self._warm_up()
-        bar = _progress(progress, T * self.batch, self.est.name)
+        bar = _progress(progress, T, f"{self.est.name}"
+                        + (f" x{self.batch}" if self.batch > 1 else ""))
         t_start = time.perf_counter()
         done = 0
         try:
@@ -194,8 +197,8 @@ class Trainer:
                 self.step += n
                 done += n
                 if bar is not None:
-                    bar.update(n * self.batch)
-                    bar.set_postfix(loss=f"{mean:.4g}", refresh=False)
+                    bar.update(n)
+                    bar.set_postfix_str(f"loss {show(mean)}", refresh=False)
                 if callback is not None and callback(self, mean):
                     break
         finally:
