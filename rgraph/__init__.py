@@ -20,12 +20,12 @@ from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigm
                     softplus, split, tanh)
 from .optim import SGD, Adam
 from .train import Trainer, TrainResult
-from .variance import variance, variance_vs_size
+from .variance import VarianceResult, variance, variance_vs_size
 
 __all__ = [
     "Cell", "concat", "const", "exp", "log", "matmul", "pointwise", "relu", "sigmoid",
     "softplus", "split", "tanh", "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "RGraphError", "ShapeError", "GraphError", "NameError_",
+    "variance", "variance_vs_size", "VarianceResult", "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable",
 ]

@@ -23,6 +23,17 @@ from .graph import Cell, init_param
 from .optim import SGD
 
 LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
+_BLAS = None
+
+
+def blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries (numba's np.dot calls scipy's)."""
+    global _BLAS
+    if _BLAS is None:
+        import scipy.linalg  # noqa: F401  (load the OpenBLAS numba's np.dot calls)
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    return _BLAS
 DTYPES = {"float64": np.float64, "float32": np.float32}
 
 
@@ -31,7 +42,7 @@ class Estimator:
 
     def __init__(self, cell: Cell, estimator: str = "uoro", *, loss: str = "softmax_xent",
                  backend: str = "numba", dtype="float64", output: str | None = None,
-                 **options):
+                 blas_threads: int | None = 1, **options):
         if not isinstance(cell, Cell):
             raise TypeError(f"compile: expected an rgraph Cell, got {type(cell).__name__}")
         if loss not in LOSSES:
@@ -41,6 +52,9 @@ class Estimator:
             raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
         self.cell = cell
         self.loss_name = loss
+        # the GEMMs of a step are small: one BLAS thread is faster, and spinning BLAS
+        # threads slow everything down 10-100x when another process wants the cores
+        self.blas_threads = blas_threads
         self.dtype = np.dtype(dtype)
         self.program = Program(cell, output)
         self.program.output_ids_loss[0]     # an ambiguous output fails here, by name
@@ -164,9 +178,13 @@ class Estimator:
                 np.ascontiguousarray(ws), np.ascontiguousarray(rs))
 
     def call(self, fn: str, *args):
-        """Call a generated function (non-finite values are checked, not warned about)."""
+        """Call a generated function, with the BLAS thread limit (non-finite values are
+        checked, not warned about)."""
         with np.errstate(all="ignore"):
-            return getattr(self.module, fn)(*args)
+            if self.blas_threads is None:
+                return getattr(self.module, fn)(*args)
+            with blas_controller().limit(limits=self.blas_threads):
+                return getattr(self.module, fn)(*args)
 
     # ------------------------------------------------------------- gradients
     def new_state(self, batch: int, T: int | None = None):
@@ -250,8 +268,8 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
     """Compile ``estimator`` for ``cell``: ``rg.compile(cell, "kf-rtrl", loss="mse")``.
 
     Options: loss ("softmax_xent" | "mse"), backend ("numba" | "numpy"), dtype, output
-    (which output the loss sees), and the estimator's own options (see
-    ``rg.estimators.ESTIMATORS``). Estimators that cannot apply to the cell raise
+    (which output the loss sees), blas_threads (default 1; None leaves BLAS alone), and
+    the estimator's own options (see ``rg.estimators.ESTIMATORS``). Estimators that cannot apply to the cell raise
     ``NotApplicable`` with the analysis's reason.
     """
     return Estimator(cell, estimator, **kwargs)

@@ -55,11 +55,12 @@ def _time(fn, seconds, repeats):
     return best
 
 
-def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="numba"):
+def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="numba",
+                threads=1):
     name, opts = _parse(est_name)
     cell = CELLS[cell_name](8, n, 8)
     t0 = time.perf_counter()
-    est = rg_compile(cell, name, backend=backend, **opts)
+    est = rg_compile(cell, name, backend=backend, blas_threads=threads, **opts)
     p = est.init_params(0)
     rng = np.random.default_rng(0)
     T = 400000
@@ -125,7 +126,8 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
                     for e in estimators:
                         if too_big(cell, n, B, e):
                             continue
-                        us, _ = time_rgraph(cell, n, B, e, seconds, repeats)
+                        us, _ = time_rgraph(cell, n, B, e, seconds, repeats,
+                                            threads=threads)
                         row = {"cell": cell, "n": n, "batch": B, "estimator": e,
                                "rgraph_us": us}
                         line = f"{cell:<6}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"

@@ -31,7 +31,8 @@ class TrainResult:
 
     params: dict
     losses: np.ndarray      # mean loss per step over the batch (nan where nothing is
-    steps: int              # scored), or per chunk with record="chunk"
+    steps: int              # scored), or per chunk with record="chunk" (extra["x"]:
+                            # the step each point ends at)
     seconds: float
     record: str = "step"
     extra: dict = field(default_factory=dict)
@@ -88,6 +89,7 @@ class Trainer:
         self.update_every = est.spec.update_every(self.chunk)
         self.step = 0
         self.curve: list[float] = []
+        self.curve_steps: list[int] = []    # record="chunk": the step each mean ends at
         self.tasks = None
 
     def __repr__(self):
@@ -194,6 +196,7 @@ class Trainer:
                     self.curve.extend(per_step.tolist())
                 else:
                     self.curve.append(mean)
+                    self.curve_steps.append(self.step + n)
                 self.step += n
                 done += n
                 if bar is not None:
@@ -205,7 +208,9 @@ class Trainer:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t_start
-        return TrainResult(self.params, np.array(self.curve), done, seconds, record)
+        x = np.array(self.curve_steps) if record == "chunk" else np.arange(len(self.curve))
+        return TrainResult(self.params, np.array(self.curve), done, seconds, record,
+                           {"x": x})
 
     def _warm_up(self):
         """Call the compiled loop on zero steps (compiles it; changes nothing)."""
@@ -228,6 +233,7 @@ class Trainer:
                 "reset_rng": self.reset_rng.bit_generator.state,
                 "data_rngs": [r.bit_generator.state for r in self.data_rngs],
                 "step": self.step, "curve": np.array(self.curve),
+                "curve_steps": np.array(self.curve_steps, dtype=np.int64),
                 "tasks": None if self.tasks is None else [t.get_state() for t in self.tasks]}
 
     def load_state_dict(self, sd: dict, task=None):
@@ -253,6 +259,7 @@ class Trainer:
             r.bit_generator.state = st
         self.step = int(sd["step"])
         self.curve = list(np.asarray(sd["curve"]).tolist())
+        self.curve_steps = [int(t) for t in sd["curve_steps"]]
         if sd["tasks"] is not None:
             if task is None:
                 raise DataError("this checkpoint was drawing data from a task; pass it "

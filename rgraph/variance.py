@@ -57,7 +57,7 @@ class VarianceResult:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        fig, ax = plt.subplots(figsize=(max(6.5, 0.075 * len(title)), 4.2))
         for est in dict.fromkeys(r.estimator for r in self.rows):
             rs = [r for r in self.rows if r.estimator == est]
             xs = [r.size for r in rs] if all(r.size is not None for r in rs) else \
@@ -135,11 +135,13 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
 def variance_vs_size(make_cell, sizes, estimators, data, seeds=100, backend="numba",
                      label=None, progress=None) -> VarianceResult:
     """``variance`` for cells of several sizes: make_cell(n) -> Cell, data(cell) ->
-    (xs, ys). Mujika et al. Fig. 3b: RHNs of 16..256 units, 100 steps of text."""
+    (xs, ys); an estimator may be a function of n returning its spec (e.g. rank n).
+    Mujika et al. Fig. 3b: RHNs of 16..256 units, 100 steps of text."""
     result = VarianceResult()
     for n in sizes:
         cell = make_cell(n)
         xs, ys = data(cell)
-        variance(cell, estimators, xs, ys, seeds=seeds, backend=backend, size=n,
+        ests = [e(n) if callable(e) else e for e in estimators]
+        variance(cell, ests, xs, ys, seeds=seeds, backend=backend, size=n,
                  label=label or cell.name, result=result, progress=progress)
     return result
