@@ -15,6 +15,21 @@ def forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar):
     return loss
 
 
+def backprop_segment(th, traj, ybars, L, trunc, vb, sb, acc):
+    """BPTT over the L stored steps of a segment: their losses' gradient is added into
+    acc (every parameter), truncated every ``trunc`` steps from the segment start (0: not
+    at all); sb is left holding ∂(losses)/∂s at the segment start."""
+    rg_zero(sb)
+    for k in range(L - 1, -1, -1):
+        if trunc > 0 and (k + 1) % trunc == 0:
+            rg_zero(sb)
+        rg_zero(vb)
+        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
+        scatter_new(sb, vb, acc)
+        vjp_step(th, traj[k], vb, acc)
+        rg_copy(sb, vb[0:S])
+
+
 def est_nothing_to_flush(th, E, g, rng, W):
     """This estimator finishes its work every step: nothing is pending."""
     return

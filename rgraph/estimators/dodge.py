@@ -79,15 +79,7 @@ def candidate_flush(th, E, g, rng, W):
         return
     # 1. TBPTT(CK) over the window (chunks of CK steps; CK = 0: the whole window)
     rg_zero(cand)
-    rg_zero(sb)
-    for k in range(L - 1, -1, -1):
-        if CK > 0 and (k + 1) % CK == 0:
-            rg_zero(sb)
-        rg_zero(vb)
-        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
-        scatter_new(sb, vb, cand)
-        vjp_step(th, traj[k], vb, cand)
-        rg_copy(sb, vb[0:S])
+    backprop_segment(th, traj, ybars, L, CK, vb, sb, cand)
     rg_axpy(g[NR:NP], 1.0, cand[NR:NP])     # readout: exact
     # 2. the direction
     if MODE == 0:
@@ -222,7 +214,8 @@ class DODGE(EstimatorSpec):
 
     def functions(self):
         if self.directions == "candidate":
-            return [renamed(tbptt_step, "est_step"), renamed(candidate_flush, "est_flush"),
+            return [common.backprop_segment, renamed(tbptt_step, "est_step"),
+                    renamed(candidate_flush, "est_flush"),
                     renamed(candidate_reset, "est_reset")]
         draw = draw_random if self.directions == "random" else draw_partitioned
         return common.TEMPLATES + [renamed(draw, "draw_directions"),

@@ -70,13 +70,7 @@ def tbptt_flush(th, E, g, rng, W):
     """Backpropagate the stored segment's losses to θ, truncated at the segment start."""
     pos, traj, ybars = seg_views(E)
     vb, sb = W
-    rg_zero(sb)
-    for k in range(int(pos[0]) - 1, -1, -1):
-        rg_zero(vb)
-        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
-        scatter_new(sb, vb, g)
-        vjp_step(th, traj[k], vb, g)
-        rg_copy(sb, vb[0:S])
+    backprop_segment(th, traj, ybars, int(pos[0]), 0, vb, sb, g)
     pos[0] = 0.0
 
 
@@ -116,8 +110,8 @@ class TBPTT(EstimatorSpec):
         return T
 
     def functions(self):
-        return [renamed(tbptt_step, "est_step"), renamed(tbptt_flush, "est_flush"),
-                renamed(common.est_zero_state, "est_reset")]
+        return [common.backprop_segment, renamed(tbptt_step, "est_step"),
+                renamed(tbptt_flush, "est_flush"), renamed(common.est_zero_state, "est_reset")]
 
 
 def BPTT(prog, analysis, **opts):

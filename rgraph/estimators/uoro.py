@@ -70,14 +70,8 @@ def uorot_flush(th, E, g, rng, W):
     if L == 0:
         return
     # the block's losses backpropagated exactly through it: δθ, and δs at its start
-    rg_zero(sb)
     rg_zero(thb)
-    for k in range(L - 1, -1, -1):
-        rg_zero(vb)
-        rg_axpy(vb[OUT_OFF:OUT_OFF + NOUT], 1.0, ybars[k])
-        scatter_new(sb, vb, thb)
-        vjp_step(th, traj[k], vb, thb)
-        rg_copy(sb, vb[0:S])
+    backprop_segment(th, traj, ybars, L, 0, vb, sb, thb)
     rg_axpy(g, 1.0, thb)
     for r in range(RANK):
         rg_axpy(g[0:NR], rg_dot(sb, s_tilde[r]) / RANK, w_tilde[r])
@@ -263,8 +257,8 @@ class UORO(ProjectedUORO):
     def functions(self):
         if self.T == 1:
             return super().functions()
-        return [renamed(tbptt_step, "est_step"), renamed(uorot_flush, "est_flush"),
-                renamed(uorot_reset, "est_reset")]
+        return [common.backprop_segment, renamed(tbptt_step, "est_step"),
+                renamed(uorot_flush, "est_flush"), renamed(uorot_reset, "est_reset")]
 
     def describe(self):
         parts = [f"rank {self.rank}"] if self.rank > 1 else []
