@@ -51,9 +51,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rgraph as rg  # noqa: E402
-from rgraph.tasks import CharLM, DistantBrackets  # noqa: E402
+from rgraph.tasks import CharLM, DistantBrackets, data_dir  # noqa: E402
 
-DATA = Path("/work/shared/data")
+DATA = data_dir()     # $RGRAPH_DATA_DIR or ../shared/data
 PAPER = {"tbptt(5)": (1.64, 1.58), "kf-rtrl": (1.77, 1.72), "uoro": (2.63, 2.61)}
 CHUNK = 1000            # steps per compiled call (one point of the training curve)
 LR = {"tbptt(5)": 10 ** -2.5, "kf-rtrl": 1e-3, "uoro": 1e-3}   # from the sweep above
@@ -148,7 +148,7 @@ def plot(valids, curves, path, title, unigram):
                      color=f"C{i}")
         c = np.asarray(curves[name])
         axes[1].plot(CHUNK * (np.arange(len(c)) + 1), c, lw=1, label=name, color=f"C{i}")
-    for ax, what in zip(axes, ("validation", "training (per 1000-step chunk)")):
+    for ax, what in zip(axes, ("validation", "training (per 1000-step chunk)"), strict=True):
         ax.axhline(unigram, color="k", ls=":", lw=1, label="unigram (no memory)")
         ax.set_xlabel("steps per stream")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:g}k"))

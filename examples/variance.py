@@ -47,10 +47,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rgraph as rg  # noqa: E402
-from rgraph.tasks import CharLM, DistantBrackets  # noqa: E402
+from rgraph.tasks import CharLM, DistantBrackets, data_dir  # noqa: E402
 from rgraph.variance import VarianceResult  # noqa: E402
 
-DATA = Path("/work/shared/data")
+DATA = data_dir()     # $RGRAPH_DATA_DIR or ../shared/data
 KF_LABEL = "kf-rtrl (preact., matrix)"
 
 
@@ -229,7 +229,8 @@ def main():
     if "kf-rtrl" in by and "uoro" in by:
         kf = [r.cos_mean for r in by["kf-rtrl"]]
         uo = [r.cos_mean for r in by["uoro"]]
-        print(f"  KF-RTRL above UORO at every size: {all(a > b for a, b in zip(kf, uo))}; "
+        above = all(a > b for a, b in zip(kf, uo, strict=True))
+        print(f"  KF-RTRL above UORO at every size: {above}; "
               f"KF-RTRL falls by {kf[0] - kf[-1]:.3f}, UORO by {uo[0] - uo[-1]:.3f} "
               f"({uo[-1] / uo[0]:.2f}x of its value at {args.sizes[0]} units)")
     ra.plot(out / "variance_vs_size.png",

@@ -26,6 +26,7 @@ __all__ = [
     "Cell", "concat", "const", "exp", "log", "matmul", "pointwise", "relu", "sigmoid",
     "softplus", "split", "tanh", "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "VarianceResult", "RGraphError", "ShapeError", "GraphError", "NameError_",
+    "variance", "variance_vs_size", "VarianceResult",
+    "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable",
 ]

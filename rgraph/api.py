@@ -269,8 +269,8 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
 
     Options: loss ("softmax_xent" | "mse"), backend ("numba" | "numpy"), dtype, output
     (which output the loss sees), blas_threads (default 1; None leaves BLAS alone), and
-    the estimator's own options (see ``rg.estimators.ESTIMATORS``). Estimators that cannot apply to the cell raise
-    ``NotApplicable`` with the analysis's reason.
+    the estimator's own options (see ``rg.estimators.ESTIMATORS``). Estimators that cannot
+    apply to the cell raise ``NotApplicable`` with the analysis's reason.
     """
     return Estimator(cell, estimator, **kwargs)
 

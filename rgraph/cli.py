@@ -119,8 +119,8 @@ def make_task(name, task_args, text):
     kw = parse_kv(task_args)
     if name == "charlm":
         if not text:
-            raise CLIError("--task charlm needs --text FILE (e.g. "
-                           "/work/shared/data/tinyshakespeare.txt)")
+            raise CLIError(f"--task charlm needs --text FILE (e.g. "
+                           f"{tasks.data_dir() / 'tinyshakespeare.txt'})")
         kw["path_or_text"] = Path(text)
     try:
         return tasks.make_task(name, **kw)
@@ -176,9 +176,10 @@ def cmd_train(args):
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out or f"runs/{args.cell}-{args.task}-"
                        f"{args.estimator.replace('(', '').replace(')', '')}-{stamp}")
+    cell, task, est = build_run(cfg)      # bad options fail here, before any folder exists
+    if not args.resume:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    cell, task, est = build_run(cfg)
     tr = est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
                      seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
     ck = run_dir / "checkpoint.pkl"

@@ -78,6 +78,7 @@ __all__ = [
     "AnBn",
     "Copy",
     "CharLM",
+    "data_dir",
     "TASKS",
     "make_task",
 ]
@@ -283,7 +284,8 @@ class Task:
         want = {"config." + k: v for k, v in self._identity().items()}
         given = {k for k in state if k.startswith("config.")}
         diffs = [f"{k[7:]} is missing from the state" for k in want if k not in state]
-        diffs += [f"{k[7:]} is not a configuration item of {cls}" for k in sorted(given - set(want))]
+        diffs += [f"{k[7:]} is not a configuration item of {cls}"
+                  for k in sorted(given - set(want))]
         for k, v in want.items():
             if k in state:
                 got = _state_scalar(state[k], k, who)
@@ -843,10 +845,21 @@ class Copy(Task):
 # ----------------------------------------------------------------------------
 
 
+def data_dir():
+    """Where the example text files are: ``$RGRAPH_DATA_DIR``, else ``shared/data`` next
+    to the repository (``../shared/data`` from its root). May not exist: callers fall
+    back to synthetic text."""
+    from pathlib import Path
+    env = os.environ.get("RGRAPH_DATA_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
 def _read_text(path, who: str) -> str:
     p = os.fspath(path)
     hint = ("pass the path of an existing, readable UTF-8 text file "
-            "(e.g. /work/shared/data/tinyshakespeare.txt), or the text itself "
+            f"(e.g. {data_dir() / 'tinyshakespeare.txt'}), or the text itself "
             "(a str containing a newline, or is_text=True / CharLM.from_text)")
     if not os.path.exists(p):
         raise ValueError(f"{who}: text file {p!r} not found; {hint}")
@@ -1055,7 +1068,8 @@ class CharLM(Task):
         try:
             return np.fromiter((self._index[c] for c in text), dtype=np.int64, count=len(text))
         except KeyError as e:
-            raise ValueError(f"CharLM.encode: character {e.args[0]!r} not in the vocabulary") from None
+            raise ValueError(f"CharLM.encode: character {e.args[0]!r} "
+                             "not in the vocabulary") from None
 
     def decode(self, ids) -> str:
         a = np.asarray(ids)
@@ -1086,5 +1100,6 @@ def make_task(name: str, **kwargs) -> Task:
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as e:
-        raise TypeError(f"make_task({key!r}): bad arguments for {cls.__name__}{inspect.signature(cls)}: {e}") from None
+        raise TypeError(f"make_task({key!r}): bad arguments for "
+                        f"{cls.__name__}{inspect.signature(cls)}: {e}") from None
     return cls(**kwargs)

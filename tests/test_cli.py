@@ -62,8 +62,10 @@ def test_inspect_a_cell_from_a_file(capsys, tmp_path):
     (["train", "lstm", "--task", "anbn"], "--estimator"),
     (["train", "--resume", "/nonexistent"], "cannot resume"),
 ])
-def test_bad_input_is_one_line_not_a_traceback(argv, msg, capsys):
+def test_bad_input_is_one_line_not_a_traceback(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
+    assert not (tmp_path / "runs").exists()       # no half-made run folder left behind
     err = capsys.readouterr().err.strip()
     assert msg in err and "Traceback" not in err and len(err.splitlines()) == 1
 

@@ -1,12 +1,10 @@
 """Streaming task generators (rgraph.tasks): interface, known optima, encodings,
 curriculum, text loading, checkpoint state and batched forks.  Pure numpy, fast; the
-tests on the real data files run only where /work/shared/data has them."""
+tests on the real data files run only where rgraph.tasks.data_dir() has them."""
 import itertools
 import math
-import os
 import pickle
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +17,11 @@ from rgraph.tasks import (
     DistantBrackets,
     InfluenceBalancing,
     Task,
+    data_dir,
     make_task,
 )
 
-DATA = Path(os.environ.get("RGRAPH_DATA_DIR", "/work/shared/data"))
+DATA = data_dir()
 TEXT = "the quick brown fox\njumps over the lazy dog\n" * 4
 
 FACTORIES = {
