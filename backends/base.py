@@ -73,6 +73,10 @@ class Backend:
     def prelude(self) -> str:
         raise NotImplementedError
 
+    def aliases(self, dtype: str) -> dict:
+        """Module names bound per float type (after the prelude): name -> target."""
+        return {}
+
     def decorate(self, src: str) -> str:
         """A template function's source as it goes into the module."""
         return src

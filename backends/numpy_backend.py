@@ -166,8 +166,9 @@ class NumpyBackend(Backend):
         return [f"{self.lhs(st.dst)} {'+=' if st.acc else '='} {self.sl(st.src)}"]
 
     def st_MatVec(self, st, matrix):
-        return [f"{self.lhs(st.out)} {'+=' if st.acc else '='} "
-                f"{self.sl(st.W)} @ {self.sl(st.a)}"]
+        W = self.sl(st.W) if st.whole else \
+            f"{self.sl(st.W)}[:, {st.col0}:{st.col0 + st.a.n}]"
+        return [f"{self.lhs(st.out)} {'+=' if st.acc else '='} {W} @ {self.sl(st.a)}"]
 
     def st_MatVecT(self, st, matrix):
         return [f"{self.lhs(st.a_bar)} += {self.sl(st.W)}.T @ {self.sl(st.z_bar)}"]

@@ -28,8 +28,10 @@ it). The final number of each run is measured on 100,000 fresh characters.
 
 On 2 shared cores UORO-LSTM does about 15,000 steps/s (Adam's per-step update is most
 of the cost), so the default budget gives it ~3.5e6 steps: about 0.19 bpc, short of
-the target. The paper's full 9.9e6 steps take about 11 minutes and reach 0.171 on
-fresh characters (validation 0.177):
+the target. The paper's full 9.9e6 steps take 11 minutes (672 s, 14,700 steps/s) and
+reach 0.1714 bpc on fresh characters and 0.1708 as the recent training loss (the
+paper's measure), within 0.03 of its 0.142; validation 0.177, so the run does not stop
+early:
 
     python examples/anbn.py                                  # ~6 min on 2 cores
     python examples/anbn.py --quick                          # smoke run, ~20-40 s
@@ -146,10 +148,11 @@ def main(argv=None):
               flush=True)
 
     print(f"\n{'run':18s}{'paper (9.9e6 steps)':>20s}{'ours: test bpc':>16s}"
-          f"{'recent train':>14s}{'steps':>12s}{'wall s':>8s}{'target':>9s}")
+          f"{'recent train':>14s}{'steps':>12s}{'wall s':>8s}{'test <= target':>16s}")
     for r in results:
         print(f"{r['name']:18s}{PAPER[r['key']]:>20.3f}{r['test']:>16.4f}{r['recent']:>14.4f}"
-              f"{r['steps']:>12,}{r['wall']:>8.0f}{'yes' if r['reached'] else 'no':>9s}")
+              f"{r['steps']:>12,}{r['wall']:>8.0f}"
+              f"{'yes' if r['test'] <= HEADLINE + args.tol else 'no':>16s}")
     print(f"(entropy rate {task.optimum:.4f}; no counting {task.optimum_no_counting:.4f}; "
           f"target {HEADLINE + args.tol:.3f}; test = 100,000 fresh characters, recent = "
           f"training loss over the last 100,000 steps)")

@@ -66,7 +66,7 @@ class Estimator:
         title = (f"cell '{cell.name}', estimator {self.name}, loss {loss}, {dtype}\n# "
                  + "\n# ".join(str(cell).splitlines()))
         src = codegen.assemble(title, self.backend, consts, kernels, funcs + loop.TEMPLATES,
-                               aliases={"rg_loss": LOSSES[loss], "DT": f"np.{dtype}"})
+                               aliases={"rg_loss": LOSSES[loss]}, dtype=str(self.dtype))
         stem = re.sub(r"\W", "_", f"{cell.name}_{self.name}")
         self.module, self.path = codegen.load(src, self.backend, stem)
         p = self.program

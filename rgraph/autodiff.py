@@ -398,6 +398,7 @@ class Program:
                 dst = K.Ref("nd", self.state_off[st.id], st.shape[0])
                 k.body.append(K.Comment(f"{st.name}: new value {self.nodes[new].name}"))
                 k.body.append(K.Copy(dst, self.ref(new, "vd")) if new in act else K.Zero(dst))
+        k.body = K.skip_zero_rows(k.body)
         return k
 
     def _views_of(self, nid):

@@ -32,14 +32,17 @@ def function_source(fn) -> str:
 
 
 def assemble(title: str, backend, constants: dict, kernels: list[K.Kernel],
-             functions=(), extra: str = "", aliases: dict | None = None) -> str:
+             functions=(), extra: str = "", aliases: dict | None = None,
+             dtype: str = "float64") -> str:
     """The full text of a generated module (without its hash line).
 
     constants: name -> number or flat array; aliases: name -> another module name (the
-    loss helper, the float type); functions: template functions or source strings."""
+    loss helper); dtype: the float type (``DT``, and the backend's typed helpers);
+    functions: template functions or source strings."""
     parts = [f"# {title}", backend.prelude().strip("\n"), "",
              "# " + "-" * 30 + " dimensions and constants"]
-    for name, target in (aliases or {}).items():
+    aliases = {"DT": f"np.{dtype}", **backend.aliases(dtype), **(aliases or {})}
+    for name, target in aliases.items():
         parts.append(f"{name} = {target}")
     for name, value in constants.items():
         parts.append(backend.constant(name, value))

@@ -97,12 +97,19 @@ class Identity:
 
 @dataclass(frozen=True)
 class MatVec:
-    """out (+)= W @ a; with tangents (a and out in vd) it is a matrix product."""
+    """out (+)= W[:, col0:col0 + a.n] @ a; with tangents (a and out in vd) it is a matrix
+    product. ``col0`` and a shorter ``a`` multiply by a block of W's columns only (see
+    ``skip_zero_rows``)."""
 
     out: Ref
     W: Ref
     a: Ref
     acc: bool = False
+    col0: int = 0
+
+    @property
+    def whole(self) -> bool:
+        return self.col0 == 0 and self.a.n == self.W.cols
 
 
 @dataclass(frozen=True)
@@ -191,3 +198,76 @@ class Kernel:
 
     def __repr__(self):
         return f"Kernel({self.name!r}, args={self.args}, {len(self.body)} statements)"
+
+
+# ------------------------------------------------------------------------ passes
+
+def written(st) -> list:
+    """The Refs a statement writes."""
+    if isinstance(st, Comment):
+        return []
+    if isinstance(st, Ew):
+        return [r for r, *_ in st.stores + st.col_stores]
+    return [next(iter(vars(st).values()))]        # statements name what they write first
+
+
+def skip_zero_rows(body: list) -> list:
+    """Products with a vector some of whose rows are known zeros multiply by the other
+    rows only.
+
+    A jvp through ``W @ concat(h, x, 1)`` has the tangent ``[h_dot, 0, 0]``: the
+    concatenation writes ``Zero`` rows, and the product would multiply through them
+    (for KF-RTRL's matrix tangent, a GEMM ``(|z| + |x| + 1)/|z|`` times too large).
+    Rows last written by a ``Zero`` (or a ``Copy`` of such rows) are tracked per buffer;
+    a ``MatVec`` reading them is split into one product per run of other rows, each on
+    its block of W's columns (``col0``), and into nothing (or a ``Zero`` of its output)
+    if every row is zero. Other statements are kept as they are.
+    """
+    zero: dict[str, set] = {}
+
+    def is_zero(r):
+        return all(i in zero.get(r.buf, ()) for i in range(r.off, r.off + r.n))
+
+    def mark(r, z):
+        rows = zero.setdefault(r.buf, set())
+        span = range(r.off, r.off + r.size)
+        if z:
+            rows.update(span)
+        else:
+            rows.difference_update(span)
+
+    out = []
+    for st in body:
+        if isinstance(st, MatVec) and st.whole and st.W.buf not in TANGENT_BUFS:
+            zs = zero.get(st.a.buf, set())
+            flags = [st.a.off + j in zs for j in range(st.a.n)]
+            if any(flags):
+                runs, j = [], 0
+                while j < len(flags):
+                    if flags[j]:
+                        j += 1
+                        continue
+                    j0 = j
+                    while j < len(flags) and not flags[j]:
+                        j += 1
+                    runs.append((j0, j - j0))
+                acc = st.acc
+                for j0, n in runs:
+                    out.append(MatVec(st.out, st.W, st.a.rows(j0, n), acc, j0))
+                    acc = True
+                if not acc:                 # every row zero, nothing to add to
+                    out.append(Zero(st.out))
+                    mark(st.out, True)
+                elif runs:
+                    mark(st.out, False)
+                continue
+        if isinstance(st, Zero):
+            mark(st.dst, True)
+        elif isinstance(st, Copy):
+            keep_zero = is_zero(st.src) and (not st.acc or is_zero(st.dst))
+            mark(st.dst, keep_zero)
+        else:
+            for r in written(st):
+                mark(r, False)
+        out.append(st)
+    return out
