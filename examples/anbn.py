@@ -69,7 +69,7 @@ def train_one(key, task, args, seconds, valid, log):
     est = rg.compile(cell, ename, loss="softmax_xent")
     K = est.spec.update_every(args.eval_every)      # steps per update: k for TBPTT-k
     tr = est.trainer(est.init_params(args.seed),
-                     rg.Adam(args.lr, decay=args.decay * math.sqrt(K)),
+                     rg.Adam(args.lr, decay=args.decay * math.sqrt(K), clip=args.clip),
                      seed=args.seed, chunk=args.eval_every)
     tr.run_task(task, 1)          # load (or jit) the compiled loop before the clock starts
     compile_s = time.perf_counter() - t
@@ -116,6 +116,8 @@ def main(argv=None):
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3, help="γ (paper: 1e-3)")
     ap.add_argument("--decay", type=float, default=0.03, help="α (paper: 0.03)")
+    ap.add_argument("--clip", type=float, default=0.0,
+                    help="clip each update's gradient to this norm (0: never, the paper's)")
     args = ap.parse_args(argv)
     if args.quick:
         args.budget = min(args.budget, 12.0)
