@@ -143,22 +143,6 @@ def rg_axpby_nrm2(y, a, x, b):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_outer_axpby_nrm2sq(w, off, b, z, a, c):
-    """w[off:off + |z||a|] = b w + c z aᵀ (row-major), the outer product formed on the
-    fly; returns the block's sum of squares"""
-    na = a.shape[0]
-    s = 0.0
-    for i in range(z.shape[0]):
-        zi = c * z[i]
-        r = off + i * na
-        for j in range(na):
-            t = b * w[r + j] + zi * a[j]
-            w[r + j] = t
-            s += t * t
-    return s
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_gemv_t(y, A, x):
     """y += A^T x for a matrix A (n, m)"""
     for i in range(A.shape[0]):

@@ -93,13 +93,6 @@ def rg_axpby_nrm2(y, a, x, b):
     return float(np.sqrt(np.sum(y * y)))
 
 
-def rg_outer_axpby_nrm2sq(w, off, b, z, a, c):
-    W = w[off:off + z.shape[0] * a.shape[0]].reshape(z.shape[0], a.shape[0])
-    W *= b
-    W += c * np.outer(z, a)
-    return float(np.sum(W * W))
-
-
 def rg_gemv_t(y, A, x):
     y += A.T @ x
 

@@ -271,34 +271,3 @@ def skip_zero_rows(body: list) -> list:
                 mark(r, False)
         out.append(st)
     return out
-
-
-def detach_outers(k: Kernel, blocks) -> tuple[Kernel, list]:
-    """Take out of a vjp kernel the rank-one products ``z_bar aᵀ`` that alone write a
-    whole parameter block, so that a caller can use them without forming them.
-
-    blocks: (off, size) of the candidate blocks in ``thb``. An ``Outer`` qualifies if it
-    assigns a whole block, nothing else in the kernel writes that block, and its
-    ``z_bar`` (in ``vb``) and ``a`` (in ``v``) are not written after it: after the
-    kernel has run, ``z_bar`` and ``a`` still hold what the product would have used.
-    Returns the kernel without them and the ``Outer`` statements taken out.
-    """
-    body = k.body
-    writes = [written(st) for st in body]
-
-    def overlaps(r, q):
-        return r.buf == q.buf and r.off < q.off + q.size and q.off < r.off + r.size
-
-    taken = []
-    for idx, st in enumerate(body):
-        if not (isinstance(st, Outer) and not st.acc and (st.W_bar.off, st.W_bar.size)
-                in blocks and st.z_bar.buf == "vb" and st.a.buf == "v"):
-            continue
-        others = [r for j, ws in enumerate(writes) if j != idx for r in ws]
-        later = [r for ws in writes[idx + 1:] for r in ws]
-        if any(overlaps(r, st.W_bar) for r in others) or \
-                any(overlaps(r, st.z_bar) or overlaps(r, st.a) for r in later):
-            continue
-        taken.append(idx)
-    kept = [st for j, st in enumerate(body) if j not in taken]
-    return Kernel(k.name, k.args, k.doc, k.matrix, kept), [body[j] for j in taken]

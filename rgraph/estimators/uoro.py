@@ -53,41 +53,13 @@ def uoro_step(th, s, E, x, y, w, g, rng, W):
         if ALPHA > 0.0:
             rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
         else:
-            rho1 = math.sqrt(dw_nrm2(v, vb, dw) / (rg_nrm2(js) + EPS)) + EPS
+            rho1 = math.sqrt(rg_nrm2(dw[0:NR]) / (rg_nrm2(js) + EPS)) + EPS
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
         rg_axpy(s_tilde[r], rho1, js)
-        wnorm[r] = w_update(w_tilde[r], 1.0 / rho0, v, vb, dw, 1.0 / rho1)
+        wnorm[r] = rg_axpby_nrm2(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
     count[0] += 1.0
     gather_new(v, s)
     return loss
-
-
-def dw_nrm2(v, vb, dw):
-    """|uᵀ Q⁻¹ J^z_θ|: a rank-one block z̄ aᵀ left unformed by vjp_z has norm |z̄| |a|;
-    the other recurrent rows are in dw."""
-    s = 0.0
-    for k in range(NR1):
-        z = vb[R1_Z[k]:R1_Z[k] + R1_M[k]]
-        a = v[R1_A[k]:R1_A[k] + R1_NA[k]]
-        s += rg_dot(z, z) * rg_dot(a, a)
-    for k in range(NDENSE):
-        d = dw[DENSE_OFF[k]:DENSE_OFF[k] + DENSE_N[k]]
-        s += rg_dot(d, d)
-    return math.sqrt(s)
-
-
-def w_update(w, b, v, vb, dw, c):
-    """w̃ = b w̃ + c dw, dw's unformed rank-one blocks z̄ aᵀ formed on the fly (one pass
-    over w̃ instead of writing dw, reading it for its norm and again here); returns |w̃|."""
-    s = 0.0
-    for k in range(NR1):
-        s += rg_outer_axpby_nrm2sq(w, R1_W[k], b, vb[R1_Z[k]:R1_Z[k] + R1_M[k]],
-                                   v[R1_A[k]:R1_A[k] + R1_NA[k]], c)
-    for k in range(NDENSE):
-        lo = DENSE_OFF[k]
-        n = rg_axpby_nrm2(w[lo:lo + DENSE_N[k]], c, dw[lo:lo + DENSE_N[k]], b)
-        s += n * n
-    return math.sqrt(s)
 
 
 def uorot_flush(th, E, g, rng, W):
@@ -159,9 +131,8 @@ class ProjectedUORO(EstimatorSpec):
     stochastic = True
 
     def __init__(self, prog, analysis, projection=None, rank=1, Q0=None, alpha=None,
-                 alpha_power=0.0, fused=True, **opts):
+                 alpha_power=0.0, **opts):
         super().__init__(prog, analysis, **opts)
-        self.fused = bool(fused)     # False: vjp_z forms every block of dw (for checking)
         self.space = analysis.space(projection)
         self.rank = positive_int(rank, f"{self.name}: rank")
         self.alpha = 0.0 if alpha is None else float(alpha)
@@ -195,7 +166,7 @@ class ProjectedUORO(EstimatorSpec):
                              body=[K.Copy(K.Ref("nd", 0, S), K.Ref("src", 0, S))])
             ks.append(K.Kernel("jvp_z", ("th", "v", "thd", "sd", "vd", "nd"),
                                "The cut is s_t itself: nothing to push forward."))
-            ks.append(self._vjp_z()[0])
+            ks.append(p.vjp("vjp_z", z, ("params",), fresh=True))
         elif self.space.kind == "parameter":
             ks[-1] = p.scatter_add("seed_z_bar", z, "vb", zero_first=True)
             ks.append(p.jvp("jvp_z", seeds=[], params="dense"))
@@ -203,46 +174,15 @@ class ProjectedUORO(EstimatorSpec):
                                "The cut is θ itself: nothing to pull back."))
         else:
             ks.append(p.jvp("jvp_z", seeds=[], inject=z))
-            ks.append(self._vjp_z()[0])
+            ks.append(p.vjp("vjp_z", z, ("params",), fresh=True))
         return ks
-
-    def _vjp_z(self):
-        """The pull-back of the noise to θ, without the rank-one blocks z̄ aᵀ that
-        ``w_update`` forms in place (state and preactivation cuts), and those blocks."""
-        if "_vjp_z_split" not in self.__dict__:
-            p, k = self.prog, self.prog.vjp("vjp_z", list(self.space.ids), ("params",),
-                                            fresh=True)
-            outers = []
-            if self.fused:
-                k, outers = K.detach_outers(k, {(b.off, b.size) for b in p.rec_blocks})
-            self._vjp_z_split = (k, outers)
-        return self._vjp_z_split
 
     def constants(self):
         nz = self.space.dim
         q0 = np.eye(1) if self.Q0 is None else self.Q0
         qi = np.eye(1) if self.Q0 is None else np.linalg.inv(self.Q0).T
-        fusable = self.space.kind != "parameter" and getattr(self, "T", 1) == 1
-        outers = self._vjp_z()[1] if fusable else []
-        dense, pos = [], 0
-        for o in sorted(outers, key=lambda o: o.W_bar.off):
-            if o.W_bar.off > pos:
-                dense.append((pos, o.W_bar.off - pos))
-            pos = o.W_bar.off + o.W_bar.size
-        if pos < self.prog.n_rec:
-            dense.append((pos, self.prog.n_rec - pos))
-
-        def ints(xs):
-            return np.array(xs, dtype=np.int64)
         return {"RANK": self.rank, "NZ": nz, "EPS": 1e-7, "ALPHA": self.alpha,
-                "ALPHA_POWER": self.alpha_power, "Q0": q0.ravel(), "Q0_INV_T": qi.ravel(),
-                "NR1": len(outers), "R1_W": ints([o.W_bar.off for o in outers]),
-                "R1_M": ints([o.z_bar.n for o in outers]),
-                "R1_NA": ints([o.a.n for o in outers]),
-                "R1_Z": ints([o.z_bar.off for o in outers]),
-                "R1_A": ints([o.a.off for o in outers]),
-                "NDENSE": len(dense), "DENSE_OFF": ints([d[0] for d in dense]),
-                "DENSE_N": ints([d[1] for d in dense])}
+                "ALPHA_POWER": self.alpha_power, "Q0": q0.ravel(), "Q0_INV_T": qi.ravel()}
 
     def state_layout(self):
         p = self.prog
@@ -264,7 +204,7 @@ class ProjectedUORO(EstimatorSpec):
             noise = [renamed(noise_q0, "noise_forward"),
                      renamed(noise_q0_inv_t, "noise_backward")]
         return common.TEMPLATES + noise + [
-            dw_nrm2, w_update, renamed(uoro_step, "est_step"),
+            renamed(uoro_step, "est_step"),
             renamed(common.est_nothing_to_flush, "est_flush"),
             renamed(common.est_zero_state, "est_reset")]
 
