@@ -27,7 +27,7 @@ a sweep of 150,000 steps on PTB (validation bpc at the end):
     KF-RTRL     2.647            2.616 (best)
     UORO        4.157 (unstable) 2.865 (best)  3.011
 
-    python examples/charlm.py             # ~4 min (KF-RTRL 2.5 of them)
+    python examples/charlm.py             # ~3.5 min (KF-RTRL 1.5 of them)
     python examples/charlm.py --quick     # smoke run, ~20 s with compiles
 
 Writes ``charlm.png`` (validation bpc against steps, like Fig. 2) and ``charlm.csv``
