@@ -319,7 +319,9 @@ class Program:
         symbolically rather than read from memory (KF-RTRL's D_t).
 
         Arguments (th, v, thd, sd, vd, nd): the caller fills sd (previous state) and
-        thd (dense parameter tangents) and reads the new state's tangent from nd.
+        thd (dense parameter tangents) and reads the new state's tangent from nd (other
+        targets' from vd); every other row of vd is scratch, left unwritten where
+        nothing in the kernel reads it.
         """
         seeds = set(self.states_ids if seeds is None else seeds)
         inject_cols, col = {}, 0
@@ -398,7 +400,8 @@ class Program:
                 dst = K.Ref("nd", self.state_off[st.id], st.shape[0])
                 k.body.append(K.Comment(f"{st.name}: new value {self.nodes[new].name}"))
                 k.body.append(K.Copy(dst, self.ref(new, "vd")) if new in act else K.Zero(dst))
-        k.body = K.skip_zero_rows(k.body)
+        keep = [self.ref(t, "vd") for t in targets] + [self.ref(z, "vd") for z in inject]
+        k.body = K.drop_dead_writes(K.skip_zero_rows(k.body), keep)
         return k
 
     def _views_of(self, nid):

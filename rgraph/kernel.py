@@ -211,19 +211,48 @@ def written(st) -> list:
     return [next(iter(vars(st).values()))]        # statements name what they write first
 
 
+def read(st) -> list | None:
+    """The Refs a statement reads (None: unknown, assume everything)."""
+    if isinstance(st, (Comment, Zero, Identity)):
+        return []
+    if isinstance(st, Copy):
+        return [st.src] + ([st.dst] if st.acc else [])
+    if isinstance(st, MatVec):
+        return [st.W, st.a] + ([st.out] if st.acc else [])
+    if isinstance(st, MatVecT):
+        return [st.W, st.z_bar, st.a_bar]
+    if isinstance(st, Outer):
+        return [st.z_bar, st.a] + ([st.W_bar] if st.acc else [])
+    if isinstance(st, ParamTangent):
+        return [st.a] + ([st.W_dot] if isinstance(st.W_dot, Ref) else []) + \
+            ([st.out_dot] if st.acc else [])
+    if isinstance(st, Ew):
+        return [r for _, r in st.loads + st.col_loads] + \
+            [r for r, _, acc in st.stores + st.col_stores if acc]
+    return None
+
+
+def _overlap(r: Ref, q: Ref) -> bool:
+    return r.buf == q.buf and r.off < q.off + q.size and q.off < r.off + r.size
+
+
 def skip_zero_rows(body: list) -> list:
     """Products with a vector some of whose rows are known zeros multiply by the other
-    rows only.
+    rows only, and read rows that are plain copies from where they were copied.
 
     A jvp through ``W @ concat(h, x, 1)`` has the tangent ``[h_dot, 0, 0]``: the
-    concatenation writes ``Zero`` rows, and the product would multiply through them
-    (for KF-RTRL's matrix tangent, a GEMM ``(|z| + |x| + 1)/|z|`` times too large).
-    Rows last written by a ``Zero`` (or a ``Copy`` of such rows) are tracked per buffer;
-    a ``MatVec`` reading them is split into one product per run of other rows, each on
-    its block of W's columns (``col0``), and into nothing (or a ``Zero`` of its output)
-    if every row is zero. Other statements are kept as they are.
+    concatenation writes ``Zero`` rows and copies ``h_dot``, and the product would
+    multiply through the zeros (for KF-RTRL's matrix tangent, a GEMM
+    ``(|z| + |x| + 1)/|z|`` times too large). Rows last written by a ``Zero`` (or a
+    ``Copy`` of such rows) are tracked per buffer, and so are plain copies whose source
+    and destination are unchanged since; a ``MatVec`` reading such rows is split into
+    one product per run of other rows, each on its block of W's columns (``col0``) and
+    reading a copy's source directly, and into nothing (or a ``Zero`` of its output) if
+    every row is zero. The copies themselves stay (``drop_dead_writes`` removes them
+    where nothing reads them).
     """
     zero: dict[str, set] = {}
+    copies: list[Copy] = []          # live plain copies, most recent last
 
     def is_zero(r):
         return all(i in zero.get(r.buf, ()) for i in range(r.off, r.off + r.n))
@@ -235,25 +264,36 @@ def skip_zero_rows(body: list) -> list:
             rows.update(span)
         else:
             rows.difference_update(span)
+        copies[:] = [c for c in copies if not (_overlap(c.dst, r) or _overlap(c.src, r))]
+
+    def source(r):
+        """Where the rows of r were copied from, if one live copy holds them all."""
+        for c in reversed(copies):
+            if c.dst.buf == r.buf and c.dst.off <= r.off and \
+                    r.off + r.n <= c.dst.off + c.dst.n:
+                return c.src.rows(r.off - c.dst.off, r.n)
+        return r
 
     out = []
     for st in body:
         if isinstance(st, MatVec) and st.whole and st.W.buf not in TANGENT_BUFS:
             zs = zero.get(st.a.buf, set())
             flags = [st.a.off + j in zs for j in range(st.a.n)]
-            if any(flags):
-                runs, j = [], 0
-                while j < len(flags):
-                    if flags[j]:
-                        j += 1
-                        continue
-                    j0 = j
-                    while j < len(flags) and not flags[j]:
-                        j += 1
-                    runs.append((j0, j - j0))
+            runs, j = [], 0
+            while j < len(flags):
+                if flags[j]:
+                    j += 1
+                    continue
+                j0 = j
+                while j < len(flags) and not flags[j]:
+                    j += 1
+                runs.append((j0, j - j0))
+            srcs = [source(st.a.rows(j0, n)) for j0, n in runs]
+            if any(flags) or any(r.buf != st.a.buf or r.off != st.a.off + j0
+                                 for r, (j0, _) in zip(srcs, runs, strict=True)):
                 acc = st.acc
-                for j0, n in runs:
-                    out.append(MatVec(st.out, st.W, st.a.rows(j0, n), acc, j0))
+                for (j0, n), r in zip(runs, srcs, strict=True):
+                    out.append(MatVec(st.out, st.W, r, acc, j0))
                     acc = True
                 if not acc:                 # every row zero, nothing to add to
                     out.append(Zero(st.out))
@@ -266,8 +306,34 @@ def skip_zero_rows(body: list) -> list:
         elif isinstance(st, Copy):
             keep_zero = is_zero(st.src) and (not st.acc or is_zero(st.dst))
             mark(st.dst, keep_zero)
+            if not st.acc and not keep_zero and not _overlap(st.src, st.dst):
+                copies.append(st)
         else:
             for r in written(st):
                 mark(r, False)
         out.append(st)
     return out
+
+
+def drop_dead_writes(body: list, keep: list) -> list:
+    """Remove the ``Copy`` and ``Zero`` statements into ``vd`` whose rows no later
+    statement reads and that are not rows in ``keep`` (what the kernel's caller reads).
+    Conservative: a statement of unknown reads keeps everything before it."""
+    live: list[Ref] = list(keep)
+    dead = set()
+    for i in range(len(body) - 1, -1, -1):
+        st = body[i]
+        dst = st.dst if isinstance(st, (Copy, Zero)) else None
+        if dst is not None and dst.buf == "vd" and not any(_overlap(dst, r) for r in live):
+            dead.add(i)
+            continue
+        reads = read(st)
+        if reads is None:
+            break
+        live.extend(r for r in reads if isinstance(r, Ref))
+    # a comment whose statements (up to the next comment) are all gone goes too
+    bounds = [i for i, st in enumerate(body) if isinstance(st, Comment)] + [len(body)]
+    for a, b in zip(bounds, bounds[1:]):
+        if b > a + 1 and all(j in dead for j in range(a + 1, b)):
+            dead.add(a)
+    return [st for i, st in enumerate(body) if i not in dead]

@@ -91,7 +91,7 @@ def test_train_writes_a_run_folder(tmp_path):
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
-    args = ["lstm", "-n", "6", "--task", "copy", "-e", "uoro", "--steps", "60000",
+    args = ["lstm", "-n", "6", "--task", "copy", "-e", "uoro", "--steps", "150000",
             "--chunk", "500", "--checkpoint-every", "1000", "--batch", "2", "--seed", "3",
             "--reset-prob", "0.001", "-q"]
     rgraph("train", *args, "--out", str(tmp_path / "whole"))
