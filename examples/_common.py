@@ -51,3 +51,14 @@ def write_curves_csv(results, path, block):
                 else:
                     row += ["", ""]
             f.write(",".join(row) + "\n")
+
+
+def write_evals_csv(results, path, columns):
+    """validation.csv: one row per validation point of each run (step, seconds, then
+    ``columns``)."""
+    with open(path, "w") as f:
+        f.write("run,step,seconds," + ",".join(columns) + "\n")
+        for r in results:
+            for step, wall, *vals in r["evals"]:
+                f.write(f"{r['key']},{step},{wall:.1f},"
+                        + ",".join(f"{x:.5f}" for x in vals) + "\n")

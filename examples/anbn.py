@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 import rgraph as rg
-from _common import block_means, curve_block, write_curves_csv
+from _common import block_means, curve_block, write_curves_csv, write_evals_csv
 from rgraph.tasks import AnBn
 
 RUNS = {"lstm-tbptt16": ("lstm", "tbptt(16)"), "gru-tbptt16": ("gru", "tbptt(16)"),
@@ -172,10 +172,7 @@ def main(argv=None):
 def write_outputs(results, task, out, args):
     block = curve_block(results)
     write_curves_csv(results, out / "curves.csv", block)
-    with open(out / "validation.csv", "w") as f:
-        f.write("run,step,seconds,valid_bpc\n")
-        for r in results:
-            f.writelines(f"{r['key']},{s},{w:.1f},{v:.5f}\n" for s, w, v in r["evals"])
+    write_evals_csv(results, out / "validation.csv", ["valid_bpc"])
 
     import matplotlib
     matplotlib.use("Agg")

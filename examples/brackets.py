@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import rgraph as rg
-from _common import block_means, curve_block, write_curves_csv
+from _common import block_means, curve_block, write_curves_csv, write_evals_csv
 from rgraph.tasks import DistantBrackets
 
 RUNS = {"lstm-tbptt4": ("lstm", "tbptt(4)"), "gru-tbptt4": ("gru", "tbptt(4)"),
@@ -179,11 +179,7 @@ def main(argv=None):
 def write_outputs(results, task, out, args):
     block = curve_block(results)
     write_curves_csv(results, out / "curves.csv", block)
-    with open(out / "validation.csv", "w") as f:
-        f.write("run,step,seconds,valid_bpc,valid_recall_bits\n")
-        for r in results:
-            f.writelines(f"{r['key']},{s},{w:.1f},{v:.5f},{rc:.5f}\n"
-                         for s, w, v, rc in r["evals"])
+    write_evals_csv(results, out / "validation.csv", ["valid_bpc", "valid_recall_bits"])
 
     import matplotlib
     matplotlib.use("Agg")
