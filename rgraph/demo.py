@@ -7,6 +7,7 @@ bits per character, and a plot of the learning curves.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -29,11 +30,16 @@ def moving_average(x, w):
     return (c[w:] - c[:-w]) / w
 
 
-def train_for(est, task, seconds, seed=0, lr=3e-3, decay=0.01, chunk=5000, progress=True):
-    """Train online on the task's stream until ``seconds`` of wall time have passed."""
+def train_for(est, task, seconds, seed=0, lr=1e-3, decay=0.03, chunk=5000, progress=True):
+    """Train online on the task's stream until ``seconds`` of wall time have passed, with
+    Tallec & Ollivier's Adam schedule lr / (1 + decay √t), t counted in characters (an
+    estimator that updates every k steps gets decay √k, as t counts its updates). No
+    clipping: rescaling each of UORO's heavy-tailed estimates biases it, and it stops
+    learning."""
     rng = np.random.default_rng(seed)
-    tr = est.trainer(est.init_params(seed), Adam(lr, decay=decay, clip=5.0), chunk=chunk,
-                     seed=seed)
+    k = est.spec.update_every(chunk)
+    tr = est.trainer(est.init_params(seed), Adam(lr, decay=decay * math.sqrt(k)),
+                     chunk=chunk, seed=seed)
     bar = None
     if progress:
         from tqdm.auto import tqdm
