@@ -39,6 +39,9 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
         raise CLIError(f"unknown cell {spec!r}: use one of {', '.join(BUILTIN)} or "
                        f"path/to/file.py:function")
     path, func = spec.rsplit(":", 1)
+    if path in BUILTIN:
+        raise CLIError(f"{spec!r}: built-in cells take their sizes as options, e.g. "
+                       f"'{path} --hidden {func}' (see --n-in, --hidden, --n-out)")
     if not os.path.isfile(path):
         raise CLIError(f"cannot read {path!r}: no such file")
     try:

@@ -55,6 +55,7 @@ def test_inspect_a_cell_from_a_file(capsys, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["inspect", "nosuchcell"], "unknown cell"),
     (["inspect", "/nonexistent/file.py:f"], "cannot read"),
+    (["inspect", "lstm:64"], "--hidden 64"),
     (["inspect", "lstm", "-e", "kf-rtrl", "--projection", "state"], "projection"),
     (["inspect", "gru", "-e", "kf-rtrl"], "does not apply"),
     (["train", "lstm", "--task", "charlm", "-e", "uoro"], "--text"),
