@@ -151,11 +151,6 @@ def rg_gemv_t(y, A, x):
             y[j] += A[i, j] * xi
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_gemm(out, A, B):
-    """out = A @ B (BLAS when both are large enough)"""
-    np.dot(A, B, out)
-
 
 @njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_matvec(out, A, x):

@@ -97,9 +97,6 @@ def rg_gemv_t(y, A, x):
     y += A.T @ x
 
 
-def rg_gemm(out, A, B):
-    out[...] = A @ B
-
 
 def rg_matvec(out, A, x):
     out[...] = A @ x

@@ -2,24 +2,25 @@
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _sqrt_t_average(x):
+    out = np.empty_like(x)
+    L = x[0]
+    out[0] = L
+    for t in range(1, x.shape[0]):
+        a = 1.0 / np.sqrt(t)
+        L = (1.0 - a) * L + a * x[t]
+        out[t] = L
+    return out
 
 
 def paper_smoothing(losses):
     """The paper's plotted curve: L(t+1) = (1 - 1/√t) L(t) + ℓ_{t+1} / √t."""
-    from numba import njit
-
-    @njit(cache=False)
-    def ema(x):
-        out = np.empty_like(x)
-        L = x[0]
-        out[0] = L
-        for t in range(1, x.shape[0]):
-            a = 1.0 / np.sqrt(t)
-            L = (1.0 - a) * L + a * x[t]
-            out[t] = L
-        return out
     x = np.asarray(losses, dtype=np.float64)
-    return ema(x) if len(x) else x
+    return _sqrt_t_average(x) if len(x) else x
 
 
 def curve_block(results) -> int:

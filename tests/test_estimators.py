@@ -12,6 +12,13 @@ from conftest import compiled, params_for, sequence
 N_SEEDS = 600
 
 
+def exact_case(cell_name, T=8):
+    """A sequence for a zoo cell, its parameters, and the exact (BPTT) total gradient."""
+    xs, ys = sequence(cell_name, T=T)
+    p = params_for(compiled(cell_name, "bptt"))
+    return xs, ys, p, compiled(cell_name, "bptt").total_gradient(p, xs, ys)
+
+
 def z_scores(est, p, xs, ys, exact, n=N_SEEDS, seed0=0):
     """|mean - exact| / standard error of three scalar statistics of the recurrent
     parameters' total gradient: along the exact gradient and two random directions.
@@ -44,18 +51,13 @@ CASES = [("uoro", {}), ("projected-uoro", {"projection": "state"}),
 @pytest.mark.parametrize("cell_name", ["tanh", "rhn", "lstm"])
 @pytest.mark.parametrize("name,opts", CASES, ids=[f"{n}{o}" for n, o in CASES])
 def test_unbiased(cell_name, name, opts):
-    xs, ys = sequence(cell_name, T=8)
-    exact_est = compiled(cell_name, "bptt")
-    p = params_for(exact_est)
-    exact = exact_est.total_gradient(p, xs, ys)
+    xs, ys, p, exact = exact_case(cell_name)
     z = z_scores(compiled(cell_name, name, **opts), p, xs, ys, exact)
     assert np.all(z < 4.0), z
 
 
 def test_gru_projections_unbiased():
-    xs, ys = sequence("gru", T=8)
-    p = params_for(compiled("gru", "bptt"))
-    exact = compiled("gru", "bptt").total_gradient(p, xs, ys)
+    xs, ys, p, exact = exact_case("gru")
     for proj in ("preactivation", "state"):
         z = z_scores(compiled("gru", "projected-uoro", projection=proj), p, xs, ys, exact)
         assert np.all(z < 4.0), (proj, z)
@@ -76,10 +78,8 @@ class BrokenUORO(ProjectedUORO):
 
 
 def test_the_unbiasedness_test_catches_a_broken_normalizer():
-    xs, ys = sequence("tanh", T=8)
+    xs, ys, p, exact = exact_case("tanh")
     exact_est = compiled("tanh", "bptt")
-    p = params_for(exact_est)
-    exact = exact_est.total_gradient(p, xs, ys)
     an = rg.analyze(exact_est.cell)
     broken = rg.compile(exact_est.cell, BrokenUORO(exact_est.program, an, projection="state"),
                         backend="numpy")
@@ -108,9 +108,7 @@ def test_uoro_T1_and_rank1_identities():
 
 def test_uoro_T_ge_length_is_exact():
     """UORO-T over a block covering the whole sequence is exact BPTT."""
-    xs, ys = sequence("lstm", T=6)
-    p = params_for(compiled("lstm", "bptt"))
-    exact = compiled("lstm", "bptt").total_gradient(p, xs, ys)
+    xs, ys, p, exact = exact_case("lstm", T=6)
     g = compiled("lstm", "uoro", T=6).total_gradient(p, xs, ys, seed=0)
     assert all(np.allclose(g[k], exact[k], rtol=1e-10, atol=1e-12) for k in g)
 
@@ -128,10 +126,7 @@ def test_dodge_one_random_direction_is_rtrl_on_influence_balancing():
 
 
 def test_dodge_candidate_projects_the_gradient_on_the_candidate():
-    xs, ys = sequence("lstm", T=8)
-    bptt = compiled("lstm", "bptt")
-    p = params_for(bptt)
-    exact = bptt.total_gradient(p, xs, ys)
+    xs, ys, p, exact = exact_case("lstm")
     rng = np.random.default_rng(0)
     d = {"W": rng.standard_normal(p["W"].shape)}
     est = compiled("lstm", "dodge", directions="candidate", candidate=d)
@@ -146,15 +141,13 @@ def test_dodge_candidate_projects_the_gradient_on_the_candidate():
 
 
 def test_q_scaling_keeps_unbiasedness():
-    xs, ys = sequence("tanh", T=8)
-    bptt = compiled("tanh", "bptt")
-    p = params_for(bptt)
-    exact = bptt.total_gradient(p, xs, ys)
+    xs, ys, p, exact = exact_case("tanh")
     rng = np.random.default_rng(3)
     A = rng.standard_normal((4, 4))
     Q0 = A @ A.T + 4 * np.eye(4)
-    est = rg.compile(bptt.cell, "projected-uoro", projection="preactivation", Q0=Q0,
-                     alpha=0.7, alpha_power=0.5, backend="numpy")
+    est = rg.compile(compiled("tanh", "bptt").cell, "projected-uoro",
+                     projection="preactivation", Q0=Q0, alpha=0.7, alpha_power=0.5,
+                     backend="numpy")
     z = z_scores(est, p, xs, ys, exact)
     assert np.all(z < 4.0), z
 
@@ -192,10 +185,8 @@ def test_kf_rtrl_on_a_kronecker_sum_is_unbiased():
 
 
 def test_dodge_average_candidate_is_a_descent_direction():
-    xs, ys = sequence("lstm", T=12)
-    bptt = compiled("lstm", "bptt")
-    p = params_for(bptt)
-    exact = bptt.total_gradient(p, xs, ys)["W"]
+    xs, ys, p, exact = exact_case("lstm", T=12)
+    exact = exact["W"]
     est = compiled("lstm", "dodge", directions="candidate", candidate="average",
                    candidate_k=3, window=4)
     g = est.total_gradient(p, xs, ys)["W"]

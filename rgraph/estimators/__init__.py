@@ -13,7 +13,7 @@ into a generated module, where these names exist:
   state's rows of v or vd into one block), and the estimator's own;
 * helpers: ``rg_loss(y, target, ybar, w)`` and the backend's ``rg_*`` functions
   (``rg_zero``, ``rg_dot``, ``rg_nrm2``, ``rg_axpy``, ``rg_axpby``, ``rg_gemv_t``,
-  ``rg_gemm``, ``rg_rademacher``, ...);
+  ``rg_rademacher``, ...);
 * ``est_views(E)`` and ``est_scratch()`` generated from the spec's layouts.
 
 An estimator module defines ``est_step(th, s, E, x, y, w, g, rng, W) -> loss`` (one
