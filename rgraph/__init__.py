@@ -18,7 +18,7 @@ from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphErro
 from .estimators import ESTIMATORS
 from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,
                     softplus, split, tanh)
-from .optim import SGD, Adam
+from .training.optim import SGD, Adam
 from .train import Trainer, TrainResult
 from .variance import VarianceResult, variance, variance_vs_size
 

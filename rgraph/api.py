@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from . import codegen, loop
+from . import codegen
 from .analysis import Analysis
 from .autodiff import Program
 from .backends import get_backend
@@ -20,7 +20,8 @@ from .errors import DataError
 from .estimators import make_spec
 from .estimators.base import layout_size
 from .graph import Cell, init_param
-from .optim import SGD
+from .training import loop
+from .training.optim import SGD
 
 LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
 _BLAS = None

@@ -16,7 +16,7 @@ import numpy as np
 from .api import compile as rg_compile
 from .cells import lstm, tanh_rnn
 from .handwritten import HandKFRTRL, HandUORO
-from .optim import SGD
+from .training.optim import SGD
 
 CELLS = {"tanh": tanh_rnn, "lstm": lstm}
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",

@@ -16,7 +16,7 @@ import numpy as np
 from .analysis import analyze
 from .api import compile as rg_compile
 from .cells import lstm
-from .optim import Adam
+from .training.optim import Adam
 from .tasks import AnBn
 
 ESTIMATORS = [("kf-rtrl", {}), ("uoro", {}), ("tbptt(16)", {})]

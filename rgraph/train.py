@@ -20,7 +20,7 @@ import numpy as np
 
 from .api import Estimator, raise_if_bad
 from .errors import DataError
-from .optim import SGD, Adam
+from .training.optim import SGD, Adam
 
 CHECKPOINT_VERSION = 1
 

@@ -1,0 +1,1 @@
+"""Training: the optimizers and the online-loop templates compiled into every module."""
