@@ -6,7 +6,7 @@ or DODGE, with generated numba (or numpy) code you can read: ``est.source``.
 
 The pipeline, one module per stage: graph (DSL, IR) -> analysis -> autodiff (forward,
 jvp, vjp kernels) -> backends (printers) -> codegen (modules on disk) -> estimators ->
-api (compile, total_gradient, training).
+api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoints).
 """
 __version__ = "0.1.0"
 
@@ -18,8 +18,7 @@ from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphErro
 from .estimators import ESTIMATORS
 from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,
                     softplus, split, tanh)
-from .training.optim import SGD, Adam
-from .train import Trainer, TrainResult
+from .training import SGD, Adam, Trainer, TrainResult
 from .variance import VarianceResult, variance, variance_vs_size
 
 __all__ = [

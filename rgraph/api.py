@@ -2,9 +2,9 @@
 
 ``rg.compile(cell, estimator=..., loss=..., backend=...)`` analyses the cell, builds the
 estimator's kernels, writes one generated module and imports it. The ``Estimator`` holds
-the module and the parameter layout and offers ``total_gradient`` (the yardstick of
-DESIGN.md §5), ``loss``, ``trainer`` and ``train``. All checking of user data happens
-here, before anything reaches compiled code.
+the module and the parameter layout and offers ``total_gradient`` (the yardstick the
+estimators are tested against), ``loss``, ``trainer`` and ``train``. All checking of user
+data happens here, before anything reaches compiled code.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from .estimators.base import layout_size
 from .graph import Cell, init_param
 from .training import loop
 from .training.optim import SGD
+from .training.trainer import Trainer, raise_if_bad
 
 LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
 _BLAS = None
@@ -228,8 +229,7 @@ class Estimator:
     # --------------------------------------------------------------- training
     def trainer(self, params, optimizer=None, batch: int = 1, seed: int = 0,
                 reset_prob: float = 0.0, chunk: int = 1000):
-        """A resumable online training run (see ``rgraph.train.Trainer``)."""
-        from .train import Trainer
+        """A resumable online training run (see ``rgraph.training.trainer.Trainer``)."""
         return Trainer(self, params, optimizer, batch, seed, reset_prob, chunk)
 
     def train(self, params, xs, ys, optimizer=None, batch: int = 1, seed: int = 0,
@@ -248,21 +248,6 @@ class Estimator:
         tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk)
         return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
                       callback=callback, record=record)
-
-
-def raise_if_bad(code, losses, t0, what):
-    """Turn the loop's status (see loop.run) into an error naming the step."""
-    if code == 0:
-        return
-    t = abs(int(code)) - 1
-    if code > 0:
-        b = int(np.argwhere(~np.isfinite(losses[t]))[0][0])
-        where = f"the loss became non-finite at step {t0 + t} (stream {b})"
-    else:
-        where = f"the gradient estimate became non-finite at the update after step {t0 + t}"
-    raise FloatingPointError(
-        f"{what}: {where}; lower the learning rate, clip gradients (optimizer clip=...), "
-        f"or check the data and the cell for overflow")
 
 
 def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa: A001

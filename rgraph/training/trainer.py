@@ -1,4 +1,4 @@
-"""Online training: the ``Trainer`` (a resumable run) and its checkpoints.
+"""Online training: the ``Trainer`` (a resumable run) and what a run returns.
 
 A trainer owns everything that changes during a run: the parameters, the optimizer's
 moments, each stream's cell state and estimator state, the random generators, the step
@@ -6,23 +6,22 @@ count, the learning curve and (when it draws its data from a task) each stream's
 state. Steps run a chunk at a time inside one compiled call; chunks are aligned to the
 global step count, so a run interrupted and resumed from a checkpoint continues number
 for number as if it had never stopped.
+
+The trainer drives a compiled ``Estimator`` (``rgraph.api``) through its methods only
+(``pack``, ``check_data``, ``new_state``, ``call``, ...), so this module does not import
+the API: ``api`` imports it to offer ``Estimator.trainer`` and ``Estimator.train``.
 """
 from __future__ import annotations
 
 import math
-import os
-import pickle
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from .api import Estimator, raise_if_bad
-from .errors import DataError
-from .training.optim import SGD, Adam
-
-CHECKPOINT_VERSION = 1
+from ..errors import DataError
+from .checkpoints import CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
+from .optim import SGD, Adam
 
 
 @dataclass
@@ -61,10 +60,10 @@ class Trainer:
     ``run(xs, ys)`` trains on given sequences; ``run_task(task, steps)`` draws the data
     from a task (one independent stream per batch element, ``task.fork``), feeding the
     task's curriculum if it has one. ``save`` / ``Trainer.load`` write and read a
-    checkpoint."""
+    checkpoint. ``est`` is a compiled estimator (``rg.compile``)."""
 
-    def __init__(self, est: Estimator, params, optimizer=None, batch=1, seed=0,
-                 reset_prob=0.0, chunk=1000):
+    def __init__(self, est, params, optimizer=None, batch=1, seed=0, reset_prob=0.0,
+                 chunk=1000):
         self.est = est
         self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
         if not isinstance(self.optimizer, (SGD, Adam)):
@@ -270,22 +269,27 @@ class Trainer:
 
     def save(self, path):
         """Write a checkpoint atomically (a crash mid-write leaves the old one)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            pickle.dump(self.state_dict(), f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-        return path
+        return write_checkpoint(path, self.state_dict())
 
     def load(self, path, task=None):
         """Restore a checkpoint written by ``save`` (a trusted file: it is a pickle)."""
-        try:
-            with open(path, "rb") as f:
-                sd = pickle.load(f)
-        except (OSError, pickle.UnpicklingError, EOFError) as e:
-            raise DataError(f"cannot read checkpoint {str(path)!r}: {e}") from None
-        self.load_state_dict(sd, task)
+        self.load_state_dict(read_checkpoint(path), task)
         return self
+
+
+def raise_if_bad(code, losses, t0, what):
+    """Turn the loop's status (see loop.run) into an error naming the step."""
+    if code == 0:
+        return
+    t = abs(int(code)) - 1
+    if code > 0:
+        b = int(np.argwhere(~np.isfinite(losses[t]))[0][0])
+        where = f"the loss became non-finite at step {t0 + t} (stream {b})"
+    else:
+        where = f"the gradient estimate became non-finite at the update after step {t0 + t}"
+    raise FloatingPointError(
+        f"{what}: {where}; lower the learning rate, clip gradients (optimizer clip=...), "
+        f"or check the data and the cell for overflow")
 
 
 def _progress(enabled, total, desc):
