@@ -5,8 +5,11 @@ analysis: it receives ``Kernel`` objects and template functions and returns sour
 """
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import sys
+from collections import Counter
 
 import sympy as sp
 
@@ -81,70 +84,69 @@ class Backend:
         """A template function's source as it goes into the module."""
         return src
 
-    def constant(self, name: str, value) -> str:
-        """A module-level constant array (flat) or number."""
+    def imports(self) -> str:
+        """The module-level import lines and set-up statements of the prelude."""
+        tree = ast.parse(self.prelude())
+        return "\n".join(ast.get_source_segment(self.prelude(), n) for n in tree.body
+                         if not isinstance(n, ast.FunctionDef))
+
+    def import_names(self) -> set:
+        """The names the prelude's imports and set-up bind at module level."""
+        out = set()
+        for n in ast.parse(self.imports()).body:
+            if isinstance(n, (ast.Import, ast.ImportFrom)):
+                out.update(a.asname or a.name.split(".")[0] for a in n.names)
+            elif isinstance(n, ast.Assign):
+                out.update(t.id for t in n.targets if isinstance(t, ast.Name))
+        return out
+
+    def helpers(self) -> dict:
+        """Every helper function of the prelude, undecorated: name -> source."""
+        src = self.prelude()
+        return {n.name: ast.get_source_segment(src, n) + "\n"
+                for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)}
+
+    def constant_value(self, value) -> str:
+        """The source of a module-level number or flat array."""
         if hasattr(value, "ravel"):
             if value.dtype.kind in "iub":
                 vals = ", ".join(str(int(x)) for x in value.ravel())
-                return f"{name} = np.array([{vals}], dtype=np.int64)"
+                return f"np.array([{vals}], dtype=np.int64)"
             vals = ", ".join(repr(float(x)) for x in value.ravel())
-            return f"{name} = np.array([{vals}])"
+            return f"np.array([{vals}])"
         if isinstance(value, float):
-            return f"{name} = {float(value)!r}"
-        return f"{name} = {int(value)!r}"
+            return repr(float(value))
+        return repr(int(value))
 
     # ---------------------------------------------------------------- kernels
-    def kernel(self, k: K.Kernel) -> str:
-        lines = [f"def {k.name}({', '.join(k.args)}):", f'    """{k.doc}"""']
+    def kernel(self, k: K.Kernel, name: str, mb) -> str:
+        """The kernel's function, decorated, under ``name``; every identifier comes from
+        the module builder ``mb`` (globals) or a scope of its own (locals)."""
+        sc = Scope(self, mb, k)
         body = []
-        if k.matrix:
-            body.append("rg_K = vd.shape[1]")
-        for r in k.refs():
-            body.append(self.declare(r, k.matrix))
         for st in k.body:
-            body.extend(self.statement(st, k.matrix))
-        if not k.body:
-            body.append("pass")
-        lines += ["    " + ln for ln in body]
-        return "\n".join(lines) + "\n"
+            body.extend(self.statement(st, sc))
+        if not body:
+            raise ValueError(f"kernel {k.name} has no statements; the estimator should not "
+                             f"ask for it")
+        lines = [f"def {name}({', '.join(sc.arg[a] for a in k.args)}):",
+                 f'    """{sc.doc()}"""']
+        lines += ["    " + ln for ln in sc.prologue + body]
+        return self.decorate("\n".join(lines) + "\n")
 
-    def declare(self, r: K.Ref, matrix) -> str:
-        """The line naming a Ref at the top of a kernel (a view of its buffer)."""
-        sl = f"{r.buf}[{r.off}:{r.off + r.size}]"
-        if r.cols and r.buf not in K.TANGENT_BUFS:
-            sl += f".reshape(({r.n}, {r.cols}))"
-        return f"{r.name} = {sl}"
-
-    def statement(self, st, matrix) -> list[str]:
+    def statement(self, st, sc) -> list[str]:
         meth = getattr(self, "st_" + type(st).__name__, None)
         if meth is None:
             raise NotImplementedError(f"backend {self.name} cannot print {type(st).__name__}")
-        return meth(st, matrix)
+        return meth(st, sc)
 
-    def st_Comment(self, st, matrix):
+    def st_Comment(self, st, sc):
         return [f"# {ln}" for ln in st.text.splitlines()]
 
-    def sl(self, r: K.Ref) -> str:
-        """A slice expression of a whole Ref (its view name when it has one)."""
-        if r.name:
-            return r.name
-        return f"{r.buf}[{r.off}:{r.off + r.size}]"
+    def expr(self, e, sc) -> str:
+        """A scalar expression with its symbols under their final names."""
+        return sc.rename_modules(self.printer.doprint(e))
 
-    def lhs(self, r: K.Ref) -> str:
-        """The target of a whole-Ref assignment."""
-        return f"{r.name}[:]" if r.name else f"{r.buf}[{r.off}:{r.off + r.size}]"
-
-    def el(self, r: K.Ref, i: str, col: str | None = None) -> str:
-        """Element i (column col) of a Ref; a length-1 Ref broadcasts."""
-        if r.n == 1 and not r.cols:
-            i = "0"
-        if r.name:
-            idx = i
-            base = r.name
-        else:
-            idx = f"{r.off} + {i}" if i != "0" else str(r.off)
-            base = r.buf
-        return f"{base}[{idx}, {col}]" if col is not None else f"{base}[{idx}]"
 
     # ----------------------------------------------------------------- loading
     def load(self, path, modname):
@@ -161,3 +163,81 @@ class Backend:
             del sys.modules[modname]
             raise
         return mod
+
+
+def sym_kind(s) -> tuple[str, str]:
+    """(kind, base name) of an Ew symbol: "v" a value, tangent or cotangent of one
+    element, "p" a partial derivative or a common subexpression."""
+    kind, _, base = s.name.partition(":")
+    return kind, base
+
+
+class Scope:
+    """The identifiers of one generated function: its arguments, loop indices and
+    temporaries, allocated around the module's globals and the user's names."""
+
+    def __init__(self, backend, mb, k: K.Kernel):
+        self.backend, self.mb, self.k = backend, mb, k
+        self.namer = mb.namer.child()
+        self.sym: dict = {}
+        self.prologue: list[str] = []
+        self.arg = {a: self.namer.claim(a) for a in k.args}
+        self.idx = {c: self.namer.claim(c) for c in ("i", "j", "k")}
+        self.acc = self.namer.claim("acc")
+        self.cols = None
+        if k.matrix:
+            self.cols = self.namer.claim("ncols")
+            self.prologue.append(f"{self.cols} = {self.arg['vd']}.shape[1]")
+
+    def name_of(self, s) -> str:
+        if s not in self.sym:
+            kind, base = sym_kind(s)
+            self.sym[s] = self.namer.claim(base + (self.backend.ELEMENT if kind == "v"
+                                                   else ""))
+        return self.sym[s]
+
+    def local(self, preferred: str) -> str:
+        return self.namer.claim(preferred)
+
+    def g(self, name: str) -> str:
+        return self.mb.g(name)
+
+    def buf(self, r: K.Ref) -> str:
+        """The array a Ref indexes: a kernel argument, or a constant's array."""
+        if r.buf == "const":
+            return self.mb.user_name(r.anchor)
+        return self.arg[r.buf]
+
+    def rename_modules(self, text: str) -> str:
+        for mod in ("math", "np"):
+            final = self.g(mod) if mod + "." in text else mod
+            if final != mod:
+                text = re.sub(rf"(?<![\w.]){mod}\.", final + ".", text)
+        for helper in set(re.findall(r"(?<![\w.])(rg_\w+)\(", text)):
+            final = self.g(helper)
+            if final != helper:
+                text = re.sub(rf"(?<![\w.]){helper}\(", final + "(", text)
+        return text
+
+    def doc(self) -> str:
+        args = ", ".join(self.arg[a] for a in self.k.args)
+        return f"{self.k.doc}" + (f" ({args})" if any(self.arg[a] != a for a in self.k.args)
+                                  else "")
+
+
+def use_counts(st: K.Ew) -> tuple[Counter, Counter]:
+    """How often each symbol is read: by the per-element part, by the per-column part."""
+    outer, inner = Counter(), Counter()
+    for _, e in st.assigns:
+        e = sp.sympify(e)
+        for s in e.free_symbols:
+            outer[s] += e.count(s)
+    for _, s, _ in st.stores:
+        outer[s] += 1
+    for _, e in st.col_assigns:
+        e = sp.sympify(e)
+        for s in e.free_symbols:
+            inner[s] += e.count(s)
+    for _, s, _ in st.col_stores:
+        inner[s] += 1
+    return outer, inner

@@ -16,7 +16,9 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
 
-from .base import Backend, PrinterRules
+import sympy as sp
+
+from .base import Backend, PrinterRules, use_counts
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 
@@ -233,11 +235,14 @@ _rg_xxgemm_float32 = _BLAS().numba_xxgemm(float32)
 
 class NumbaBackend(Backend):
     """Kernels index the flat buffers directly, through integer offsets named after the
-    graph's nodes (``v[h + i]``, ``th[W + i * 73 + j]``): an array view costs a
-    reference count in numba (~13 ns), and a kernel would otherwise make dozens."""
+    graph's nodes (``v[h_new + i]``, ``th[W + i * 73 + j]``), defined once at module
+    level: an array view costs a reference count in numba (~13 ns), and a kernel would
+    otherwise make dozens."""
 
     name = "numba"
     jit = True
+    ELEMENT = "_i"          # a per-element scalar: h_new_i is element i of h_new
+    offsets = True          # the module defines one offset per node the kernels index
 
     def __init__(self):
         self.printer = ScalarPrinter({"fully_qualified_modules": True})
@@ -251,142 +256,217 @@ class NumbaBackend(Backend):
     def decorate(self, src: str) -> str:
         return f"@njit(cache=True, fastmath=FASTMATH, error_model='numpy')\n{src}"
 
-    def kernel(self, k: K.Kernel) -> str:
-        return self.decorate(super().kernel(k))
-
-    def declare(self, r: K.Ref, matrix) -> str:
-        shape = f" as ({r.n}, {r.cols})" if r.cols else ""
-        return f"{r.name} = {r.off}  # {r.buf}[{r.off}:{r.off + r.size}]{shape}"
-
-    def expr(self, e) -> str:
-        return self.printer.doprint(e)
-
     # ------------------------------------------------------------- indexing
-    def ix(self, r: K.Ref, i: str) -> str:
-        """The flat index of element i of a Ref (a length-1 Ref broadcasts)."""
-        base = r.name or str(r.off)
+    def base(self, r: K.Ref, sc) -> str:
+        """The flat index of a Ref's first element: its node's offset (plus a delta)."""
+        if r.buf == "const":
+            return str(r.delta)
+        if not r.anchor:
+            return str(r.off)
+        name = sc.mb.offset(r.anchor, r.aoff)
+        return f"{name} + {r.delta}" if r.delta else name
+
+    def el(self, r: K.Ref, i: str, sc, col: str | None = None) -> str:
+        """Element i (column col) of a Ref; a length-1 Ref broadcasts."""
+        base = self.base(r, sc)
         if r.n == 1 and not r.cols:
-            return base
-        return f"{base} + {i}" if base != "0" else i
+            idx = base
+        else:
+            idx = i if base == "0" else f"{base} + {i}"
+        return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
-    def el(self, r: K.Ref, i: str, col: str | None = None) -> str:
-        idx = self.ix(r, i)
-        return f"{r.buf}[{idx}, {col}]" if col is not None else f"{r.buf}[{idx}]"
-
-    def el2(self, r: K.Ref, i: str, j: str, col: str | None = None) -> str:
+    def el2(self, r: K.Ref, i: str, j: str, sc, col: str | None = None) -> str:
         """Element (i, j) of a Ref viewed as an (n, cols) matrix."""
-        base = r.name or str(r.off)
-        idx = f"{base} + {i} * {r.cols} + {j}"
-        return f"{r.buf}[{idx}, {col}]" if col is not None else f"{r.buf}[{idx}]"
+        base = self.base(r, sc)
+        idx = (f"{base} + " if base != "0" else "") + f"{i} * {r.cols} + {j}"
+        return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
-    def view(self, r: K.Ref, as_matrix=False) -> str:
+    def view(self, r: K.Ref, sc, as_matrix=False) -> str:
         """An array view (only for BLAS calls)."""
-        base = r.name or str(r.off)
-        sl = f"{r.buf}[{base}:{base} + {r.size}]"
+        base = self.base(r, sc)
+        sl = f"{sc.buf(r)}[{base}:{base} + {r.size}]" if base != "0" else \
+            f"{sc.buf(r)}[0:{r.size}]"
         return sl + f".reshape(({r.n}, {r.cols}))" if as_matrix else sl
 
-    def rows(self, r: K.Ref, two_d, body) -> list[str]:
-        """A loop over the rows of a Ref (and over the K columns if two_d)."""
+    def rows(self, r: K.Ref, two_d, sc, body) -> list[str]:
+        """A loop over the rows of a Ref (and over the tangent columns if two_d)."""
+        i, k = sc.idx["i"], sc.idx["k"]
         if two_d:
-            return [f"for i in range({r.size}):", "    for k in range(rg_K):",
-                    f"        {body('k')}"]
-        if r.size == 1:      # a length-1 Ref indexes without i (see ix)
-            return [body(None)]
-        return [f"for i in range({r.size}):", f"    {body(None)}"]
+            return [f"for {i} in range({r.size}):", f"    for {k} in range({sc.cols}):",
+                    f"        {body(i, k)}"]
+        if r.size == 1:      # a length-1 Ref indexes without i (see el)
+            return [body(i, None)]
+        return [f"for {i} in range({r.size}):", f"    {body(i, None)}"]
 
     # ------------------------------------------------------------- statements
-    def st_Zero(self, st, matrix):
-        return self.rows(st.dst, matrix and st.dst.is_tangent,
-                         lambda c: f"{self.el(st.dst, 'i', c)} = 0.0")
+    def st_Clear(self, st, sc):
+        two_d = sc.k.matrix and st.dst.is_tangent
+        return self.rows(st.dst, two_d, sc,
+                         lambda i, c: f"{self.el(st.dst, i, sc, c)} = 0.0")
 
-    def st_Identity(self, st, matrix):
-        return [f"for i in range({st.dst.n}):",
-                "    for k in range(rg_K):",
-                f"        {self.el(st.dst, 'i', 'k')} = 0.0",
-                f"    {self.el(st.dst, 'i', f'{st.off} + i')} = 1.0"]
+    def st_Identity(self, st, sc):
+        i, k = sc.idx["i"], sc.idx["k"]
+        return [f"for {i} in range({st.dst.n}):",
+                f"    for {k} in range({sc.cols}):",
+                f"        {self.el(st.dst, i, sc, k)} = 0.0",
+                f"    {self.el(st.dst, i, sc, f'{st.off} + {i}')} = 1.0"]
 
-    def st_Copy(self, st, matrix):
+    def st_Copy(self, st, sc):
         op = "+=" if st.acc else "="
-        return self.rows(st.dst, matrix and st.src.is_tangent,
-                         lambda c: f"{self.el(st.dst, 'i', c)} {op} {self.el(st.src, 'i', c)}")
+        two_d = sc.k.matrix and st.src.is_tangent
+        return self.rows(st.dst, two_d, sc, lambda i, c: f"{self.el(st.dst, i, sc, c)} {op} "
+                                                         f"{self.el(st.src, i, sc, c)}")
 
-    def st_MatVec(self, st, matrix):
+    def st_MatVec(self, st, sc):
+        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
         m, kk = st.W.n, st.a.n
-        if st.a.is_tangent and matrix:      # a matrix tangent: one GEMM on row blocks
-            a, out = self.view(st.a), self.view(st.out)
-            if st.whole and not st.acc:
-                return [f"np.dot({self.view(st.W, True)}, {a}, {out})"]
+        if st.a.is_tangent and sc.k.matrix:      # a matrix tangent: one GEMM on row blocks
+            a, out = self.view(st.a, sc), self.view(st.out, sc)
+            if st.all_columns and not st.acc:
+                return [f"{sc.g('np')}.dot({self.view(st.W, sc, True)}, {a}, {out})"]
             # a block of W's columns, or accumulating: BLAS with a leading dimension
-            return [f"rg_gemm_rm({out}, {self.view(st.W)}, {st.W.cols}, {st.col0}, {a}, "
-                    f"{1.0 if st.acc else 0.0})"]
-        col = "j" if st.col0 == 0 else f"{st.col0} + j"
-        return [f"for i in range({m}):",
-                "    rg_s = 0.0",
-                f"    for j in range({kk}):",
-                f"        rg_s += {self.el2(st.W, 'i', col)} * {self.el(st.a, 'j')}",
-                f"    {self.el(st.out, 'i')} {'+=' if st.acc else '='} rg_s"]
+            return [f"{sc.g('rg_gemm_rm')}({out}, {self.view(st.W, sc)}, {st.W.cols}, "
+                    f"{st.col0}, {a}, {1.0 if st.acc else 0.0})"]
+        col = j if st.col0 == 0 else f"{st.col0} + {j}"
+        return [f"for {i} in range({m}):",
+                f"    {s} = 0.0",
+                f"    for {j} in range({kk}):",
+                f"        {s} += {self.el2(st.W, i, col, sc)} * {self.el(st.a, j, sc)}",
+                f"    {self.el(st.out, i, sc)} {'+=' if st.acc else '='} {s}"]
 
-    def st_MatVecT(self, st, matrix):
-        m, kk = st.W.n, st.W.cols
-        return [f"for i in range({m}):",
-                f"    rg_s = {self.el(st.z_bar, 'i')}",
-                f"    for j in range({kk}):",
-                f"        {self.el(st.a_bar, 'j')} += {self.el2(st.W, 'i', 'j')} * rg_s"]
+    def st_MatVecT(self, st, sc):
+        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
+        return [f"for {i} in range({st.W.n}):",
+                f"    {s} = {self.el(st.z_bar, i, sc)}",
+                f"    for {j} in range({st.W.cols}):",
+                f"        {self.el(st.a_bar, j, sc)} += {self.el2(st.W, i, j, sc)} * {s}"]
 
-    def st_Outer(self, st, matrix):
-        m, kk = st.W_bar.n, st.W_bar.cols
-        return [f"for i in range({m}):",
-                f"    rg_s = {self.el(st.z_bar, 'i')}",
-                f"    for j in range({kk}):",
-                f"        {self.el2(st.W_bar, 'i', 'j')} {'+=' if st.acc else '='} rg_s * "
-                f"{self.el(st.a, 'j')}"]
+    def st_Outer(self, st, sc):
+        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
+        return [f"for {i} in range({st.W_bar.n}):",
+                f"    {s} = {self.el(st.z_bar, i, sc)}",
+                f"    for {j} in range({st.W_bar.cols}):",
+                f"        {self.el2(st.W_bar, i, j, sc)} {'+=' if st.acc else '='} {s} * "
+                f"{self.el(st.a, j, sc)}"]
 
-    def st_ParamTangent(self, st, matrix):
+    def st_ParamTangent(self, st, sc):
+        i, j, k, s = sc.idx["i"], sc.idx["j"], sc.idx["k"], sc.acc
         out, a = st.out_dot, st.a
-        m = out.n
         kk = st.W_dot.cols
-        zero = [] if st.acc else ["    for k in range(rg_K):",
-                                  f"        {self.el(out, 'i', 'k')} = 0.0"]
+        zero = [] if st.acc else [f"    for {k} in range({sc.cols}):",
+                                  f"        {self.el(out, i, sc, k)} = 0.0"]
         if isinstance(st.W_dot, K.Basis):
-            return [f"for i in range({m}):", *zero,
-                    f"    for j in range({kk}):",
-                    f"        {self.el(out, 'i', f'{st.W_dot.off} + i * {kk} + j')} += "
-                    f"{self.el(a, 'j')}"]
-        if matrix:
-            return [f"for i in range({m}):", *zero,
-                    f"    for j in range({kk}):",
-                    f"        rg_s = {self.el(a, 'j')}",
-                    "        for k in range(rg_K):",
-                    f"            {self.el(out, 'i', 'k')} += "
-                    f"{self.el2(st.W_dot, 'i', 'j', 'k')} * rg_s"]
-        return [f"for i in range({m}):",
-                "    rg_s = 0.0",
-                f"    for j in range({kk}):",
-                f"        rg_s += {self.el2(st.W_dot, 'i', 'j')} * {self.el(a, 'j')}",
-                f"    {self.el(out, 'i')} {'+=' if st.acc else '='} rg_s"]
+            return [f"for {i} in range({out.n}):", *zero,
+                    f"    for {j} in range({kk}):",
+                    f"        {self.el(out, i, sc, f'{st.W_dot.off} + {i} * {kk} + {j}')} "
+                    f"+= {self.el(a, j, sc)}"]
+        if sc.k.matrix:
+            return [f"for {i} in range({out.n}):", *zero,
+                    f"    for {j} in range({kk}):",
+                    f"        {s} = {self.el(a, j, sc)}",
+                    f"        for {k} in range({sc.cols}):",
+                    f"            {self.el(out, i, sc, k)} += "
+                    f"{self.el2(st.W_dot, i, j, sc, k)} * {s}"]
+        return [f"for {i} in range({out.n}):",
+                f"    {s} = 0.0",
+                f"    for {j} in range({kk}):",
+                f"        {s} += {self.el2(st.W_dot, i, j, sc)} * {self.el(a, j, sc)}",
+                f"    {self.el(out, i, sc)} {'+=' if st.acc else '='} {s}"]
 
-    def st_Ew(self, st, matrix):
-        lines = [f"# {ln}" for ln in st.comment.splitlines()]
-        lines += [f"for i in range({st.n}):"]
+    def st_Ew(self, st, sc):
+        """One loop over the elements: each node's scalar on a line of its own, with
+        the node's expression as a comment; loads and partials used once are inlined,
+        a value only stored is stored directly."""
+        i, k = sc.idx["i"], sc.idx["k"]
+        outer, inner = use_counts(st)
+        if not sc.k.matrix:         # one tangent column: a single level, counts merge
+            outer = inner = outer + inner
+        notes = dict(st.notes)
+        sub = {}
+        lines = [f"for {i} in range({st.n}):"]
+
+        def col(r):
+            return k if (sc.k.matrix and r.is_tangent) else None
+
+        def store(r, acc):
+            return f"{self.el(r, i, sc, col(r))} {'+=' if acc else '='}"
+
+        def emit(ind, s, e, stores, count):
+            """Assign s = e (and store it): inline, store directly, or name it."""
+            e = e.xreplace(sub)
+            note = f"  # {notes[s]}" if s in notes else ""
+            mine = [(r, acc) for r, t, acc in stores if t == s]
+            if count[s] == 1 and not mine and s not in notes:
+                sub[s] = e                      # used once: inlined where it is used
+                return
+            if count[s] == len(mine) == 1:      # only stored: store the expression
+                r, acc = mine[0]
+                lines.append(f"{ind}{store(r, acc)} {self.expr(e, sc)}{note}")
+                return
+            name = sc.name_of(s)
+            sub[s] = sp.Symbol(name)
+            chain = "".join(f"{store(r, acc)} " for r, acc in mine if not acc)
+            lines.append(f"{ind}{chain}{name} = {self.expr(e, sc)}{note}")
+            for r, acc in mine:
+                if acc:
+                    lines.append(f"{ind}{store(r, acc)} {name}")
+
+        def load(ind, s, r, count, c=None):
+            text = self.el(r, i, sc, c)
+            if count[s] == 1:
+                sub[s] = sp.Symbol(text)
+            else:
+                sub[s] = sp.Symbol(sc.name_of(s))
+                lines.append(f"{ind}{sc.name_of(s)} = {text}")
+
+        def leftover(ind, stores, assigned):
+            """Stores of symbols no assignment computes (a load or an alias of one)."""
+            for r, s, acc in stores:
+                if s not in assigned:
+                    lines.append(f"{ind}{store(r, acc)} {self.expr(sub[s], sc)}")
+
         for s, r in st.loads:
-            lines.append(f"    {s} = {self.el(r, 'i')}")
+            load("    ", s, r, outer)
         for s, e in st.assigns:
-            lines.append(f"    {s} = {self.expr(e)}")
-        for r, s, acc in st.stores:
-            lines.append(f"    {self.el(r, 'i')} {'+=' if acc else '='} {s}")
-        if st.col_assigns or st.col_stores:
-            ind = "    "
-            if matrix:
-                lines.append("    for k in range(rg_K):")
-                ind = "        "
-            col = "k" if matrix else None
-            for s, r in st.col_loads:
-                lines.append(f"{ind}{s} = {self.el(r, 'i', col)}")
-            for s, b in st.col_basis:
-                c = f"{b.off} + i" if b.n > 1 or st.n == 1 else f"{b.off}"
-                lines.append(f"{ind}{s} = 1.0 if k == {c} else 0.0")
-            for s, e in st.col_assigns:
-                lines.append(f"{ind}{s} = {self.expr(e)}")
-            for r, s, acc in st.col_stores:
-                lines.append(f"{ind}{self.el(r, 'i', col)} {'+=' if acc else '='} {s}")
+            emit("    ", s, sp.sympify(e), st.stores, outer)
+        leftover("    ", st.stores, {s for s, _ in st.assigns})
+        if not st.col_assigns and not st.col_stores:
+            return lines
+        if st.diagonal:
+            return lines + self._diagonal(st, sc, sub)
+        ind = "    "
+        if sc.k.matrix:
+            lines.append(f"    for {k} in range({sc.cols}):")
+            ind = "        "
+        c = k if sc.k.matrix else None
+        for s, r in st.col_loads:
+            load(ind, s, r, inner, c)
+        for s, b in st.col_basis:
+            colno = f"{b.off} + {i}" if b.n > 1 or st.n == 1 else f"{b.off}"
+            sub[s] = sp.Symbol(sc.name_of(s))
+            lines.append(f"{ind}{sc.name_of(s)} = 1.0 if {k} == {colno} else 0.0")
+        for s, e in st.col_assigns:
+            emit(ind, s, sp.sympify(e), st.col_stores, inner)
+        leftover(ind, st.col_stores, {s for s, _ in st.col_assigns})
+        return lines
+
+    def _diagonal(self, st, sc, sub):
+        """The tangent part when every tangent is an identity basis: element i's tangent
+        is non-zero in one column per basis, so only those entries are written."""
+        i = sc.idx["i"]
+        full = {}
+        for s, e in st.col_assigns:
+            full[s] = sp.sympify(e).xreplace(full)
+        notes = dict(st.notes)
+        lines = []
+        for r, s, acc in st.col_stores:
+            for b_sym, b in st.col_basis:
+                coef = sp.diff(full.get(s, s), b_sym)
+                if coef == 0:
+                    continue
+                colno = f"{b.off} + {i}" if b.n > 1 or st.n == 1 else f"{b.off}"
+                note = f"  # d {notes[s].split(' = ')[0]} / d column {colno}" if s in notes \
+                    else ""
+                lines.append(f"    {self.el(r, i, sc, colno)} {'+=' if acc else '='} "
+                             f"{self.expr(coef.xreplace(sub), sc)}{note}")
         return lines

@@ -1,11 +1,11 @@
 """What a cell allows: recurrent and readout parameters, projection spaces, Kronecker check.
 
 * A **projection space** is a vertex set z that every path from the recurrent
-  parameters θ to the new state s_t crosses (DESIGN.md §3). Candidates: the state
+  parameters θ to the new state s_t crosses (docs/compiler.md). Candidates: the state
   itself, the parameters, the direct consumers of θ (the preactivations ``W â`` of most
   cells) and the minimum cuts weighted by dimension (networkx max-flow on the graph
   with every node split in two), the one nearest θ and the one nearest s_t.
-* The **Kronecker verdict** (DESIGN.md §4, Mujika et al. Lemma 1 generalized): every
+* The **Kronecker verdict** (Mujika et al. Lemma 1, generalized): every
   recurrent parameter enters only as the matrix of products ``z = W â`` whose input â
   does not depend on θ within the step; then F_t = Σ_groups J^{s}_{z_g} ⊗ â_gᵀ.
 """
@@ -17,7 +17,7 @@ from functools import cached_property
 import networkx as nx
 
 from . import ops
-from .autodiff import Program
+from .layout import Layout
 from .errors import GraphError
 from .graph import Cell
 
@@ -83,11 +83,11 @@ class KroneckerVerdict:
 class Analysis:
     """The analysis of one cell; ``report()`` renders it."""
 
-    def __init__(self, cell: Cell):
+    def __init__(self, cell: Cell, layout: Layout | None = None):
         self.cell = cell
-        self.program = Program(cell)
-        self.graph = self.program.g
-        p = self.program
+        self.layout = Layout(cell) if layout is None else layout
+        self.graph = self.layout.g
+        p = self.layout
         self.recurrent = [b.name for b in p.param_blocks if b.recurrent]
         self.readout = [b.name for b in p.param_blocks if not b.recurrent]
         self.n_state = p.n_state
@@ -103,18 +103,18 @@ class Analysis:
         return tuple(self.cell.nodes[i].name for i in ids)
 
     def _rec_ids(self):
-        return [b.node for b in self.program.rec_blocks]
+        return [b.node for b in self.layout.rec_blocks]
 
     def _cuttable(self, nid) -> bool:
         n = self.cell.nodes[nid]
         if n.kind == "param":
             return nid in self._rec_ids()
-        return n.kind == "op" and not self.program.is_view(nid)
+        return n.kind == "op" and not self.layout.is_view(nid)
 
     def _is_cut(self, ids) -> bool:
         g = self.graph.copy()
         g.remove_nodes_from(ids)
-        targets = [t for t in self.program.new_state if t in g]
+        targets = [t for t in self.layout.new_state if t in g]
         return not any(nx.has_path(g, p, t) for p in self._rec_ids() if p in g
                        for t in targets)
 
@@ -128,7 +128,7 @@ class Analysis:
             g.add_edge(("out", a), ("in", b), capacity=INF)
         for p in self._rec_ids():
             g.add_edge("SRC", ("in", p), capacity=INF)
-        for t in self.program.new_state:
+        for t in self.layout.new_state:
             g.add_edge(("out", t), "SNK", capacity=INF)
         cuts = []
         for rev in (False, True):
@@ -141,12 +141,12 @@ class Analysis:
             else:
                 ids = [nid for nid in self.graph.nodes
                        if ("in", nid) in reach and ("out", nid) not in reach]
-            cuts.append(sorted(ids, key=self.program.pos.get))
+            cuts.append(sorted(ids, key=self.layout.pos.get))
         return cuts
 
     def _kind(self, ids) -> str:
         rec = set(self._rec_ids())
-        if set(ids) == set(self.program.new_state):
+        if set(ids) == set(self.layout.new_state):
             return "state"
         if set(ids) == rec:
             return "parameter"
@@ -160,7 +160,7 @@ class Analysis:
     def projection_spaces(self) -> list[ProjectionSpace]:
         """The candidate cuts, smallest dimension first (ties: state, preactivation,
         parameter, other cuts)."""
-        p = self.program
+        p = self.layout
         cands = [list(p.new_state), sorted(self._rec_ids(), key=p.pos.get)]
         consumers = sorted({c for r in self._rec_ids() for c in self.graph.successors(r)},
                            key=p.pos.get)
@@ -192,18 +192,18 @@ class Analysis:
 
     def _cost(self, ids) -> dict:
         """Per-step cost of projected UORO at z = ids (flops) and its memory (floats)."""
-        p = self.program
+        p = self.layout
         rec = set(self._rec_ids())
         zset = set(ids)
         fwd = p.flops()
-        state_jvp = p.live_from(p.states_ids) & p.needed_for(p.new_state)
+        state_jvp = p.live_from(p.state_ids) & p.needed_for(p.new_state)
         if zset == rec:
             down = p.live_from(rec) & p.needed_for(p.new_state)
             up = set()
         else:
             down = p.live_from(zset) & p.needed_for(p.new_state)
             up = p.live_from(rec) & p.needed_for(list(zset))
-        loss_vjp = p.live_from(set(p.states_ids) | rec) & p.needed_for(p.output_ids)
+        loss_vjp = p.live_from(set(p.state_ids) | rec) & p.needed_for(p.output_ids)
         flops = (fwd + self._flops(state_jvp) + self._flops(down - zset)
                  + self._flops(up, backward=True) + self._flops(loss_vjp, backward=True)
                  + 6 * p.n_params)
@@ -230,7 +230,7 @@ class Analysis:
         ids = []
         for nm in names:
             n = self.cell.node(nm)
-            if self.program.is_view(n.id):
+            if self.layout.is_view(n.id):
                 raise GraphError(f"node '{nm}' is a slice (a view of "
                                  f"'{self.cell.nodes[n.args[0]].name}'); cut at the op that "
                                  f"consumes it or at the whole vector")
@@ -242,7 +242,7 @@ class Analysis:
             raise GraphError(f"nodes {names} do not separate the recurrent parameters "
                              f"{self.recurrent} from the new state; add the nodes of the "
                              f"other paths (see analyze(cell).report())")
-        ids = sorted(ids, key=self.program.pos.get)
+        ids = sorted(ids, key=self.layout.pos.get)
         for s in self.projection_spaces:
             if set(s.ids) == set(ids):
                 return s
@@ -285,7 +285,7 @@ class Analysis:
         recset = set(rec)
         for z in prods:
             a = nodes[z].args[1]
-            hit = sorted(nx.ancestors(g, a) & recset, key=self.program.pos.get)
+            hit = sorted(nx.ancestors(g, a) & recset, key=self.layout.pos.get)
             if hit:
                 path = self._names(nx.shortest_path(g, hit[0], z))
                 return KroneckerVerdict(
@@ -298,7 +298,7 @@ class Analysis:
                     f"Use uoro, projected-uoro, dodge or rtrl instead",
                     offending=nodes[z].name, path=path)
         groups = {}
-        for z in sorted(prods, key=self.program.pos.get):
+        for z in sorted(prods, key=self.layout.pos.get):
             groups.setdefault(nodes[z].args[1], []).append(z)
         out = []
         for a, zs in groups.items():
@@ -319,7 +319,7 @@ class Analysis:
 
     # ---------------------------------------------------------------- report
     def report(self) -> str:
-        p = self.program
+        p = self.layout
         lines = [f"cell '{self.cell.name}': state {p.n_state} "
                  f"({', '.join(f'{s.name}[{s.shape[0]}]' for s in p.states)}), "
                  f"input {p.n_in}, {len(self.cell.nodes)} nodes, "

@@ -1,22 +1,54 @@
-"""Assembling generated modules: kernels + constants + template functions -> one file.
+"""The module builder: kernels, constants, templates and helpers -> one generated file.
 
 A generated module is self-contained (numba's cache is keyed on one file's bytes and
-does not notice edits elsewhere): the backend's prelude of helpers, the dimension
-constants, the printed kernels, then the estimator and loop functions, whose source is
-taken from ordinary Python functions in ``rgraph.estimators`` and ``rgraph.loop``.
+does not notice edits elsewhere) and reads top-down: a docstring naming the cell and the
+estimator, the imports, the sizes, where each node lives, the kernels, the estimator,
+the online loop, and last the small helpers. ``ModuleBuilder`` owns every identifier in
+it:
+
+* **Names.** The user's node names are claimed first, as they are; every identifier
+  the builder itself introduces (kernels, constants, helpers, imports, arguments, loop
+  indices, temporaries) is handed out by a ``Namer`` around them, with a numeric suffix
+  where the preferred name is taken. Templates and helpers are written with their
+  preferred names and renamed token by token.
+* **Templates** are ordinary Python functions (``rgraph.estimators``,
+  ``rgraph.training.loop``). Their free names are checked against what the module
+  defines; their static choices (``if CHOICE:`` on a name the spec fixes) are resolved
+  when the module is built, so only the branch taken is emitted; their estimator state
+  and scratch buffers, declared as keyword-only parameters, are unpacked by generated
+  lines, and calls to kernels are checked against the kernels' generated signatures.
+* **Only what is used.** Definitions are emitted only if reachable from the module's
+  entry points (its ``__all__``).
+
 The file is named by a hash of its content and imported with importlib, so tracebacks
 point at real lines and a second process loads numba's compiled code from disk.
 """
 from __future__ import annotations
 
+import ast
+import builtins
 import hashlib
 import inspect
+import io
+import keyword
 import os
+import symtable
 import textwrap
+import tokenize
+import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+import numpy as np
+
 from . import kernel as K
+from .errors import RGraphError
+
+BUILTINS = frozenset(dir(builtins))
+
+
+class CodegenError(RGraphError):
+    """A template, helper or kernel does not fit the module it is put into."""
 
 
 def cache_dir() -> Path:
@@ -27,50 +59,470 @@ def cache_dir() -> Path:
     return path
 
 
-def function_source(fn) -> str:
+# ---------------------------------------------------------------------------- names
+def identifier(name: str) -> str:
+    """``name`` as Python source would see it (NFKC-normalized), or a safe stand-in."""
+    norm = unicodedata.normalize("NFKC", name)
+    if norm.isidentifier() and not keyword.iskeyword(norm):
+        return norm
+    cleaned = "".join(c if (c.isalnum() or c == "_") else "_" for c in norm)
+    return cleaned if cleaned.isidentifier() and not keyword.iskeyword(cleaned) \
+        else "n_" + cleaned
+
+
+class Namer:
+    """Hands out identifiers in one scope: each request gets its preferred name if it is
+    free (not taken, not a keyword, not a builtin the code uses), else the name with the
+    first free numeric suffix."""
+
+    def __init__(self, taken=(), avoid=()):
+        self.taken = set(taken)
+        self.avoid = set(avoid)
+
+    def claim(self, preferred: str) -> str:
+        base = identifier(preferred)
+        name, k = base, 1
+        while name in self.taken or name in self.avoid or name in BUILTINS:
+            name = f"{base}_{k}"
+            k += 1
+        self.taken.add(name)
+        return name
+
+    def child(self) -> "Namer":
+        return Namer(self.taken, self.avoid)
+
+
+def rename(src: str, mapping: dict) -> str:
+    """Rename the identifiers of ``src`` per ``mapping``, token by token (comments,
+    strings and attribute names after a dot are left alone)."""
+    if not any(a != b for a, b in mapping.items()):
+        return src
+    lines = src.splitlines(keepends=True)
+    edits: dict[int, list] = {}
+    prev = None
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.NAME and tok.string in mapping and \
+                mapping[tok.string] != tok.string and not (prev is not None and
+                                                           prev.string == "."):
+            edits.setdefault(tok.start[0], []).append((tok.start[1], tok.end[1],
+                                                       mapping[tok.string]))
+        if tok.type not in (tokenize.NL, tokenize.COMMENT):
+            prev = tok
+    for row, es in edits.items():
+        line = lines[row - 1]
+        for a, b, new in sorted(es, reverse=True):
+            line = line[:a] + new + line[b:]
+        lines[row - 1] = line
+    return "".join(lines)
+
+
+def names_in(src: str) -> tuple[set, set]:
+    """(defined, used) module-level names of a block of top-level statements: what it
+    binds, and what it and its functions read from the module's globals."""
+    try:
+        table = symtable.symtable(src, "<generated>", "exec")
+    except SyntaxError as e:
+        raise CodegenError(f"generated code does not parse ({e.msg}, line {e.lineno}):\n"
+                           f"{src}") from None
+    defined, used = set(), set()
+    for s in table.get_symbols():
+        if s.is_assigned() or s.is_imported() or s.is_namespace():
+            defined.add(s.get_name())
+        if s.is_referenced():
+            used.add(s.get_name())
+    stack = list(table.get_children())
+    while stack:
+        t = stack.pop()
+        if t.get_type() == "function":
+            used.update(t.get_globals())
+        stack.extend(t.get_children())
+    return defined, used - defined
+
+
+# ------------------------------------------------------------------------ templates
+@dataclass(frozen=True)
+class Template:
+    """A template function as it goes into a module: ``fn`` emitted under ``name``.
+
+    With ``role`` ("step", "flush" or "reset") its signature is the role's, and its
+    keyword-only parameters name the estimator-state views and scratch buffers it uses
+    (unpacked by generated lines)."""
+
+    fn: object
+    name: str
+    role: str | None = None
+
+
+ROLES = {
+    "step": ("th", "s", "E", "x", "y", "w", "g", "rng", "W"),
+    "flush": ("th", "E", "g", "rng", "W"),
+    "reset": ("E",),
+}
+
+
+def template_source(fn) -> str:
     return textwrap.dedent(inspect.getsource(fn))
 
 
-def assemble(title: str, backend, constants: dict, kernels: list[K.Kernel],
-             functions=(), extra: str = "", aliases: dict | None = None,
-             dtype: str = "float64") -> str:
-    """The full text of a generated module (without its hash line).
+def resolve_choices(src: str, choices: dict, where: str) -> str:
+    """Keep only the branch taken of every ``if CHOICE:`` / ``if not CHOICE:`` whose
+    name is a static choice; the taken branch is dedented in place."""
+    while True:
+        tree = ast.parse(src)
+        node = next((n for n in ast.walk(tree) if isinstance(n, ast.If)
+                     and _choice(n.test, choices) is not None), None)
+        if node is None:
+            break
+        taken = _choice(node.test, choices)
+        lines = src.splitlines(keepends=True)
+        end = node.end_lineno
+        if taken:
+            first, last = node.lineno + 1, node.body[-1].end_lineno
+        elif node.orelse:
+            first = next(i for i in range(node.body[-1].end_lineno + 1, end + 1)
+                         if lines[i - 1].strip().startswith("else")) + 1
+            last = node.orelse[-1].end_lineno
+        else:
+            first, last = 1, 0
+        indent = len(lines[node.lineno - 1]) - len(lines[node.lineno - 1].lstrip())
+        kept = lines[first - 1:last]
+        inner = min((len(ln) - len(ln.lstrip()) for ln in kept if ln.strip()),
+                    default=indent)
+        kept = [ln[inner - indent:] if ln.strip() else ln for ln in kept]
+        src = "".join(lines[:node.lineno - 1] + kept + lines[end:])
+    for n in ast.walk(ast.parse(src)):
+        if isinstance(n, ast.Name) and n.id in choices:
+            raise CodegenError(f"{where}: static choice {n.id} is used outside "
+                               f"'if {n.id}:' / 'if not {n.id}:'")
+    return src
 
-    constants: name -> number or flat array; aliases: name -> another module name (the
-    loss helper); dtype: the float type (``DT``, and the backend's typed helpers);
-    functions: template functions or source strings."""
-    parts = [f"# {title}", backend.prelude().strip("\n"), "",
-             "# " + "-" * 30 + " dimensions and constants"]
-    aliases = {"DT": f"np.{dtype}", **backend.aliases(dtype), **(aliases or {})}
-    for name, target in aliases.items():
-        parts.append(f"{name} = {target}")
-    for name, value in constants.items():
-        parts.append(backend.constant(name, value))
-    parts += ["", "# " + "-" * 30 + " kernels", ""]
-    for k in kernels:
-        parts.append(backend.kernel(k))
-        parts.append("")
-    if functions or extra:
-        parts += ["# " + "-" * 30 + " estimator and loop", ""]
-    for fn in functions:
-        parts.append(backend.decorate(fn if isinstance(fn, str) else function_source(fn)))
-        parts.append("")
-    if extra:
-        parts.append(extra)
-    return "\n".join(parts).rstrip() + "\n"
+
+def _choice(test, choices):
+    if isinstance(test, ast.Name) and test.id in choices:
+        return bool(choices[test.id])
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and \
+            isinstance(test.operand, ast.Name) and test.operand.id in choices:
+        return not choices[test.operand.id]
+    return None
+
+
+def _shape_size(shape, K=1):
+    return int(np.prod([K if d == "K" else d for d in shape]))
+
+
+def layout_size(layout: dict, K: int = 1) -> int:
+    """Floats a layout (name -> shape, "K" a run-time length) takes for a given K."""
+    return sum(_shape_size(s, K) for s in layout.values())
+
+
+def _views(layout: dict, arg: str, names) -> list[str]:
+    """Generated lines binding ``names`` to views of the flat array ``arg`` laid out as
+    ``layout`` (fixed-size entries first, then the ones with a "K" dimension)."""
+    fixed = [(n, s) for n, s in layout.items() if "K" not in s]
+    per_k = [(n, s) for n, s in layout.items() if "K" in s]
+    nfix = layout_size(dict(fixed))
+    views, pos = {}, 0
+    for n, s in fixed:
+        views[n] = _slice(arg, str(pos), str(pos + _shape_size(s)), s)
+        pos += _shape_size(s)
+    off = str(pos)
+    for n, s in per_k:
+        end = f"{off} + K * {_shape_size(s)}"
+        views[n] = _slice(arg, off, end, s)
+        off = f"({end})"
+    lines = []
+    if any("K" in layout[n] for n in names):
+        lines.append(f"K = ({arg}.shape[0] - {nfix}) // {layout_size(dict(per_k))}")
+    lines += [f"{n} = {views[n]}" for n in names]
+    return lines
+
+
+def _slice(arg, start, end, shape):
+    sl = f"{arg}[{start}:{end}]"
+    if len(shape) > 1:
+        sl += f".reshape(({', '.join(str(d) for d in shape)}))"
+    return sl
+
+
+# -------------------------------------------------------------------------- builder
+@dataclass
+class _Def:
+    """One top-level piece of the module: its text and the names it binds and reads."""
+
+    text: str
+    section: str
+    defines: set = field(default_factory=set)
+    uses: set = field(default_factory=set)
+    setup: bool = False        # a bare call: kept when all it reads is kept
+    order: int = 0             # position within its section (offsets: by value)
+
+
+SECTIONS = ("imports", "sizes", "layout", "kernels", "estimator", "loop", "helpers")
+SECTION_TITLES = {
+    "sizes": "sizes and constants",
+    "layout": "where each node lives: its offset in v (values; tangents vd and cotangents "
+              "vb alike) or th (parameters; thd, thb alike); states also index sd and nd",
+    "kernels": "kernels of one step",
+    "estimator": "the estimator, one step of one stream",
+    "loop": "the online loop",
+    "helpers": "helpers",
+}
+
+
+class ModuleBuilder:
+    """Builds one generated module (see the module docstring)."""
+
+    def __init__(self, backend, title: str, doc: str = "", user_names=(),
+                 aliases: dict | None = None, describe=None):
+        self.backend = backend
+        self.title = title
+        self.doc = doc
+        # the user's names first: builder globals are allocated around them
+        self.user = {}
+        taken = set()
+        for n in user_names:
+            self.user[n] = Namer(taken).claim(n)
+        self.namer = Namer(taken)
+        self.gmap: dict[str, str] = {}          # preferred global name -> final name
+        self.defs: list[_Def] = []
+        self.kernel_args: dict[str, tuple] = {}
+        self.aliases = dict(aliases or {})
+        self.describe = describe or (lambda name: "")
+        self.offsets: dict[str, int] = {}
+
+    def reserve(self, names):
+        """Claim builder globals before any function is printed, so that no local name
+        of a function shadows a global it reads."""
+        for n in names:
+            self.g(n)
+
+    def offset(self, anchor: str, value: int) -> str:
+        """The module-level constant holding a node's offset (the node's own name)."""
+        name = self.user_name(anchor)
+        if anchor not in self.offsets:
+            self.offsets[anchor] = value
+            note = self.describe(anchor)
+            self._add(f"{name} = {value}" + (f"  # {note}" if note else ""), "layout",
+                      {name})
+            self.defs[-1].order = value
+        elif self.offsets[anchor] != value:
+            raise CodegenError(f"node '{anchor}' is placed at two offsets ({value} and "
+                               f"{self.offsets[anchor]})")
+        return name
+
+    def rendered(self, name: str, src: str, section: str):
+        """A function written for this module with its final names already in place."""
+        self._add(self.backend.decorate(src), section, {self.g(name)})
+
+    # -- names
+    def g(self, preferred: str) -> str:
+        """The final name of a module-level identifier the builder introduces."""
+        if preferred in self.aliases:
+            return self.g(self.aliases[preferred])
+        if preferred not in self.gmap:
+            self.gmap[preferred] = self.namer.claim(preferred)
+        return self.gmap[preferred]
+
+    def user_name(self, name: str) -> str:
+        """The module-level identifier of a user's node (its own name where valid)."""
+        return self.user[name]
+
+    def _rename_map(self, src: str) -> dict:
+        """Preferred -> final for every name ``src`` reads from the module's globals."""
+        _, used = names_in(src)
+        return {n: self.g(n) for n in used if n not in BUILTINS or n in self.gmap}
+
+    def needs(self, t: Template, choices: dict) -> list[str]:
+        """The keyword-only (state and scratch) names a role template reads once its
+        static choices are resolved; a name the template first assigns is its own."""
+        src = resolve_choices(template_source(t.fn), choices, t.fn.__name__)
+        fn = ast.parse(src).body[0]
+        kwonly = [a.arg for a in fn.args.kwonlyargs]
+        first = {}
+        for n in sorted((n for n in ast.walk(fn) if isinstance(n, ast.Name)),
+                        key=lambda n: (n.lineno, n.col_offset)):
+            first.setdefault(n.id, n)
+        return [k for k in kwonly if k in first and isinstance(first[k].ctx, ast.Load)]
+
+    def _add(self, text: str, section: str, defines=None):
+        d, u = names_in(text)
+        self.defs.append(_Def(text.rstrip() + "\n", section, set(defines or d), u))
+
+    # -- pieces
+    def constant(self, preferred: str, value, comment: str = "", section="sizes",
+                 user: bool = False) -> str:
+        """A module-level number or flat array (``user``: a constant node of the cell,
+        under the node's name)."""
+        name = self.user_name(preferred) if user else self.g(preferred)
+        rhs = self.backend.constant_value(value)
+        rhs = rename(rhs, self._rename_map(rhs))
+        self._add(f"{name} = {rhs}" + (f"  # {comment}" if comment else ""), section, {name})
+        return name
+
+    def kernel(self, k: K.Kernel):
+        name = self.g(k.name)
+        text = self.backend.kernel(k, name, self)
+        self.kernel_args[k.name] = k.args
+        self._add(text, "kernels", {name})
+
+    def source(self, preferred: str, src: str, section: str):
+        """A function given as source, under its preferred name (renamed as needed)."""
+        name = self.g(preferred)
+        src = rename(src, {**self._rename_map(src), preferred: name})
+        self._add(self.backend.decorate(src) if src.lstrip().startswith("def ") else src,
+                  section, {name})
+
+    def template(self, t: Template, section: str, choices: dict, state_layout: dict,
+                 scratch: list):
+        """A template function (see ``Template``); ``scratch`` collects the scratch
+        buffers its role needs, in order."""
+        where = f"template {t.fn.__name__} ({inspect.getsourcefile(t.fn)})"
+        src = resolve_choices(template_source(t.fn), choices, where)
+        tree = ast.parse(src)
+        fn = tree.body[0]
+        kwonly = [a.arg for a in fn.args.kwonlyargs]
+        head_end = fn.body[0].lineno - 1
+        if isinstance(fn.body[0], ast.Expr) and isinstance(fn.body[0].value, ast.Constant):
+            doc_end = fn.body[0].end_lineno
+            body_start = fn.body[1].lineno if len(fn.body) > 1 else doc_end + 1
+        else:
+            doc_end, body_start = head_end, fn.body[0].lineno
+        lines = src.splitlines(keepends=True)
+        if t.role is None:
+            if kwonly:
+                raise CodegenError(f"{where}: only estimator roles take keyword-only "
+                                   f"state and scratch parameters")
+            params = [a.arg for a in fn.args.args]
+            unpack = []
+        else:
+            params = list(ROLES[t.role])
+            positional = [a.arg for a in fn.args.args]
+            expected = [p for p in params if p not in ("E", "W")]
+            if positional != expected:
+                raise CodegenError(f"{where}: a {t.role} template takes ({', '.join(expected)},"
+                                   f" *, <state and scratch names>), got ({', '.join(positional)})")
+            kwonly = self.needs(t, choices)
+            unknown = [n for n in kwonly if n not in state_layout and n not in scratch]
+            state = [n for n in kwonly if n in state_layout]
+            if unknown:
+                raise CodegenError(f"{where}: {unknown} are neither estimator state "
+                                   f"{list(state_layout)} nor scratch {scratch}")
+            unpack = _views(state_layout, "E", state) if state else []
+            bufs = [n for n in kwonly if n in scratch]
+            if bufs:
+                unpack.append(f"{', '.join(bufs)} = "
+                              + ", ".join(f"W[{scratch.index(n)}]" for n in bufs))
+        indent = " " * (fn.body[0].col_offset)
+        header = f"def {t.name}({', '.join(params)}):\n"
+        text = (header + "".join(lines[head_end:doc_end])
+                + "".join(textwrap.fill(u, 92, initial_indent=indent,
+                                        subsequent_indent=indent + "    ",
+                                        break_long_words=False) + "\n" for u in unpack)
+                + "".join(lines[body_start - 1:]))
+        self._check_calls(text, where)
+        mapping = self._rename_map(text)
+        mapping[t.name] = self.g(t.name)
+        for p in params:          # parameters and locals are the template's own
+            mapping.pop(p, None)
+        text = rename(text, mapping)
+        self._add(self.backend.decorate(text), section, {self.g(t.name)})
+
+    def _check_calls(self, src, where):
+        for n in ast.walk(ast.parse(src)):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and \
+                    n.func.id in self.kernel_args:
+                want = self.kernel_args[n.func.id]
+                if len(n.args) != len(want) or n.keywords:
+                    raise CodegenError(f"{where}: calls kernel {n.func.id} with "
+                                       f"{len(n.args)} arguments; it takes "
+                                       f"({', '.join(want)})")
+
+    def helpers(self, helpers: dict):
+        """Offer helper definitions (name -> source); only the reachable ones are kept."""
+        for name, src in helpers.items():
+            self.source(name, src, "helpers")
+
+    def imports(self, src: str):
+        """The import lines and module-level set-up of the backend. Each imported name
+        and each assignment is kept only if used; a bare call (set-up such as
+        ``ensure_blas()``) is kept when everything it reads is."""
+        tree = ast.parse(src)
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                parts, bound = [], set()
+                for a in node.names:
+                    final = self.g(a.asname or a.name.split(".")[0])
+                    bound.add(final)
+                    parts.append(a.name + (f" as {final}" if final != a.name else ""))
+                text = (f"from {node.module} import " if isinstance(node, ast.ImportFrom)
+                        else "import ") + ", ".join(parts)
+                self.defs.append(_Def(text + "\n", "imports", bound, set()))
+                continue
+            text = ast.get_source_segment(src, node)
+            text = rename(text, self._rename_map(text))
+            d, u = names_in(text)
+            self.defs.append(_Def(text + "\n", "imports", d, u, setup=not d))
+
+    # -- output
+    def render(self, entry: list[str]) -> str:
+        """The module's text: the definitions reachable from ``entry`` (the ``__all__``),
+        each checked to read only names the module defines."""
+        final_entry = [self.g(e) for e in entry]
+        by_name = {}
+        for d in self.defs:
+            for n in d.defines:
+                by_name.setdefault(n, []).append(d)
+        keep, todo = set(), list(final_entry)
+        while todo:
+            n = todo.pop()
+            if n in BUILTINS and n not in by_name:
+                continue
+            if n not in by_name:
+                raise CodegenError(self._undefined(n))
+            for d in by_name[n]:
+                if id(d) not in keep:
+                    keep.add(id(d))
+                    todo.extend(d.uses)
+        kept = [d for d in self.defs if id(d) in keep or
+                (d.setup and all(any(id(x) in keep for x in by_name.get(u, []))
+                                 for u in d.uses if u not in BUILTINS))]
+        out = [self._docstring(), ""]
+        for sec in SECTIONS:
+            items = sorted((d for d in kept if d.section == sec), key=lambda d: d.order)
+            if not items:
+                continue
+            if sec == "imports":
+                out += [d.text.rstrip() for d in items]
+                out.append(f"\n__all__ = [{', '.join(repr(e) for e in final_entry)}]")
+                continue
+            out += ["", "", f"# {'-' * 4} {SECTION_TITLES[sec]}"]
+            compact = sec in ("sizes", "layout")
+            for d in items:
+                out.append(d.text.rstrip() if compact else "\n" + d.text.rstrip())
+        return "\n".join(out).rstrip() + "\n"
+
+    def _undefined(self, n):
+        users = [d.text.splitlines()[0] for d in self.defs if n in d.uses]
+        return (f"generated module for {self.title}: '{n}' is used by {users[:3]} but "
+                f"defined nowhere (a template or helper names something the module does "
+                f"not define)")
+
+    def _docstring(self) -> str:
+        body = self.title + ("\n\n" + self.doc if self.doc else "")
+        return '"""' + body.replace('"""', "'''") + '\n"""'
 
 
 def backend_version(backend) -> str:
     if backend.jit:
         import numba
         return f"numba {numba.__version__}"
-    import numpy
-    return f"numpy {numpy.__version__}"
+    return f"numpy {np.__version__}"
 
 
 def load(source: str, backend, stem: str):
     """Write ``source`` to the cache (once) and import it. Returns (module, path)."""
-    header = (f"# Generated by rgraph {__version__} ({backend_version(backend)}); "
+    from importlib.metadata import version
+    header = (f"# Generated by rgraph {version('rgraph')} ({backend_version(backend)}); "
               f"do not edit.\n")
     digest = hashlib.sha256((header + source).encode()).hexdigest()[:16]
     text = header + f"# content hash: {digest}\n" + source

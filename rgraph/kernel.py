@@ -11,30 +11,39 @@ A kernel is a function over flat buffers of one stream:
 * ``thd``  (R,) or (R, K)     tangents of the recurrent parameters (dense);
 * ``vb``   (NV,)        cotangents of values; ``thb`` (P,) of parameters.
 
-Constants are module-level arrays ``C_<name>`` (their values are printed as literals).
-A ``Ref`` names a block of one buffer; statements read and write Refs. Backends print
-each statement type: scalar loops for numba, array expressions for numpy.
+A ``Ref`` names a block of one buffer. It remembers the node it belongs to (its
+*anchor*), so that printers can write ``v[h_new + i]`` or a view named after the node
+rather than bare numbers. Statements are frozen dataclasses that declare what they read
+and write (``reads()`` / ``writes()``); linear statements know their transpose, which is
+how reverse mode is derived from forward mode for the structural ops (see ``ops``).
+Backends print each statement type: scalar loops for numba, array expressions for numpy.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 TANGENT_BUFS = ("vd", "thd", "sd", "nd")
+COTANGENT_BUFS = ("vb", "thb")
 
 
 @dataclass(frozen=True)
 class Ref:
     """Elements ``[off, off + n)`` of buffer ``buf``; ``cols > 0`` views them as (n, cols).
 
-    ``name`` is the readable local name a backend gives the view (a node name plus
-    ``_dot`` / ``_bar``), or empty for an unnamed piece of a larger view.
+    ``anchor`` is the node the block belongs to (its name), ``aoff`` and ``an`` that
+    node's whole block in the same buffer, and ``role`` what the block holds ("" a
+    value, "dot" a tangent, "bar" a cotangent). A Ref without an anchor is a scratch
+    argument of the kernel (``src``, ``dst``).
     """
 
     buf: str
     off: int
     n: int
-    name: str = ""
     cols: int = 0
+    anchor: str = ""
+    aoff: int = 0
+    an: int = 0
+    role: str = ""
 
     @property
     def size(self) -> int:
@@ -44,12 +53,33 @@ class Ref:
     def is_tangent(self) -> bool:
         return self.buf in TANGENT_BUFS
 
+    @property
+    def delta(self) -> int:
+        """Offset of the block within its anchor's block."""
+        return self.off - self.aoff
+
+    @property
+    def whole(self) -> bool:
+        """The Ref is its anchor's whole block."""
+        return self.off == self.aoff and self.n == self.an
+
     def rows(self, start: int, n: int) -> "Ref":
-        """Rows ``[start, start + n)`` of a vector ref (an unnamed view)."""
-        return Ref(self.buf, self.off + start, n)
+        """Rows ``[start, start + n)`` of a vector ref (same anchor)."""
+        return replace(self, off=self.off + start, n=n, cols=0)
+
+    def in_buf(self, buf: str, off: int | None = None, role: str | None = None) -> "Ref":
+        """The same block in another buffer (a tangent or cotangent of the value)."""
+        d = (off - self.off) if off is not None else 0
+        return replace(self, buf=buf, off=self.off + d, aoff=self.aoff + d,
+                       role=self.role if role is None else role)
+
+    def overlaps(self, other: "Ref") -> bool:
+        return (self.buf == other.buf and self.off < other.off + other.size
+                and other.off < self.off + self.size)
 
     def __repr__(self):
-        return self.name or f"{self.buf}[{self.off}:{self.off + self.size}]"
+        label = f"{self.anchor}{'_' + self.role if self.role else ''}"
+        return f"{self.buf}[{self.off}:{self.off + self.size}]" + (f"({label})" if label else "")
 
 
 @dataclass(frozen=True)
@@ -63,28 +93,50 @@ class Basis:
 
 
 # ------------------------------------------------------------------------ statements
-# Every statement names what it writes first. ``acc`` means "+=" instead of "=".
+# ``acc`` means "+=" instead of "=". Every statement lists its reads and writes.
 
 
 @dataclass(frozen=True)
 class Comment:
     text: str
 
+    def reads(self):
+        return ()
+
+    def writes(self):
+        return ()
+
 
 @dataclass(frozen=True)
-class Zero:
+class Clear:
     """dst = 0 (a vector ref; whole rows for a tangent)."""
 
     dst: Ref
 
+    def reads(self):
+        return ()
+
+    def writes(self):
+        return (self.dst,)
+
 
 @dataclass(frozen=True)
 class Copy:
-    """dst (+)= src, both vectors or both tangents of equal length."""
+    """dst (+)= src, both vectors or both tangents of equal length. Linear in src."""
 
     dst: Ref
     src: Ref
     acc: bool = False
+
+    def reads(self):
+        return (self.src,) + ((self.dst,) if self.acc else ())
+
+    def writes(self):
+        return (self.dst,)
+
+    def transpose(self):
+        """Read with cotangents in place of tangents: src_bar += dst_bar."""
+        return Copy(self.src, self.dst, True)
 
 
 @dataclass(frozen=True)
@@ -94,12 +146,18 @@ class Identity:
     dst: Ref
     off: int
 
+    def reads(self):
+        return ()
+
+    def writes(self):
+        return (self.dst,)
+
 
 @dataclass(frozen=True)
 class MatVec:
     """out (+)= W[:, col0:col0 + a.n] @ a; with tangents (a and out in vd) it is a matrix
     product. ``col0`` and a shorter ``a`` multiply by a block of W's columns only (see
-    ``skip_zero_rows``)."""
+    ``skip_zero_rows``). Linear in a."""
 
     out: Ref
     W: Ref
@@ -108,8 +166,18 @@ class MatVec:
     col0: int = 0
 
     @property
-    def whole(self) -> bool:
+    def all_columns(self) -> bool:
         return self.col0 == 0 and self.a.n == self.W.cols
+
+    def reads(self):
+        return (self.W, self.a) + ((self.out,) if self.acc else ())
+
+    def writes(self):
+        return (self.out,)
+
+    def transpose(self):
+        """Read with cotangents in place of tangents: a_bar += Wᵀ out_bar."""
+        return MatVecT(self.a, self.W, self.out)
 
 
 @dataclass(frozen=True)
@@ -119,6 +187,12 @@ class MatVecT:
     a_bar: Ref
     W: Ref
     z_bar: Ref
+
+    def reads(self):
+        return (self.W, self.z_bar, self.a_bar)
+
+    def writes(self):
+        return (self.a_bar,)
 
 
 @dataclass(frozen=True)
@@ -130,18 +204,36 @@ class Outer:
     a: Ref
     acc: bool = True
 
+    def reads(self):
+        return (self.z_bar, self.a) + ((self.W_bar,) if self.acc else ())
+
+    def writes(self):
+        return (self.W_bar,)
+
 
 @dataclass(frozen=True)
 class ParamTangent:
     """out_dot[i] (+)= sum_j W_dot[i, j] a[j]: the tangent of ``W @ a`` due to W.
 
     ``W_dot`` is a dense ``thd`` ref (viewed (m, k) per tangent column) or a ``Basis``.
+    Linear in W_dot.
     """
 
     out_dot: Ref
     W_dot: object
     a: Ref
     acc: bool = False
+
+    def reads(self):
+        return ((self.a,) + ((self.W_dot,) if isinstance(self.W_dot, Ref) else ())
+                + ((self.out_dot,) if self.acc else ()))
+
+    def writes(self):
+        return (self.out_dot,)
+
+    def transpose(self):
+        """Read with cotangents in place of tangents: W_bar += out_bar aᵀ."""
+        return Outer(self.W_dot, self.out_dot, self.a)
 
 
 @dataclass(frozen=True)
@@ -151,12 +243,16 @@ class Ew:
     Per element: ``loads`` (sym, ref) read scalars (a ref of length 1 broadcasts),
     ``assigns`` (sym, expr) compute scalars, ``stores`` (ref, sym, acc) write them.
     Tangent part, when ``col_assigns`` is not empty: for each tangent column, the
-    ``col_loads`` (sym, ref), ``col_basis`` (sym, Basis: the identity tangent of a
-    parameter element, 1 in column ``off + i``), ``col_assigns`` and ``col_stores``.
+    ``col_loads`` (sym, ref), ``col_basis`` (sym, Basis: the identity tangent of an
+    element, 1 in column ``off + i``), ``col_assigns`` and ``col_stores``.
+    ``notes`` maps an assigned symbol to the user's expression it computes (printed as
+    a comment beside it). ``diagonal``: every tangent is an identity basis known
+    symbolically and the stores go to ``nd`` only, so element i's tangent is non-zero in
+    one column per basis and only those entries are written (the caller keeps the
+    others zero).
     """
 
     n: int
-    comment: str
     loads: tuple = ()
     assigns: tuple = ()
     stores: tuple = ()
@@ -164,6 +260,16 @@ class Ew:
     col_basis: tuple = ()
     col_assigns: tuple = ()
     col_stores: tuple = ()
+    notes: tuple = ()
+    diagonal: bool = False
+
+    def reads(self):
+        return (tuple(r for _, r in self.loads + self.col_loads)
+                + tuple(r for r, _, acc in self.stores + self.col_stores if acc))
+
+    def writes(self):
+        return tuple(r for r, *_ in self.stores + self.col_stores)
+
 
 
 @dataclass
@@ -180,20 +286,12 @@ class Kernel:
     body: list = field(default_factory=list)
 
     def refs(self) -> list[Ref]:
-        """Every named Ref the body uses, once each (backends declare them as views)."""
-        seen: dict[str, Ref] = {}
-
-        def visit(x):
-            if isinstance(x, Ref):
-                if x.name and x.name not in seen:
-                    seen[x.name] = x
-            elif isinstance(x, tuple):
-                for y in x:
-                    visit(y)
-
+        """Every anchored Ref the body uses, once per (buffer, anchor, role)."""
+        seen: dict[tuple, Ref] = {}
         for st in self.body:
-            for val in vars(st).values():
-                visit(val)
+            for r in st.reads() + st.writes():
+                if isinstance(r, Ref) and r.anchor:
+                    seen.setdefault((r.buf, r.anchor, r.role), r)
         return list(seen.values())
 
     def __repr__(self):
@@ -202,54 +300,19 @@ class Kernel:
 
 # ------------------------------------------------------------------------ passes
 
-def written(st) -> list:
-    """The Refs a statement writes."""
-    if isinstance(st, Comment):
-        return []
-    if isinstance(st, Ew):
-        return [r for r, *_ in st.stores + st.col_stores]
-    return [next(iter(vars(st).values()))]        # statements name what they write first
-
-
-def read(st) -> list | None:
-    """The Refs a statement reads (None: unknown, assume everything)."""
-    if isinstance(st, (Comment, Zero, Identity)):
-        return []
-    if isinstance(st, Copy):
-        return [st.src] + ([st.dst] if st.acc else [])
-    if isinstance(st, MatVec):
-        return [st.W, st.a] + ([st.out] if st.acc else [])
-    if isinstance(st, MatVecT):
-        return [st.W, st.z_bar, st.a_bar]
-    if isinstance(st, Outer):
-        return [st.z_bar, st.a] + ([st.W_bar] if st.acc else [])
-    if isinstance(st, ParamTangent):
-        return [st.a] + ([st.W_dot] if isinstance(st.W_dot, Ref) else []) + \
-            ([st.out_dot] if st.acc else [])
-    if isinstance(st, Ew):
-        return [r for _, r in st.loads + st.col_loads] + \
-            [r for r, _, acc in st.stores + st.col_stores if acc]
-    return None
-
-
-def _overlap(r: Ref, q: Ref) -> bool:
-    return r.buf == q.buf and r.off < q.off + q.size and q.off < r.off + r.size
-
-
 def skip_zero_rows(body: list) -> list:
     """Products with a vector some of whose rows are known zeros multiply by the other
     rows only, and read rows that are plain copies from where they were copied.
 
     A jvp through ``W @ concat(h, x, 1)`` has the tangent ``[h_dot, 0, 0]``: the
-    concatenation writes ``Zero`` rows and copies ``h_dot``, and the product would
-    multiply through the zeros (for KF-RTRL's matrix tangent, a GEMM
-    ``(|z| + |x| + 1)/|z|`` times too large). Rows last written by a ``Zero`` (or a
-    ``Copy`` of such rows) are tracked per buffer, and so are plain copies whose source
-    and destination are unchanged since; a ``MatVec`` reading such rows is split into
-    one product per run of other rows, each on its block of W's columns (``col0``) and
-    reading a copy's source directly, and into nothing (or a ``Zero`` of its output) if
-    every row is zero. The copies themselves stay (``drop_dead_writes`` removes them
-    where nothing reads them).
+    concatenation clears rows and copies ``h_dot``, and the product would multiply
+    through the zeros (for KF-RTRL's matrix tangent, a GEMM ``(|z| + |x| + 1)/|z|``
+    times too large). Rows last written by a ``Clear`` (or a ``Copy`` of such rows) are
+    tracked per buffer, and so are plain copies whose source and destination are
+    unchanged since; a ``MatVec`` reading such rows is split into one product per run of
+    other rows, each on its block of W's columns (``col0``) and reading a copy's source
+    directly, and into nothing (or a ``Clear`` of its output) if every row is zero. The
+    copies themselves stay (``drop_dead_writes`` removes them where nothing reads them).
     """
     zero: dict[str, set] = {}
     copies: list[Copy] = []          # live plain copies, most recent last
@@ -264,7 +327,7 @@ def skip_zero_rows(body: list) -> list:
             rows.update(span)
         else:
             rows.difference_update(span)
-        copies[:] = [c for c in copies if not (_overlap(c.dst, r) or _overlap(c.src, r))]
+        copies[:] = [c for c in copies if not (c.dst.overlaps(r) or c.src.overlaps(r))]
 
     def source(r):
         """Where the rows of r were copied from, if one live copy holds them all."""
@@ -276,7 +339,7 @@ def skip_zero_rows(body: list) -> list:
 
     out = []
     for st in body:
-        if isinstance(st, MatVec) and st.whole and st.W.buf not in TANGENT_BUFS:
+        if isinstance(st, MatVec) and st.all_columns and st.W.buf not in TANGENT_BUFS:
             zs = zero.get(st.a.buf, set())
             flags = [st.a.off + j in zs for j in range(st.a.n)]
             runs, j = [], 0
@@ -296,41 +359,37 @@ def skip_zero_rows(body: list) -> list:
                     out.append(MatVec(st.out, st.W, r, acc, j0))
                     acc = True
                 if not acc:                 # every row zero, nothing to add to
-                    out.append(Zero(st.out))
+                    out.append(Clear(st.out))
                     mark(st.out, True)
                 elif runs:
                     mark(st.out, False)
                 continue
-        if isinstance(st, Zero):
+        if isinstance(st, Clear):
             mark(st.dst, True)
         elif isinstance(st, Copy):
             keep_zero = is_zero(st.src) and (not st.acc or is_zero(st.dst))
             mark(st.dst, keep_zero)
-            if not st.acc and not keep_zero and not _overlap(st.src, st.dst):
+            if not st.acc and not keep_zero and not st.src.overlaps(st.dst):
                 copies.append(st)
         else:
-            for r in written(st):
+            for r in st.writes():
                 mark(r, False)
         out.append(st)
     return out
 
 
 def drop_dead_writes(body: list, keep: list) -> list:
-    """Remove the ``Copy`` and ``Zero`` statements into ``vd`` whose rows no later
-    statement reads and that are not rows in ``keep`` (what the kernel's caller reads).
-    Conservative: a statement of unknown reads keeps everything before it."""
+    """Remove the ``Copy`` and ``Clear`` statements into ``vd`` whose rows no later
+    statement reads and that are not rows in ``keep`` (what the kernel's caller reads)."""
     live: list[Ref] = list(keep)
     dead = set()
     for i in range(len(body) - 1, -1, -1):
         st = body[i]
-        dst = st.dst if isinstance(st, (Copy, Zero)) else None
-        if dst is not None and dst.buf == "vd" and not any(_overlap(dst, r) for r in live):
+        dst = st.dst if isinstance(st, (Copy, Clear)) else None
+        if dst is not None and dst.buf == "vd" and not any(dst.overlaps(r) for r in live):
             dead.add(i)
             continue
-        reads = read(st)
-        if reads is None:
-            break
-        live.extend(r for r in reads if isinstance(r, Ref))
+        live.extend(r for r in st.reads() if isinstance(r, Ref))
     # a comment whose statements (up to the next comment) are all gone goes too
     bounds = [i for i, st in enumerate(body) if isinstance(st, Comment)] + [len(body)]
     for a, b in zip(bounds, bounds[1:]):

@@ -6,8 +6,9 @@ Two families:
   Their jvp and vjp are *derived*: sympy differentiates the expression, so adding one is
   a line in ``ELEMENTWISE`` (or ``rg.pointwise(fn, ...)`` from user code).
 * **Structural** ops (matmul, concat, slice) are short classes holding their shape rule,
-  forward, jvp and vjp statements next to each other, and a flop count for the cost
-  model. A tangent argument that is ``None`` is a symbolic zero: rules skip it.
+  forward statements, one linear jvp rule per operand (the vjp is its transpose) and a
+  flop count for the cost model. Rules never see a zero tangent: the drivers in
+  ``autodiff`` skip those operands.
 
 Statements are the backend-neutral description of ``rgraph.kernel``; the ops never
 know which backend prints them.
@@ -129,6 +130,11 @@ class Elementwise:
 
 
 # --------------------------------------------------------------------- structural ops
+# A structural op gives its shape rule, its forward statements and one jvp rule per
+# operand: the statements adding the op's tangent due to that operand alone, linear in
+# the operand's tangent. The autodiff drivers skip operands whose tangent is a symbolic
+# zero, and derive the vjp by transposing the same statements (``kernel``'s
+# ``transpose``), so forward and reverse mode cannot drift apart.
 
 
 @dataclass(frozen=True)
@@ -136,8 +142,9 @@ class MatMul:
     """z = W @ a with W a matrix (parameter or constant) and a a vector.
 
     forward  z = W a
-    jvp      z' = W a' + W' a        (W' a dense tangent, or the identity basis)
-    vjp      a_bar += W^T z_bar ;    W_bar += z_bar a^T
+    jvp      z' = W a'  (operand a)  +  W' a  (operand W: a dense tangent or the
+             identity basis)
+    vjp      a_bar += Wᵀ z_bar ;  W_bar += z_bar aᵀ   (the transposes)
     """
 
     label = "@"
@@ -154,26 +161,11 @@ class MatMul:
         W, a = args
         return [K.MatVec(out, W, a)]
 
-    def jvp(self, out_dot, args, arg_dots, acc):
+    def jvp(self, j, out_dot, args, arg_dot):
         W, a = args
-        W_dot, a_dot = arg_dots
-        st = []
-        if a_dot is not None:
-            st.append(K.MatVec(out_dot, W, a_dot, acc))
-            acc = True
-        if W_dot is not None:
-            st.append(K.ParamTangent(out_dot, W_dot, a, acc))
-        return st
-
-    def vjp(self, out_bar, args, arg_bars):
-        W, a = args
-        W_bar, a_bar = arg_bars
-        st = []
-        if a_bar is not None:
-            st.append(K.MatVecT(a_bar, W, out_bar))
-        if W_bar is not None:
-            st.append(K.Outer(W_bar, out_bar, a))
-        return st
+        if j == 1:
+            return [K.MatVec(out_dot, W, arg_dot)]
+        return [K.ParamTangent(out_dot, arg_dot, a)]
 
     def flops(self, out_shape, arg_shapes):
         m, k = arg_shapes[0]
@@ -182,7 +174,8 @@ class MatMul:
 
 @dataclass(frozen=True)
 class Concat:
-    """Concatenation of vectors: copies forward and in jvp, splits the cotangent in vjp."""
+    """Concatenation of vectors: a linear op, its jvp is itself and its vjp splits the
+    cotangent (the transposed copies)."""
 
     label = "concat"
 
@@ -194,41 +187,30 @@ class Concat:
         return (sum(s[0] for s in shapes),)
 
     def forward(self, out, args):
-        return [K.Copy(out.rows(o, a.n), a) for o, a in _parts(args)]
+        return [st for j, a in enumerate(args) for st in self.jvp(j, out, args, a)]
 
-    def jvp(self, out_dot, args, arg_dots, acc):
-        st = []
-        for (o, a), ad in zip(_parts(args), arg_dots, strict=True):
-            dst = out_dot.rows(o, a.n)
-            if ad is not None:
-                st.append(K.Copy(dst, ad, acc))
-            elif not acc:
-                st.append(K.Zero(dst))
-        return st
-
-    def vjp(self, out_bar, args, arg_bars):
-        return [K.Copy(ab, out_bar.rows(o, a.n), True)
-                for (o, a), ab in zip(_parts(args), arg_bars, strict=True) if ab is not None]
+    def jvp(self, j, out_dot, args, arg_dot):
+        off = sum(a.n for a in args[:j])
+        return [K.Copy(out_dot.rows(off, args[j].n), arg_dot)]
 
     def flops(self, out_shape, arg_shapes):
         return out_shape[0]
 
 
-def _parts(args):
-    off = 0
-    for a in args:
-        yield off, a
-        off += a.n
-
-
 @dataclass(frozen=True)
 class Slice:
-    """A contiguous slice v[start:stop] of a vector. It is a view: it generates no code,
-    its value, tangent and cotangent are rows of its operand's."""
+    """A contiguous slice v[start:stop] of a vector: a view. It generates no code; its
+    value, tangent and cotangent are the rows ``view_offset ...`` of its operand's (the
+    layout places it there), so every kernel reads and writes it in place."""
 
     start: int
     stop: int
     label = "slice"
+    is_view = True
+
+    @property
+    def view_offset(self) -> int:
+        return self.start
 
     def shape(self, shapes, names):
         (s,) = shapes

@@ -45,7 +45,7 @@ ESTIMATORS = {
 _WITH_ARG = re.compile(r"^([a-z-]+)\((\d+)\)$")
 
 
-def make_spec(name: str, prog, analysis, **opts) -> EstimatorSpec:
+def make_spec(name: str, lay, sched, analysis, **opts) -> EstimatorSpec:
     """The spec for ``name`` ("uoro", "kf-rtrl", "tbptt(16)", ...) on one cell."""
     if isinstance(name, EstimatorSpec):
         return name
@@ -64,7 +64,7 @@ def make_spec(name: str, prog, analysis, **opts) -> EstimatorSpec:
     if key == "tbptt" and "k" not in opts:
         raise ValueError("tbptt needs a truncation length: 'tbptt(16)' or k=16")
     try:
-        return ESTIMATORS[key](prog, analysis, **opts)
+        return ESTIMATORS[key](lay, sched, analysis, **opts)
     except TypeError as e:
         raise TypeError(f"estimator {key!r}: {e}") from None
 

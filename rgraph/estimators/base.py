@@ -1,95 +1,72 @@
-"""What every estimator shares: kernels, state layouts, and how a module is assembled.
+"""What every estimator shares: the kernels it asks for, its state, its templates.
 
-An ``EstimatorSpec`` subclass says which kernels it needs (built from the cell's
-``Program``), what each stream keeps between steps (``state_layout``), what scratch
-one step needs (``scratch_layout``) and which template functions implement it. The
-templates are plain functions in the estimator's file, written against the names of
-the generated module (contract in ``estimators/__init__.py``).
+An ``EstimatorSpec`` subclass is one algorithm applied to one cell. It is built from the
+cell's ``Layout`` (memory), ``schedule`` and ``Analysis``, and says
 
-Layouts are ordered name -> shape; a shape may contain the string "K" (a segment length
-chosen at run time, e.g. BPTT's whole sequence). ``views_source`` turns a layout into
-the ``est_views`` function that cuts a stream's flat state array into named views.
+* ``kernels()``: the forward/jvp/vjp kernels it composes (``autodiff``);
+* ``state_layout()``: what each stream keeps between steps (name -> shape; a shape may
+  contain "K", a segment length chosen at run time);
+* ``scratch_layout()``: the buffers one step may use (only those a template uses are
+  allocated);
+* ``constants()`` and ``choices()``: module constants, and the static choices its
+  templates branch on (resolved when the module is generated, so only what the options
+  select is emitted);
+* ``templates()``: its ``step`` (and ``flush`` / ``reset``) template functions, plain
+  Python in the estimator's file, reading like the paper's algorithm.
+
+Templates see the module's names: ``S``, ``X``, ``NV``, ``NP``, ``NR``, ``OUT_OFF``,
+``NOUT``, ``DT``, the kernels, the ``rg_*`` helpers, ``rg_loss`` and the estimator's own
+constants. A step template takes ``(th, s, x, y, w, g, rng, *, <state and scratch>)``:
+advance s in place, add this step's gradient estimate into g, return the loss.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..autodiff import Program
-
-
-def _size(shape, K=1):
-    return int(np.prod([K if d == "K" else d for d in shape]))
-
-
-def layout_size(layout: dict, K: int = 1) -> int:
-    return sum(_size(s, K) for s in layout.values())
-
-
-def views_source(layout: dict, name: str, arg: str, select=None) -> str:
-    """Source of ``name(arg)`` returning views into a flat array laid out as ``layout``
-    (all of them, or the ``select``ed names in that order)."""
-    fixed = [(n, s) for n, s in layout.items() if "K" not in s]
-    per_k = [(n, s) for n, s in layout.items() if "K" in s]
-    nfix = layout_size(dict(fixed))
-    nper = layout_size(dict(per_k))
-    views, pos = {}, 0
-    for n, s in fixed:
-        views[n] = _view(arg, str(pos), str(pos + _size(s)), s)
-        pos += _size(s)
-    off = str(pos)
-    for n, s in per_k:
-        end = f"{off} + K * {_size(s)}"      # _size(s): the size per unit of K
-        views[n] = _view(arg, off, end, s)
-        off = f"({end})"
-    names = list(layout) if select is None else list(select)
-    lines = [f"def {name}({arg}):", f'    """Views {names} of one stream."""']
-    if per_k and any("K" in layout[n] for n in names):
-        lines.append(f"    K = ({arg}.shape[0] - {nfix}) // {nper}")
-    out = [views[n] for n in names]
-    lines.append("    return (" + ", ".join(out) + ("," if len(out) == 1 else "") + ")")
-    return "\n".join(lines) + "\n"
-
-
-def _view(arg, start, end, shape):
-    sl = f"{arg}[{start}:{end}]"
-    if len(shape) > 1:
-        sl += f".reshape(({', '.join(str(d) for d in shape)}))"
-    return sl
-
-
-def scratch_source(layout: dict) -> str:
-    items = [f"np.zeros(({', '.join(str(d) for d in s)},), dtype=DT)" if len(s) == 1 else
-             f"np.zeros(({', '.join(str(d) for d in s)}), dtype=DT)" for s in layout.values()]
-    return ("def est_scratch():\n"
-            f'    """Scratch buffers {list(layout)} (allocated once per call)."""\n'
-            f"    return ({', '.join(items)}{',' if len(items) == 1 else ''})\n")
-
-
-def renamed(fn, name: str) -> str:
-    """A template function's source under another name (shared bodies, fixed names)."""
-    from ..codegen import function_source
-    src = function_source(fn)
-    return src.replace(f"def {fn.__name__}(", f"def {name}(", 1)
+from .. import autodiff
+from ..analysis import Analysis
+from ..autodiff import CotangentSpec, ParamTangents, TangentSpec
+from ..codegen import Template
+from ..layout import Layout
+from ..schedule import Block
 
 
 class EstimatorSpec:
     """One estimator applied to one cell. Subclasses fill in the pieces."""
 
     name = "base"
-    segment = False         # keeps a trajectory; est_flush does the work at segment ends
+    segment = False         # keeps a trajectory; its flush does the work at segment ends
     exact = False           # deterministic and equal to the true gradient
     stochastic = False      # draws random numbers
+    whole_sequence = False  # one segment per run: a training chunk is one exact update
 
-    def __init__(self, prog: Program, analysis, **opts):
+    def __init__(self, lay: Layout, sched: tuple[Block, ...], analysis: Analysis, **opts):
         if opts:
             raise TypeError(f"{self.name} has no option(s) {sorted(opts)}")
-        self.prog = prog
+        self.lay = lay
+        self.sched = sched
         self.analysis = analysis
 
     @property
     def nout(self) -> int:
         """Length of the output the loss sees."""
-        return self.prog.loc[self.prog.output_ids_loss[0]].n
+        return self.lay.loc[self.lay.loss_output_id].n
+
+    # -- building kernels
+    def jvp(self, name, seeds=None, params=ParamTangents.NONE, **kw):
+        """A jvp kernel; its arguments are (th, v, [thd], [sd], vd, nd): thd when the
+        caller gives the parameters' tangent, sd when the previous states are seeds."""
+        spec = TangentSpec(None if seeds is None else tuple(seeds), params, **kw)
+        k = autodiff.jvp(self.lay, self.sched, name, spec)
+        args = ("th", "v") + (("thd",) if params is ParamTangents.DENSE else ()) + \
+            (("sd",) if seeds is None or any(s in self.lay.state_ids for s in seeds) else ()) \
+            + ("vd", "nd")
+        k.args = args
+        return k
+
+    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False):
+        return autodiff.vjp(self.lay, self.sched, name,
+                            CotangentSpec(tuple(seeds), frozenset(wrt), overwrite))
 
     # -- what subclasses define
     def kernels(self) -> list:
@@ -98,14 +75,27 @@ class EstimatorSpec:
     def constants(self) -> dict:
         return {}
 
+    def choices(self) -> dict:
+        return {}
+
     def state_layout(self) -> dict:
         return {}
 
     def scratch_layout(self) -> dict:
         return {}
 
-    def functions(self) -> list:
+    def templates(self) -> list[Template]:
         raise NotImplementedError
+
+    def rendered(self, mb) -> dict:
+        """Functions the spec writes itself for this cell (name -> source, final names
+        from the module builder ``mb``)."""
+        return {}
+
+    @property
+    def flushes(self) -> bool:
+        """Whether the estimator has a flush (work pending at segment ends)."""
+        return any(t.role == "flush" for t in self.templates())
 
     def update_every(self, T: int | None = None) -> int:
         """Steps between parameter updates (a segment length, or 1)."""
@@ -120,28 +110,22 @@ class EstimatorSpec:
 
     # -- shared pieces
     def base_kernels(self) -> list:
-        p = self.prog
-        return [p.forward(), p.vjp("vjp_out", p.output_ids_loss, ("params", "state")),
-                p.gather("gather_new", p.new_state)]
+        lay = self.lay
+        return [autodiff.forward(lay, self.sched),
+                self.vjp("vjp_out", [lay.loss_output_id]),
+                autodiff.gather(lay, "gather_new", lay.new_state)]
 
     def base_constants(self) -> dict:
-        p = self.prog
-        out = p.constants()
-        ref = p.loc[p.output_ids_loss[0]]
-        out.update({"OUT_OFF": ref.off, "NOUT": ref.n})
-        return out
+        lay = self.lay
+        ref = lay.loc[lay.loss_output_id]
+        return {"S": lay.n_state, "X": lay.n_in, "NV": lay.n_values, "NP": lay.n_params,
+                "NR": lay.n_rec, "OUT_OFF": ref.off, "NOUT": ref.n}
 
-    def module_parts(self):
-        """(constants, kernels, functions) of the generated module."""
-        consts = self.base_constants()
-        consts.update(self.constants())
-        kernels = self.base_kernels() + self.kernels()
-        layout = self.state_layout()
-        funcs = [views_source(layout, "est_views", "E"), scratch_source(self.scratch_layout())]
-        if "traj" in layout:     # the stored segment, for the shared segment templates
-            funcs.append(views_source(layout, "seg_views", "E", ("pos", "traj", "ybars")))
-        funcs += list(self.functions())
-        return consts, kernels, funcs
+    def base_scratch(self) -> dict:
+        """The buffers of one step most estimators use."""
+        lay = self.lay
+        return {"v": (lay.n_values,), "vd": (lay.n_values,), "vb": (lay.n_values,),
+                "ybar": (self.nout,)}
 
 
 def positive_int(value, what, lo=1):

@@ -1,5 +1,5 @@
-"""Template functions every estimator's module includes (see the contract in __init__)."""
-# ruff: noqa: F821  (names are defined in the generated module)
+"""Template functions several estimators share (names: see ``base``)."""
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
 
 
 def forward_and_backprop(th, s, x, y, w, v, vb, thb, ybar):
@@ -30,14 +30,14 @@ def backprop_segment(th, traj, ybars, L, trunc, vb, sb, acc):
         rg_copy(sb, vb[0:S])
 
 
-def est_nothing_to_flush(th, E, g, rng, W):
-    """This estimator finishes its work every step: nothing is pending."""
-    return
-
-
-def est_zero_state(E):
-    """A state reset zeroes the estimator's memory (G_t = 0 when s_t is constant)."""
-    rg_zero(E)
-
-
-TEMPLATES = [forward_and_backprop]
+def segment_step(th, s, x, y, w, g, rng, *, pos, traj, ybars):
+    """Forward one step and store it; the backward pass waits for the segment end."""
+    k = int(pos[0])
+    vk = traj[k]
+    rg_copy(vk[0:S], s)
+    rg_copy(vk[S:S + X], x)
+    forward(th, vk)
+    loss = rg_loss(vk[OUT_OFF:OUT_OFF + NOUT], y, ybars[k], w)
+    gather_new(vk, s)
+    pos[0] = k + 1
+    return loss

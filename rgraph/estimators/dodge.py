@@ -17,14 +17,17 @@ Directions (§3.3, §4.2-4.3, §5.4):
   ``beta``, of those TBPTT gradients), or a fixed direction (a dict of recurrent
   parameter arrays). Always a descent direction; not unbiased.
 """
-# ruff: noqa: F821  (template names are defined in the generated module)
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
 import numpy as np
 
+from .. import autodiff
+from ..autodiff import ParamTangents
+from ..codegen import Template
 from . import common
-from .base import EstimatorSpec, positive_int, renamed
-from .exact import tbptt_step
+from .base import EstimatorSpec, positive_int
+from .exact import segment_kernels, segment_layout
 
 
 def draw_random(rng, U):
@@ -42,11 +45,10 @@ def draw_partitioned(rng, U):
             U[i, j] = 1.0 if rng.random() < 0.5 else -1.0
 
 
-def dodge_step(th, s, E, x, y, w, g, rng, W):
+def dodge_step(th, s, x, y, w, g, rng, *, pos, U, sdot, v, vd, vb, thb, ybar, sdot_new,
+               ydot):
     """One step: the forward tangents along the window's directions, and the estimate
     Σ_j (∂l/∂θ · u_j) u_j · SCALE (readout parameters exact)."""
-    pos, U, sdot = est_views(E)
-    v, vd, vb, thb, ybar, sdot_new, ydot = W
     if pos[0] == 0.0:
         draw_directions(rng, U)
         rg_zero2(sdot)
@@ -63,17 +65,17 @@ def dodge_step(th, s, E, x, y, w, g, rng, W):
             g[i] += SCALE * d * U[i, j]
     rg_copy2(sdot, sdot_new)
     pos[0] += 1.0
-    if WINDOW > 0 and pos[0] >= WINDOW:
-        pos[0] = 0.0
+    if WINDOWED:
+        if pos[0] >= WINDOW:
+            pos[0] = 0.0
     gather_new(v, s)
     return loss
 
 
-def candidate_flush(th, E, g, rng, W):
+def candidate_flush(th, g, rng, *, pos, gbar, traj, ybars, vd, vb, sb, sd, sd_new, ydot,
+                    cand, u):
     """At a window's end: the candidate direction from a backward pass over the stored
     window, then the directional derivative along it from a forward pass over it."""
-    pos, gbar, traj, ybars = est_views(E)
-    vd, vb, sb, sd, sd_new, ydot, cand, u = W
     L = int(pos[0])
     if L == 0:
         return
@@ -82,12 +84,12 @@ def candidate_flush(th, E, g, rng, W):
     backprop_segment(th, traj, ybars, L, CK, vb, sb, cand)
     rg_axpy(g[NR:NP], 1.0, cand[NR:NP])     # readout: exact
     # 2. the direction
-    if MODE == 0:
+    if FROM_TBPTT:
         rg_copy(u, cand[0:NR])
-    elif MODE == 1:
+    if FROM_AVERAGE:
         rg_axpby(gbar, BETA, cand[0:NR], 1.0 - BETA)
         rg_copy(u, gbar)
-    else:
+    if GIVEN:
         rg_copy(u, DIRECTION)
     norm = rg_nrm2(u)
     if norm > 0.0:
@@ -105,25 +107,24 @@ def candidate_flush(th, E, g, rng, W):
     pos[0] = 0.0
 
 
-def candidate_reset(E):
+def candidate_reset(*, pos):
     """A state reset ends the window (already flushed); the moving average stays."""
-    pos, gbar, traj, ybars = est_views(E)
     pos[0] = 0.0
 
 
 class DODGE(EstimatorSpec):
     name = "dodge"
 
-    def __init__(self, prog, analysis, directions="random", k=1, window=None,
+    def __init__(self, lay, sched, analysis, directions="random", k=1, window=None,
                  candidate="tbptt", candidate_k=None, beta=0.1, **opts):
-        super().__init__(prog, analysis, **opts)
+        super().__init__(lay, sched, analysis, **opts)
         if directions not in ("random", "partitioned", "candidate"):
             raise ValueError(f"dodge: directions must be 'random', 'partitioned' or "
                              f"'candidate', got {directions!r}")
         self.directions = directions
         self.k = positive_int(k, "dodge: k (number of directions)")
-        if directions == "partitioned" and self.k > prog.n_rec:
-            raise ValueError(f"dodge: {self.k} parts for {prog.n_rec} recurrent parameters")
+        if directions == "partitioned" and self.k > lay.n_rec:
+            raise ValueError(f"dodge: {self.k} parts for {lay.n_rec} recurrent parameters")
         self.window = None if window is None else positive_int(window, "dodge: window")
         self.stochastic = directions != "candidate"
         self.segment = directions == "candidate"
@@ -131,13 +132,12 @@ class DODGE(EstimatorSpec):
         if directions == "candidate":
             if isinstance(candidate, dict):
                 self.direction = self._pack_direction(candidate)
-                self.mode = 2
+                self.candidate = "given"
             elif candidate in ("tbptt", "average"):
-                self.mode = {"tbptt": 0, "average": 1}[candidate]
+                self.candidate = candidate
             else:
                 raise ValueError(f"dodge: candidate must be 'tbptt', 'average' or a dict of "
                                  f"recurrent parameter arrays, got {candidate!r}")
-            self.candidate = candidate if isinstance(candidate, str) else "given"
             self.candidate_k = 0 if candidate_k is None else positive_int(
                 candidate_k, "dodge: candidate_k")
             self.beta = float(beta)
@@ -145,12 +145,12 @@ class DODGE(EstimatorSpec):
                 raise ValueError(f"dodge: beta must be in (0, 1], got {beta!r}")
 
     def _pack_direction(self, d):
-        out = np.zeros(self.prog.n_rec)
-        names = [b.name for b in self.prog.rec_blocks]
+        out = np.zeros(self.lay.n_rec)
+        names = [b.name for b in self.lay.rec_blocks]
         if set(d) != set(names):
             raise ValueError(f"dodge: a candidate direction needs exactly the recurrent "
                              f"parameters {names}, got {sorted(d)}")
-        for b in self.prog.rec_blocks:
+        for b in self.lay.rec_blocks:
             a = np.asarray(d[b.name], dtype=np.float64)
             if a.shape != tuple(b.shape) or not np.all(np.isfinite(a)):
                 raise ValueError(f"dodge: direction for '{b.name}' must be finite with shape "
@@ -166,41 +166,52 @@ class DODGE(EstimatorSpec):
             self.directions != "random" else "dodge"
 
     def kernels(self):
-        p = self.prog
-        targets = p.new_state + p.output_ids_loss
-        ks = [p.jvp("jvp_dir", params="dense", targets=targets,
-                    matrix=self.directions != "candidate"),
-              p.gather("out_dot", p.output_ids_loss, "vd",
-                       matrix=self.directions != "candidate")]
+        lay = self.lay
+        targets = lay.new_state + [lay.loss_output_id]
+        matrix = self.directions != "candidate"
+        ks = [self.jvp("jvp_dir", params=ParamTangents.DENSE, targets=tuple(targets),
+                       matrix=matrix),
+              autodiff.gather(lay, "out_dot", [lay.loss_output_id], "vd", matrix=matrix)]
         if self.directions == "candidate":
-            ks += [p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
-                   p.scatter_add("scatter_new", p.new_state, "vb")]
+            ks += segment_kernels(self)
         return ks
+
+    def choices(self):
+        if self.directions == "candidate":
+            return {"FROM_TBPTT": self.candidate == "tbptt",
+                    "FROM_AVERAGE": self.candidate == "average",
+                    "GIVEN": self.candidate == "given"}
+        return {"WINDOWED": self.window is not None}
 
     def constants(self):
         if self.directions == "candidate":
-            return {"CK": self.candidate_k, "MODE": self.mode, "BETA": self.beta,
-                    "DIRECTION": self.direction if self.direction is not None
-                    else np.zeros(1)}
-        return {"KD": self.k, "WINDOW": self.window or 0,
-                "SCALE": 1.0 / self.k if self.directions == "random" else 1.0}
+            out = {"CK": self.candidate_k}
+            if self.candidate == "average":
+                out["BETA"] = self.beta
+            if self.direction is not None:
+                out["DIRECTION"] = self.direction
+            return out
+        out = {"KD": self.k, "SCALE": 1.0 / self.k if self.directions == "random" else 1.0}
+        if self.window is not None:
+            out["WINDOW"] = self.window
+        return out
 
     def state_layout(self):
-        p = self.prog
+        lay = self.lay
         if self.directions == "candidate":
-            return {"pos": (1,), "gbar": (p.n_rec,), "traj": ("K", p.n_values),
-                    "ybars": ("K", self.nout)}
-        return {"pos": (1,), "U": (p.n_rec, self.k), "sdot": (p.n_state, self.k)}
+            avg = {"gbar": (lay.n_rec,)} if self.candidate == "average" else {}
+            return {**avg, **segment_layout(self)}
+        return {"pos": (1,), "U": (lay.n_rec, self.k), "sdot": (lay.n_state, self.k)}
 
     def scratch_layout(self):
-        p = self.prog
+        lay = self.lay
         if self.directions == "candidate":
-            return {"vd": (p.n_values,), "vb": (p.n_values,), "sb": (p.n_state,),
-                    "sd": (p.n_state,), "sd_new": (p.n_state,), "ydot": (self.nout,),
-                    "cand": (p.n_params,), "u": (p.n_rec,)}
-        return {"v": (p.n_values,), "vd": (p.n_values, self.k), "vb": (p.n_values,),
-                "thb": (p.n_params,), "ybar": (self.nout,),
-                "sdot_new": (p.n_state, self.k), "ydot": (self.nout, self.k)}
+            return {"vd": (lay.n_values,), "vb": (lay.n_values,), "sb": (lay.n_state,),
+                    "sd": (lay.n_state,), "sd_new": (lay.n_state,), "ydot": (self.nout,),
+                    "cand": (lay.n_params,), "u": (lay.n_rec,)}
+        return {**self.base_scratch(), "vd": (lay.n_values, self.k),
+                "thb": (lay.n_params,), "sdot_new": (lay.n_state, self.k),
+                "ydot": (self.nout, self.k)}
 
     def segment_length(self, T=None):
         if self.directions != "candidate":
@@ -212,13 +223,13 @@ class DODGE(EstimatorSpec):
                              "sequence length)")
         return T
 
-    def functions(self):
+    def templates(self):
         if self.directions == "candidate":
-            return [common.backprop_segment, renamed(tbptt_step, "est_step"),
-                    renamed(candidate_flush, "est_flush"),
-                    renamed(candidate_reset, "est_reset")]
+            return [Template(common.backprop_segment, "backprop_segment"),
+                    Template(common.segment_step, "est_step", "step"),
+                    Template(candidate_flush, "est_flush", "flush"),
+                    Template(candidate_reset, "est_reset", "reset")]
         draw = draw_random if self.directions == "random" else draw_partitioned
-        return common.TEMPLATES + [renamed(draw, "draw_directions"),
-                                   renamed(dodge_step, "est_step"),
-                                   renamed(common.est_nothing_to_flush, "est_flush"),
-                                   renamed(common.est_zero_state, "est_reset")]
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(draw, "draw_directions"),
+                Template(dodge_step, "est_step", "step")]

@@ -7,23 +7,24 @@
   resets). ``bptt`` is the same with one segment per run (``total_gradient``: the whole
   sequence; training: the whole chunk handed to one compiled call).
 """
-# ruff: noqa: F821  (template names are defined in the generated module)
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
+from .. import autodiff
+from ..autodiff import ParamTangents
+from ..codegen import Template
 from . import common
-from .base import EstimatorSpec, positive_int, renamed
+from .base import EstimatorSpec, positive_int
 
 
 # ------------------------------------------------------------------------ RTRL
-def rtrl_step(th, s, E, x, y, w, g, rng, W):
+def rtrl_step(th, s, x, y, w, g, rng, *, G, v, vd, vb, ybar, G_new):
     """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}."""
-    (G,) = est_views(E)
-    v, vd, vb, ybar, thd, G_new = W
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     rg_gemv_t(g[0:NR], G, vb[0:S])
     # G_t = H_t G_{t-1} + F_t: one jvp with R columns, G_{t-1} as the previous state's
     # tangent and the identity as the parameters' tangent
-    jvp_full(th, v, thd, G, vd, G_new)
+    jvp_full(th, v, G, vd, G_new)
     rg_copy2(G, G_new)
     gather_new(v, s)
     return loss
@@ -34,73 +35,68 @@ class RTRL(EstimatorSpec):
     exact = True
 
     def kernels(self):
-        p = self.prog
-        return [p.jvp("jvp_full", params="basis", matrix=True)]
+        return [self.jvp("jvp_full", params=ParamTangents.IDENTITY, matrix=True)]
 
     def state_layout(self):
-        return {"G": (self.prog.n_state, self.prog.n_rec)}
+        return {"G": (self.lay.n_state, self.lay.n_rec)}
 
     def scratch_layout(self):
-        p = self.prog
-        return {"v": (p.n_values,), "vd": (p.n_values, p.n_rec), "vb": (p.n_values,),
-                "ybar": (self.nout,), "thd": (1, 1), "G_new": (p.n_state, p.n_rec)}
+        lay = self.lay
+        return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec),
+                "G_new": (lay.n_state, lay.n_rec)}
 
-    def functions(self):
-        return common.TEMPLATES + [renamed(rtrl_step, "est_step"),
-                                   renamed(common.est_nothing_to_flush, "est_flush"),
-                                   renamed(common.est_zero_state, "est_reset")]
+    def templates(self):
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(rtrl_step, "est_step", "step")]
 
 
 # ------------------------------------------------------------------------ TBPTT
-def tbptt_step(th, s, E, x, y, w, g, rng, W):
-    """Forward one step and store it; the backward pass waits for the segment end."""
-    pos, traj, ybars = seg_views(E)
-    k = int(pos[0])
-    vk = traj[k]
-    rg_copy(vk[0:S], s)
-    rg_copy(vk[S:S + X], x)
-    forward(th, vk)
-    loss = rg_loss(vk[OUT_OFF:OUT_OFF + NOUT], y, ybars[k], w)
-    gather_new(vk, s)
-    pos[0] = k + 1
-    return loss
-
-
-def tbptt_flush(th, E, g, rng, W):
+def tbptt_flush(th, g, rng, *, pos, traj, ybars, vb, sb):
     """Backpropagate the stored segment's losses to θ, truncated at the segment start."""
-    pos, traj, ybars = seg_views(E)
-    vb, sb = W
     backprop_segment(th, traj, ybars, int(pos[0]), 0, vb, sb, g)
     pos[0] = 0.0
+
+
+def segment_kernels(spec: EstimatorSpec) -> list:
+    """The kernels of backpropagation through a stored segment."""
+    lay = spec.lay
+    return [spec.vjp("vjp_step", [lay.loss_output_id] + lay.new_state),
+            autodiff.scatter_add(lay, "scatter_new", lay.new_state, "vb")]
+
+
+def segment_layout(spec: EstimatorSpec) -> dict:
+    """A stored segment: the write position, each step's values and loss cotangent."""
+    return {"pos": (1,), "traj": ("K", spec.lay.n_values), "ybars": ("K", spec.nout)}
 
 
 class TBPTT(EstimatorSpec):
     name = "tbptt"
     segment = True
 
-    def __init__(self, prog, analysis, k=None, **opts):
-        super().__init__(prog, analysis, **opts)
+    def __init__(self, lay, sched, analysis, k=None, **opts):
+        super().__init__(lay, sched, analysis, **opts)
         self.k = None if k is None else positive_int(k, "tbptt: truncation k")
 
     @property
     def exact(self):
         return self.k is None
 
+    @property
+    def whole_sequence(self) -> bool:
+        """One segment per run (bptt): a training chunk is one exact update."""
+        return self.k is None
+
     def describe(self):
         return "bptt" if self.k is None else f"tbptt({self.k})"
 
     def kernels(self):
-        p = self.prog
-        return [p.vjp("vjp_step", p.output_ids_loss + p.new_state, ("params", "state")),
-                p.scatter_add("scatter_new", p.new_state, "vb")]
+        return segment_kernels(self)
 
     def state_layout(self):
-        p = self.prog
-        return {"pos": (1,), "traj": ("K", p.n_values), "ybars": ("K", self.nout)}
+        return segment_layout(self)
 
     def scratch_layout(self):
-        p = self.prog
-        return {"vb": (p.n_values,), "sb": (p.n_state,)}
+        return {"vb": (self.lay.n_values,), "sb": (self.lay.n_state,)}
 
     def segment_length(self, T=None):
         if self.k is not None:
@@ -109,10 +105,11 @@ class TBPTT(EstimatorSpec):
             raise ValueError("bptt needs the sequence length")
         return T
 
-    def functions(self):
-        return [common.backprop_segment, renamed(tbptt_step, "est_step"),
-                renamed(tbptt_flush, "est_flush"), renamed(common.est_zero_state, "est_reset")]
+    def templates(self):
+        return [Template(common.backprop_segment, "backprop_segment"),
+                Template(common.segment_step, "est_step", "step"),
+                Template(tbptt_flush, "est_flush", "flush")]
 
 
-def BPTT(prog, analysis, **opts):
-    return TBPTT(prog, analysis, k=None, **opts)
+def BPTT(lay, sched, analysis, **opts):
+    return TBPTT(lay, sched, analysis, k=None, **opts)

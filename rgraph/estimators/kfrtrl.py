@@ -1,6 +1,6 @@
 """KF-RTRL (Mujika, Meier & Steger 2018, Algorithm 1), on the generalized structure of
-DESIGN.md §4: every recurrent parameter enters as ``z = W @ â`` with â independent of θ,
-so F_t = Σ_groups D_t ⊗ â_tᵀ with D_t = ∂s_t/∂z_t (any shape, not only diagonal).
+docs/compiler.md: every recurrent parameter enters as ``z = W @ â`` with â independent
+of θ, so F_t = Σ_groups D_t ⊗ â_tᵀ with D_t = ∂s_t/∂z_t (any shape, not only diagonal).
 
 Per input group, G_t ≈ A_t ⊗ u_tᵀ with A_t (S x |z|) and u_t (|â|):
 
@@ -9,58 +9,32 @@ Per input group, G_t ≈ A_t ⊗ u_tᵀ with A_t (S x |z|) and u_t (|â|):
 
 with c1, c2 random signs and p1 = sqrt(|H A| / |u|), p2 = sqrt(|D| / |â|) (eq. 7,
 Lemma 2's variance-optimal choice). The gradient of step t for a product's matrix W is
-(A_{t-1}ᵀ ∂l/∂s_{t-1})[rows of z] ⊗ u_{t-1} plus the direct ∂l/∂W.
+(A_{t-1}ᵀ ∂l/∂s_{t-1})[rows of z] ⊗ u_{t-1} plus the direct ∂l/∂W. The groups are
+unrolled when the module is generated (``kron_gradient``, ``kron_update``), and D_t is
+written as the blocks it is (only its structurally non-zero entries).
 """
-# ruff: noqa: F821  (template names are defined in the generated module)
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
-import numpy as np
-
+from ..codegen import Template
 from ..errors import NotApplicable
 from . import common
-from .base import EstimatorSpec, renamed
+from .base import EstimatorSpec
 
 
-def kf_step(th, s, E, x, y, w, g, rng, W):
+def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA):
     """One step of KF-RTRL for one stream."""
-    A, u = est_views(E)
-    v, vd, vb, thd, ybar, HA, D, cA = W
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-    # (∂l/∂s_{t-1}) G_{t-1} with G ≈ A ⊗ u: for product k, dl/dW_k += (Aᵀ c)[z_k] ⊗ u_g
+    # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_g A_g ⊗ u_g: each product's W gets (Aᵀ δs) ⊗ u
     rg_zero(cA)
     rg_gemv_t(cA, A, vb[0:S])
-    for k in range(NZN):
-        grp = KZ_GROUP[k]
-        na = KG_NA[grp]
-        uo = KG_UOFF[grp]
-        col = KZ_COL[k]
-        woff = KZ_WOFF[k]
-        for i in range(KZ_M[k]):
-            ci = cA[col + i]
-            for j in range(na):
-                g[woff + i * na + j] += ci * u[uo + j]
+    kron_gradient(g, cA, u)
     # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
-    jvp_state_m(th, v, thd, A, vd, HA)
-    # D_t = ∂s_t/∂z_t: the identity injected at the products, pushed downstream
-    jvp_z_m(th, v, thd, A, vd, D)
+    jvp_state_m(th, v, A, vd, HA)
+    # D_t = ∂s_t/∂z_t: the identity injected at the products, pushed to the new state
+    jvp_z_m(th, v, vd, D)
     # eqs. (7)-(8), one Kronecker pair per input group
-    for grp in range(NG):
-        c0 = KG_COL0[grp]
-        c1 = KG_COL1[grp]
-        uo = KG_UOFF[grp]
-        na = KG_NA[grp]
-        ar = KG_AROW[grp]
-        p1 = math.sqrt(rg_nrm2_cols(HA, c0, c1) / (rg_nrm2(u[uo:uo + na]) + EPS)) + EPS
-        p2 = math.sqrt(rg_nrm2_cols(D, c0, c1) / (rg_nrm2(v[ar:ar + na]) + EPS)) + EPS
-        s1 = 1.0 if rng.random() < 0.5 else -1.0
-        s2 = 1.0 if rng.random() < 0.5 else -1.0
-        for j in range(na):
-            u[uo + j] = s1 * p1 * u[uo + j] + s2 * p2 * v[ar + j]
-        a1 = s1 / p1
-        a2 = s2 / p2
-        for i in range(S):
-            for c in range(c0, c1):
-                A[i, c] = a1 * HA[i, c] + a2 * D[i, c]
+    kron_update(rng, v, A, u, HA, D)
     gather_new(v, s)
     return loss
 
@@ -69,11 +43,11 @@ class KFRTRL(EstimatorSpec):
     name = "kf-rtrl"
     stochastic = True
 
-    def __init__(self, prog, analysis, **opts):
-        super().__init__(prog, analysis, **opts)
+    def __init__(self, lay, sched, analysis, **opts):
+        super().__init__(lay, sched, analysis, **opts)
         k = analysis.kronecker
         if not k.ok:
-            raise NotApplicable(f"kf-rtrl does not apply to cell '{prog.cell.name}': "
+            raise NotApplicable(f"kf-rtrl does not apply to cell '{lay.cell.name}': "
                                 f"{k.reason}")
         self.groups = k.groups
         self.z_ids = [z for grp in self.groups for z in grp.z_ids]
@@ -84,45 +58,86 @@ class KFRTRL(EstimatorSpec):
         return "kf-rtrl" + (f"[{len(self.groups)} groups]" if len(self.groups) > 1 else "")
 
     def kernels(self):
-        p = self.prog
-        return [p.jvp("jvp_state_m", matrix=True),
-                p.jvp("jvp_z_m", seeds=[], inject=self.z_ids, matrix=True,
-                      inject_basis=True)]
+        return [self.jvp("jvp_state_m", matrix=True),
+                self.jvp("jvp_z_m", seeds=[], inject=tuple(self.z_ids), matrix=True,
+                         identity=True)]
 
     def constants(self):
-        p = self.prog
-        kz = {"COL": [], "M": [], "WOFF": [], "GROUP": []}
-        kg = {"COL0": [], "COL1": [], "UOFF": [], "NA": [], "AROW": []}
-        col = uoff = 0
-        for gi, grp in enumerate(self.groups):
-            kg["COL0"].append(col)
-            kg["UOFF"].append(uoff)
-            kg["NA"].append(grp.dim_input)
-            kg["AROW"].append(p.loc[grp.input_id].off)
-            for z in grp.z_ids:
-                n = p.nodes[z]
-                kz["COL"].append(col)
-                kz["M"].append(n.shape[0])
-                kz["WOFF"].append(p.block_of(n.args[0]).off)
-                kz["GROUP"].append(gi)
-                col += n.shape[0]
-            kg["COL1"].append(col)
-            uoff += grp.dim_input
-        out = {"NZN": len(self.z_ids), "NG": len(self.groups), "EPS": 1e-7}
-        out.update({f"KZ_{k}": np.array(v, dtype=np.int64) for k, v in kz.items()})
-        out.update({f"KG_{k}": np.array(v, dtype=np.int64) for k, v in kg.items()})
-        return out
+        return {"EPS": 1e-7}
 
     def state_layout(self):
-        return {"A": (self.prog.n_state, self.nz), "u": (self.na,)}
+        return {"A": (self.lay.n_state, self.nz), "u": (self.na,)}
 
     def scratch_layout(self):
-        p = self.prog
-        return {"v": (p.n_values,), "vd": (p.n_values, self.nz), "vb": (p.n_values,),
-                "thd": (1, 1), "ybar": (self.nout,),
-                "HA": (p.n_state, self.nz), "D": (p.n_state, self.nz), "cA": (self.nz,)}
+        lay = self.lay
+        return {**self.base_scratch(), "vd": (lay.n_values, self.nz),
+                "HA": (lay.n_state, self.nz), "D": (lay.n_state, self.nz), "cA": (self.nz,)}
 
-    def functions(self):
-        return common.TEMPLATES + [renamed(kf_step, "est_step"),
-                                   renamed(common.est_nothing_to_flush, "est_flush"),
-                                   renamed(common.est_zero_state, "est_reset")]
+    def templates(self):
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(kf_step, "est_step", "step")]
+
+    def _pieces(self):
+        """Per group: (group, first column, u offset) and per product (node, column)."""
+        col = uoff = 0
+        for grp in self.groups:
+            prods = []
+            c0 = col
+            for z in grp.z_ids:
+                prods.append((self.lay.nodes[z], col))
+                col += self.lay.nodes[z].shape[0]
+            yield grp, c0, col, uoff, prods
+            uoff += grp.dim_input
+
+    def rendered(self, mb):
+        lay = self.lay
+        sqrt, nrm2, nrm2c = f"{mb.g('math')}.sqrt", mb.g("rg_nrm2"), mb.g("rg_nrm2_cols")
+        eps = mb.g("EPS")
+        # locals are allocated around the module's globals (the user's node offsets)
+        local = mb.namer.child()
+        g, cA, u, rng, v, A, HA, D, i, j, c, ci, p1, p2, s1, s2, a1, a2 = (
+            local.claim(x) for x in ("g", "cA", "u", "rng", "v", "A", "HA", "D", "i", "j",
+                                     "c", "ci", "p1", "p2", "s1", "s2", "a1", "a2"))
+        grad = [f"def kron_gradient({g}, {cA}, {u}):",
+                '    """dl/dW += (Aᵀ δs)[rows of W @ â] ⊗ u_â for every recurrent product."""']
+        upd = [f"def kron_update({rng}, {v}, {A}, {u}, {HA}, {D}):",
+               '    """A = c1/p1 · HA + c2/p2 · D and u = c1 p1 · u + c2 p2 · â per input '
+               'group (eqs. 7-8)."""']
+        for grp, c0, c1, uoff, prods in self._pieces():
+            na = grp.dim_input
+            a = lay.loc[grp.input_id]
+            a_at = _plus(mb.offset(a.anchor, a.aoff), a.delta)
+            for n, col in prods:
+                W = lay.block_of(n.args[0])
+                w_at = mb.offset(W.name, W.off)
+                grad += [f"    # {n.name} = {lay.cell.describe(n)}: columns {col}:"
+                         f"{col + n.shape[0]} of A, u[{uoff}:{uoff + na}]",
+                         f"    for {i} in range({n.shape[0]}):",
+                         f"        {ci} = {cA}[{_plus(col, i)}]",
+                         f"        for {j} in range({na}):",
+                         f"            {g}[{w_at} + {i} * {na} + {j}] += {ci} * "
+                         f"{u}[{_plus(uoff, j)}]"]
+            upd += [f"    # input {grp.input} ({na}): columns {c0}:{c1} of A, "
+                    f"u[{uoff}:{uoff + na}]",
+                    f"    {p1} = {sqrt}({nrm2c}({HA}, {c0}, {c1}) / "
+                    f"({nrm2}({u}[{uoff}:{uoff + na}]) + {eps})) + {eps}",
+                    f"    {p2} = {sqrt}({nrm2c}({D}, {c0}, {c1}) / "
+                    f"({nrm2}({v}[{a_at}:{a_at} + {na}]) + {eps})) + {eps}",
+                    f"    {s1} = 1.0 if {rng}.random() < 0.5 else -1.0",
+                    f"    {s2} = 1.0 if {rng}.random() < 0.5 else -1.0",
+                    f"    for {j} in range({na}):",
+                    f"        {u}[{_plus(uoff, j)}] = {s1} * {p1} * {u}[{_plus(uoff, j)}] + "
+                    f"{s2} * {p2} * {v}[{a_at} + {j}]",
+                    f"    {a1} = {s1} / {p1}",
+                    f"    {a2} = {s2} / {p2}",
+                    f"    for {i} in range({lay.n_state}):",
+                    f"        for {c} in range({c0}, {c1}):",
+                    f"            {A}[{i}, {c}] = {a1} * {HA}[{i}, {c}] + {a2} * {D}[{i}, {c}]"]
+        return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n"}
+
+
+def _plus(base, var) -> str:
+    """``base + var`` as an index, without a "0 +"."""
+    if base == 0 or base == "0":
+        return str(var)
+    return f"{base} + {var}"

@@ -1,0 +1,110 @@
+"""The generated module of one estimator on one cell: its kernels, the estimator's
+templates, the online loop, the optimizers' rules and the loss, put together by the
+``ModuleBuilder`` (``codegen``).
+
+The module's entry points (its ``__all__``) are ``run`` (a chunk of online steps for a
+batch of streams), ``evaluate`` (forward only) and, for estimators with work pending at
+segment ends, ``flush_all``.
+"""
+from __future__ import annotations
+
+from .codegen import ModuleBuilder, Template, layout_size
+from .estimators.base import EstimatorSpec
+from .training import loop
+from .training.optim import OPTIMIZERS, dispatch_source
+
+
+def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
+                 title: str, doc: str = "") -> tuple[str, list[str]]:
+    """(the module's text, its entry points)."""
+    lay = spec.lay
+    mb = ModuleBuilder(backend, title, doc, user_names=[n.name for n in lay.nodes],
+                       aliases={"rg_loss": loss_helper,
+                                **backend.aliases(dtype)},
+                       describe=_describer(lay))
+    choices = {**spec.choices(), "FLUSHES": spec.flushes,
+               "RESETS": any(t.role == "reset" for t in spec.templates())}
+    templates = [(t, "estimator") for t in spec.templates()] + \
+        [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop"),
+         (Template(loop.opt_update, "opt_update"), "loop")] + \
+        [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
+    entry = ["run", "evaluate"]
+    if spec.flushes:
+        templates.append((Template(loop.flush_all, "flush_all"), "loop"))
+        entry.append("flush_all")
+    kernels = spec.base_kernels() + spec.kernels()
+    constants = {**spec.base_constants(), **spec.constants()}
+    helpers = backend.helpers()
+    mb.reserve(list(backend.import_names()) + list(helpers) + ["DT", "FASTMATH"]
+               + list(constants) + [k.name for k in kernels]
+               + [t.name for t, _ in templates] + ["est_scratch", "optimizer_step"])
+    mb.imports(backend.imports())
+    mb._add(f"{mb.g('DT')} = {mb.g('np')}.{dtype}", "sizes")
+    for name, value in constants.items():
+        mb.constant(name, value)
+    for c in (n for n in lay.nodes if n.kind == "const"):
+        mb.constant(c.name, lay.consts[c.name], f"constant {_shape(c)}", "layout", user=True)
+    for k in kernels:
+        mb.kernel(k)
+    for name, src in spec.rendered(mb).items():
+        mb.rendered(name, src, "estimator")
+    # the scratch buffers the estimator's templates use, allocated once per call
+    layout = spec.scratch_layout()
+    used = {n for t, _ in templates if t.role for n in mb.needs(t, choices)}
+    scratch = [n for n in layout if n in used]
+    state = spec.state_layout()
+    for t, section in templates:
+        mb.template(t, section, choices, state, scratch)
+    mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
+    mb.source("optimizer_step", dispatch_source(), "loop")
+    mb.helpers(helpers)
+    return mb.render(entry), entry
+
+
+def build_kernels(lay, kernels: list, backend, title: str) -> str:
+    """A module of kernels alone (their names are its entry points): for checking
+    derivatives and comparing backends."""
+    mb = ModuleBuilder(backend, title, user_names=[n.name for n in lay.nodes],
+                       aliases=backend.aliases("float64"), describe=_describer(lay))
+    mb.reserve(list(backend.import_names()) + list(backend.helpers())
+               + [k.name for k in kernels])
+    mb.imports(backend.imports())
+    for c in (n for n in lay.nodes if n.kind == "const"):
+        mb.constant(c.name, lay.consts[c.name], f"constant {_shape(c)}", "layout", user=True)
+    for k in kernels:
+        mb.kernel(k)
+    mb.helpers(backend.helpers())
+    return mb.render([k.name for k in kernels])
+
+
+def _scratch_source(mb, layout, names) -> str:
+    np_, dt = mb.g("np"), mb.g("DT")
+    items = [f"{np_}.zeros(({', '.join(str(d) for d in layout[n])},), dtype={dt})"
+             if len(layout[n]) == 1 else
+             f"{np_}.zeros(({', '.join(str(d) for d in layout[n])}), dtype={dt})"
+             for n in names]
+    lines = [f"def est_scratch():",
+             f'    """The scratch buffers of one step: {", ".join(names)}."""',
+             "    return ("]
+    lines += [f"        {it},  # {n}" for it, n in zip(items, names, strict=True)]
+    lines.append("    )")
+    return "\n".join(lines) + "\n"
+
+
+def _shape(n) -> str:
+    return "(" + ", ".join(map(str, n.shape)) + ")"
+
+
+def _describer(lay):
+    def describe(name):
+        n = lay.cell.node(name)
+        if n.kind == "param":
+            blk = lay.block_of(n.id)
+            return f"{'recurrent' if blk.recurrent else 'readout'} parameter {_shape(n)}, th"
+        if n.kind in ("state", "input"):
+            return f"{n.kind} {_shape(n)}"
+        return f"{lay.cell.describe(n)} {_shape(n)}"
+    return describe
+
+
+__all__ = ["build_module", "build_kernels", "layout_size"]
