@@ -286,8 +286,26 @@ def cmd_variance(args):
 
 
 # --------------------------------------------------------------------------- bench
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmarks():
+    """``benchmarks.bench`` from the source checkout (``benchmarks/`` beside ``rgraph/``),
+    which is not installed with the package."""
+    init = BENCHMARKS / "__init__.py"
+    if not (init.is_file() and (BENCHMARKS / "bench.py").is_file()):
+        raise CLIError(f"the benchmarks are not installed with rgraph ({BENCHMARKS} does "
+                       f"not exist): run 'rgraph bench' from a source checkout")
+    spec = importlib.util.spec_from_file_location("benchmarks", init,
+                                                  submodule_search_locations=[str(BENCHMARKS)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("benchmarks.bench")
+
+
 def cmd_bench(args):
-    from .bench import bench
+    bench = load_benchmarks().bench
     bench(cells=args.cells.split(","), sizes=[int(n) for n in args.sizes.split(",")],
           batches=[int(b) for b in args.batches.split(",")],
           estimators=[e.strip() for e in args.estimators.split(";") if e.strip()],

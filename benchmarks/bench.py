@@ -2,7 +2,7 @@
 
 For each cell, size, batch and estimator: µs per online step (forward + loss +
 estimator + parameter update, all streams of the batch), rgraph's compiled loop next to
-the same UORO and KF-RTRL written by hand in NumPy (``rgraph.handwritten``), and, for
+the same UORO and KF-RTRL written by hand in NumPy (``handwritten``), and, for
 KF-RTRL, next to the one product it cannot avoid, H_t A_{t-1}, done alone by numpy's
 BLAS. BLAS threads are fixed (threadpoolctl) and printed: a ratio means nothing
 otherwise. Timings are the best of ``repeats`` runs, each about ``seconds`` long.
@@ -13,10 +13,11 @@ import time
 
 import numpy as np
 
-from .api import compile as rg_compile
-from .cells import lstm, tanh_rnn
+from rgraph import SGD
+from rgraph import compile as rg_compile
+from rgraph.cells import lstm, tanh_rnn
+
 from .handwritten import HandKFRTRL, HandUORO
-from .training.optim import SGD
 
 CELLS = {"tanh": tanh_rnn, "lstm": lstm}
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",
