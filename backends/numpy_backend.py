@@ -11,42 +11,26 @@ from sympy.printing.numpy import NumPyPrinter
 
 from rgraph import kernel as K
 
-from .base import Backend, PrinterRules
+from .base import Backend, PrinterRules, split_defs
 
 
 class ArrayPrinter(PrinterRules, NumPyPrinter):
     """Array expressions with numpy functions and the stable vectorized helpers."""
 
+    BACKEND = "numpy"
     SQRT = "np.sqrt"
-    SIGN = "np.sign"
 
     def _module_format(self, fqn, register=True):
         fqn = super()._module_format(fqn, register)
         return "np." + fqn[len("numpy."):] if fqn.startswith("numpy.") else fqn
 
 
-PRELUDE = '''
+IMPORTS = '''
 import math
 import numpy as np
+'''
 
-
-def rg_sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def rg_softplus(x):
-    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def rg_relu(x):
-    return np.where(x > 0.0, x, 0.0)
-
-
-def rg_step(x):
-    return np.where(x > 0.0, 1.0, 0.0)
-
-
+HELPERS = split_defs('''
 def rg_basis(n, ncols, off, broadcast):
     """The identity tangent of n parameter elements starting at column off."""
     out = np.zeros((n, ncols))
@@ -58,14 +42,16 @@ def rg_zero(a):
     a[...] = 0.0
 
 
-rg_zero2 = rg_zero
+def rg_zero2(a):
+    a[...] = 0.0
 
 
 def rg_copy(dst, src):
     dst[...] = src
 
 
-rg_copy2 = rg_copy
+def rg_copy2(dst, src):
+    dst[...] = src
 
 
 def rg_dot(a, b):
@@ -97,7 +83,6 @@ def rg_gemv_t(y, A, x):
     y += A.T @ x
 
 
-
 def rg_matvec(out, A, x):
     out[...] = A @ x
 
@@ -109,23 +94,7 @@ def rg_rademacher(rng, out):
 
 def rg_allfinite(a):
     return bool(np.all(np.isfinite(a)))
-
-
-def rg_softmax_xent(y, target, ybar, w):
-    """loss = -w log softmax(y)[target]; ybar = w (softmax(y) - onehot(target))"""
-    m = np.max(y)
-    lse = m + math.log(np.sum(np.exp(y - m)))
-    ybar[:] = w * np.exp(y - lse)
-    ybar[target] -= w
-    return w * (lse - y[target])
-
-
-def rg_mse(y, target, ybar, w):
-    """loss = w/2 |y - target|^2; ybar = w (y - target)"""
-    d = y - target
-    ybar[:] = w * d
-    return 0.5 * w * float(np.dot(d, d))
-'''
+''')
 
 
 class NumpyBackend(Backend):
@@ -135,8 +104,8 @@ class NumpyBackend(Backend):
     def __init__(self):
         self.printer = ArrayPrinter({"fully_qualified_modules": True})
 
-    def prelude(self) -> str:
-        return PRELUDE
+    IMPORTS = IMPORTS
+    HELPERS = HELPERS
 
     def expr(self, e) -> str:
         return self.printer.doprint(e)

@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from . import codegen
+from . import codegen, losses
 from .analysis import Analysis
 from .autodiff import Program
 from .backends import get_backend
@@ -24,7 +24,7 @@ from .training import loop
 from .training.optim import SGD
 from .training.trainer import Trainer, raise_if_bad
 
-LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
+LOSSES = {name: loss.helper for name, loss in losses.LOSSES.items()}  # name -> helper
 _BLAS = None
 
 
