@@ -10,7 +10,7 @@ api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoint
 """
 __version__ = "0.1.0"
 
-from . import cells
+from . import cells, plots
 from .analysis import analyze
 from .api import Estimator, compile
 from .checks import check_derivatives, compare_backends
@@ -27,7 +27,7 @@ __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "VarianceResult",
+    "variance", "variance_vs_size", "VarianceResult", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable",
 ]

@@ -222,7 +222,7 @@ def cmd_train(args):
 
 def write_run_outputs(run_dir, tr, task, est, cfg):
     """curve.csv, params.npz, curve.png and a summary line."""
-    from .demo import moving_average, plot_curves
+    from .plots import learning_curves, moving_average
     curve = task.to_unit(np.asarray(tr.curve, dtype=float))
     curve = np.atleast_1d(curve)
     w = max(1, min(1000, len(curve) // 20))
@@ -234,8 +234,8 @@ def write_run_outputs(run_dir, tr, task, est, cfg):
             f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
     np.savez(run_dir / "params.npz", **tr.params)
     title = f"{est.name} on {task!r}, {cfg['cell']}-{cfg['hidden']}"
-    plot_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
-                ylabel=task.unit)
+    learning_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
+                    ylabel=task.unit)
     tail = float(np.nanmean(curve[-max(1, len(curve) // 10):])) if len(curve) else np.nan
     line = f"step {tr.step:,}: recent loss {tail:.4g} {task.unit}"
     if getattr(task, "optimum", None) is not None:

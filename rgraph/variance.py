@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import plots
 from .api import compile as rg_compile
 
 
@@ -54,29 +55,7 @@ class VarianceResult:
 
     def plot(self, path, title=""):
         """Cosine (mean ± sd) against size, one line per estimator."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(max(6.5, 0.075 * len(title)), 4.2))
-        for est in dict.fromkeys(r.estimator for r in self.rows):
-            rs = [r for r in self.rows if r.estimator == est]
-            xs = [r.size for r in rs] if all(r.size is not None for r in rs) else \
-                list(range(len(rs)))
-            m = np.array([r.cos_mean for r in rs])
-            sd = np.array([r.cos_std for r in rs])
-            ax.errorbar(xs, m, yerr=sd, marker="o", capsize=3, label=est)
-        ax.set_xlabel("units")
-        ax.set_ylabel("cosine to the true gradient")
-        if all(r.size for r in self.rows):
-            ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return plots.cosine_vs_size(self.rows, path, title)
 
 
 def _spec(e):
