@@ -249,6 +249,13 @@ class Estimator:
         return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
                       callback=callback, record=record)
 
+    def export(self, path):
+        """Write this estimator and its training loop as one standalone Python module
+        (imports only math, numpy and numba): ``init_params``, ``total_gradient``,
+        ``loss`` and ``train`` give the same numbers as rgraph (see ``rgraph.export``)."""
+        from .export import export
+        return export(self, path)
+
 
 def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa: A001
     """Compile ``estimator`` for ``cell``: ``rg.compile(cell, "kf-rtrl", loss="mse")``.

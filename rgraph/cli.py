@@ -313,6 +313,24 @@ def cmd_bench(args):
           hand=not args.no_hand)
 
 
+# -------------------------------------------------------------------------- export
+def cmd_export(args):
+    import rgraph as rg
+    from .export import ExportError
+    cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
+                     nonlinearity=args.nonlinearity)
+    loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
+    est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
+                     dtype=args.dtype, **estimator_options(args))
+    try:
+        path = est.export(args.output)
+    except ExportError as e:
+        raise CLIError(str(e)) from None
+    print(f"wrote {path}: cell '{cell.name}', {est.name}, {loss}, {args.dtype}, "
+          f"{args.backend} (imports only numpy" + (" and numba)" if args.backend == "numba"
+                                                   else ")"))
+
+
 # ------------------------------------------------------------------------ parser
 def add_cell_args(p, hidden=16):
     p.add_argument("cell", help=f"a built-in cell ({', '.join(BUILTIN)}) or "
@@ -424,6 +442,22 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     p.add_argument("--no-hand", action="store_true", help="skip the NumPy baselines")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="one standalone .py file: the estimator and its loop",
+                       description="Write a compiled estimator and its training loop as one "
+                                   "Python module that imports only numpy and numba: "
+                                   "init_params, total_gradient, loss and train give the "
+                                   "same numbers as rgraph.")
+    add_cell_args(p)
+    add_estimator_args(p)
+    p.add_argument("--estimator", "-e", required=True,
+                   help="uoro, kf-rtrl, tbptt(16), rtrl, bptt, dodge, ...")
+    p.add_argument("--output", "-o", required=True, metavar="FILE.py",
+                   help="the module to write")
+    p.add_argument("--loss", choices=["softmax_xent", "mse"],
+                   help="default: mse for influence, else softmax_xent")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="a short tour on a built-in LSTM, with a plot",
                        description="Analyse a built-in LSTM, then train it online with "
