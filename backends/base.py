@@ -10,6 +10,7 @@ import importlib.util
 import sys
 
 import sympy as sp
+from sympy.core.function import Application
 
 from rgraph import kernel as K
 from rgraph import losses, scalars
@@ -29,9 +30,12 @@ class PrinterRules:
 
     def _print(self, expr, **kwargs):
         fn = scalars.lookup(expr)
-        if fn is None:
-            return super()._print(expr, **kwargs)
-        return f"{fn.callee(self.BACKEND)}({', '.join(self._print(a) for a in expr.args)})"
+        if fn is not None:
+            return f"{fn.callee(self.BACKEND)}({', '.join(self._print(a) for a in expr.args)})"
+        if isinstance(expr, Application):
+            raise GraphError(f"{type(expr).__name__} is not a registered scalar function "
+                             f"(was it unregistered?); register it with rg.scalar_function")
+        return super()._print(expr, **kwargs)
 
     def _print_Pow(self, e, rational=False):
         b, x = e.args

@@ -247,6 +247,9 @@ def _dsl_function(fn: scalars.ScalarFunction):
     params = ["x"] if fn.arity == 1 else [f"x{j}" for j in range(fn.arity)]
 
     def apply(*args):
+        if scalars.REGISTRY.get(fn.name) is not fn:
+            raise GraphError(f"scalar function '{fn.name}' was unregistered; register it "
+                             f"again with rg.scalar_function and use the function returned")
         if len(args) != fn.arity:
             raise GraphError(f"{fn.name} takes {fn.arity} operand(s), got {len(args)}")
         return _apply(fn.op, *args)
