@@ -240,7 +240,8 @@ def _entry(name, definition, printed=None, doc=None, arity=None,
     what = f"scalar function {name!r}"
     if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
         raise GraphError(f"{what}: the name must be lower-case letters, digits and '_', "
-                         f"starting with a letter (it labels the op and names the helper rg_<name>)")
+                         f"starting with a letter (it labels the op and names the helper "
+                         f"rg_<name>)")
     if name in REGISTRY:
         how = "" if name in BUILTIN_NAMES else f", or remove it first with " \
               f"rgraph.scalars.unregister({name!r})"
