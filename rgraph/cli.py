@@ -66,11 +66,15 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
 
 
 def estimator_options(args) -> dict:
+    from .estimators.names import parse_projection
     opts = {}
     for key in ("projection", "rank", "T", "k_dirs", "window", "directions"):
         val = getattr(args, key, None)
-        if val is not None:
-            opts["k" if key == "k_dirs" else key] = val
+        if val is None:
+            continue
+        if key == "projection":       # a space, a node name, or node names: "h_new,c_new"
+            val = parse_projection(val)
+        opts["k" if key == "k_dirs" else key] = val
     return opts
 
 
@@ -253,7 +257,8 @@ def write_run_outputs(run_dir, tr, task, est, cfg):
 def cmd_variance(args):
     import rgraph as rg
     from . import tasks
-    ests = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    from .estimators.names import split_estimators
+    ests = split_estimators(args.estimators, ",")
     sizes = [int(n) for n in args.sizes.split(",")]
     if args.text:
         lm = make_task("charlm", None, args.text)
@@ -305,10 +310,11 @@ def load_benchmarks():
 
 
 def cmd_bench(args):
+    from .estimators.names import split_estimators
     bench = load_benchmarks().bench
     bench(cells=args.cells.split(","), sizes=[int(n) for n in args.sizes.split(",")],
           batches=[int(b) for b in args.batches.split(",")],
-          estimators=[e.strip() for e in args.estimators.split(";") if e.strip()],
+          estimators=split_estimators(args.estimators, ";"),
           seconds=args.seconds, repeats=args.repeats, threads=args.threads,
           hand=not args.no_hand)
 
@@ -415,7 +421,8 @@ def build_parser():
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
     p.add_argument("--estimators", default="uoro,kf-rtrl",
-                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation])")
+                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation],"
+                        "projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
     p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
     p.add_argument("--seeds", type=int, default=100, help="draws per estimator")

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import plots
 from .api import compile as rg_compile
+from .estimators.names import parse_estimator
 
 
 @dataclass
@@ -59,12 +60,14 @@ class VarianceResult:
 
 
 def _spec(e):
-    """An estimator given as "name", ("name", {opts}) or "projected-uoro[space]"."""
+    """(name, options, label) of an estimator given as a name ("uoro", "tbptt(16)",
+    "projected-uoro[preactivation]": ``rgraph.estimators.names``) or as a
+    ("name", {options}[, label]) tuple. A name with an argument labels its rows as
+    written."""
     if isinstance(e, tuple):
         return e[0], dict(e[1]), e[2] if len(e) > 2 else None
-    if e.startswith("projected-uoro[") and e.endswith("]"):
-        return "projected-uoro", {"projection": e[len("projected-uoro["):-1]}, e
-    return e, {}, None
+    key, opts = parse_estimator(e)
+    return key, opts, e if opts else None
 
 
 def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
@@ -72,11 +75,12 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
              progress=None) -> VarianceResult:
     """Cosine and variance of each estimator's total gradient over ``seeds`` draws.
 
-    estimators: names ("uoro", "kf-rtrl", "projected-uoro[preactivation]") or
-    ("name", {options}[, label]) tuples. Estimators that do not apply to the cell are
+    estimators: names ("uoro", "kf-rtrl", "tbptt(16)", "projected-uoro[preactivation]")
+    or ("name", {options}[, label]) tuples. Estimators that do not apply to the cell are
     reported with nan and their reason. Returns a ``VarianceResult`` (``.table()``,
     ``.plot(path)``); pass ``result`` to append rows to an existing one."""
     result = result if result is not None else VarianceResult()
+    specs = [_spec(e) for e in estimators]      # a malformed name fails before any work
     loss = loss or ("mse" if np.asarray(ys).ndim == 2 else "softmax_xent")
     exact_est = rg_compile(cell, "bptt", loss=loss, backend=backend)
     p = params if params is not None else exact_est.init_params(params_seed)
@@ -84,8 +88,7 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
     flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rec])  # noqa: E731
     g0 = flat(exact_est.total_gradient(p, xs, ys))
     n0 = np.linalg.norm(g0)
-    for e in estimators:
-        name, opts, lab = _spec(e)
+    for e, (name, opts, lab) in zip(estimators, specs):
         t = time.perf_counter()
         try:
             est = rg_compile(cell, name, loss=loss, backend=backend, **opts)
