@@ -12,37 +12,32 @@ import sys
 from collections import Counter
 
 import sympy as sp
+from sympy.core.function import Application
 
 from rgraph import kernel as K
+from rgraph import losses, scalars
+from rgraph.errors import GraphError
 
 VALUE_BUFS = ("th", "v")
 
 
 class PrinterRules:
-    """Printing rules both backends' sympy printers share (mixed into a sympy printer):
-    rgraph's scalar functions become calls to the module's stable ``rg_*`` helpers, and
-    numbers print as float literals. ``SQRT`` and ``SIGN`` name the backend's own."""
+    """Printing rules both backends' sympy printers share (mixed into a sympy printer): a
+    registered scalar function prints as its entry's callee for ``BACKEND`` (``math.tanh``,
+    the module's helper ``rg_sigmoid``), and numbers print as float literals. ``SQRT``
+    names the backend's square root."""
 
+    BACKEND: str
     SQRT = "math.sqrt"
-    SIGN = "rg_sign"
 
-    def _call(self, fn, e):
-        return f"{fn}({self._print(e.args[0])})"
-
-    def _print_sigmoid(self, e):
-        return self._call("rg_sigmoid", e)
-
-    def _print_softplus(self, e):
-        return self._call("rg_softplus", e)
-
-    def _print_relu(self, e):
-        return self._call("rg_relu", e)
-
-    def _print_step(self, e):
-        return self._call("rg_step", e)
-
-    def _print_sign(self, e):
-        return self._call(self.SIGN, e)
+    def _print(self, expr, **kwargs):
+        fn = scalars.lookup(expr)
+        if fn is not None:
+            return f"{fn.callee(self.BACKEND)}({', '.join(self._print(a) for a in expr.args)})"
+        if isinstance(expr, Application):
+            raise GraphError(f"{type(expr).__name__} is not a registered scalar function "
+                             f"(was it unregistered?); register it with rg.scalar_function")
+        return super()._print(expr, **kwargs)
 
     def _print_Pow(self, e, rational=False):
         b, x = e.args
@@ -66,15 +61,40 @@ class PrinterRules:
         return repr(float(e))
 
 
+def split_defs(text: str) -> dict[str, str]:
+    """Top-level function definitions in source text: name -> source of its ``def``."""
+    lines = text.splitlines(keepends=True)
+    out = {}
+    for node in ast.parse(text).body:
+        if not isinstance(node, ast.FunctionDef) or node.decorator_list:
+            raise ValueError(f"line {node.lineno}: helper text may hold only undecorated "
+                             f"functions")
+        out[node.name] = "".join(lines[node.lineno - 1:node.end_lineno])
+    return out
+
+
 class Backend:
-    """Base printer. Subclasses implement the statement printers and the prelude."""
+    """Base printer. Subclasses implement the statement printers and hold the module's
+    ``IMPORTS`` (import lines and module-level setup) and ``HELPERS`` (helper name ->
+    undecorated ``def`` source; ``decorate`` adds what the backend needs)."""
 
     name = "base"
     jit = False
+    IMPORTS: str
+    HELPERS: dict[str, str]
 
     # ------------------------------------------------------------ module parts
-    def prelude(self) -> str:
-        raise NotImplementedError
+    def helpers(self) -> dict[str, str]:
+        """Every helper a generated module may call, name -> undecorated source: the
+        registered scalar functions' (``rgraph.scalars``), the losses' and the backend's
+        own."""
+        own = {**losses.helpers(self.name), **self.HELPERS}
+        scalar = scalars.helpers(self.name)
+        for name in sorted(scalar.keys() & own.keys()):
+            raise GraphError(f"scalar function {name[len('rg_'):]!r} has the helper {name}, "
+                             f"which a loss or the {self.name} backend defines too; register "
+                             f"the function under another name")
+        return {**scalar, **own}
 
     def aliases(self, dtype: str) -> dict:
         """Module names bound per float type (after the prelude): name -> target."""
@@ -84,27 +104,15 @@ class Backend:
         """A template function's source as it goes into the module."""
         return src
 
-    def imports(self) -> str:
-        """The module-level import lines and set-up statements of the prelude."""
-        tree = ast.parse(self.prelude())
-        return "\n".join(ast.get_source_segment(self.prelude(), n) for n in tree.body
-                         if not isinstance(n, ast.FunctionDef))
-
     def import_names(self) -> set:
-        """The names the prelude's imports and set-up bind at module level."""
+        """The names ``IMPORTS`` binds at module level."""
         out = set()
-        for n in ast.parse(self.imports()).body:
+        for n in ast.parse(self.IMPORTS).body:
             if isinstance(n, (ast.Import, ast.ImportFrom)):
                 out.update(a.asname or a.name.split(".")[0] for a in n.names)
             elif isinstance(n, ast.Assign):
                 out.update(t.id for t in n.targets if isinstance(t, ast.Name))
         return out
-
-    def helpers(self) -> dict:
-        """Every helper function of the prelude, undecorated: name -> source."""
-        src = self.prelude()
-        return {n.name: ast.get_source_segment(src, n) + "\n"
-                for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)}
 
     def constant_value(self, value) -> str:
         """The source of a module-level number or flat array."""

@@ -1,24 +1,26 @@
 """The numba backend: scalar loops under ``@njit(cache=True)``.
 
-Measured choices (see NUMBA_NOTES.md): scalar loops rather than array expressions;
-"safe" fastmath (reassociation and contraction, never ``nnan``/``ninf`` so NaN checks
-still work); numpy's error model (a float division by zero gives inf, which the loop's
-finiteness checks report, instead of a branch per division that keeps every loop with
-a ``/`` from vectorizing: Adam's update ran 8x slower); matrix tangents multiply
-through ``np.dot(A, B, out)`` (BLAS GEMM) on contiguous row blocks, or through
-``rg_gemm_rm`` (BLAS with a leading dimension) on a block of W's columns; every
-helper lives in the generated module itself so numba's file-keyed cache never goes
-stale.
+Measured choices (numba 0.68, 2 cores): scalar loops rather than array expressions
+(array-expression code compiled 7-12x slower and, at n = 256, ran slower than plain
+numpy); "safe" fastmath (reassociation and contraction, as fast as ``fastmath=True``
+but never ``nnan``/``ninf``, under which ``np.isnan`` of a real NaN returned False);
+numpy's error model (a float division by zero gives inf, which the loop's finiteness
+checks report, instead of a branch per division that keeps every loop with a ``/``
+from vectorizing: Adam's update ran 8x slower); matrix tangents multiply through
+``np.dot(A, B, out)`` (BLAS GEMM, numpy's speed; the allocating form was 1.5x slower
+from n = 128) on contiguous row blocks, or through ``rg_gemm_rm`` (BLAS with a leading
+dimension) on a block of W's columns; every helper lives in the generated module itself,
+because numba's cache is keyed on one file's bytes and was seen to return stale code
+when a function in another file changed.
 """
 from __future__ import annotations
 
+import sympy as sp
 from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
 
-import sympy as sp
-
-from .base import Backend, PrinterRules, use_counts
+from .base import Backend, PrinterRules, split_defs, use_counts
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 
@@ -26,74 +28,45 @@ FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 class ScalarPrinter(PrinterRules, PythonCodePrinter):
     """Scalar expressions as ``math`` calls and rgraph's stable helpers."""
 
-    def _print_Abs(self, e):
-        return self._call("abs", e)
+    BACKEND = "numba"
 
 
-PRELUDE = f'''
+IMPORTS = f'''
 import math
 import numpy as np
 from numba import float32, float64, njit
+from numba.np.linalg import _BLAS, ensure_blas
 
 FASTMATH = {FASTMATH}
 
+ensure_blas()
+_rg_xxgemm_float64 = _BLAS().numba_xxgemm(float64)
+_rg_xxgemm_float32 = _BLAS().numba_xxgemm(float32)
+'''
 
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_sigmoid(x):
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_relu(x):
-    return x if x > 0.0 else 0.0
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_step(x):
-    return 1.0 if x > 0.0 else 0.0
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_sign(x):
-    return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
+HELPERS = split_defs('''
 def rg_zero(a):
     for i in range(a.shape[0]):
         a[i] = 0.0
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_zero2(a):
     for i in range(a.shape[0]):
         for j in range(a.shape[1]):
             a[i, j] = 0.0
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_copy(dst, src):
     for i in range(dst.shape[0]):
         dst[i] = src[i]
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_copy2(dst, src):
     for i in range(dst.shape[0]):
         for j in range(dst.shape[1]):
             dst[i, j] = src[i, j]
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_dot(a, b):
     s = 0.0
     for i in range(a.shape[0]):
@@ -101,7 +74,6 @@ def rg_dot(a, b):
     return s
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_nrm2(a):
     s = 0.0
     for i in range(a.shape[0]):
@@ -109,7 +81,6 @@ def rg_nrm2(a):
     return math.sqrt(s)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_nrm2_cols(A, c0, c1):
     """Frobenius norm of the columns c0:c1 of a C-contiguous matrix."""
     s = 0.0
@@ -119,21 +90,18 @@ def rg_nrm2_cols(A, c0, c1):
     return math.sqrt(s)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_axpy(y, a, x):
     """y += a x"""
     for i in range(y.shape[0]):
         y[i] += a * x[i]
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_axpby(y, a, x, b):
     """y = a x + b y"""
     for i in range(y.shape[0]):
         y[i] = a * x[i] + b * y[i]
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_axpby_nrm2(y, a, x, b):
     """y = a x + b y; returns |y|"""
     s = 0.0
@@ -144,7 +112,6 @@ def rg_axpby_nrm2(y, a, x, b):
     return math.sqrt(s)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_gemv_t(y, A, x):
     """y += A^T x for a matrix A (n, m)"""
     for i in range(A.shape[0]):
@@ -153,8 +120,6 @@ def rg_gemv_t(y, A, x):
             y[j] += A[i, j] * xi
 
 
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_matvec(out, A, x):
     """out = A x"""
     for i in range(A.shape[0]):
@@ -164,13 +129,11 @@ def rg_matvec(out, A, x):
         out[i] = s
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_rademacher(rng, out):
     for i in range(out.shape[0]):
         out[i] = 1.0 if rng.random() < 0.5 else -1.0
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
 def rg_allfinite(a):
     """True if no entry is inf or nan (x * 0 is nan exactly for those; no early exit,
     so the loop vectorizes)."""
@@ -178,42 +141,13 @@ def rg_allfinite(a):
     for i in range(a.shape[0]):
         s += a[i] * 0.0
     return s == 0.0
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_softmax_xent(y, target, ybar, w):
-    """loss = -w log softmax(y)[target]; ybar = w (softmax(y) - onehot(target))"""
-    m = y[0]
-    for i in range(1, y.shape[0]):
-        if y[i] > m:
-            m = y[i]
-    s = 0.0
-    for i in range(y.shape[0]):
-        s += math.exp(y[i] - m)
-    lse = m + math.log(s)
-    for i in range(y.shape[0]):
-        ybar[i] = w * math.exp(y[i] - lse)
-    ybar[target] -= w
-    return w * (lse - y[target])
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def rg_mse(y, target, ybar, w):
-    """loss = w/2 |y - target|^2; ybar = w (y - target)"""
-    s = 0.0
-    for i in range(y.shape[0]):
-        d = y[i] - target[i]
-        ybar[i] = w * d
-        s += d * d
-    return 0.5 * w * s
-'''
+''')
 
 # C (m, n) = A[:, col0:col0 + k] @ B (k, n) + beta C, A a flat row-major (m, lda) block:
-# numba's own entry to scipy's BLAS (the one np.dot uses), called with leading dimensions
-# so that a block of W's columns needs no copy. Column-major BLAS computes C^T = B^T A^T.
+# numba's own entry to scipy's BLAS (the one np.dot uses, set up in IMPORTS), called with
+# leading dimensions so that a block of W's columns needs no copy. Column-major BLAS
+# computes C^T = B^T A^T.
 GEMM = '''
-
-@njit(cache=True, error_model='numpy')
 def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
     m, n = C.shape
     k = B.shape[0]
@@ -224,13 +158,8 @@ def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
     _rg_xxgemm_{dt}({kind}, 110, 110, n, m, k, al.ctypes, B.ctypes, n, A[col0:].ctypes, lda,
                     be.ctypes, C.ctypes, n)
 '''
-PRELUDE += '''
-from numba.np.linalg import _BLAS, ensure_blas
-
-ensure_blas()
-_rg_xxgemm_float64 = _BLAS().numba_xxgemm(float64)
-_rg_xxgemm_float32 = _BLAS().numba_xxgemm(float32)
-''' + GEMM.format(dt="float64", kind=ord("d")) + GEMM.format(dt="float32", kind=ord("s"))
+HELPERS.update(split_defs(GEMM.format(dt="float64", kind=ord("d"))))
+HELPERS.update(split_defs(GEMM.format(dt="float32", kind=ord("s"))))
 
 
 class NumbaBackend(Backend):
@@ -247,8 +176,8 @@ class NumbaBackend(Backend):
     def __init__(self):
         self.printer = ScalarPrinter({"fully_qualified_modules": True})
 
-    def prelude(self) -> str:
-        return PRELUDE
+    IMPORTS = IMPORTS
+    HELPERS = HELPERS
 
     def aliases(self, dtype: str) -> dict:
         return {"rg_gemm_rm": f"rg_gemm_rm_{dtype}"}

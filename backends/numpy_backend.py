@@ -9,44 +9,30 @@ from __future__ import annotations
 
 from sympy.printing.numpy import NumPyPrinter
 
+import sympy as sp
+
 from rgraph import kernel as K
 
-from .base import Backend, PrinterRules
+from .base import Backend, PrinterRules, split_defs, use_counts
 
 
 class ArrayPrinter(PrinterRules, NumPyPrinter):
     """Array expressions with numpy functions and the stable vectorized helpers."""
 
+    BACKEND = "numpy"
     SQRT = "np.sqrt"
-    SIGN = "np.sign"
 
     def _module_format(self, fqn, register=True):
         fqn = super()._module_format(fqn, register)
         return "np." + fqn[len("numpy."):] if fqn.startswith("numpy.") else fqn
 
 
-PRELUDE = '''
+IMPORTS = '''
 import math
 import numpy as np
+'''
 
-
-def rg_sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0.0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-def rg_softplus(x):
-    return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
-
-
-def rg_relu(x):
-    return np.where(x > 0.0, x, 0.0)
-
-
-def rg_step(x):
-    return np.where(x > 0.0, 1.0, 0.0)
-
-
+HELPERS = split_defs('''
 def rg_basis(n, ncols, off, broadcast):
     """The identity tangent of n parameter elements starting at column off."""
     out = np.zeros((n, ncols))
@@ -58,14 +44,16 @@ def rg_zero(a):
     a[...] = 0.0
 
 
-rg_zero2 = rg_zero
+def rg_zero2(a):
+    a[...] = 0.0
 
 
 def rg_copy(dst, src):
     dst[...] = src
 
 
-rg_copy2 = rg_copy
+def rg_copy2(dst, src):
+    dst[...] = src
 
 
 def rg_dot(a, b):
@@ -97,7 +85,6 @@ def rg_gemv_t(y, A, x):
     y += A.T @ x
 
 
-
 def rg_matvec(out, A, x):
     out[...] = A @ x
 
@@ -109,104 +96,156 @@ def rg_rademacher(rng, out):
 
 def rg_allfinite(a):
     return bool(np.all(np.isfinite(a)))
-
-
-def rg_softmax_xent(y, target, ybar, w):
-    """loss = -w log softmax(y)[target]; ybar = w (softmax(y) - onehot(target))"""
-    m = np.max(y)
-    lse = m + math.log(np.sum(np.exp(y - m)))
-    ybar[:] = w * np.exp(y - lse)
-    ybar[target] -= w
-    return w * (lse - y[target])
-
-
-def rg_mse(y, target, ybar, w):
-    """loss = w/2 |y - target|^2; ybar = w (y - target)"""
-    d = y - target
-    ybar[:] = w * d
-    return 0.5 * w * float(np.dot(d, d))
-'''
+''')
 
 
 class NumpyBackend(Backend):
+    """Kernels declare a view per node they touch (``f_gate = v[129:145]``, tangents
+    ``f_gate_dot``, cotangents ``f_gate_bar``) and work on whole arrays."""
+
     name = "numpy"
     jit = False
+    ELEMENT = ""            # a symbol is the whole array of a node's elements
+    IMPORTS = IMPORTS
+    HELPERS = HELPERS
 
     def __init__(self):
         self.printer = ArrayPrinter({"fully_qualified_modules": True})
 
-    def prelude(self) -> str:
-        return PRELUDE
+    # ------------------------------------------------------------- views
+    def view_name(self, r: K.Ref, sc) -> str:
+        """The local view of a Ref's whole node block, declared on first use."""
+        key = (r.buf, r.anchor, r.role)
+        views = sc.__dict__.setdefault("views", {})
+        if key not in views:
+            name = sc.local(r.anchor + (f"_{r.role}" if r.role else ""))
+            views[key] = name
+            sl = f"{sc.buf(r)}[{r.aoff}:{r.aoff + r.an * max(r.cols, 1)}]"
+            if r.cols and not r.is_tangent:
+                sl += f".reshape(({r.an}, {r.cols}))"
+            sc.prologue.append(f"{name} = {sl}")
+        return views[key]
 
-    def expr(self, e) -> str:
-        return self.printer.doprint(e)
+    def sl(self, r: K.Ref, sc) -> str:
+        """A Ref as an array expression."""
+        if r.buf == "const":
+            g = sc.buf(r)
+            if r.cols:
+                return f"{g}.reshape(({r.n}, {r.cols}))"
+            return g if r.whole else f"{g}[{r.delta}:{r.delta + r.n}]"
+        if not r.anchor:
+            return f"{sc.buf(r)}[{r.off}:{r.off + r.size}]"
+        v = self.view_name(r, sc)
+        return v if r.whole else f"{v}[{r.delta}:{r.delta + r.n}]"
 
-    def vec(self, r: K.Ref, n: int, column=False) -> str:
-        """A whole Ref as an array over the loop's n elements (length 1 broadcasts)."""
+    def lhs(self, r: K.Ref, sc) -> str:
+        s = self.sl(r, sc)
+        return s + "[:]" if r.whole and r.anchor else s
+
+    def vec(self, r: K.Ref, n: int, sc, column=False) -> str:
+        """A Ref read by an n-element loop (a length-1 Ref broadcasts)."""
         if r.n == 1 and n > 1 and not r.is_tangent:
-            return self.el(r, "0")
-        if r.n == 1 and n > 1:                  # a broadcast tangent row: (1, K)
-            return f"{r.buf}[{r.off}:{r.off + 1}]"
-        s = self.sl(r)
+            return f"{self.sl(r, sc)}[0]"
+        s = self.sl(r, sc)
         return f"{s}[:, None]" if column else s
 
     # ------------------------------------------------------------- statements
-    def st_Zero(self, st, matrix):
-        return [f"{self.lhs(st.dst)} = 0.0"]
+    def st_Clear(self, st, sc):
+        return [f"{self.lhs(st.dst, sc)} = 0.0"]
 
-    def st_Identity(self, st, matrix):
+    def st_Identity(self, st, sc):
         n = st.dst.n
-        return [f"{self.lhs(st.dst)} = 0.0",
-                f"{self.sl(st.dst)}[np.arange({n}), {st.off} + np.arange({n})] = 1.0"]
+        np_ = sc.g("np")
+        return [f"{self.lhs(st.dst, sc)} = 0.0",
+                f"{self.sl(st.dst, sc)}[{np_}.arange({n}), {st.off} + {np_}.arange({n})] = 1.0"]
 
-    def st_Copy(self, st, matrix):
-        return [f"{self.lhs(st.dst)} {'+=' if st.acc else '='} {self.sl(st.src)}"]
+    def st_Copy(self, st, sc):
+        return [f"{self.lhs(st.dst, sc)} {'+=' if st.acc else '='} {self.sl(st.src, sc)}"]
 
-    def st_MatVec(self, st, matrix):
-        W = self.sl(st.W) if st.whole else \
-            f"{self.sl(st.W)}[:, {st.col0}:{st.col0 + st.a.n}]"
-        return [f"{self.lhs(st.out)} {'+=' if st.acc else '='} {W} @ {self.sl(st.a)}"]
+    def st_MatVec(self, st, sc):
+        W = self.sl(st.W, sc) if st.all_columns else \
+            f"{self.sl(st.W, sc)}[:, {st.col0}:{st.col0 + st.a.n}]"
+        return [f"{self.lhs(st.out, sc)} {'+=' if st.acc else '='} {W} @ {self.sl(st.a, sc)}"]
 
-    def st_MatVecT(self, st, matrix):
-        return [f"{self.lhs(st.a_bar)} += {self.sl(st.W)}.T @ {self.sl(st.z_bar)}"]
+    def st_MatVecT(self, st, sc):
+        return [f"{self.lhs(st.a_bar, sc)} += {self.sl(st.W, sc)}.T @ {self.sl(st.z_bar, sc)}"]
 
-    def st_Outer(self, st, matrix):
-        return [f"{self.lhs(st.W_bar)} {'+=' if st.acc else '='} "
-                f"np.outer({self.sl(st.z_bar)}, {self.sl(st.a)})"]
+    def st_Outer(self, st, sc):
+        return [f"{self.lhs(st.W_bar, sc)} {'+=' if st.acc else '='} "
+                f"{sc.g('np')}.outer({self.sl(st.z_bar, sc)}, {self.sl(st.a, sc)})"
+                + (".ravel()" if not st.W_bar.cols else "")]
 
-    def st_ParamTangent(self, st, matrix):
+    def st_ParamTangent(self, st, sc):
         out, a, m = st.out_dot, st.a, st.out_dot.n
         kk = st.W_dot.cols
         op = "+=" if st.acc else "="
         if isinstance(st.W_dot, K.Basis):
-            lines = [] if st.acc else [f"{self.lhs(out)} = 0.0"]
-            return lines + [f"for i in range({m}):",
-                            f"    {self.sl(out)}[i, {st.W_dot.off} + i * {kk}:"
-                            f"{st.W_dot.off} + (i + 1) * {kk}] += {self.sl(a)}"]
-        Wd = self.sl(st.W_dot)
-        if matrix:
-            return [f"{self.lhs(out)} {op} np.einsum('ijc,j->ic', "
-                    f"{Wd}.reshape(({m}, {kk}, rg_K)), {self.sl(a)})"]
-        return [f"{self.lhs(out)} {op} {Wd}.reshape(({m}, {kk})) @ {self.sl(a)}"]
+            i = sc.idx["i"]
+            lines = [] if st.acc else [f"{self.lhs(out, sc)} = 0.0"]
+            return lines + [f"for {i} in range({m}):",
+                            f"    {self.sl(out, sc)}[{i}, {st.W_dot.off} + {i} * {kk}:"
+                            f"{st.W_dot.off} + ({i} + 1) * {kk}] += {self.sl(a, sc)}"]
+        Wd = self.sl(st.W_dot, sc)
+        if sc.k.matrix:
+            return [f"{self.lhs(out, sc)} {op} {sc.g('np')}.einsum('ijc,j->ic', "
+                    f"{Wd}.reshape(({m}, {kk}, {sc.cols})), {self.sl(a, sc)})"]
+        return [f"{self.lhs(out, sc)} {op} {Wd}.reshape(({m}, {kk})) @ {self.sl(a, sc)}"]
 
-    def st_Ew(self, st, matrix):
-        n = st.n
-        lines = [f"# {ln}" for ln in st.comment.splitlines()]
+    def st_Ew(self, st, sc):
+        """Whole-array statements, one per node; matrix tangents keep element factors as
+        (n, 1) columns that broadcast over the tangent columns."""
+        n, matrix = st.n, sc.k.matrix
+        outer, inner = use_counts(st)
+        counts = outer + inner
+        notes = dict(st.notes)
+        sub, lines = {}, []
+
+        def assign(s, e, stores):
+            e = e.xreplace(sub)
+            note = f"  # {notes[s]}" if s in notes else ""
+            mine = [(r, acc) for r, t, acc in stores if t == s]
+            if counts[s] == 1 and not mine and s not in notes:
+                sub[s] = e
+                return
+            if counts[s] == len(mine) == 1 or (mine and not mine[0][1] and mine[0][0].whole
+                                               and mine[0][0].anchor and r_ok(mine[0][0])):
+                r, acc = mine[0]
+                lines.append(store(r, acc, self.expr(e, sc)) + note)
+                if counts[s] > 1:
+                    sub[s] = sp.Symbol(self.vec(r, n, sc, column=matrix and not r.is_tangent))
+                for r2, acc2 in mine[1:]:
+                    lines.append(store(r2, acc2, self.expr(sub[s], sc)))
+                return
+            name = sc.name_of(s)
+            sub[s] = sp.Symbol(name)
+            lines.append(f"{name} = {self.expr(e, sc)}{note}")
+            for r, acc in mine:
+                lines.append(store(r, acc, name))
+
+        def r_ok(r):
+            return r.n == n
+
+        def store(r, acc, text):
+            if r.n == 1 and n > 1 and not r.is_tangent:
+                return (f"{self.sl(r, sc)}[0] += {sc.g('np')}.sum({sc.g('np')}.broadcast_to("
+                        f"{text}, ({n},)))")
+            return f"{self.lhs(r, sc)} {'+=' if acc else '='} {text}"
+
         for s, r in st.loads:
-            lines.append(f"{s} = {self.vec(r, n, column=matrix)}")
+            sub[s] = sp.Symbol(self.vec(r, n, sc, column=matrix))
         for s, e in st.assigns:
-            lines.append(f"{s} = {self.expr(e)}")
+            assign(s, sp.sympify(e), st.stores)
         for r, s, acc in st.stores:
-            if r.n == 1 and n > 1:
-                lines.append(f"{self.el(r, '0')} += np.sum(np.broadcast_to({s}, ({n},)))")
-            else:
-                lines.append(f"{self.lhs(r)} {'+=' if acc else '='} {s}")
+            if s not in {t for t, _ in st.assigns}:
+                lines.append(store(r, acc, self.expr(sub[s], sc)))
         for s, r in st.col_loads:
-            lines.append(f"{s} = {self.vec(r, n)}")
+            sub[s] = sp.Symbol(self.vec(r, n, sc))
         for s, b in st.col_basis:
-            lines.append(f"{s} = rg_basis({n}, rg_K, {b.off}, {b.n == 1 and n > 1})")
+            sub[s] = sp.Symbol(f"{sc.g('rg_basis')}({n}, {sc.cols}, {b.off}, "
+                               f"{b.n == 1 and n > 1})")
         for s, e in st.col_assigns:
-            lines.append(f"{s} = {self.expr(e)}")
+            assign(s, sp.sympify(e), st.col_stores)
         for r, s, acc in st.col_stores:
-            lines.append(f"{self.lhs(r)} {'+=' if acc else '='} {s}")
+            if s not in {t for t, _ in st.col_assigns}:
+                lines.append(store(r, acc, self.expr(sub[s], sc)))
         return lines

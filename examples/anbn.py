@@ -174,10 +174,7 @@ def write_outputs(results, task, out, args):
     write_curves_csv(results, out / "curves.csv", block)
     write_evals_csv(results, out / "validation.csv", ["valid_bpc"])
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 4.6))
+    fig, ax = rg.plots.figure(figsize=(8, 4.6))
     for r in results:
         x, means = block_means(r["curve"], block)
         line, = ax.plot(x, means, lw=1.3,
@@ -197,9 +194,7 @@ def write_outputs(results, task, out, args):
                  fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "anbn.png", dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, out / "anbn.png")
 
 
 if __name__ == "__main__":

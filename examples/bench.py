@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from rgraph.bench import ESTIMATORS, bench
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's benchmarks/
+from benchmarks.bench import ESTIMATORS, bench  # noqa: E402
 
 
 def main():

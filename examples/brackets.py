@@ -181,10 +181,7 @@ def write_outputs(results, task, out, args):
     write_curves_csv(results, out / "curves.csv", block)
     write_evals_csv(results, out / "validation.csv", ["valid_bpc", "valid_recall_bits"])
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (a1, a2) = rg.plots.figure(1, 2, figsize=(12, 4.6))
     styles = {"lstm-uoro": {"color": "C0"}, "lstm-tbptt4": {"color": "C0", "ls": "--"},
               "gru-uoro": {"color": "C3"}, "gru-tbptt4": {"color": "C3", "ls": "--"}}
     for r in results:
@@ -213,9 +210,7 @@ def write_outputs(results, task, out, args):
                  fontsize=10)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "brackets.png", dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, out / "brackets.png")
 
 
 if __name__ == "__main__":

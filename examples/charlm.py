@@ -138,11 +138,8 @@ def train(est, lm, args, vx, vy, lr):
 
 
 def plot(valids, curves, path, title, unigram):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = rg.plots.figure(1, 2, figsize=(11, 4.2))
     for i, (name, v) in enumerate(valids.items()):
         axes[0].plot([s for s, _ in v], [b for _, b in v], marker="o", ms=3, label=name,
                      color=f"C{i}")
@@ -158,9 +155,7 @@ def plot(valids, curves, path, title, unigram):
     top = min(unigram + 1.0, max(b for v in valids.values() for _, b in v))
     axes[0].set_ylim(None, top)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, path)
 
 
 def main():

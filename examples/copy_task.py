@@ -127,11 +127,8 @@ def length_profile(est, params, L_max, seed):
 
 
 def plot(histories, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = rg.plots.figure(1, 2, figsize=(11, 4.2))
     for name, h in histories.items():
         steps = [0] + [r[0] for r in h]
         secs = [0] + [r[1] for r in h]
@@ -146,9 +143,7 @@ def plot(histories, path, title):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, path)
 
 
 def main():

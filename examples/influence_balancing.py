@@ -192,10 +192,7 @@ def main(argv=None):
 
 
 def plot(runs, names, steps, n_points, theta_star, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    fig, (a1, a2) = rg.plots.figure(1, 2, figsize=(12, 4.4))
     styles = {"rtrl": {"lw": 3.0, "color": "0.6"},
               "dodge": {"lw": 1.2, "ls": "--", "color": "k"}}
     for name in names:
@@ -221,9 +218,7 @@ def plot(runs, names, steps, n_points, theta_star, path, title):
                  fontsize=10)
     a2.grid(alpha=0.3)
     a2.legend(fontsize=8, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, path)
     return path
 
 

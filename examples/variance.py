@@ -148,13 +148,10 @@ def part_b(args, xs, ys, K, log):
 
 
 def plot_bars(res, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     kinds = ["state", "cut", "preactivation", "parameter", KF_LABEL]
     kind = lambda r: "cut" if r.estimator.startswith("cut") else r.estimator  # noqa: E731
     cells = list(dict.fromkeys(r.label for r in res.rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = rg.plots.figure(1, 2, figsize=(11, 4.4))
     w = 0.8 / len(kinds)
     seen = set()
     for ci, c in enumerate(cells):
@@ -181,9 +178,7 @@ def plot_bars(res, path, title):
     axes[1].set_ylabel("relative variance E|g - g*|² / |g*|²")
     axes[1].set_yscale("log")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    rg.plots.save(fig, path)
 
 
 def write_csv(res, path):

@@ -10,22 +10,24 @@ api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoint
 """
 __version__ = "0.1.0"
 
-from . import cells
+from . import cells, plots
 from .analysis import analyze
 from .api import Estimator, compile
 from .checks import check_derivatives, compare_backends
 from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphError, ShapeError
 from .estimators import ESTIMATORS
-from .graph import (Cell, concat, const, exp, log, matmul, pointwise, relu, sigmoid,
-                    softplus, split, tanh)
+from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
+                    scalar_function, split)
 from .training import SGD, Adam, Trainer, TrainResult
 from .variance import VarianceResult, variance, variance_vs_size
 
+globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.sigmoid, ...: one per registry entry
+
 __all__ = [
-    "Cell", "concat", "const", "exp", "log", "matmul", "pointwise", "relu", "sigmoid",
-    "softplus", "split", "tanh", "cells", "analyze", "compile", "Estimator", "Trainer",
+    "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
+    *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "VarianceResult",
+    "variance", "variance_vs_size", "VarianceResult", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable",
 ]

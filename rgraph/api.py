@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from . import codegen
+from . import codegen, losses
 from .analysis import Analysis
 from .build import build_module
 from .backends import get_backend
@@ -25,7 +25,7 @@ from .schedule import schedule
 from .training.optim import SGD
 from .training.trainer import Trainer, raise_if_bad
 
-LOSSES = {"softmax_xent": "rg_softmax_xent", "mse": "rg_mse"}
+LOSSES = {name: loss.helper for name, loss in losses.LOSSES.items()}  # name -> helper
 _BLAS = None
 
 
@@ -253,6 +253,13 @@ class Estimator:
         tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk)
         return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
                       callback=callback, record=record)
+
+    def export(self, path):
+        """Write this estimator and its training loop as one standalone Python module
+        (imports only math, numpy and numba): ``init_params``, ``total_gradient``,
+        ``loss`` and ``train`` give the same numbers as rgraph (see ``rgraph.export``)."""
+        from .export import export
+        return export(self, path)
 
 
 def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa: A001

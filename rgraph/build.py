@@ -38,7 +38,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     mb.reserve(list(backend.import_names()) + list(helpers) + ["DT", "FASTMATH"]
                + list(constants) + [k.name for k in kernels]
                + [t.name for t, _ in templates] + ["est_scratch", "optimizer_step"])
-    mb.imports(backend.imports())
+    mb.imports(backend.IMPORTS)
     mb._add(f"{mb.g('DT')} = {mb.g('np')}.{dtype}", "sizes")
     for name, value in constants.items():
         mb.constant(name, value)
@@ -68,7 +68,7 @@ def build_kernels(lay, kernels: list, backend, title: str) -> str:
                        aliases=backend.aliases("float64"), describe=_describer(lay))
     mb.reserve(list(backend.import_names()) + list(backend.helpers())
                + [k.name for k in kernels])
-    mb.imports(backend.imports())
+    mb.imports(backend.IMPORTS)
     for c in (n for n in lay.nodes if n.kind == "const"):
         mb.constant(c.name, lay.consts[c.name], f"constant {_shape(c)}", "layout", user=True)
     for k in kernels:

@@ -6,9 +6,8 @@ are named (``.named``) so that reports and generated code read well.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from .graph import Cell, concat, const, pointwise, sigmoid, split, tanh
+from .tasks.influence import influence_A, influence_b
 
 
 def _readout(c: Cell, h, n_out: int, name="logits"):
@@ -56,7 +55,8 @@ def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
 
 
 def lstm(n_in: int, n: int, n_out: int) -> Cell:
-    """LSTM with state (h, c), one matrix for the four gates (DESIGN.md §6)."""
+    """LSTM with state (h, c), one matrix for the four gates (input, forget, output,
+    candidate, in that order)."""
     c = Cell("lstm")
     x = c.input("x", n_in)
     h, m = c.state("h", n), c.state("c", n)
@@ -94,17 +94,16 @@ def influence_balancing(n: int = 23, n_minus: int = 13, A=None) -> Cell:
         s_t = A s_{t-1} + θ · b · x_t,    b = (+1, ..., +1, -1, ..., -1),  y_t = s_t[0]
 
     with A[i, i] = A[i, i+1] = 1/2 (fixed) and x_t = 1 (the task's constant drive).
-    The loss ½(y_t - 1)² is ``loss="mse"`` against target 1.
+    The loss ½(y_t - 1)² is ``loss="mse"`` against target 1. A and b are the task's
+    (``rgraph.tasks.influence``), so the cell and ``InfluenceBalancing`` are one system.
     """
-    if not 0 <= n_minus <= n:
-        raise ValueError(f"influence_balancing: n_minus={n_minus} must be in [0, n={n}]")
+    b = influence_b(n, n_minus)
     if A is None:
-        A = 0.5 * np.eye(n) + 0.5 * np.eye(n, k=1)
-    signs = np.concatenate([np.ones(n - n_minus), -np.ones(n_minus)])
+        A = influence_A(n)
     c = Cell("influence")
     x, s = c.input("x", 1), c.state("s", n)
     theta = c.param("theta", 1, init="zeros")
-    s_new = c.const(A, "A") @ s + c.const(signs, "b") * (theta * x).named("drive")
+    s_new = c.const(A, "A") @ s + c.const(b, "b") * (theta * x).named("drive")
     c.update(s, s_new)
     c.output("y", s_new[0:1])
     return c

@@ -66,11 +66,15 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
 
 
 def estimator_options(args) -> dict:
+    from .estimators.names import parse_projection
     opts = {}
     for key in ("projection", "rank", "T", "k_dirs", "window", "directions"):
         val = getattr(args, key, None)
-        if val is not None:
-            opts["k" if key == "k_dirs" else key] = val
+        if val is None:
+            continue
+        if key == "projection":       # a space, a node name, or node names: "h_new,c_new"
+            val = parse_projection(val)
+        opts["k" if key == "k_dirs" else key] = val
     return opts
 
 
@@ -222,7 +226,7 @@ def cmd_train(args):
 
 def write_run_outputs(run_dir, tr, task, est, cfg):
     """curve.csv, params.npz, curve.png and a summary line."""
-    from .demo import moving_average, plot_curves
+    from .plots import learning_curves, moving_average
     curve = task.to_unit(np.asarray(tr.curve, dtype=float))
     curve = np.atleast_1d(curve)
     w = max(1, min(1000, len(curve) // 20))
@@ -234,8 +238,8 @@ def write_run_outputs(run_dir, tr, task, est, cfg):
             f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
     np.savez(run_dir / "params.npz", **tr.params)
     title = f"{est.name} on {task!r}, {cfg['cell']}-{cfg['hidden']}"
-    plot_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
-                ylabel=task.unit)
+    learning_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
+                    ylabel=task.unit)
     tail = float(np.nanmean(curve[-max(1, len(curve) // 10):])) if len(curve) else np.nan
     line = f"step {tr.step:,}: recent loss {tail:.4g} {task.unit}"
     if getattr(task, "optimum", None) is not None:
@@ -253,7 +257,8 @@ def write_run_outputs(run_dir, tr, task, est, cfg):
 def cmd_variance(args):
     import rgraph as rg
     from . import tasks
-    ests = [e.strip() for e in args.estimators.split(",") if e.strip()]
+    from .estimators.names import split_estimators
+    ests = split_estimators(args.estimators, ",")
     sizes = [int(n) for n in args.sizes.split(",")]
     if args.text:
         lm = make_task("charlm", None, args.text)
@@ -286,13 +291,50 @@ def cmd_variance(args):
 
 
 # --------------------------------------------------------------------------- bench
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmarks():
+    """``benchmarks.bench`` from the source checkout (``benchmarks/`` beside ``rgraph/``),
+    which is not installed with the package."""
+    init = BENCHMARKS / "__init__.py"
+    if not (init.is_file() and (BENCHMARKS / "bench.py").is_file()):
+        raise CLIError(f"the benchmarks are not installed with rgraph ({BENCHMARKS} does "
+                       f"not exist): run 'rgraph bench' from a source checkout")
+    spec = importlib.util.spec_from_file_location("benchmarks", init,
+                                                  submodule_search_locations=[str(BENCHMARKS)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["benchmarks"] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("benchmarks.bench")
+
+
 def cmd_bench(args):
-    from .bench import bench
+    from .estimators.names import split_estimators
+    bench = load_benchmarks().bench
     bench(cells=args.cells.split(","), sizes=[int(n) for n in args.sizes.split(",")],
           batches=[int(b) for b in args.batches.split(",")],
-          estimators=[e.strip() for e in args.estimators.split(";") if e.strip()],
+          estimators=split_estimators(args.estimators, ";"),
           seconds=args.seconds, repeats=args.repeats, threads=args.threads,
           hand=not args.no_hand)
+
+
+# -------------------------------------------------------------------------- export
+def cmd_export(args):
+    import rgraph as rg
+    from .export import ExportError
+    cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
+                     nonlinearity=args.nonlinearity)
+    loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
+    est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
+                     dtype=args.dtype, **estimator_options(args))
+    try:
+        path = est.export(args.output)
+    except ExportError as e:
+        raise CLIError(str(e)) from None
+    print(f"wrote {path}: cell '{cell.name}', {est.name}, {loss}, {args.dtype}, "
+          f"{args.backend} (imports only numpy" + (" and numba)" if args.backend == "numba"
+                                                   else ")"))
 
 
 # ------------------------------------------------------------------------ parser
@@ -379,7 +421,8 @@ def build_parser():
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
     p.add_argument("--estimators", default="uoro,kf-rtrl",
-                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation])")
+                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation],"
+                        "projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
     p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
     p.add_argument("--seeds", type=int, default=100, help="draws per estimator")
@@ -406,6 +449,22 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
     p.add_argument("--no-hand", action="store_true", help="skip the NumPy baselines")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="one standalone .py file: the estimator and its loop",
+                       description="Write a compiled estimator and its training loop as one "
+                                   "Python module that imports only numpy and numba: "
+                                   "init_params, total_gradient, loss and train give the "
+                                   "same numbers as rgraph.")
+    add_cell_args(p)
+    add_estimator_args(p)
+    p.add_argument("--estimator", "-e", required=True,
+                   help="uoro, kf-rtrl, tbptt(16), rtrl, bptt, dodge, ...")
+    p.add_argument("--output", "-o", required=True, metavar="FILE.py",
+                   help="the module to write")
+    p.add_argument("--loss", choices=["softmax_xent", "mse"],
+                   help="default: mse for influence, else softmax_xent")
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="a short tour on a built-in LSTM, with a plot",
                        description="Analyse a built-in LSTM, then train it online with "

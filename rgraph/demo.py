@@ -13,21 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import plots
 from .analysis import analyze
 from .api import compile as rg_compile
 from .cells import lstm
-from .training.optim import Adam
 from .tasks import AnBn
+from .training.optim import Adam
 
 ESTIMATORS = [("kf-rtrl", {}), ("uoro", {}), ("tbptt(16)", {})]
-
-
-def moving_average(x, w):
-    x = np.asarray(x, dtype=float)
-    if len(x) < w:
-        return x
-    c = np.cumsum(np.insert(x, 0, 0.0))
-    return (c[w:] - c[:-w]) / w
 
 
 def train_for(est, task, seconds, seed=0, lr=1e-3, decay=0.03, chunk=5000, progress=True):
@@ -91,7 +84,7 @@ def run_demo(out="runs/demo", seconds=40.0, hidden=32, progress=True):
         print(f"  {name:<12}{steps:>10,}{sps:>11,.0f}{bpc:>11.3f}")
     print(f"  optimum {task.optimum:.3f} bpc; a model that does not count gets "
           f"{task.optimum_no_counting:.3f}")
-    png = plot_curves(curves, out / "demo.png", task.optimum,
+    png = plots.learning_curves(curves, out / "demo.png", task.optimum,
                       f"LSTM-{hidden} on aⁿbⁿ(1,32), {seconds:.0f} s each (2 cores)")
     with open(out / "curves.csv", "w") as f:
         names = list(curves)
@@ -103,24 +96,3 @@ def run_demo(out="runs/demo", seconds=40.0, hidden=32, progress=True):
     print("next: rgraph inspect lstm --estimator kf-rtrl --source   (the generated code)")
     return summary
 
-
-def plot_curves(curves: dict, path, optimum=None, title="", ylabel="bits/char"):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, c in curves.items():
-        w = max(1, min(5000, len(c) // 50))
-        ma = moving_average(c, w)
-        ax.plot(np.arange(len(ma)) + w, ma, label=name, lw=1.4)
-    if optimum is not None:
-        ax.axhline(optimum, color="k", ls="--", lw=1, label="optimum")
-    ax.set_xlabel("characters seen (online steps)")
-    ax.set_ylabel(ylabel + " (moving average)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)

@@ -10,6 +10,7 @@ pass: a valid identifier, not a keyword, not one of the generated names.
 """
 from __future__ import annotations
 
+import inspect
 import keyword
 import re
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ import networkx as nx
 import numpy as np
 import sympy as sp
 
-from . import ops
+from . import ops, scalars
 from .errors import GraphError, NameError_, ShapeError
 
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -124,7 +125,7 @@ class Value:
         return _binary("div", "/", other, self)
 
     def __neg__(self):
-        return _apply("neg", self)
+        return _apply(ops.ARITHMETIC["neg"], self)
 
     def __pow__(self, p):
         if not isinstance(p, (int, float)) or isinstance(p, bool):
@@ -166,17 +167,16 @@ def _is_symbolic(x):
     return isinstance(x, sp.Basic) and not isinstance(x, Value)
 
 
-def _apply(opname, *args):
-    """An op function: on rgraph values it adds a node; on sympy scalars (inside a
-    ``pointwise`` function) it returns the scalar expression."""
-    arity, expr = ops.ELEMENTWISE[opname]
+def _apply(op: ops.Elementwise, *args):
+    """Apply an elementwise op: on rgraph values it adds a node; on sympy scalars (inside
+    a ``pointwise`` function) it returns the scalar expression."""
     if all(_is_symbolic(a) or isinstance(a, (int, float)) for a in args):
-        return expr.xreplace({ops.ARG[j]: sp.sympify(a) for j, a in enumerate(args)})
-    return _elementwise(ops.Elementwise(opname, arity, expr), args)
+        return op.expr.xreplace({ops.ARG[j]: sp.sympify(a) for j, a in enumerate(args)})
+    return _elementwise(op, args)
 
 
 def _binary(opname, sym, a, b):
-    return _elementwise(ops.Elementwise(opname, 2, ops.ELEMENTWISE[opname][1]), (a, b))
+    return _elementwise(ops.ARITHMETIC[opname], (a, b))
 
 
 def _number(a):
@@ -242,35 +242,60 @@ def matmul(W, a):
     return cell._op(ops.MatMul(), (W, a), "{0} @ {1}")
 
 
-def tanh(x):
-    return _apply("tanh", x)
+def _dsl_function(fn: scalars.ScalarFunction):
+    """The DSL function of a registered scalar function (``rg.tanh``)."""
+    params = ["x"] if fn.arity == 1 else [f"x{j}" for j in range(fn.arity)]
+
+    def apply(*args):
+        if scalars.REGISTRY.get(fn.name) is not fn:
+            raise GraphError(f"scalar function '{fn.name}' was unregistered; register it "
+                             f"again with rg.scalar_function and use the function returned")
+        if len(args) != fn.arity:
+            raise GraphError(f"{fn.name} takes {fn.arity} operand(s), got {len(args)}")
+        return _apply(fn.op, *args)
+
+    apply.__name__ = apply.__qualname__ = fn.name
+    apply.__signature__ = inspect.Signature(
+        [inspect.Parameter(p, inspect.Parameter.POSITIONAL_ONLY) for p in params])
+    apply.__doc__ = (f"{fn.doc}\n\nElementwise on rgraph values, where it adds a node; on "
+                     f"sympy scalars (inside rg.pointwise) it returns the expression.")
+    return apply
 
 
-def sigmoid(x):
-    return _apply("sigmoid", x)
+# rg.tanh, rg.sigmoid, ...: one DSL function per built-in entry of the scalar registry
+SCALAR_FUNCTIONS = {fn.name: _dsl_function(fn) for fn in scalars.BUILTINS}
+globals().update(SCALAR_FUNCTIONS)
 
 
-def relu(x):
-    return _apply("relu", x)
+def scalar_function(name: str, definition, *, printed: dict | None = None,
+                    doc: str | None = None, arity: int | None = None):
+    """Add a scalar function in one place and return its DSL function.
 
+    ``definition`` is either a python function of sympy scalars, built from arithmetic
+    and the DSL's scalar functions (printed inline; sympy derives its derivative)::
 
-def exp(x):
-    return _apply("exp", x)
+        softsign = rg.scalar_function("softsign", lambda x: x / (1 + abs(x)))
 
+    or a sympy ``Function`` class whose derivative is closed-form (its ``fdiff``), with
+    ``printed`` giving, per backend, a callee or the source of an undecorated helper
+    ``def rg_<name>(...)`` (numba: scalar ``math`` code; numpy: vectorized ``np`` code)::
 
-def log(x):
-    return _apply("log", x)
+        asinh = rg.scalar_function("asinh", sympy.asinh,
+                                   printed={"numba": "math.asinh", "numpy": "np.arcsinh"})
 
-
-def softplus(x):
-    return _apply("softplus", x)
+    The returned function works on rgraph values and inside ``rg.pointwise``; generated
+    modules define its helper. ``rgraph.scalars.unregister(name)`` removes it.
+    """
+    return _dsl_function(scalars.register(name, definition, printed=printed, doc=doc,
+                                          arity=arity))
 
 
 def pointwise(fn, *args, name: str = "pointwise"):
     """An elementwise op from a python function of scalars.
 
-    ``fn`` receives one sympy symbol per operand and may use arithmetic, the rgraph op
-    functions (``rg.sigmoid``, ``rg.tanh``, ...) and sympy's elementary functions.
+    ``fn`` receives one sympy symbol per operand and may use arithmetic, the DSL's scalar
+    functions (``rg.sigmoid``, ``rg.tanh``, ..., those of ``rg.scalar_function``), python's
+    ``abs`` and the sympy functions they stand for (``sympy.exp``).
     Its derivative is derived symbolically. Example (Mujika et al.'s RHN
     non-linearity): ``rg.pointwise(lambda z: 2 * rg.sigmoid(z) - 1, s)``.
     """
@@ -286,7 +311,7 @@ def pointwise(fn, *args, name: str = "pointwise"):
         raise GraphError(f"pointwise function {getattr(fn, '__name__', fn)!r} failed on "
                          f"sympy symbols ({type(e).__name__}: {e}); write it with arithmetic, "
                          f"rg.sigmoid / rg.tanh / ... and sympy functions") from None
-    expr = ops.check_scalar_expr(expr, len(args), f"pointwise {name!r}")
+    expr = scalars.check_expr(expr, len(args), f"pointwise {name!r}")
     return _elementwise(ops.Elementwise(name, len(args), expr), args)
 
 

@@ -3,8 +3,9 @@
 Two families:
 
 * **Elementwise** ops are a scalar sympy expression of their operands (``a0, a1, ...``).
-  Their jvp and vjp are *derived*: sympy differentiates the expression, so adding one is
-  a line in ``ELEMENTWISE`` (or ``rg.pointwise(fn, ...)`` from user code).
+  Their jvp and vjp are *derived*: sympy differentiates the expression. Arithmetic is
+  ``ARITHMETIC`` below; a scalar function (tanh, sigmoid, ...) is one entry of the
+  registry in ``rgraph.scalars``, and ``rg.pointwise(fn, ...)`` makes one from user code.
 * **Structural** ops (matmul, concat, slice) are short classes holding their shape rule,
   forward statements, one linear jvp rule per operand (the vjp is its transpose) and a
   flop count for the cost model. Rules never see a zero tangent: the drivers in
@@ -20,86 +21,11 @@ from dataclasses import dataclass
 import sympy as sp
 
 from . import kernel as K
-from .errors import GraphError, ShapeError
+from .errors import ShapeError
 
-# ----------------------------------------------------------------------------- scalars
-
-
-class sigmoid(sp.Function):
-    """Logistic function with a closed-form derivative (printed as a stable helper)."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        s = sigmoid(self.args[0])
-        return s * (1 - s)
-
-
-class softplus(sp.Function):
-    """log(1 + exp(x)), printed as a stable helper; its derivative is sigmoid."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return sigmoid(self.args[0])
-
-
-class step(sp.Function):
-    """Heaviside step with step(0) = 0: the derivative of relu (relu'(0) := 0)."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return sp.Integer(0)
-
-
-class relu(sp.Function):
-    """max(x, 0); derivative step(x), with the convention relu'(0) = 0."""
-
-    nargs = 1
-
-    def fdiff(self, argindex=1):
-        return step(self.args[0])
-
-
-# The scalar functions every printer knows. A pointwise expression may use only these.
-FUNCTIONS = (sp.exp, sp.log, sp.tanh, sp.sinh, sp.cosh, sp.sin, sp.cos, sp.Abs, sp.sign,
-             sigmoid, softplus, relu, step)
+# ------------------------------------------------------------------------- elementwise
 
 ARG = sp.symbols("a0:8", real=True)
-
-# name -> (arity, expression of ARG). Adding an elementwise op is one line here.
-ELEMENTWISE = {
-    "add": (2, ARG[0] + ARG[1]),
-    "sub": (2, ARG[0] - ARG[1]),
-    "mul": (2, ARG[0] * ARG[1]),
-    "div": (2, ARG[0] / ARG[1]),
-    "neg": (1, -ARG[0]),
-    "tanh": (1, sp.tanh(ARG[0])),
-    "sigmoid": (1, sigmoid(ARG[0])),
-    "relu": (1, relu(ARG[0])),
-    "exp": (1, sp.exp(ARG[0])),
-    "log": (1, sp.log(ARG[0])),
-    "softplus": (1, softplus(ARG[0])),
-}
-
-
-def check_scalar_expr(expr: sp.Expr, arity: int, what: str) -> sp.Expr:
-    """Reject expressions a printer cannot print (unknown functions, stray symbols)."""
-    expr = sp.sympify(expr)
-    bad = expr.free_symbols - set(ARG[:arity])
-    if bad:
-        raise GraphError(f"{what}: the expression uses unknown symbols {sorted(map(str, bad))};"
-                         f" it may only use its arguments")
-    known = tuple(f if isinstance(f, type) else f.func for f in FUNCTIONS)
-    for f in expr.atoms(sp.Function):
-        if not isinstance(f, known):
-            raise GraphError(
-                f"{what}: function {f.func.__name__} is not supported in generated code; "
-                f"use {', '.join(sorted(k.__name__ for k in known))} and arithmetic")
-    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        raise GraphError(f"{what}: the expression {expr} is not finite")
-    return expr
 
 
 @dataclass(frozen=True)
@@ -127,6 +53,17 @@ class Elementwise:
 
     def flops(self, out_shape, arg_shapes) -> int:
         return out_shape[0] * max(1, sp.count_ops(self.expr))
+
+
+# The arithmetic of the DSL (+ - * / and negation). Scalar functions (tanh, sigmoid, ...)
+# are entries of the registry in rgraph.scalars, which makes their ops.
+ARITHMETIC = {op.label: op for op in (
+    Elementwise("add", 2, ARG[0] + ARG[1]),
+    Elementwise("sub", 2, ARG[0] - ARG[1]),
+    Elementwise("mul", 2, ARG[0] * ARG[1]),
+    Elementwise("div", 2, ARG[0] / ARG[1]),
+    Elementwise("neg", 1, -ARG[0]),
+)}
 
 
 # --------------------------------------------------------------------- structural ops

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import plots
 from .api import compile as rg_compile
+from .estimators.names import parse_estimator
 
 
 @dataclass
@@ -54,38 +56,18 @@ class VarianceResult:
 
     def plot(self, path, title=""):
         """Cosine (mean ± sd) against size, one line per estimator."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        fig, ax = plt.subplots(figsize=(max(6.5, 0.075 * len(title)), 4.2))
-        for est in dict.fromkeys(r.estimator for r in self.rows):
-            rs = [r for r in self.rows if r.estimator == est]
-            xs = [r.size for r in rs] if all(r.size is not None for r in rs) else \
-                list(range(len(rs)))
-            m = np.array([r.cos_mean for r in rs])
-            sd = np.array([r.cos_std for r in rs])
-            ax.errorbar(xs, m, yerr=sd, marker="o", capsize=3, label=est)
-        ax.set_xlabel("units")
-        ax.set_ylabel("cosine to the true gradient")
-        if all(r.size for r in self.rows):
-            ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return path
+        return plots.cosine_vs_size(self.rows, path, title)
 
 
 def _spec(e):
-    """An estimator given as "name", ("name", {opts}) or "projected-uoro[space]"."""
+    """(name, options, label) of an estimator given as a name ("uoro", "tbptt(16)",
+    "projected-uoro[preactivation]": ``rgraph.estimators.names``) or as a
+    ("name", {options}[, label]) tuple. A name with an argument labels its rows as
+    written."""
     if isinstance(e, tuple):
         return e[0], dict(e[1]), e[2] if len(e) > 2 else None
-    if e.startswith("projected-uoro[") and e.endswith("]"):
-        return "projected-uoro", {"projection": e[len("projected-uoro["):-1]}, e
-    return e, {}, None
+    key, opts = parse_estimator(e)
+    return key, opts, e if opts else None
 
 
 def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
@@ -93,11 +75,12 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
              progress=None) -> VarianceResult:
     """Cosine and variance of each estimator's total gradient over ``seeds`` draws.
 
-    estimators: names ("uoro", "kf-rtrl", "projected-uoro[preactivation]") or
-    ("name", {options}[, label]) tuples. Estimators that do not apply to the cell are
+    estimators: names ("uoro", "kf-rtrl", "tbptt(16)", "projected-uoro[preactivation]")
+    or ("name", {options}[, label]) tuples. Estimators that do not apply to the cell are
     reported with nan and their reason. Returns a ``VarianceResult`` (``.table()``,
     ``.plot(path)``); pass ``result`` to append rows to an existing one."""
     result = result if result is not None else VarianceResult()
+    specs = [_spec(e) for e in estimators]      # a malformed name fails before any work
     loss = loss or ("mse" if np.asarray(ys).ndim == 2 else "softmax_xent")
     exact_est = rg_compile(cell, "bptt", loss=loss, backend=backend)
     p = params if params is not None else exact_est.init_params(params_seed)
@@ -105,8 +88,7 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
     flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rec])  # noqa: E731
     g0 = flat(exact_est.total_gradient(p, xs, ys))
     n0 = np.linalg.norm(g0)
-    for e in estimators:
-        name, opts, lab = _spec(e)
+    for e, (name, opts, lab) in zip(estimators, specs):
         t = time.perf_counter()
         try:
             est = rg_compile(cell, name, loss=loss, backend=backend, **opts)

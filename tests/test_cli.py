@@ -135,3 +135,12 @@ def test_demo_runs_to_the_end_and_leaves_a_plot(tmp_path):
     r = rgraph("demo", "--seconds", "1", "--hidden", "8", "--out", str(tmp_path))
     assert "valid bpc" in r.stdout and (tmp_path / "demo.png").exists()
     assert Path(tmp_path / "curves.csv").read_text().startswith("step,kf-rtrl,uoro")
+
+
+def test_bench_outside_a_source_checkout_says_so(capsys, tmp_path, monkeypatch):
+    """An installed wheel has no benchmarks/ folder: one line saying where to run it."""
+    import rgraph.cli
+    monkeypatch.setattr(rgraph.cli, "BENCHMARKS", tmp_path / "benchmarks")
+    assert main(["bench"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "source checkout" in err and len(err.splitlines()) == 1

@@ -167,7 +167,7 @@ def test_same_seed_same_numbers_and_backends_agree():
 
 def test_kf_rtrl_on_a_kronecker_sum_is_unbiased():
     """Separate matrices for the state and the input: two input groups, two factor
-    pairs (DESIGN.md §4)."""
+    pairs (one Kronecker product per W @ a)."""
     c = rg.Cell("two_groups")
     x, h = c.input("x", 3), c.state("h", 4)
     U = c.param("U", (4, 4))

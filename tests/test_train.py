@@ -175,3 +175,19 @@ def test_checkpoint_resume_is_bit_for_bit(tmp_path):
     assert np.array_equal(resumed.E, whole.E) and np.array_equal(resumed.opt, whole.opt)
     with pytest.raises(rg.DataError, match="batch"):
         est.trainer(p, batch=3).load(tmp_path / "ck.pkl")
+
+
+@pytest.mark.parametrize("old, new, names", [
+    ("rgraph.optim", "rgraph.training.optim", ["SGD", "Adam"]),
+    ("rgraph.train", "rgraph.training.trainer", ["Trainer", "TrainResult"])])
+def test_old_module_paths_still_work_and_warn(old, new, names):
+    """rgraph.optim and rgraph.train (the old homes) re-export the same objects, with a
+    DeprecationWarning naming the new place."""
+    import importlib
+    import sys
+    sys.modules.pop(old, None)
+    with pytest.warns(DeprecationWarning, match=new.replace(".", r"\.")):
+        mod = importlib.import_module(old)
+    for name in names:
+        assert getattr(mod, name) is getattr(importlib.import_module(new), name)
+        assert getattr(mod, name) is getattr(rg, name)

@@ -19,17 +19,16 @@ into a generated module, where these names exist:
 An estimator module defines ``est_step(th, s, E, x, y, w, g, rng, W) -> loss`` (one
 step of one stream: advance s in place, add this step's gradient estimate into g),
 ``est_flush(th, E, g, rng, W)`` (finish a pending segment) and ``est_reset(E)``; the
-loop templates of ``rgraph.loop`` drive them.
+loop templates of ``rgraph.training.loop`` drive them.
 """
 from __future__ import annotations
-
-import re
 
 from ..errors import NotApplicable
 from .base import EstimatorSpec
 from .dodge import DODGE
 from .exact import BPTT, RTRL, TBPTT
 from .kfrtrl import KFRTRL
+from .names import parse_estimator
 from .uoro import UORO, ProjectedUORO
 
 ESTIMATORS = {
@@ -42,25 +41,21 @@ ESTIMATORS = {
     "dodge": DODGE,
 }
 
-_WITH_ARG = re.compile(r"^([a-z-]+)\((\d+)\)$")
-
 
 def make_spec(name: str, lay, sched, analysis, **opts) -> EstimatorSpec:
-    """The spec for ``name`` ("uoro", "kf-rtrl", "tbptt(16)", ...) on one cell."""
+    """The spec for ``name`` ("uoro", "kf-rtrl", "tbptt(16)",
+    "projected-uoro[preactivation]", ...: the grammar of ``names``) on one cell, with
+    ``opts`` added to the options the name carries."""
     if isinstance(name, EstimatorSpec):
         return name
-    if not isinstance(name, str):
-        raise TypeError(f"estimator must be a name, got {type(name).__name__}")
-    key = name.strip().lower().replace("_", "-")
-    m = _WITH_ARG.match(key)
-    if m:
-        key = m.group(1)
-        if key != "tbptt":
-            raise ValueError(f"estimator {name!r}: only tbptt takes an argument in "
-                             f"parentheses (tbptt(16)); pass options as keywords")
-        opts = dict(opts, k=int(m.group(2)))
+    key, named = parse_estimator(name)
     if key not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    twice = sorted(set(named) & set(opts))
+    if twice:
+        raise ValueError(f"estimator {name!r}: {twice[0]!r} is given both in the name and "
+                         f"as an option; give it once")
+    opts = {**named, **opts}
     if key == "tbptt" and "k" not in opts:
         raise ValueError("tbptt needs a truncation length: 'tbptt(16)' or k=16")
     try:

@@ -2,7 +2,7 @@
 
 For each cell, size, batch and estimator: µs per online step (forward + loss +
 estimator + parameter update, all streams of the batch), rgraph's compiled loop next to
-the same UORO and KF-RTRL written by hand in NumPy (``rgraph.handwritten``), and, for
+the same UORO and KF-RTRL written by hand in NumPy (``handwritten``), and, for
 KF-RTRL, next to the one product it cannot avoid, H_t A_{t-1}, done alone by numpy's
 BLAS. BLAS threads are fixed (threadpoolctl) and printed: a ratio means nothing
 otherwise. Timings are the best of ``repeats`` runs, each about ``seconds`` long.
@@ -13,21 +13,17 @@ import time
 
 import numpy as np
 
-from .api import compile as rg_compile
-from .cells import lstm, tanh_rnn
+from rgraph import SGD
+from rgraph import compile as rg_compile
+from rgraph.cells import lstm, tanh_rnn
+from rgraph.estimators.names import parse_estimator
+
 from .handwritten import HandKFRTRL, HandUORO
-from .training.optim import SGD
 
 CELLS = {"tanh": tanh_rnn, "lstm": lstm}
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",
               "projected-uoro[preactivation]")
 HAND = {"uoro": HandUORO, "kf-rtrl": HandKFRTRL}
-
-
-def _parse(name):
-    if name.startswith("projected-uoro[") and name.endswith("]"):
-        return "projected-uoro", {"projection": name[len("projected-uoro["):-1]}
-    return name, {}
 
 
 def too_big(cell, n, batch, est):
@@ -57,10 +53,9 @@ def _time(fn, seconds, repeats):
 
 def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="numba",
                 threads=1):
-    name, opts = _parse(est_name)
     cell = CELLS[cell_name](8, n, 8)
     t0 = time.perf_counter()
-    est = rg_compile(cell, name, backend=backend, blas_threads=threads, **opts)
+    est = rg_compile(cell, est_name, backend=backend, blas_threads=threads)
     p = est.init_params(0)
     rng = np.random.default_rng(0)
     T = 400000
@@ -111,6 +106,7 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
           out=print):
     """Run the benchmark; prints a table and returns its rows (dicts)."""
     from threadpoolctl import threadpool_info, threadpool_limits
+    keys = {e: parse_estimator(e)[0] for e in estimators}   # bad names fail before timing
     rows = []
     with threadpool_limits(threads):
         libs = sorted({f"{i['internal_api']} ({i['num_threads']} thread"
@@ -124,20 +120,20 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
                 for B in batches:
                     gemm = None
                     for e in estimators:
-                        if too_big(cell, n, B, e):
+                        if too_big(cell, n, B, keys[e]):
                             continue
                         us, _ = time_rgraph(cell, n, B, e, seconds, repeats,
                                             threads=threads)
                         row = {"cell": cell, "n": n, "batch": B, "estimator": e,
                                "rgraph_us": us}
                         line = f"{cell:<6}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"
-                        if hand and e in HAND:
-                            h = time_hand(cell, n, B, e, seconds, repeats)
+                        if hand and keys[e] in HAND:
+                            h = time_hand(cell, n, B, keys[e], seconds, repeats)
                             row.update(hand_us=h, speedup=h / us)
                             line += f"{h:>12.1f}{h / us:>9.1f}x"
                         else:
                             line += " " * 22
-                        if e == "kf-rtrl":
+                        if keys[e] == "kf-rtrl":
                             gemm = gemm or time_gemm(cell, n, B)
                             row.update(gemm_us=gemm, over_gemm=us / gemm)
                             line += f"{gemm:>10.1f}{us / gemm:>6.2f}x"

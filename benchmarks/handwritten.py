@@ -28,8 +28,9 @@ The readout (V, b) always gets its exact gradient. Cells match rgraph's built-in
            h' = σ(o) tanh(c'),  state (h, c), h first
     loss:  softmax cross-entropy of V h' + b.
 
-``python -m rgraph.handwritten`` checks both estimators against rgraph's exact gradient
-(``verify``); ``rgraph bench`` times them against rgraph's compiled loops.
+``python -m benchmarks.handwritten`` (from the repository root) checks both estimators
+against rgraph's exact gradient (``verify``); ``rgraph bench`` times them against
+rgraph's compiled loops.
 """
 from __future__ import annotations
 

@@ -1,0 +1,90 @@
+"""Estimator names: the one grammar ``rg.compile``, ``rg.variance``, ``rgraph bench`` and
+the command line all read.
+
+    uoro, kf-rtrl, rtrl, bptt, dodge, ...   a registered name (``ESTIMATORS``)
+    tbptt(16)                               the truncation length k
+    projected-uoro[preactivation]           the projection: a space ("state",
+    projected-uoro[h_new,c_new]             "preactivation", "parameter") or node names
+
+The name is case-insensitive and ``_`` reads as ``-`` (``KF_RTRL`` is ``kf-rtrl``);
+node names are kept as written. Whether the name is registered is the registry's
+check (``make_spec``); this module knows only the syntax.
+"""
+from __future__ import annotations
+
+import re
+
+
+def parse_truncation(text: str) -> int:
+    """tbptt's K: a positive integer."""
+    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
+        raise ValueError(f"the truncation length {text!r} is not a positive integer")
+    return int(text)
+
+
+def parse_projection(text: str):
+    """A projection as written in a name or on the command line: a space kind
+    ("preactivation") or one node name as a string, several comma-separated node names
+    as a list."""
+    items = [t.strip() for t in text.split(",")]
+    if not all(items):
+        raise ValueError(f"the projection {text!r} has an empty entry")
+    return items[0] if len(items) == 1 else items
+
+
+# the estimators whose name takes an argument: its opening bracket, the option it sets,
+# how it is read, and the form (for messages)
+ARGUMENTS = {
+    "tbptt": ("(", "k", parse_truncation, "tbptt(K), K the truncation length"),
+    "projected-uoro": ("[", "projection", parse_projection,
+                       "projected-uoro[SPACE or NODES], a space (state, preactivation, "
+                       "parameter) or comma-separated node names"),
+}
+_CLOSE = {"(": ")", "[": "]"}
+_NAME = re.compile(r"([A-Za-z][\w-]*)\s*(?:\((.*)\)|\[(.*)\])?", re.DOTALL)
+
+
+def parse_estimator(name) -> tuple[str, dict]:
+    """``"tbptt(16)"`` -> ``("tbptt", {"k": 16})``; ``"projected-uoro[h_new,c_new]"``
+    -> ``("projected-uoro", {"projection": ["h_new", "c_new"]})``; ``"UORO"`` ->
+    ``("uoro", {})``. Raises ValueError saying what is wrong with a malformed name."""
+    if not isinstance(name, str):
+        raise TypeError(f"estimator must be a name such as 'uoro' or 'tbptt(16)', got "
+                        f"{type(name).__name__}")
+    m = _NAME.fullmatch(name.strip())
+    if m is None:
+        raise ValueError(f"estimator name {name!r} is not understood: write a name "
+                         f"(uoro, kf-rtrl, ...), tbptt(K) or projected-uoro[SPACE or NODES]")
+    key = m.group(1).lower().replace("_", "-")
+    bracket, arg = ("(", m.group(2)) if m.group(2) is not None else ("[", m.group(3))
+    if arg is None:
+        return key, {}
+    if key not in ARGUMENTS or ARGUMENTS[key][0] != bracket:
+        forms = " and ".join(form.split(",")[0] for _, _, _, form in ARGUMENTS.values())
+        raise ValueError(f"estimator {name!r}: {key} takes no {bracket}...{_CLOSE[bracket]} "
+                         f"in its name (only {forms} do); pass its options as keywords")
+    _, option, read, form = ARGUMENTS[key]
+    try:
+        return key, {option: read(arg)}
+    except ValueError as e:
+        raise ValueError(f"estimator {name!r}: {e}; write {form}") from None
+
+
+def split_estimators(text: str, sep: str = ",") -> list[str]:
+    """Estimator names separated by ``sep``, where a separator inside (...) or [...]
+    belongs to the name: ``"uoro,projected-uoro[h_new,c_new]"`` -> two names."""
+    names, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"estimators {text!r}: unbalanced {ch!r}")
+        elif ch == sep and depth == 0:
+            names.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise ValueError(f"estimators {text!r}: an opening bracket is never closed")
+    names.append(text[start:])
+    return [n.strip() for n in names if n.strip()]
