@@ -20,7 +20,9 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
 
-from .base import Backend, PrinterRules, split_defs, use_counts
+from rgraph.codegen import index
+
+from .base import Backend, PrinterRules, split_defs, sym_kind, use_counts
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 
@@ -192,7 +194,7 @@ class NumbaBackend(Backend):
             return str(r.delta)
         if not r.anchor:
             return str(r.off)
-        name = sc.mb.offset(r.anchor, r.aoff)
+        name = sc.mb.offset(r.anchor, r.aoff, r.buf in ("th", "thd", "thb"))
         return f"{name} + {r.delta}" if r.delta else name
 
     def el(self, r: K.Ref, i: str, sc, col: str | None = None) -> str:
@@ -201,13 +203,13 @@ class NumbaBackend(Backend):
         if r.n == 1 and not r.cols:
             idx = base
         else:
-            idx = i if base == "0" else f"{base} + {i}"
+            idx = index(base, i)
         return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
     def el2(self, r: K.Ref, i: str, j: str, sc, col: str | None = None) -> str:
         """Element (i, j) of a Ref viewed as an (n, cols) matrix."""
         base = self.base(r, sc)
-        idx = (f"{base} + " if base != "0" else "") + f"{i} * {r.cols} + {j}"
+        idx = index(base, f"{i} * {r.cols}", j)
         return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
     def view(self, r: K.Ref, sc, as_matrix=False) -> str:
@@ -371,7 +373,7 @@ class NumbaBackend(Backend):
         for s, r in st.col_loads:
             load(ind, s, r, inner, c)
         for s, b in st.col_basis:
-            colno = f"{b.off} + {i}" if b.n > 1 or st.n == 1 else f"{b.off}"
+            colno = index(b.off, i) if b.n > 1 or st.n == 1 else str(b.off)
             sub[s] = sp.Symbol(sc.name_of(s))
             lines.append(f"{ind}{sc.name_of(s)} = 1.0 if {k} == {colno} else 0.0")
         for s, e in st.col_assigns:
@@ -393,9 +395,9 @@ class NumbaBackend(Backend):
                 coef = sp.diff(full.get(s, s), b_sym)
                 if coef == 0:
                     continue
-                colno = f"{b.off} + {i}" if b.n > 1 or st.n == 1 else f"{b.off}"
-                note = f"  # d {notes[s].split(' = ')[0]} / d column {colno}" if s in notes \
-                    else ""
+                colno = index(b.off, i) if b.n > 1 or st.n == 1 else str(b.off)
+                target = notes[s].split(" = ")[0] if s in notes else ""
+                source = sym_kind(b_sym)[1].removesuffix("_dot")
                 lines.append(f"    {self.el(r, i, sc, colno)} {'+=' if acc else '='} "
-                             f"{self.expr(coef.xreplace(sub), sc)}{note}")
+                             f"{self.expr(coef.xreplace(sub), sc)}  # ∂{target}/∂{source}")
         return lines

@@ -92,6 +92,12 @@ class Namer:
         return Namer(self.taken, self.avoid)
 
 
+def index(*terms) -> str:
+    """An index expression: the terms joined by " + ", without zero terms."""
+    parts = [str(t) for t in terms if str(t) != "0"]
+    return " + ".join(parts) if parts else "0"
+
+
 def rename(src: str, mapping: dict) -> str:
     """Rename the identifiers of ``src`` per ``mapping``, token by token (comments,
     strings and attribute names after a dot are left alone)."""
@@ -142,7 +148,8 @@ def names_in(src: str) -> tuple[set, set]:
 # ------------------------------------------------------------------------ templates
 @dataclass(frozen=True)
 class Template:
-    """A template function as it goes into a module: ``fn`` emitted under ``name``.
+    """A template function as it goes into a module: ``fn`` (a function, or the source
+    of one) emitted under ``name``.
 
     With ``role`` ("step", "flush" or "reset") its signature is the role's, and its
     keyword-only parameters name the estimator-state views and scratch buffers it uses
@@ -161,7 +168,14 @@ ROLES = {
 
 
 def template_source(fn) -> str:
-    return textwrap.dedent(inspect.getsource(fn))
+    """A template's source: a function's, or a string holding one function."""
+    return textwrap.dedent(fn if isinstance(fn, str) else inspect.getsource(fn))
+
+
+def template_name(fn) -> str:
+    if isinstance(fn, str):
+        return ast.parse(textwrap.dedent(fn)).body[0].name
+    return f"{fn.__name__} ({inspect.getsourcefile(fn)})"
 
 
 def resolve_choices(src: str, choices: dict, where: str) -> str:
@@ -260,8 +274,8 @@ class _Def:
 SECTIONS = ("imports", "sizes", "layout", "kernels", "estimator", "loop", "helpers")
 SECTION_TITLES = {
     "sizes": "sizes and constants",
-    "layout": "where each node lives: its offset in v (values; tangents vd and cotangents "
-              "vb alike) or th (parameters; thd, thb alike); states also index sd and nd",
+    "layout": "offsets of the nodes in v, vd, vb (values, tangents, cotangents; states "
+              "also in sd, nd)\n# and of the parameters in th, thd, thb",
     "kernels": "kernels of one step",
     "estimator": "the estimator, one step of one stream",
     "loop": "the online loop",
@@ -296,15 +310,16 @@ class ModuleBuilder:
         for n in names:
             self.g(n)
 
-    def offset(self, anchor: str, value: int) -> str:
-        """The module-level constant holding a node's offset (the node's own name)."""
+    def offset(self, anchor: str, value: int, param: bool = False) -> str:
+        """The module-level constant holding a node's offset (the node's own name);
+        ``param``: an offset in th (listed after the values')."""
         name = self.user_name(anchor)
         if anchor not in self.offsets:
             self.offsets[anchor] = value
             note = self.describe(anchor)
             self._add(f"{name} = {value}" + (f"  # {note}" if note else ""), "layout",
                       {name})
-            self.defs[-1].order = value
+            self.defs[-1].order = value + (1 << 40 if param else 0)
         elif self.offsets[anchor] != value:
             raise CodegenError(f"node '{anchor}' is placed at two offsets ({value} and "
                                f"{self.offsets[anchor]})")
@@ -335,7 +350,7 @@ class ModuleBuilder:
     def needs(self, t: Template, choices: dict) -> list[str]:
         """The keyword-only (state and scratch) names a role template reads once its
         static choices are resolved; a name the template first assigns is its own."""
-        src = resolve_choices(template_source(t.fn), choices, t.fn.__name__)
+        src = resolve_choices(template_source(t.fn), choices, template_name(t.fn))
         fn = ast.parse(src).body[0]
         kwonly = [a.arg for a in fn.args.kwonlyargs]
         first = {}
@@ -376,7 +391,7 @@ class ModuleBuilder:
                  scratch: list):
         """A template function (see ``Template``); ``scratch`` collects the scratch
         buffers its role needs, in order."""
-        where = f"template {t.fn.__name__} ({inspect.getsourcefile(t.fn)})"
+        where = f"template {template_name(t.fn)}"
         src = resolve_choices(template_source(t.fn), choices, where)
         tree = ast.parse(src)
         fn = tree.body[0]

@@ -1,8 +1,19 @@
 """Generated code reads like careful hand code: names from the user's graph, comments
-quoting the user's expressions, symbolic zeros generate nothing."""
+quoting the user's expressions, symbolic zeros generate nothing, and a module holds
+only what it uses."""
+import ast
+import re
+
+import pytest
+
 import rgraph as rg
-from rgraph.autodiff import Program
+from rgraph import autodiff
+from rgraph import kernel as K
+from rgraph.autodiff import ParamTangents, TangentSpec
 from rgraph.backends import get_backend
+from rgraph.build import build_kernels
+from rgraph.layout import Layout
+from rgraph.schedule import schedule
 
 
 def tiny():
@@ -16,41 +27,56 @@ def tiny():
     return c
 
 
+def kernels_module(cell, backend, *make):
+    """The text of a module holding the kernels ``make(layout, schedule)`` builds."""
+    lay = Layout(cell)
+    sched = schedule(lay)
+    return build_kernels(lay, [m(lay, sched) for m in make], get_backend(backend), "test")
+
+
+def function(src, name):
+    """The text of one top-level function of a module."""
+    tree = ast.parse(src)
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    return ast.get_source_segment(src, fn)
+
+
 def test_forward_kernel_text_numba():
-    src = get_backend("numba").kernel(Program(tiny()).forward())
-    expected = '''@njit(cache=True, fastmath=FASTMATH, error_model='numpy')
-def forward(th, v):
-    """All values of one step; v[:S] holds the previous state, v[S:S+X] the input."""
-'''
-    assert src.startswith(expected)
+    src = kernels_module(tiny(), "numba", autodiff.forward)
+    fwd = function(src, "forward")
+    assert fwd.startswith('def forward(th, v):\n    """All values of one step')
     for line in ["    # z = W @ t4   (3)",
-                 "            rg_s += th[W + i * 6 + j] * v[t4 + j]",
-                 "    # h_new = tanh(z)",
-                 "        h_new_e = math.tanh(z_e)",
-                 "        v[h_new + i] = h_new_e",
-                 "    W = 0  # th[0:18] as (3, 6)",
-                 "    v[10] = C_k3[k3]"]:
+                 "            acc += th[W + i * 6 + j] * v[t4 + j]",
+                 "        v[h_new + i] = math.tanh(v[z + i])  # h_new = tanh(z)",
+                 "    v[t4 + 5] = k3[0]"]:
+        assert line in fwd.splitlines(), line
+    # offsets are named once, at module level, after the nodes
+    for line in ["W = 0  # recurrent parameter (3, 6), th", "h_new = 14  # tanh(z) (3)"]:
         assert line in src.splitlines(), line
 
 
 def test_forward_kernel_text_numpy():
-    src = get_backend("numpy").kernel(Program(tiny()).forward())
-    assert "    v[14:17] = W @ t4" in src.splitlines() or "    z[:] = W @ t4" in src.splitlines()
-    assert "    h_new_e = np.tanh(z_e)" in src.splitlines()
+    fwd = function(kernels_module(tiny(), "numpy", autodiff.forward), "forward")
+    assert "    z[:] = W @ t4" in fwd.splitlines()
+    assert "    h_new[:] = np.tanh(z)  # h_new = tanh(z)" in fwd.splitlines()
 
 
 def test_symbolic_zeros_generate_no_code():
-    p = Program(tiny())
+    c = tiny()
+    lay = Layout(c)
+    targets = tuple(lay.new_state + lay.output_ids)
+    src = kernels_module(c, "numba", lambda lay, s: autodiff.jvp(
+        lay, s, "jvp_state", TangentSpec(targets=targets)))
     # the state's tangent never reaches V @ x: no statement mentions it
-    k = p.jvp("jvp_state", targets=p.new_state + p.output_ids)
-    src = get_backend("numba").kernel(k)
-    assert "V" not in src and "x_dot" not in src
-    # the tangent of the readout matmul is not even computed when only states are asked
-    k2 = p.jvp("jvp_params", params="dense")
-    src2 = get_backend("numba").kernel(k2)
-    assert "y_dot" not in src2 and "W_dot" in src2
+    body = function(src, "jvp_state")
+    assert "V" not in body and "x" not in re.findall(r"\w+", body)
+    # the tangent of the readout is not even computed when only states are asked
+    src2 = kernels_module(c, "numba", lambda lay, s: autodiff.jvp(
+        lay, s, "jvp_params", TangentSpec(params=ParamTangents.DENSE)))
+    body2 = function(src2, "jvp_params")
+    assert "y" not in re.findall(r"\w+", body2) and "thd[W" in body2
     # tanh' reuses the stored value: 1 - h_new², no second tanh
-    assert "h_new_p0 = 1.0 - (h_new_e*h_new_e)" in src2
+    assert "1.0 - (v[h_new + i]*v[h_new + i])" in body2 and "tanh" not in body2
 
 
 def test_estimator_source_is_the_whole_module():
@@ -65,30 +91,129 @@ def test_estimator_source_is_the_whole_module():
 def test_products_skip_rows_known_to_be_zero():
     """The tangent of concat(h, x, 1) is [h_dot, 0, 0]: W @ it multiplies W's first
     three columns only (one loop or one GEMM with a leading dimension), never the zeros."""
-    p = Program(tiny())
-    vec = get_backend("numba").kernel(p.jvp("jvp_state"))
-    assert "        for j in range(3):" in vec.splitlines() and "range(6)" not in vec
-    mat = get_backend("numba").kernel(p.jvp("jvp_state_m", matrix=True))
-    gemm = [ln for ln in mat.splitlines() if "rg_gemm_rm(" in ln]
-    assert len(gemm) == 1 and ", 6, 0, " in gemm[0] and "np.dot" not in mat
-    assert "[:, 0:3] @" in get_backend("numpy").kernel(p.jvp("jvp_state"))
+    def vec(lay, s):
+        return autodiff.jvp(lay, s, "jvp_state", TangentSpec())
+
+    def mat(lay, s):
+        return autodiff.jvp(lay, s, "jvp_state_m", TangentSpec(matrix=True))
+
+    v = function(kernels_module(tiny(), "numba", vec), "jvp_state")
+    assert "        for j in range(3):" in v.splitlines() and "range(6)" not in v
+    m = function(kernels_module(tiny(), "numba", mat), "jvp_state_m")
+    gemm = [ln for ln in m.splitlines() if "rg_gemm_rm_float64(" in ln]
+    assert len(gemm) == 1 and ", 6, 0, " in gemm[0] and "np.dot" not in m
+    assert "W[:, 0:3] @ h_dot" in function(kernels_module(tiny(), "numpy", vec), "jvp_state")
 
 
 def test_zero_row_pass_keeps_semantics():
-    from rgraph import kernel as K
-    W = K.Ref("th", 0, 2, "W", cols=4)
-    a, out = K.Ref("vd", 10, 4, "a_dot"), K.Ref("vd", 20, 2, "o_dot")
+    W = K.Ref("th", 0, 2, 4, "W", 0, 2)
+    a, out = K.Ref("vd", 10, 4, 0, "a", 10, 4, "dot"), K.Ref("vd", 20, 2, 0, "o", 20, 2, "dot")
     # rows 1 and 3 of a are zero: two products on columns 0 and 2
-    body = [K.Zero(a.rows(1, 1)), K.Zero(a.rows(3, 1)), K.MatVec(out, W, a)]
+    body = [K.Clear(a.rows(1, 1)), K.Clear(a.rows(3, 1)), K.MatVec(out, W, a)]
     new = K.skip_zero_rows(body)
     mv = [s for s in new if isinstance(s, K.MatVec)]
     assert [(m.col0, m.a.n, m.acc) for m in mv] == [(0, 1, False), (2, 1, True)]
-    # all rows zero: the product is a Zero of its output, and that zero propagates
-    z = K.Ref("vd", 30, 2, "p_dot")
-    body = [K.Zero(a), K.MatVec(out, W, a), K.MatVec(z, K.Ref("th", 8, 2, "U", cols=2), out)]
-    new = K.skip_zero_rows(body)
-    assert [type(s).__name__ for s in new] == ["Zero", "Zero", "Zero"]
+    # all rows zero: the product is a Clear of its output, and that zero propagates
+    z = K.Ref("vd", 30, 2, 0, "p", 30, 2, "dot")
+    body = [K.Clear(a), K.MatVec(out, W, a),
+            K.MatVec(z, K.Ref("th", 8, 2, 2, "U", 8, 2), out)]
+    assert [type(s).__name__ for s in K.skip_zero_rows(body)] == ["Clear"] * 3
     # a write in between makes the rows live again
-    body = [K.Zero(a), K.Copy(a.rows(0, 2), K.Ref("sd", 0, 2)), K.MatVec(out, W, a)]
+    body = [K.Clear(a), K.Copy(a.rows(0, 2), K.Ref("sd", 0, 2)), K.MatVec(out, W, a)]
     mv = [s for s in K.skip_zero_rows(body) if isinstance(s, K.MatVec)]
     assert [(m.col0, m.a.n) for m in mv] == [(0, 2)]
+
+
+def test_vjp_of_structural_ops_is_the_transposed_jvp():
+    """MatMul and Concat write only jvp rules; their vjp statements are the transposes."""
+    lay = Layout(tiny())
+    k = autodiff.vjp(lay, schedule(lay), "vjp", autodiff.CotangentSpec(
+        tuple(lay.new_state), frozenset({"params", "state"})))
+    kinds = [type(s).__name__ for s in k.body if not isinstance(s, K.Comment)]
+    assert "Outer" in kinds and "MatVecT" in kinds and "Copy" in kinds
+    copies = [s for s in k.body if isinstance(s, K.Copy)]
+    assert all(c.acc and c.dst.buf == "vb" and c.src.anchor == "t4" for c in copies)
+
+
+# --------------------------------------------------------------- whole modules
+@pytest.fixture(scope="module")
+def lstm16():
+    return {e: rg.compile(rg.cells.lstm(8, 16, 8), e).source for e in ("uoro", "kf-rtrl")}
+
+
+def module_names(src):
+    """(functions defined, module-level names assigned, __all__) of a module."""
+    tree = ast.parse(src)
+    funcs = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assigned = [t.id for n in tree.body if isinstance(n, ast.Assign)
+                for t in n.targets if isinstance(t, ast.Name)]
+    exported = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", "") == "__all__" for t in n.targets))
+    return funcs, assigned, exported
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("estimator", ["uoro", "kf-rtrl", "projected-uoro[preactivation]",
+                                       "tbptt(4)", "rtrl", "dodge", "uoro(T=3)"])
+def test_every_definition_is_used(estimator, backend):
+    """Every function is called in the module or exported; no function is empty; no
+    module-level constant is dead."""
+    opts = {"T": 3} if estimator == "uoro(T=3)" else {}
+    name = "uoro" if opts else estimator
+    src = rg.compile(rg.cells.lstm(3, 4, 3), name, backend=backend, **opts).source
+    funcs, assigned, exported = module_names(src)
+    words = re.findall(r"\w+", src)
+    for f in funcs:
+        assert f in exported or words.count(f) >= 2, f"{f} is never called"
+    for a in assigned:
+        if a != "__all__":
+            assert words.count(a) >= 2, f"{a} is never read"
+    tree = ast.parse(src)
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        body = [s for s in fn.body if not (isinstance(s, ast.Expr) and
+                                           isinstance(s.value, ast.Constant))]
+        assert body and not all(isinstance(s, ast.Pass) for s in body), fn.name
+
+
+def test_modules_are_specialized_when_generated(lstm16):
+    uoro, kf = lstm16["uoro"], lstm16["kf-rtrl"]
+    # plain UORO: no projection machinery, no run-time switches on fixed options
+    for absent in ("jvp_z", "seed_z(", "ALPHA", "Q0", "if RANK", "pass\n"):
+        assert absent not in uoro, absent
+    # KF-RTRL: D_t is written as the entries it has, not an identity sweep; groups unrolled
+    assert "1.0 if" not in function(kf, "jvp_z_m") and "KG_" not in kf and "NG" not in kf
+    assert "nd[c + i, 16 + i] =" in function(kf, "jvp_z_m")
+
+
+def test_generated_lstm16_modules_are_small(lstm16):
+    """At most half of the 787 (UORO) and 750 (KF-RTRL) lines of the previous design."""
+    assert len(lstm16["uoro"].splitlines()) <= 394
+    assert len(lstm16["kf-rtrl"].splitlines()) <= 375
+
+
+def test_templates_are_checked_against_the_module():
+    """A template naming something the module lacks, or calling a kernel with the wrong
+    arity, fails when the module is built, by name."""
+    from rgraph.codegen import CodegenError, ModuleBuilder, Template
+
+    def bad_step(th, s, x, y, w, g, rng, *, v):
+        """Uses an undefined helper."""
+        rg_no_such_helper(v)  # noqa: F821
+        return 0.0
+
+    mb = ModuleBuilder(get_backend("numba"), "test")
+    mb.template(Template(bad_step, "est_step", "step"), "estimator", {}, {}, ["v"])
+    with pytest.raises(CodegenError, match="rg_no_such_helper"):
+        mb.render(["est_step"])
+
+    lay = Layout(tiny())
+    mb = ModuleBuilder(get_backend("numba"), "test", user_names=[n.name for n in lay.nodes])
+    mb.kernel(autodiff.forward(lay, schedule(lay)))
+
+    def wrong_call(th, s, x, y, w, g, rng, *, v):
+        """Calls forward with one argument."""
+        forward(v)  # noqa: F821
+        return 0.0
+
+    with pytest.raises(CodegenError, match="forward with 1 arguments"):
+        mb.template(Template(wrong_call, "est_step", "step"), "estimator", {}, {}, ["v"])

@@ -5,7 +5,8 @@ import pytest
 
 import rgraph as rg
 from rgraph.estimators.uoro import ProjectedUORO, uoro_step
-from rgraph.estimators.base import renamed
+from rgraph.codegen import Template, template_source
+from rgraph.schedule import schedule
 
 from conftest import compiled, params_for, sequence
 
@@ -69,19 +70,20 @@ class BrokenUORO(ProjectedUORO):
 
     name = "broken-uoro"
 
-    def functions(self):
-        src = renamed(uoro_step, "est_step").replace(
+    def templates(self):
+        src = template_source(uoro_step).replace(
             "rg_axpby_nrm2(w_tilde[r], 1.0 / rho1,", "rg_axpby_nrm2(w_tilde[r], rho1,")
-        assert src != renamed(uoro_step, "est_step")
-        return [f if not (isinstance(f, str) and f.startswith("def est_step")) else src
-                for f in super().functions()]
+        assert src != template_source(uoro_step)
+        return [Template(src, t.name, t.role) if t.role == "step" else t
+                for t in super().templates()]
 
 
 def test_the_unbiasedness_test_catches_a_broken_normalizer():
     xs, ys, p, exact = exact_case("tanh")
     exact_est = compiled("tanh", "bptt")
     an = rg.analyze(exact_est.cell)
-    broken = rg.compile(exact_est.cell, BrokenUORO(exact_est.program, an, projection="state"),
+    lay = exact_est.layout
+    broken = rg.compile(exact_est.cell, BrokenUORO(lay, schedule(lay), an, projection="state"),
                         backend="numpy")
     z = z_scores(broken, p, xs, ys, exact, n=3000)    # z ≈ 12 here; < 2 when correct
     assert np.any(z > 6.0), z

@@ -16,7 +16,7 @@ written as the blocks it is (only its structurally non-zero entries).
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
-from ..codegen import Template
+from ..codegen import Template, index
 from ..errors import NotApplicable
 from . import common
 from .base import EstimatorSpec
@@ -106,17 +106,17 @@ class KFRTRL(EstimatorSpec):
         for grp, c0, c1, uoff, prods in self._pieces():
             na = grp.dim_input
             a = lay.loc[grp.input_id]
-            a_at = _plus(mb.offset(a.anchor, a.aoff), a.delta)
+            a_at = index(mb.offset(a.anchor, a.aoff), a.delta)
             for n, col in prods:
                 W = lay.block_of(n.args[0])
-                w_at = mb.offset(W.name, W.off)
+                w_at = mb.offset(W.name, W.off, param=True)
                 grad += [f"    # {n.name} = {lay.cell.describe(n)}: columns {col}:"
                          f"{col + n.shape[0]} of A, u[{uoff}:{uoff + na}]",
                          f"    for {i} in range({n.shape[0]}):",
-                         f"        {ci} = {cA}[{_plus(col, i)}]",
+                         f"        {ci} = {cA}[{index(col, i)}]",
                          f"        for {j} in range({na}):",
                          f"            {g}[{w_at} + {i} * {na} + {j}] += {ci} * "
-                         f"{u}[{_plus(uoff, j)}]"]
+                         f"{u}[{index(uoff, j)}]"]
             upd += [f"    # input {grp.input} ({na}): columns {c0}:{c1} of A, "
                     f"u[{uoff}:{uoff + na}]",
                     f"    {p1} = {sqrt}({nrm2c}({HA}, {c0}, {c1}) / "
@@ -126,7 +126,7 @@ class KFRTRL(EstimatorSpec):
                     f"    {s1} = 1.0 if {rng}.random() < 0.5 else -1.0",
                     f"    {s2} = 1.0 if {rng}.random() < 0.5 else -1.0",
                     f"    for {j} in range({na}):",
-                    f"        {u}[{_plus(uoff, j)}] = {s1} * {p1} * {u}[{_plus(uoff, j)}] + "
+                    f"        {u}[{index(uoff, j)}] = {s1} * {p1} * {u}[{index(uoff, j)}] + "
                     f"{s2} * {p2} * {v}[{a_at} + {j}]",
                     f"    {a1} = {s1} / {p1}",
                     f"    {a2} = {s2} / {p2}",
@@ -134,10 +134,3 @@ class KFRTRL(EstimatorSpec):
                     f"        for {c} in range({c0}, {c1}):",
                     f"            {A}[{i}, {c}] = {a1} * {HA}[{i}, {c}] + {a2} * {D}[{i}, {c}]"]
         return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n"}
-
-
-def _plus(base, var) -> str:
-    """``base + var`` as an index, without a "0 +"."""
-    if base == 0 or base == "0":
-        return str(var)
-    return f"{base} + {var}"
