@@ -15,7 +15,7 @@ SOURCES = {"rgraph": ROOT / "rgraph", "rgraph.backends": ROOT / "backends"}
 
 # the compiler: DSL and IR, ops, kernels, analysis, differentiation, code generation
 CORE = ("graph", "ops", "scalars", "kernel", "layout", "schedule", "analysis", "autodiff",
-        "codegen", "backends")
+        "codegen", "losses", "backends")
 # what is built on top of it and must stay out of it
 UPPER = ("training", "tasks", "plots", "cli", "demo")
 
