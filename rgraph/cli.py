@@ -169,7 +169,8 @@ def cmd_train(args):
             cfg["steps"] = args.steps
     else:
         if not args.task:
-            raise CLIError("train needs --task (influence, brackets, anbn, copy, charlm)")
+            from .tasks import TASKS
+            raise CLIError(f"train needs --task ({', '.join(TASKS)})")
         if not args.estimator:
             raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
         cfg = {"cell": args.cell, "hidden": args.hidden, "nonlinearity": args.nonlinearity,
@@ -362,6 +363,7 @@ def add_estimator_args(p):
 
 
 def build_parser():
+    from .tasks import TASKS
     ap = argparse.ArgumentParser(
         prog="rgraph", description="A compiler for online gradient estimators of recurrent "
                                    "networks: inspect cells, train, measure variance and speed.")
@@ -389,7 +391,7 @@ def build_parser():
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function")
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
     p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
-    p.add_argument("--task", "-t", choices=["influence", "brackets", "anbn", "copy", "charlm"])
+    p.add_argument("--task", "-t", choices=list(TASKS))
     p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
                                        "n=23,n_minus=13 (influence)")
     p.add_argument("--text", help="charlm: the text file")
