@@ -424,15 +424,14 @@ class ModuleBuilder:
                                    f"{list(state_layout)} nor scratch {scratch}")
             unpack = _views(state_layout, "E", state) if state else []
             bufs = [n for n in kwonly if n in scratch]
-            if bufs:
-                unpack.append(f"{', '.join(bufs)} = "
-                              + ", ".join(f"W[{scratch.index(n)}]" for n in bufs))
+            for k in range(0, len(bufs), 5):      # the scratch buffers, five to a line
+                part = bufs[k:k + 5]
+                unpack.append(f"{', '.join(part)} = "
+                              + ", ".join(f"W[{scratch.index(n)}]" for n in part))
         indent = " " * (fn.body[0].col_offset)
         header = f"def {t.name}({', '.join(params)}):\n"
         text = (header + "".join(lines[head_end:doc_end])
-                + "".join(textwrap.fill(u, 92, initial_indent=indent,
-                                        subsequent_indent=indent + "    ",
-                                        break_long_words=False) + "\n" for u in unpack)
+                + "".join(indent + u + "\n" for u in unpack)
                 + "".join(lines[body_start - 1:]))
         self._check_calls(text, where)
         mapping = self._rename_map(text)

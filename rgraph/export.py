@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, export_driver
+from .codegen import Namer, rename
 from .errors import RGraphError
 
 ENTRY = ("run", "flush_all", "evaluate")   # the generated module's functions we call
@@ -57,7 +58,8 @@ def module_text(est, stem: str = "model") -> str:
     """The full text of the exported module of ``est`` (``stem``: its import name)."""
     body = generated_body(est.source)
     defined = top_level_names(body)
-    missing = [n for n in ENTRY if n not in defined]
+    missing = [n for n in ENTRY if n not in defined and
+               (n != "flush_all" or est.spec.flushes)]
     if missing:
         raise ExportError(f"the generated module of {est.name} lacks {missing}")
     consts = constants(est)
@@ -71,6 +73,12 @@ def module_text(est, stem: str = "model") -> str:
     free = free_names(driver) - mine - set(ENTRY) - {"np", "math"} - set(dir(builtins))
     if free:
         raise ExportError(f"the driver uses undefined names {sorted(free)}")
+    # numpy and math under names the generated module leaves free (a cell's node may be
+    # called np or math: the generated module then imports numpy under another name)
+    namer = Namer(defined | mine)
+    mods = {"np": namer.claim("np"), "math": namer.claim("math")}
+    driver = rename(driver, mods)
+    consts = {k: rename(v, mods) for k, v in consts.items()}
     parts = [docstring(est, stem),
              (f"# Exported by rgraph {__version__}: the generated module of {est.name}, "
               f"then a driver."),
@@ -78,8 +86,8 @@ def module_text(est, stem: str = "model") -> str:
                                                          else "."),
              body.rstrip("\n"), "", "",
              "# " + "-" * 30 + " exported driver (plain Python around the compiled loop)",
-             "import math",
-             "import numpy as np", ""]
+             "import math" + (f" as {mods['math']}" if mods["math"] != "math" else ""),
+             "import numpy" + (f" as {mods['np']}" if mods["np"] != "numpy" else ""), ""]
     parts += [f"{name} = {value}" for name, value in consts.items()]
     parts += ["", "", driver, "", "",
               f"__all__ = {export_driver.ENTRY_POINTS + ['PARAMS', 'INFO']!r}", ""]
@@ -129,6 +137,7 @@ def generated_body(source: str) -> str:
     while head < len(lines) and lines[head].startswith("#"):
         head += 1
     lines = [ln for i, ln in enumerate(lines) if i >= head or not _HEADER.match(ln)]
+    lines = [ln for ln in lines if not ln.startswith("__all__ = ")]
     tree = ast.parse("".join(lines))
     if tree.body and isinstance(tree.body[0], ast.Expr) and \
             isinstance(getattr(tree.body[0], "value", None), ast.Constant) and \
@@ -194,7 +203,8 @@ def constants(est) -> dict:
         "_E_PER_K": repr(per_k),
         "_K_FIXED": repr(k_fixed),
         "_SEGMENTED": repr(bool(spec.segment)),
-        "_WHOLE": repr(bool(spec.segment and getattr(spec, "k", 0) is None)),
+        "_WHOLE": repr(bool(spec.whole_sequence)),
+        "_FLUSHES": repr(bool(spec.flushes)),
         "_OPTIMIZERS": repr(optimizer_layouts()),
     }
 
@@ -252,9 +262,9 @@ def optimizer_layouts() -> dict:
     """name -> (defaults, layout) of rgraph's optimizers: the layout names, for each
     entry of ``hyper()``, the field it holds, or the constant it is (found by giving
     every field a distinct value)."""
-    from . import SGD, Adam
+    from .training.optim import OPTIMIZERS
     out = {}
-    for name, cls in (("sgd", SGD), ("adam", Adam)):
+    for name, cls in OPTIMIZERS.items():
         fields = [f.name for f in dataclasses.fields(cls)]
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         marks = {f: 0.0101 * (i + 1) + 0.00037 for i, f in enumerate(fields)}

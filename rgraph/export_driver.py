@@ -2,7 +2,8 @@
 copies, unchanged and not jitted, after the generated module in the file it writes.
 
 They are never called here. In the exported file the generated module's compiled entry
-points ``run``, ``flush_all`` and ``evaluate`` (see ``rgraph.loop``) exist, ``np`` is
+points ``run``, ``evaluate`` and (``_FLUSHES``) ``flush_all`` exist (see
+``rgraph.training.loop``), ``np`` is
 numpy, and ``export.py`` defines these constants above the functions:
 
 * ``INFO``: cell, estimator, loss, dtype, backend and sizes (documentation);
@@ -16,7 +17,8 @@ numpy, and ``export.py`` defines these constants above the functions:
 * ``_E_BASE``, ``_E_PER_K``: a stream's estimator state holds _E_BASE + _E_PER_K * K
   numbers, for segment length K; ``_K_FIXED``: K, or None when K is the chunk's length;
   ``_SEGMENTED``: parameters update every K steps (else every step); ``_WHOLE``: train's
-  default chunk is the whole stream (exact BPTT);
+  default chunk is the whole stream (exact BPTT); ``_FLUSHES``: the estimator has work
+  pending at segment ends (``flush_all``);
 * ``_OPTIMIZERS``: name -> (default hyper-parameters, layout of the hyper-parameter
   vector ``hp`` of the compiled loop: a hyper-parameter's name or a constant per entry).
 
@@ -251,7 +253,8 @@ def total_gradient(params, xs, ys, seed=0, weights=None, resets=None, return_los
         bad = run(th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0, update_every,
                   False)
         _raise_if_bad(bad, losses, 0, "total_gradient")
-        flush_all(th, E, g, rng)
+        if _FLUSHES:
+            flush_all(th, E, g, rng)
     if not np.all(np.isfinite(g)):
         _raise_if_bad(-T, losses, 0, "total_gradient")
     grad = _unpack(g)
