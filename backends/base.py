@@ -76,7 +76,7 @@ def split_defs(text: str) -> dict[str, str]:
 class Backend:
     """Base printer. Subclasses implement the statement printers and hold the module's
     ``IMPORTS`` (import lines and module-level setup) and ``HELPERS`` (helper name ->
-    undecorated ``def`` source; ``decorate`` adds what the backend needs)."""
+    undecorated ``def`` source; ``compile_block`` compiles them)."""
 
     name = "base"
     jit = False
@@ -100,9 +100,10 @@ class Backend:
         """Module names bound per float type (after the prelude): name -> target."""
         return {}
 
-    def decorate(self, src: str) -> str:
-        """A template function's source as it goes into the module."""
-        return src
+    def compile_block(self, functions: list[str], mb) -> str:
+        """The module's last statements, handing its functions to the backend's compiler
+        (none: the functions run as plain Python)."""
+        return ""
 
     def import_names(self) -> set:
         """The names ``IMPORTS`` binds at module level."""
@@ -128,19 +129,20 @@ class Backend:
 
     # ---------------------------------------------------------------- kernels
     def kernel(self, k: K.Kernel, name: str, mb) -> str:
-        """The kernel's function, decorated, under ``name``; every identifier comes from
+        """The kernel's function under ``name``; every identifier comes from
         the module builder ``mb`` (globals) or a scope of its own (locals)."""
         sc = Scope(self, mb, k)
-        body = []
-        for st in k.body:
-            body.extend(self.statement(st, sc))
+        body = self.statements(k.body, sc)
         if not body:
             raise ValueError(f"kernel {k.name} has no statements; the estimator should not "
                              f"ask for it")
         lines = [f"def {name}({', '.join(sc.arg[a] for a in k.args)}):",
                  f'    """{sc.doc()}"""']
         lines += ["    " + ln for ln in sc.prologue + body]
-        return self.decorate("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def statements(self, body, sc) -> list[str]:
+        return [ln for st in body for ln in self.statement(st, sc)]
 
     def statement(self, st, sc) -> list[str]:
         meth = getattr(self, "st_" + type(st).__name__, None)
@@ -192,10 +194,15 @@ class Scope:
         self.arg = {a: self.namer.claim(a) for a in k.args}
         self.idx = {c: self.namer.claim(c) for c in ("i", "j", "k")}
         self.acc = self.namer.claim("acc")
-        self.cols = None
-        if k.matrix:
-            self.cols = self.namer.claim("ncols")
-            self.prologue.append(f"{self.cols} = {self.arg['vd']}.shape[1]")
+        self._cols = None
+
+    @property
+    def cols(self) -> str:
+        """The number of tangent columns (a local, defined on first use)."""
+        if self._cols is None:
+            self._cols = self.namer.claim("ncols")
+            self.prologue.append(f"{self._cols} = {self.arg['vd']}.shape[1]")
+        return self._cols
 
     def name_of(self, s) -> str:
         if s not in self.sym:

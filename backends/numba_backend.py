@@ -184,8 +184,22 @@ class NumbaBackend(Backend):
     def aliases(self, dtype: str) -> dict:
         return {"rg_gemm_rm": f"rg_gemm_rm_{dtype}"}
 
-    def decorate(self, src: str) -> str:
-        return f"@njit(cache=True, fastmath=FASTMATH, error_model='numpy')\n{src}"
+    def compile_block(self, functions, mb) -> str:
+        """Every function of the module goes through numba once, here: compiled on its
+        first call and cached on disk (the cache is keyed on this file's bytes)."""
+        jit, f = mb.g("JIT"), mb.g("f")
+        lines = [f"# {'-' * 4} numba compiles each function above on its first call and "
+                 f"caches it on disk",
+                 f"{jit} = {mb.g('njit')}(cache=True, fastmath={mb.g('FASTMATH')}, "
+                 f"error_model='numpy')"]
+        line = f"globals().update({{{f}.__name__: {jit}({f}) for {f} in ("
+        for name in functions:
+            if len(line) + len(name) > 86:
+                lines.append(line.rstrip())
+                line = "    "
+            line += name + ", "
+        lines.append(line.rstrip(", ") + ("," if len(functions) == 1 else "") + ")})")
+        return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------- indexing
     def base(self, r: K.Ref, sc) -> str:
@@ -230,6 +244,31 @@ class NumbaBackend(Backend):
         return [f"for {i} in range({r.size}):", f"    {body(i, None)}"]
 
     # ------------------------------------------------------------- statements
+    def statements(self, body, sc) -> list[str]:
+        """The statements, with a parameter's pull-back pair (W_bar += z_bar aᵀ, then
+        a_bar += Wᵀ z_bar) fused into one pass over W."""
+        out, k = [], 0
+        while k < len(body):
+            st, nxt = body[k], body[k + 1] if k + 1 < len(body) else None
+            if isinstance(st, K.Outer) and isinstance(nxt, K.MatVecT) and \
+                    nxt.z_bar == st.z_bar and nxt.W.anchor == st.W_bar.anchor and \
+                    nxt.W.off == st.W_bar.off and not nxt.a_bar.overlaps(st.z_bar):
+                out += self._pullback(st, nxt, sc)
+                k += 2
+                continue
+            out += self.statement(st, sc)
+            k += 1
+        return out
+
+    def _pullback(self, outer, mvt, sc):
+        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
+        return [f"for {i} in range({outer.W_bar.n}):",
+                f"    {s} = {self.el(outer.z_bar, i, sc)}",
+                f"    for {j} in range({outer.W_bar.cols}):",
+                f"        {self.el2(outer.W_bar, i, j, sc)} {'+=' if outer.acc else '='} "
+                f"{s} * {self.el(outer.a, j, sc)}",
+                f"        {self.el(mvt.a_bar, j, sc)} += {self.el2(mvt.W, i, j, sc)} * {s}"]
+
     def st_Clear(self, st, sc):
         two_d = sc.k.matrix and st.dst.is_tangent
         return self.rows(st.dst, two_d, sc,
@@ -344,7 +383,7 @@ class NumbaBackend(Backend):
 
         def load(ind, s, r, count, c=None):
             text = self.el(r, i, sc, c)
-            if count[s] == 1:
+            if count[s] <= 2:            # read where it is used
                 sub[s] = sp.Symbol(text)
             else:
                 sub[s] = sp.Symbol(sc.name_of(s))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .codegen import ModuleBuilder, Template, layout_size
 from .estimators.base import EstimatorSpec
 from .training import loop
-from .training.optim import OPTIMIZERS, dispatch_source
+from .training.optim import OPTIMIZERS, update_source
 
 
 def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
@@ -25,8 +25,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     choices = {**spec.choices(), "FLUSHES": spec.flushes,
                "RESETS": any(t.role == "reset" for t in spec.templates())}
     templates = [(t, "estimator") for t in spec.templates()] + \
-        [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop"),
-         (Template(loop.opt_update, "opt_update"), "loop")] + \
+        [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
         [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
     entry = ["run", "evaluate"]
     if spec.flushes:
@@ -37,7 +36,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     helpers = backend.helpers()
     mb.reserve(list(backend.import_names()) + list(helpers) + ["DT", "FASTMATH"]
                + list(constants) + [k.name for k in kernels]
-               + [t.name for t, _ in templates] + ["est_scratch", "optimizer_step"])
+               + [t.name for t, _ in templates] + ["est_scratch", "opt_update"])
     mb.imports(backend.IMPORTS)
     mb._add(f"{mb.g('DT')} = {mb.g('np')}.{dtype}", "sizes")
     for name, value in constants.items():
@@ -56,7 +55,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     for t, section in templates:
         mb.template(t, section, choices, state, scratch)
     mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
-    mb.source("optimizer_step", dispatch_source(), "loop")
+    mb.source("opt_update", update_source(), "loop")
     mb.helpers(helpers)
     return mb.render(entry), entry
 
@@ -78,17 +77,20 @@ def build_kernels(lay, kernels: list, backend, title: str) -> str:
 
 
 def _scratch_source(mb, layout, names) -> str:
+    """``est_scratch``: the named buffers, allocated once per call of the loop."""
     np_, dt = mb.g("np"), mb.g("DT")
-    items = [f"{np_}.zeros(({', '.join(str(d) for d in layout[n])},), dtype={dt})"
-             if len(layout[n]) == 1 else
-             f"{np_}.zeros(({', '.join(str(d) for d in layout[n])}), dtype={dt})"
-             for n in names]
-    lines = [f"def est_scratch():",
-             f'    """The scratch buffers of one step: {", ".join(names)}."""',
-             "    return ("]
-    lines += [f"        {it},  # {n}" for it, n in zip(items, names, strict=True)]
-    lines.append("    )")
-    return "\n".join(lines) + "\n"
+    items = [f"{np_}.zeros(({', '.join(str(d) for d in layout[n])}"
+             f"{',' if len(layout[n]) == 1 else ''}), {dt})" for n in names]
+    lines, line = [], "    return ("
+    for it in items:
+        if len(line) + len(it) > 88:
+            lines.append(line.rstrip())
+            line = "            "
+        line += it + ", "
+    lines.append(line.rstrip(", ") + ("," if len(items) == 1 else "") + ")")
+    return (f"def est_scratch():\n"
+            f'    """The scratch buffers of one step: {", ".join(names)}."""\n'
+            + "\n".join(lines) + "\n")
 
 
 def _shape(n) -> str:

@@ -274,8 +274,8 @@ class _Def:
 SECTIONS = ("imports", "sizes", "layout", "kernels", "estimator", "loop", "helpers")
 SECTION_TITLES = {
     "sizes": "sizes and constants",
-    "layout": "offsets of the nodes in v, vd, vb (values, tangents, cotangents; states "
-              "also in sd, nd)\n# and of the parameters in th, thd, thb",
+    "layout": "node offsets in v, vd, vb (states also in sd, nd); parameters' in th, thd, "
+              "thb",
     "kernels": "kernels of one step",
     "estimator": "the estimator, one step of one stream",
     "loop": "the online loop",
@@ -327,7 +327,7 @@ class ModuleBuilder:
 
     def rendered(self, name: str, src: str, section: str):
         """A function written for this module with its final names already in place."""
-        self._add(self.backend.decorate(src), section, {self.g(name)})
+        self._add(src, section, {self.g(name)})
 
     # -- names
     def g(self, preferred: str) -> str:
@@ -384,8 +384,7 @@ class ModuleBuilder:
         """A function given as source, under its preferred name (renamed as needed)."""
         name = self.g(preferred)
         src = rename(src, {**self._rename_map(src), preferred: name})
-        self._add(self.backend.decorate(src) if src.lstrip().startswith("def ") else src,
-                  section, {name})
+        self._add(src, section, {name})
 
     def template(self, t: Template, section: str, choices: dict, state_layout: dict,
                  scratch: list):
@@ -424,8 +423,11 @@ class ModuleBuilder:
                                    f"{list(state_layout)} nor scratch {scratch}")
             unpack = _views(state_layout, "E", state) if state else []
             bufs = [n for n in kwonly if n in scratch]
-            for k in range(0, len(bufs), 5):      # the scratch buffers, five to a line
-                part = bufs[k:k + 5]
+            while bufs:                     # the scratch buffers, as many as fit a line
+                k = len(bufs)
+                while k > 1 and 2 * len(", ".join(bufs[:k])) + 6 * k > 80:
+                    k -= 1
+                part, bufs = bufs[:k], bufs[k:]
                 unpack.append(f"{', '.join(part)} = "
                               + ", ".join(f"W[{scratch.index(n)}]" for n in part))
         indent = " " * (fn.body[0].col_offset)
@@ -439,7 +441,7 @@ class ModuleBuilder:
         for p in params:          # parameters and locals are the template's own
             mapping.pop(p, None)
         text = rename(text, mapping)
-        self._add(self.backend.decorate(text), section, {self.g(t.name)})
+        self._add(text, section, {self.g(t.name)})
 
     def _check_calls(self, src, where):
         for n in ast.walk(ast.parse(src)):
@@ -479,24 +481,37 @@ class ModuleBuilder:
 
     # -- output
     def render(self, entry: list[str]) -> str:
-        """The module's text: the definitions reachable from ``entry`` (the ``__all__``),
-        each checked to read only names the module defines."""
+        """The module's text: the definitions reachable from ``entry`` (the ``__all__``)
+        and from the backend's compile block, each checked to read only names the
+        module defines."""
         final_entry = [self.g(e) for e in entry]
         by_name = {}
         for d in self.defs:
             for n in d.defines:
                 by_name.setdefault(n, []).append(d)
-        keep, todo = set(), list(final_entry)
-        while todo:
-            n = todo.pop()
-            if n in BUILTINS and n not in by_name:
-                continue
-            if n not in by_name:
-                raise CodegenError(self._undefined(n))
-            for d in by_name[n]:
-                if id(d) not in keep:
-                    keep.add(id(d))
-                    todo.extend(d.uses)
+        keep = set()
+
+        def reach(names):
+            todo = list(names)
+            while todo:
+                n = todo.pop()
+                if n in BUILTINS and n not in by_name:
+                    continue
+                if n not in by_name:
+                    raise CodegenError(self._undefined(n))
+                for d in by_name[n]:
+                    if id(d) not in keep:
+                        keep.add(id(d))
+                        todo.extend(d.uses)
+
+        reach(final_entry)
+        functions = [n.name for sec in SECTIONS
+                     for d in sorted((d for d in self.defs if id(d) in keep and
+                                      d.section == sec), key=lambda d: d.order)
+                     for n in ast.parse(d.text).body if isinstance(n, ast.FunctionDef)]
+        block = self.backend.compile_block(functions, self)
+        if block:
+            reach(names_in(block)[1])
         kept = [d for d in self.defs if id(d) in keep or
                 (d.setup and all(any(id(x) in keep for x in by_name.get(u, []))
                                  for u in d.uses if u not in BUILTINS))]
@@ -509,10 +524,12 @@ class ModuleBuilder:
                 out += [d.text.rstrip() for d in items]
                 out.append(f"\n__all__ = [{', '.join(repr(e) for e in final_entry)}]")
                 continue
-            out += ["", "", f"# {'-' * 4} {SECTION_TITLES[sec]}"]
+            out += ["", f"# {'-' * 4} {SECTION_TITLES[sec]}"]
             compact = sec in ("sizes", "layout")
             for d in items:
                 out.append(d.text.rstrip() if compact else "\n" + d.text.rstrip())
+        if block:
+            out += ["", block.rstrip()]
         return "\n".join(out).rstrip() + "\n"
 
     def _undefined(self, n):

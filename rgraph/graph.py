@@ -6,13 +6,12 @@ A ``Cell`` records nodes as the user writes them; every value handed back is a `
 marks the op giving a state's new value, ``output`` names what the loss sees.
 
 User names become identifiers in generated code, so ``check_name`` is the one gate they
-pass: a valid identifier, not a keyword, not one of the generated names.
+pass: any valid Python identifier that is not a keyword.
 """
 from __future__ import annotations
 
 import inspect
 import keyword
-import re
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,24 +22,14 @@ import sympy as sp
 from . import ops, scalars
 from .errors import GraphError, NameError_, ShapeError
 
-_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-# Names generated code uses; user names may not take them (see check_name).
-RESERVED = frozenset({"th", "thd", "thb", "v", "vd", "vb", "i", "j", "k", "np", "math",
-                      "numba", "njit", "range", "len", "float", "int", "abs", "min", "max",
-                      "print"})
-_RESERVED_FORM = re.compile(r"(^[tu]\d+$)|(^rg_)|(^C_)|(__)|(_(dot|bar)(_|$))|(_(e|p\d+)$)")
-
-
 def check_name(name, what: str) -> str:
-    """Validate a user-given name: it becomes part of generated identifiers."""
-    if not isinstance(name, str) or not _IDENT.match(name) or keyword.iskeyword(name):
+    """Validate a user-given name: any Python identifier that is not a keyword. Names
+    appear in generated code as they are; the code generator renames its own
+    identifiers around them (``rgraph.codegen``)."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise NameError_(f"{what} name {name!r} is not a valid identifier: use letters, digits "
-                         f"and '_', starting with a letter (e.g. 'h', 'W_in')")
-    if name in RESERVED or _RESERVED_FORM.search(name):
-        raise NameError_(
-            f"{what} name {name!r} is reserved for generated code; pick another (names may "
-            f"not be one of {sorted(RESERVED)}, look like t3 or u3, start with 'rg_' or "
-            f"'C_', contain '__', '_dot_' or '_bar_', or end with _dot, _bar, _e or _p<digits>)")
+                         f"and '_', not starting with a digit and not a Python keyword "
+                         f"(e.g. 'h', 'W_in')")
     return name
 
 
@@ -371,6 +360,7 @@ class Cell:
         self.name = check_name(name, "cell")
         self.nodes: list[Node] = []
         self._names: dict[str, int] = {}
+        self._auto: set[int] = set()            # op nodes still under their automatic name
         self.updates: dict[int, int] = {}      # state node id -> new value node id
         self.outputs: dict[str, int] = {}      # output name -> node id
 
@@ -447,7 +437,11 @@ class Cell:
                                  f"'{a.cell.name}', not '{self.name}'")
             vals.append(a)
         shape = op.shape([a.node.shape for a in vals], [a.name for a in vals])
-        node = Node(len(self.nodes), f"t{len(self.nodes)}", "op", tuple(shape), op=op,
+        auto = f"t{len(self.nodes)}"
+        while auto in self._names:
+            auto = "_" + auto
+        self._auto.add(len(self.nodes))
+        node = Node(len(self.nodes), auto, "op", tuple(shape), op=op,
                     args=tuple(a.node.id for a in vals), expr_src=src)
         self.nodes.append(node)
         self._names[node.name] = node.id
@@ -469,6 +463,7 @@ class Cell:
         new = replace(node, name=name)
         self.nodes[node.id] = new
         self._names[name] = node.id
+        self._auto.discard(node.id)
         value.node = new
         return value
 
@@ -489,7 +484,7 @@ class Cell:
         if new_value.node.shape != state.node.shape:
             raise ShapeError(f"update of state '{state.name}' {state.node.shape} with node "
                              f"'{new_value.name}' {new_value.node.shape}: shapes differ")
-        if new_value.node.kind == "op" and re.fullmatch(r"t\d+", new_value.node.name):
+        if new_value.node.id in self._auto:
             auto = f"{state.name}_new"
             if auto not in self._names:
                 self.name_node(new_value, auto)
@@ -504,8 +499,7 @@ class Cell:
             raise GraphError(f"output {name!r} must be a value of cell '{self.name}'")
         if len(value.node.shape) != 1:
             raise ShapeError(f"output {name!r} has shape {value.node.shape}; outputs are vectors")
-        if (value.node.kind == "op" and re.fullmatch(r"t\d+", value.node.name)
-                and name not in self._names):
+        if value.node.id in self._auto and name not in self._names:
             self.name_node(value, name)
         self.outputs[name] = value.node.id
 

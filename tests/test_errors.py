@@ -63,9 +63,8 @@ def test_cycle_and_unknown_op():
         rg.analyze(c2)
 
 
-@pytest.mark.parametrize("bad", ["1h", "h-1", "for", "v", "th", "t3", "rg_x", "h_dot",
-                                 "a__b", "c_bar_x", "", 3])
-def test_names_that_are_not_identifiers_or_reserved(bad):
+@pytest.mark.parametrize("bad", ["1h", "h-1", "for", "class", "a b", "", 3, None])
+def test_names_that_are_not_identifiers(bad):
     with pytest.raises(rg.NameError_):
         rg.Cell("c").state(bad, 3)
 

@@ -26,8 +26,7 @@ def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA):
     """One step of KF-RTRL for one stream."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_g A_g ⊗ u_g: each product's W gets (Aᵀ δs) ⊗ u
-    rg_zero(cA)
-    rg_gemv_t(cA, A, vb[0:S])
+    np.dot(vb[0:S], A, cA)
     kron_gradient(g, cA, u)
     # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
     jvp_state_m(th, v, A, vd, HA)
@@ -95,9 +94,9 @@ class KFRTRL(EstimatorSpec):
         eps = mb.g("EPS")
         # locals are allocated around the module's globals (the user's node offsets)
         local = mb.namer.child()
-        g, cA, u, rng, v, A, HA, D, i, j, c, ci, p1, p2, s1, s2, a1, a2 = (
+        g, cA, u, rng, v, A, HA, D, i, j, c, ci, p1, p2, s1, s2 = (
             local.claim(x) for x in ("g", "cA", "u", "rng", "v", "A", "HA", "D", "i", "j",
-                                     "c", "ci", "p1", "p2", "s1", "s2", "a1", "a2"))
+                                     "c", "ci", "p1", "p2", "s1", "s2"))
         grad = [f"def kron_gradient({g}, {cA}, {u}):",
                 '    """dl/dW += (Aᵀ δs)[rows of W @ â] ⊗ u_â for every recurrent product."""']
         upd = [f"def kron_update({rng}, {v}, {A}, {u}, {HA}, {D}):",
@@ -117,20 +116,22 @@ class KFRTRL(EstimatorSpec):
                          f"        for {j} in range({na}):",
                          f"            {g}[{w_at} + {i} * {na} + {j}] += {ci} * "
                          f"{u}[{index(uoff, j)}]"]
+            if c0 == 0 and c1 == self.nz:     # the group holds every column of A
+                ha, d = (f"{nrm2}({m}.reshape({lay.n_state * self.nz}))" for m in (HA, D))
+            else:
+                ha, d = (f"{nrm2c}({m}, {c0}, {c1})" for m in (HA, D))
             upd += [f"    # input {grp.input} ({na}): columns {c0}:{c1} of A, "
                     f"u[{uoff}:{uoff + na}]",
-                    f"    {p1} = {sqrt}({nrm2c}({HA}, {c0}, {c1}) / "
-                    f"({nrm2}({u}[{uoff}:{uoff + na}]) + {eps})) + {eps}",
-                    f"    {p2} = {sqrt}({nrm2c}({D}, {c0}, {c1}) / "
-                    f"({nrm2}({v}[{a_at}:{a_at} + {na}]) + {eps})) + {eps}",
+                    f"    {p1} = {sqrt}({ha} / ({nrm2}({u}[{uoff}:{uoff + na}]) + {eps})) + {eps}",
+                    f"    {p2} = {sqrt}({d} / ({nrm2}({v}[{a_at}:{a_at} + {na}]) + {eps})) + {eps}",
                     f"    {s1} = 1.0 if {rng}.random() < 0.5 else -1.0",
                     f"    {s2} = 1.0 if {rng}.random() < 0.5 else -1.0",
                     f"    for {j} in range({na}):",
                     f"        {u}[{index(uoff, j)}] = {s1} * {p1} * {u}[{index(uoff, j)}] + "
                     f"{s2} * {p2} * {v}[{a_at} + {j}]",
-                    f"    {a1} = {s1} / {p1}",
-                    f"    {a2} = {s2} / {p2}",
                     f"    for {i} in range({lay.n_state}):",
-                    f"        for {c} in range({c0}, {c1}):",
-                    f"            {A}[{i}, {c}] = {a1} * {HA}[{i}, {c}] + {a2} * {D}[{i}, {c}]"]
+                    f"        for {c} in range({c0}, {c1}):" if c0 else
+                    f"        for {c} in range({c1}):",
+                    f"            {A}[{i}, {c}] = {s1} / {p1} * {HA}[{i}, {c}] + "
+                    f"{s2} / {p2} * {D}[{i}, {c}]"]
         return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n"}

@@ -44,9 +44,9 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
         if WITH_Q:
             rg_matvec(qu, Q0.reshape((NZ, NZ)), u)
         else:
-            qu = u
+            qu = u      # Q = I
         if STATE_CUT:
-            js = qu
+            js = qu     # the cut is s_t itself: J^s_z = I
         else:
             seed_z(qu, vd, js, thd)
             if PARAMETER_CUT:
@@ -57,7 +57,7 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
         if WITH_Q:
             rg_matvec(qu, Q0_INV_T.reshape((NZ, NZ)), u)
         if PARAMETER_CUT:
-            dw = qu
+            dw = qu     # the cut is θ itself: J^z_θ = I
         else:
             rg_zero(vb)
             seed_z_bar(qu, vb, dw)

@@ -3,7 +3,8 @@
 The module builder checks the names they use against the module (the sizes ``S``,
 ``X``, ``NV``, ``NOUT``, ``OUT_OFF``, ``DT``, the kernels, the ``rg_*`` helpers, the
 estimator's ``est_step`` / ``est_flush`` / ``est_reset`` and ``est_scratch``) and
-resolves their static choices: ``FLUSHES`` (the estimator has work pending at segment
+resolves their static choices (the optimizers' ``opt_update`` comes from
+``optim``): ``FLUSHES`` (the estimator has work pending at segment
 ends) and ``RESETS`` (it has a reset of its own rather than zeroing its state). Under
 numba each one is ``@njit``: a whole chunk of training steps, for every stream of the
 batch, is one call.
@@ -11,28 +12,11 @@ batch, is one call.
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 
 
-def opt_update(th, g, opt, hp, scale):
-    """One update with gradient g * scale, at lr / (1 + decay sqrt(step)), clipped; the
-    rule is the optimizer's (it zeroes g)."""
-    step = opt[0] + 1.0
-    opt[0] = step
-    lr = hp[1] / (1.0 + hp[2] * math.sqrt(step))
-    clip = hp[3]
-    if clip > 0.0:
-        norm = rg_nrm2(g) * scale
-        if norm > clip:
-            scale = scale * clip / norm
-    optimizer_step(th, g, opt, hp, lr, scale)
-
-
 def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_every,
         train):
-    """Steps t0 .. t0+T-1 of B streams (xs (T, B, X), targets ys, loss weights ws, resets
-    zero a stream's state first); gradient estimates accumulate in g and, with train,
-    the parameters take an optimizer step on their batch mean every update_every steps.
-    Returns 0, t + 1 if the loss of step t is not finite, -(t + 1) if the gradient is."""
-    T = xs.shape[0]
-    B = xs.shape[1]
+    """Steps t0.. of B streams; estimates accumulate in g, and with train θ takes a step
+    every update_every steps. Returns 0, or ±(t + 1) at a non-finite loss/gradient."""
+    T, B = xs.shape[0], xs.shape[1]
     W = est_scratch()
     for t in range(T):
         bad = False
@@ -71,8 +55,7 @@ def flush_all(th, E, g, rng):
 
 def evaluate(th, states, xs, ys, ws, resets, losses):
     """Forward only: the loss of every step (no gradient, no update)."""
-    T = xs.shape[0]
-    B = xs.shape[1]
+    T, B = xs.shape[0], xs.shape[1]
     v = np.zeros(NV, dtype=DT)
     ybar = np.zeros(NOUT, dtype=DT)
     for t in range(T):

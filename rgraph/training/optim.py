@@ -5,10 +5,9 @@ The compiled loop reads an optimizer's hyper-parameters from one float array
 its state in ``opt = [step, <the rule's own state>...]``. ``lr / (1 + decay * sqrt(k))``
 at update k is Tallec & Ollivier's schedule (decay 0: constant); ``clip`` > 0 rescales
 the batch-mean gradient to at most that global norm. Each optimizer's ``rule`` is a
-template function (the step of one update, after the schedule and clipping, which the
-loop's ``opt_update`` shares); every generated module carries the rules of all
-registered optimizers and dispatches on ``kind``, so one compiled module trains with any
-of them. Adding an optimizer is a class and its rule in this file, and a line in
+template function (one update, after the schedule and clipping that ``opt_update``
+shares); every generated module carries the rules of all registered optimizers and
+``opt_update`` dispatches on ``kind``, so one compiled module trains with any of them. Adding an optimizer is a class and its rule in this file, and a line in
 ``OPTIMIZERS``.
 """
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
@@ -28,20 +27,15 @@ def sgd_rule(th, g, opt, hp, lr, scale):
 
 
 def adam_rule(th, g, opt, hp, lr, scale):
-    """Adam (Kingma & Ba) with bias correction; opt = [step, m (NP), v (NP)]; g is
-    zeroed."""
-    step = opt[0]
-    wd = hp[4]
-    b1, b2, eps = hp[5], hp[6], hp[7]
-    c1 = 1.0 - b1 ** step
-    c2 = 1.0 - b2 ** step
+    """Adam (Kingma & Ba), bias-corrected; opt = [step, m, v]; g is zeroed."""
+    wd, b1, b2, eps = hp[4], hp[5], hp[6], hp[7]
+    c1 = 1.0 - b1 ** opt[0]
+    c2 = 1.0 - b2 ** opt[0]
     n = th.shape[0]
     for i in range(n):
         gi = g[i] * scale + wd * th[i]
-        m = b1 * opt[1 + i] + (1.0 - b1) * gi
-        s = b2 * opt[1 + n + i] + (1.0 - b2) * gi * gi
-        opt[1 + i] = m
-        opt[1 + n + i] = s
+        opt[1 + i] = m = b1 * opt[1 + i] + (1.0 - b1) * gi
+        opt[1 + n + i] = s = b2 * opt[1 + n + i] + (1.0 - b2) * gi * gi
         th[i] -= lr * (m / c1) / (math.sqrt(s / c2) + eps)
         g[i] = 0.0
 
@@ -96,16 +90,27 @@ def kind(opt) -> float:
     return float(list(OPTIMIZERS.values()).index(type(opt)))
 
 
-def dispatch_source() -> str:
-    """``optimizer_step``: the rule of the optimizer ``hp[0]`` names."""
-    lines = ["def optimizer_step(th, g, opt, hp, lr, scale):",
-             '    """The update rule of the optimizer hp[0] names ('
-             + ", ".join(f"{i} {name}" for i, name in enumerate(OPTIMIZERS)) + ')."""']
+def update_source() -> str:
+    """``opt_update``, the optimizer step of the compiled loop: the schedule and the
+    clipping all optimizers share, then the rule of the optimizer ``hp[0]`` names."""
+    names = ", ".join(f"{i} {name}" for i, name in enumerate(OPTIMIZERS))
+    lines = ["def opt_update(th, g, opt, hp, scale):",
+             '    """One update with gradient g * scale at lr / (1 + decay sqrt(step)), '
+             'clipped',
+             f'    to norm clip; the rule is that of optimizer hp[0] ({names})."""',
+             "    step = opt[0] + 1.0",
+             "    opt[0] = step",
+             "    lr = hp[1] / (1.0 + hp[2] * math.sqrt(step))",
+             "    if hp[3] > 0.0:",
+             "        norm = rg_nrm2(g) * scale",
+             "        if norm > hp[3]:",
+             "            scale = scale * hp[3] / norm"]
     rules = [cls.rule.__name__ for cls in OPTIMIZERS.values()]
     for i, rule in enumerate(rules):
-        if i == len(rules) - 1:
-            lines += ["    else:" if i else "", f"        {rule}(th, g, opt, hp, lr, scale)"]
+        test = (f"    {'if' if i == 0 else 'elif'} hp[0] == {float(i)!r}:"
+                if i < len(rules) - 1 else "    else:")
+        if len(rules) == 1:
+            lines.append(f"    {rule}(th, g, opt, hp, lr, scale)")
         else:
-            lines += [f"    {'if' if i == 0 else 'elif'} hp[0] == {float(i)!r}:",
-                      f"        {rule}(th, g, opt, hp, lr, scale)"]
-    return "\n".join(ln for ln in lines if ln) + "\n"
+            lines += [test, f"        {rule}(th, g, opt, hp, lr, scale)"]
+    return "\n".join(lines) + "\n"
