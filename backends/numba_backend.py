@@ -323,8 +323,9 @@ class NumbaBackend(Backend):
         i, j, k, s = sc.idx["i"], sc.idx["j"], sc.idx["k"], sc.acc
         out, a = st.out_dot, st.a
         kk = st.W_dot.cols
-        zero = [] if st.acc else [f"    for {k} in range({sc.cols}):",
-                                  f"        {self.el(out, i, sc, k)} = 0.0"]
+        if isinstance(st.W_dot, K.Basis) or sc.k.matrix:
+            zero = [] if st.acc else [f"    for {k} in range({sc.cols}):",
+                                      f"        {self.el(out, i, sc, k)} = 0.0"]
         if isinstance(st.W_dot, K.Basis):
             return [f"for {i} in range({out.n}):", *zero,
                     f"    for {j} in range({kk}):",

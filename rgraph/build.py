@@ -15,13 +15,14 @@ from .training.optim import OPTIMIZERS, update_source
 
 
 def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
-                 title: str, doc: str = "") -> tuple[str, list[str]]:
-    """(the module's text, its entry points)."""
+                 title: str, doc: str = "", reserved=()) -> tuple[str, dict]:
+    """(the module's text, its entry points: name -> the name it has in the module,
+    which differs where a node of the cell took the name)."""
     lay = spec.lay
     mb = ModuleBuilder(backend, title, doc, user_names=[n.name for n in lay.nodes],
                        aliases={"rg_loss": loss_helper,
                                 **backend.aliases(dtype)},
-                       describe=_describer(lay))
+                       describe=_describer(lay), reserved=reserved)
     choices = {**spec.choices(), "FLUSHES": spec.flushes,
                "RESETS": any(t.role == "reset" for t in spec.templates())}
     templates = [(t, "estimator") for t in spec.templates()] + \
@@ -57,12 +58,12 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
     mb.source("opt_update", update_source(), "loop")
     mb.helpers(helpers)
-    return mb.render(entry), entry
+    return mb.render(entry), {e: mb.g(e) for e in entry}
 
 
-def build_kernels(lay, kernels: list, backend, title: str) -> str:
-    """A module of kernels alone (their names are its entry points): for checking
-    derivatives and comparing backends."""
+def build_kernels(lay, kernels: list, backend, title: str) -> tuple[str, dict]:
+    """A module of kernels alone, for checking derivatives and comparing backends:
+    (its text, kernel name -> the name it has in the module)."""
     mb = ModuleBuilder(backend, title, user_names=[n.name for n in lay.nodes],
                        aliases=backend.aliases("float64"), describe=_describer(lay))
     mb.reserve(list(backend.import_names()) + list(backend.helpers())
@@ -73,7 +74,7 @@ def build_kernels(lay, kernels: list, backend, title: str) -> str:
     for k in kernels:
         mb.kernel(k)
     mb.helpers(backend.helpers())
-    return mb.render([k.name for k in kernels])
+    return mb.render([k.name for k in kernels]), {k.name: mb.g(k.name) for k in kernels}
 
 
 def _scratch_source(mb, layout, names) -> str:

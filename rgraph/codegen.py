@@ -287,16 +287,15 @@ class ModuleBuilder:
     """Builds one generated module (see the module docstring)."""
 
     def __init__(self, backend, title: str, doc: str = "", user_names=(),
-                 aliases: dict | None = None, describe=None):
+                 aliases: dict | None = None, describe=None, reserved=()):
         self.backend = backend
         self.title = title
         self.doc = doc
-        # the user's names first: builder globals are allocated around them
-        self.user = {}
-        taken = set()
-        for n in user_names:
-            self.user[n] = Namer(taken).claim(n)
-        self.namer = Namer(taken)
+        # the user's names first: builder globals are allocated around them (and around
+        # ``reserved``: names code appended to the module will define, e.g. an export's)
+        users = Namer(reserved)
+        self.user = {n: users.claim(n) for n in user_names}
+        self.namer = Namer(users.taken)
         self.gmap: dict[str, str] = {}          # preferred global name -> final name
         self.defs: list[_Def] = []
         self.kernel_args: dict[str, tuple] = {}

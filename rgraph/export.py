@@ -12,6 +12,7 @@ rgraph, so it runs in a project that does not have it.
 from __future__ import annotations
 
 import ast
+from importlib.metadata import version
 import builtins
 import dataclasses
 import inspect
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, export_driver
+from . import export_driver
 from .codegen import Namer, rename
 from .errors import RGraphError
 
@@ -54,12 +55,18 @@ def export(est, path) -> Path:
     return path
 
 
+def driver_names() -> set:
+    """The module-level names the driver defines (every generated module leaves them
+    free, so that the export can append the driver to any cell's module)."""
+    return {fn.__name__ for fn in export_driver.DRIVER} | set(CONSTANTS) | {"__all__"}
+
+
 def module_text(est, stem: str = "model") -> str:
     """The full text of the exported module of ``est`` (``stem``: its import name)."""
     body = generated_body(est.source)
     defined = top_level_names(body)
-    missing = [n for n in ENTRY if n not in defined and
-               (n != "flush_all" or est.spec.flushes)]
+    entry = est.entry_points        # the entry points' names in this module
+    missing = [n for n in entry.values() if n not in defined]
     if missing:
         raise ExportError(f"the generated module of {est.name} lacks {missing}")
     consts = constants(est)
@@ -76,11 +83,11 @@ def module_text(est, stem: str = "model") -> str:
     # numpy and math under names the generated module leaves free (a cell's node may be
     # called np or math: the generated module then imports numpy under another name)
     namer = Namer(defined | mine)
-    mods = {"np": namer.claim("np"), "math": namer.claim("math")}
+    mods = {"np": namer.claim("np"), "math": namer.claim("math"), **entry}
     driver = rename(driver, mods)
     consts = {k: rename(v, mods) for k, v in consts.items()}
     parts = [docstring(est, stem),
-             (f"# Exported by rgraph {__version__}: the generated module of {est.name}, "
+             (f"# Exported by rgraph {version('rgraph')}: the generated module of {est.name}, "
               f"then a driver."),
              "# Standalone: imports only math, numpy" + (" and numba." if est.backend.jit
                                                          else "."),
@@ -114,7 +121,7 @@ def docstring(est, stem: str) -> str:
         (f'"""Cell \'{est.cell.name}\' with the {est.name} gradient estimator, loss '
          f'{est.loss_name}, {est.dtype.name}.'),
         "",
-        f"Exported by rgraph {__version__}; needs only {needs}, not rgraph. Use:",
+        f"Exported by rgraph {version('rgraph')}; needs only {needs}, not rgraph. Use:",
         "",
         f"    import {mod} as m",
         ("    params = m.init_params(seed=0)                # {name: array}; shapes in "
@@ -178,6 +185,11 @@ def free_names(source: str) -> set:
 
 
 # ------------------------------------------------------------------ constants
+CONSTANTS = ("INFO", "PARAMS", "_LOSS", "_DTYPE", "_N_PARAMS", "_N_STATE", "_N_IN", "_N_OUT",
+             "_BLOCKS", "_INITS", "_E_BASE", "_E_PER_K", "_K_FIXED", "_SEGMENTED", "_WHOLE",
+             "_FLUSHES", "_OPTIMIZERS")
+
+
 def constants(est) -> dict:
     """name -> Python source of each constant the driver reads (see export_driver)."""
     blocks = tuple((b.name, int(b.off), tuple(int(d) for d in b.shape), int(b.size))
@@ -186,9 +198,9 @@ def constants(est) -> dict:
     info = {"cell": est.cell.name, "estimator": est.name, "loss": est.loss_name,
             "dtype": est.dtype.name, "backend": est.backend.name, "n_in": int(est.n_in),
             "n_out": int(est.n_out), "n_state": int(est.n_state),
-            "n_params": int(est.n_params), "rgraph": __version__}
+            "n_params": int(est.n_params), "rgraph": version('rgraph')}
     spec = est.spec
-    return {
+    out = {
         "INFO": repr(info),
         "PARAMS": repr({name: shape for name, _, shape, _ in blocks}),
         "_LOSS": repr(est.loss_name),
@@ -207,6 +219,8 @@ def constants(est) -> dict:
         "_FLUSHES": repr(bool(spec.flushes)),
         "_OPTIMIZERS": repr(optimizer_layouts()),
     }
+    assert tuple(out) == CONSTANTS, "driver_names() must list every constant"
+    return out
 
 
 def state_size(est):

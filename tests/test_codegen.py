@@ -31,7 +31,7 @@ def kernels_module(cell, backend, *make):
     """The text of a module holding the kernels ``make(layout, schedule)`` builds."""
     lay = Layout(cell)
     sched = schedule(lay)
-    return build_kernels(lay, [m(lay, sched) for m in make], get_backend(backend), "test")
+    return build_kernels(lay, [m(lay, sched) for m in make], get_backend(backend), "test")[0]
 
 
 def function(src, name):

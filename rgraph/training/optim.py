@@ -2,7 +2,7 @@
 
 The compiled loop reads an optimizer's hyper-parameters from one float array
 (``hyper()``): ``[kind, lr, decay, clip, weight_decay, <the rule's own>...]``, and keeps
-its state in ``opt = [step, <the rule's own state>...]``. ``lr / (1 + decay * sqrt(k))``
+its state in ``opt = [step, <up to 2 NP numbers of the rule's own>]``. ``lr / (1 + decay * sqrt(k))``
 at update k is Tallec & Ollivier's schedule (decay 0: constant); ``clip`` > 0 rescales
 the batch-mean gradient to at most that global norm. Each optimizer's ``rule`` is a
 template function (one update, after the schedule and clipping that ``opt_update``

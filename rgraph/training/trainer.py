@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from .checkpoints import CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
-from .optim import SGD, Adam
+from .optim import OPTIMIZERS, SGD
 
 
 @dataclass
@@ -66,9 +66,9 @@ class Trainer:
                  chunk=1000):
         self.est = est
         self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
-        if not isinstance(self.optimizer, (SGD, Adam)):
-            raise TypeError(f"optimizer must be rg.SGD(...) or rg.Adam(...), got "
-                            f"{self.optimizer!r}")
+        if not isinstance(self.optimizer, tuple(OPTIMIZERS.values())):
+            names = " or ".join(f"rg.{c.__name__}(...)" for c in OPTIMIZERS.values())
+            raise TypeError(f"optimizer must be {names}, got {self.optimizer!r}")
         self.hp = self.optimizer.hyper()
         self.batch = _positive_int(batch, "batch")
         self.chunk = _positive_int(chunk, "chunk")
