@@ -1,44 +1,33 @@
-"""The estimator registry, and the contract between templates and generated modules.
+"""The estimator registry: each name maps to its spec (``base.EstimatorSpec``), or to a
+function choosing one from the options (``uoro`` with T > 1 is UORO-T; ``dodge`` with
+``directions="candidate"`` is DODGE along a candidate direction).
 
-Each estimator is an ``EstimatorSpec`` (``base.py``) plus template functions written as
-plain Python in its own file, reading like its paper's algorithm. Their source is copied
-into a generated module, where these names exist:
-
-* dimensions: ``S`` (state), ``X`` (input), ``NV`` (values of one step), ``NP``
-  (parameters; the recurrent ones first), ``NR`` (recurrent parameters), ``OUT_OFF``,
-  ``NOUT`` (rows of the output the loss sees in ``v``), ``DT`` (the float type), and
-  the estimator's own constants;
-* kernels: ``forward(th, v)``, ``vjp_out(th, v, vb, thb)`` (the loss's backprop through
-  one step: ∂l/∂θ into thb, ∂l/∂s_{t-1} into vb[:S]), ``gather_new(src, dst)`` (the new
-  state's rows of v or vd into one block), and the estimator's own;
-* helpers: ``rg_loss(y, target, ybar, w)`` and the backend's ``rg_*`` functions
-  (``rg_zero``, ``rg_dot``, ``rg_nrm2``, ``rg_axpy``, ``rg_axpby``, ``rg_gemv_t``,
-  ``rg_rademacher``, ...);
-* ``est_views(E)`` and ``est_scratch()`` generated from the spec's layouts.
-
-An estimator module defines ``est_step(th, s, E, x, y, w, g, rng, W) -> loss`` (one
-step of one stream: advance s in place, add this step's gradient estimate into g),
-``est_flush(th, E, g, rng, W)`` (finish a pending segment) and ``est_reset(E)``; the
-loop templates of ``rgraph.training.loop`` drive them.
+A spec says which kernels it composes and which template functions implement it; the
+module builder checks the templates against the generated module (names, kernel
+arities), resolves their static choices and unpacks their state and scratch (see
+``base``). A generated module's loop (``rgraph.training.loop``) calls its
+``est_step(th, s, E, x, y, w, g, rng, W)`` every step, and ``est_flush`` /
+``est_reset`` where the spec has them.
 """
 from __future__ import annotations
 
 from ..errors import NotApplicable
 from .base import EstimatorSpec
-from .dodge import DODGE
+from .dodge import dodge
 from .exact import BPTT, RTRL, TBPTT
 from .kfrtrl import KFRTRL
 from .names import parse_estimator
-from .uoro import UORO, ProjectedUORO
+from .uoro import ProjectedUORO, uoro
 
+# name -> the spec class (or a function choosing one from the options)
 ESTIMATORS = {
     "rtrl": RTRL,
     "bptt": BPTT,
     "tbptt": TBPTT,
-    "uoro": UORO,
+    "uoro": uoro,
     "projected-uoro": ProjectedUORO,
     "kf-rtrl": KFRTRL,
-    "dodge": DODGE,
+    "dodge": dodge,
 }
 
 

@@ -113,12 +113,14 @@ def candidate_reset(*, pos):
 
 
 class DODGE(EstimatorSpec):
-    name = "dodge"
+    """DODGE with random or partitioned Rademacher directions (unbiased)."""
 
-    def __init__(self, lay, sched, analysis, directions="random", k=1, window=None,
-                 candidate="tbptt", candidate_k=None, beta=0.1, **opts):
+    name = "dodge"
+    stochastic = True
+
+    def __init__(self, lay, sched, analysis, directions="random", k=1, window=None, **opts):
         super().__init__(lay, sched, analysis, **opts)
-        if directions not in ("random", "partitioned", "candidate"):
+        if directions not in ("random", "partitioned"):
             raise ValueError(f"dodge: directions must be 'random', 'partitioned' or "
                              f"'candidate', got {directions!r}")
         self.directions = directions
@@ -126,23 +128,65 @@ class DODGE(EstimatorSpec):
         if directions == "partitioned" and self.k > lay.n_rec:
             raise ValueError(f"dodge: {self.k} parts for {lay.n_rec} recurrent parameters")
         self.window = None if window is None else positive_int(window, "dodge: window")
-        self.stochastic = directions != "candidate"
-        self.segment = directions == "candidate"
+
+    def describe(self):
+        return f"dodge[{self.directions}, k={self.k}]" if self.k > 1 or \
+            self.directions != "random" else "dodge"
+
+    def kernels(self):
+        return dodge_kernels(self, matrix=True)
+
+    def choices(self):
+        return {"WINDOWED": self.window is not None}
+
+    def constants(self):
+        out = {"KD": self.k, "SCALE": 1.0 / self.k if self.directions == "random" else 1.0}
+        if self.window is not None:
+            out["WINDOW"] = self.window
+        return out
+
+    def state_layout(self):
+        lay = self.lay
+        return {"pos": (1,), "U": (lay.n_rec, self.k), "sdot": (lay.n_state, self.k)}
+
+    def scratch_layout(self):
+        lay = self.lay
+        return {**self.base_scratch(), "vd": (lay.n_values, self.k),
+                "thb": (lay.n_params,), "sdot_new": (lay.n_state, self.k),
+                "ydot": (self.nout, self.k)}
+
+    def templates(self):
+        draw = draw_random if self.directions == "random" else draw_partitioned
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(draw, "draw_directions"),
+                Template(dodge_step, "est_step", "step")]
+
+
+class DODGECandidate(EstimatorSpec):
+    """DODGE along a candidate direction (the paper's two passes over a window): TBPTT's
+    gradient, its moving average, or a fixed direction. A descent direction; biased."""
+
+    name = "dodge"
+    segment = True
+
+    def __init__(self, lay, sched, analysis, window=None, candidate="tbptt",
+                 candidate_k=None, beta=0.1, **opts):
+        super().__init__(lay, sched, analysis, **opts)
+        self.window = None if window is None else positive_int(window, "dodge: window")
         self.direction = None
-        if directions == "candidate":
-            if isinstance(candidate, dict):
-                self.direction = self._pack_direction(candidate)
-                self.candidate = "given"
-            elif candidate in ("tbptt", "average"):
-                self.candidate = candidate
-            else:
-                raise ValueError(f"dodge: candidate must be 'tbptt', 'average' or a dict of "
-                                 f"recurrent parameter arrays, got {candidate!r}")
-            self.candidate_k = 0 if candidate_k is None else positive_int(
-                candidate_k, "dodge: candidate_k")
-            self.beta = float(beta)
-            if not 0 < self.beta <= 1:
-                raise ValueError(f"dodge: beta must be in (0, 1], got {beta!r}")
+        if isinstance(candidate, dict):
+            self.direction = self._pack_direction(candidate)
+            self.candidate = "given"
+        elif candidate in ("tbptt", "average"):
+            self.candidate = candidate
+        else:
+            raise ValueError(f"dodge: candidate must be 'tbptt', 'average' or a dict of "
+                             f"recurrent parameter arrays, got {candidate!r}")
+        self.candidate_k = 0 if candidate_k is None else positive_int(
+            candidate_k, "dodge: candidate_k")
+        self.beta = float(beta)
+        if not 0 < self.beta <= 1:
+            raise ValueError(f"dodge: beta must be in (0, 1], got {beta!r}")
 
     def _pack_direction(self, d):
         out = np.zeros(self.lay.n_rec)
@@ -159,63 +203,36 @@ class DODGE(EstimatorSpec):
         return out
 
     def describe(self):
-        if self.directions == "candidate":
-            c = self.candidate + (f"({self.candidate_k})" if self.candidate_k else "")
-            return f"dodge[candidate {c}]"
-        return f"dodge[{self.directions}, k={self.k}]" if self.k > 1 or \
-            self.directions != "random" else "dodge"
+        c = self.candidate + (f"({self.candidate_k})" if self.candidate_k else "")
+        return f"dodge[candidate {c}]"
 
     def kernels(self):
-        lay = self.lay
-        targets = lay.new_state + [lay.loss_output_id]
-        matrix = self.directions != "candidate"
-        ks = [self.jvp("jvp_dir", params=ParamTangents.DENSE, targets=tuple(targets),
-                       matrix=matrix),
-              autodiff.gather(lay, "out_dot", [lay.loss_output_id], "vd", matrix=matrix)]
-        if self.directions == "candidate":
-            ks += segment_kernels(self)
-        return ks
+        return dodge_kernels(self, matrix=False) + segment_kernels(self)
 
     def choices(self):
-        if self.directions == "candidate":
-            return {"FROM_TBPTT": self.candidate == "tbptt",
-                    "FROM_AVERAGE": self.candidate == "average",
-                    "GIVEN": self.candidate == "given"}
-        return {"WINDOWED": self.window is not None}
+        return {"FROM_TBPTT": self.candidate == "tbptt",
+                "FROM_AVERAGE": self.candidate == "average",
+                "GIVEN": self.candidate == "given"}
 
     def constants(self):
-        if self.directions == "candidate":
-            out = {"CK": self.candidate_k}
-            if self.candidate == "average":
-                out["BETA"] = self.beta
-            if self.direction is not None:
-                out["DIRECTION"] = self.direction
-            return out
-        out = {"KD": self.k, "SCALE": 1.0 / self.k if self.directions == "random" else 1.0}
-        if self.window is not None:
-            out["WINDOW"] = self.window
+        out = {"CK": self.candidate_k}
+        if self.candidate == "average":
+            out["BETA"] = self.beta
+        if self.direction is not None:
+            out["DIRECTION"] = self.direction
         return out
 
     def state_layout(self):
-        lay = self.lay
-        if self.directions == "candidate":
-            avg = {"gbar": (lay.n_rec,)} if self.candidate == "average" else {}
-            return {**avg, **segment_layout(self)}
-        return {"pos": (1,), "U": (lay.n_rec, self.k), "sdot": (lay.n_state, self.k)}
+        avg = {"gbar": (self.lay.n_rec,)} if self.candidate == "average" else {}
+        return {**avg, **segment_layout(self)}
 
     def scratch_layout(self):
         lay = self.lay
-        if self.directions == "candidate":
-            return {"vd": (lay.n_values,), "vb": (lay.n_values,), "sb": (lay.n_state,),
-                    "sd": (lay.n_state,), "sd_new": (lay.n_state,), "ydot": (self.nout,),
-                    "cand": (lay.n_params,), "u": (lay.n_rec,)}
-        return {**self.base_scratch(), "vd": (lay.n_values, self.k),
-                "thb": (lay.n_params,), "sdot_new": (lay.n_state, self.k),
-                "ydot": (self.nout, self.k)}
+        return {"vd": (lay.n_values,), "vb": (lay.n_values,), "sb": (lay.n_state,),
+                "sd": (lay.n_state,), "sd_new": (lay.n_state,), "ydot": (self.nout,),
+                "cand": (lay.n_params,), "u": (lay.n_rec,)}
 
     def segment_length(self, T=None):
-        if self.directions != "candidate":
-            return 1
         if self.window is not None:
             return self.window
         if T is None:
@@ -224,12 +241,24 @@ class DODGE(EstimatorSpec):
         return T
 
     def templates(self):
-        if self.directions == "candidate":
-            return [Template(common.backprop_segment, "backprop_segment"),
-                    Template(common.segment_step, "est_step", "step"),
-                    Template(candidate_flush, "est_flush", "flush"),
-                    Template(candidate_reset, "est_reset", "reset")]
-        draw = draw_random if self.directions == "random" else draw_partitioned
-        return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(draw, "draw_directions"),
-                Template(dodge_step, "est_step", "step")]
+        return [Template(common.backprop_segment, "backprop_segment"),
+                Template(common.segment_step, "est_step", "step"),
+                Template(candidate_flush, "est_flush", "flush"),
+                Template(candidate_reset, "est_reset", "reset")]
+
+
+def dodge_kernels(spec, matrix: bool) -> list:
+    """The forward tangents along the directions (dense parameter tangents, K of them
+    with ``matrix``) and the output's tangent."""
+    lay = spec.lay
+    targets = lay.new_state + [lay.loss_output_id]
+    return [spec.jvp("jvp_dir", params=ParamTangents.DENSE, targets=tuple(targets),
+                     matrix=matrix),
+            autodiff.gather(lay, "out_dot", [lay.loss_output_id], "vd", matrix=matrix)]
+
+
+def dodge(lay, sched, analysis, directions="random", **opts) -> EstimatorSpec:
+    """``dodge``: random or partitioned directions, or a candidate direction."""
+    if directions == "candidate":
+        return DODGECandidate(lay, sched, analysis, **opts)
+    return DODGE(lay, sched, analysis, directions=directions, **opts)

@@ -199,41 +199,50 @@ class ProjectedUORO(EstimatorSpec):
 
 
 class UORO(ProjectedUORO):
-    """Plain UORO: projection in state space (Tallec & Ollivier Alg. 1); ``T`` > 1 gives
-    UORO-T."""
+    """Plain UORO: projection in state space (Tallec & Ollivier Alg. 1)."""
 
     name = "uoro"
 
-    def __init__(self, lay, sched, analysis, rank=1, T=1, **opts):
+    def __init__(self, lay, sched, analysis, rank=1, **opts):
         if "projection" in opts:
             raise TypeError("uoro projects in state space; use 'projected-uoro' with "
                             "projection=... for other cuts")
         super().__init__(lay, sched, analysis, projection="state", rank=rank, **opts)
-        self.T = positive_int(T, "uoro: T")
-        if self.T > 1:
-            self.segment = True
-            if self.Q0 is not None or self.alpha is not None:
-                raise ValueError("uoro: Q0 and alpha apply to T = 1 (use projected-uoro)")
+
+    def describe(self):
+        return "uoro" + (f"[rank {self.rank}]" if self.rank > 1 else "")
+
+
+class UOROT(EstimatorSpec):
+    """UORO-T: Algorithm 1 with T consecutive steps taken as one transition (state
+    space), the block's own losses backpropagated exactly."""
+
+    name = "uoro"
+    stochastic = True
+    segment = True
+
+    def __init__(self, lay, sched, analysis, rank=1, T=2, **opts):
+        for opt in ("Q0", "alpha", "alpha_power", "projection"):
+            if opt in opts:
+                raise ValueError(f"uoro: {opt} applies to T = 1 (use projected-uoro)")
+        super().__init__(lay, sched, analysis, **opts)
+        self.rank = positive_int(rank, "uoro: rank")
+        self.T = positive_int(T, "uoro: T", lo=2)
 
     def kernels(self):
-        if self.T == 1:
-            return super().kernels()
         lay = self.lay
         return [self.jvp("jvp_state"), self.vjp("vjp_state", lay.new_state)] + \
             segment_kernels(self)
 
-    def choices(self):
-        return {} if self.T > 1 else super().choices()
+    def constants(self):
+        return {"RANK": self.rank, "EPS": 1e-7}
 
     def state_layout(self):
-        out = super().state_layout()
-        if self.T > 1:
-            out.update(segment_layout(self))
-        return out
+        lay = self.lay
+        return {"wnorm": (self.rank,), "s_tilde": (self.rank, lay.n_state),
+                "w_tilde": (self.rank, lay.n_rec), **segment_layout(self)}
 
     def scratch_layout(self):
-        if self.T == 1:
-            return super().scratch_layout()
         lay = self.lay
         return {"vd": (lay.n_values,), "vb": (lay.n_values,), "thb": (lay.n_params,),
                 "hs": (lay.n_state,), "hs2": (lay.n_state,), "nu": (lay.n_state,),
@@ -243,15 +252,17 @@ class UORO(ProjectedUORO):
         return self.T
 
     def templates(self):
-        if self.T == 1:
-            return super().templates()
         return [Template(common.backprop_segment, "backprop_segment"),
                 Template(common.segment_step, "est_step", "step"),
                 Template(uorot_flush, "est_flush", "flush"),
                 Template(uorot_reset, "est_reset", "reset")]
 
     def describe(self):
-        parts = [f"rank {self.rank}"] if self.rank > 1 else []
-        if self.T > 1:
-            parts.append(f"T={self.T}")
-        return "uoro" + (f"[{', '.join(parts)}]" if parts else "")
+        return f"uoro[{f'rank {self.rank}, ' if self.rank > 1 else ''}T={self.T}]"
+
+
+def uoro(lay, sched, analysis, T=1, **opts) -> EstimatorSpec:
+    """``uoro``: plain UORO, or UORO-T for T > 1."""
+    if positive_int(T, "uoro: T") > 1:
+        return UOROT(lay, sched, analysis, T=T, **opts)
+    return UORO(lay, sched, analysis, **opts)
