@@ -16,6 +16,7 @@ from sympy.core.function import Application
 
 from rgraph import kernel as K
 from rgraph import losses, scalars
+from rgraph.codegen import Namer
 from rgraph.errors import GraphError
 
 VALUE_BUFS = ("th", "v")
@@ -80,6 +81,7 @@ class Backend:
 
     name = "base"
     jit = False
+    offsets = False     # kernels index node offsets named at module level (else views)
     IMPORTS: str
     HELPERS: dict[str, str]
 
@@ -188,7 +190,12 @@ class Scope:
 
     def __init__(self, backend, mb, k: K.Kernel):
         self.backend, self.mb, self.k = backend, mb, k
-        self.namer = mb.namer.child()
+        # locals avoid every module global; where the backend names no node offsets at
+        # module level, the user's node names stay free for its locals (views)
+        taken = set(mb.namer.taken)
+        if not backend.offsets:
+            taken -= set(mb.user.values()) - mb.user_globals
+        self.namer = Namer(taken)
         self.sym: dict = {}
         self.prologue: list[str] = []
         self.arg = {a: self.namer.claim(a) for a in k.args}

@@ -106,6 +106,7 @@ class NumpyBackend(Backend):
     name = "numpy"
     jit = False
     ELEMENT = ""            # a symbol is the whole array of a node's elements
+    offsets = False         # kernels declare views named after the nodes instead
     IMPORTS = IMPORTS
     HELPERS = HELPERS
 

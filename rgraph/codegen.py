@@ -302,6 +302,7 @@ class ModuleBuilder:
         self.aliases = dict(aliases or {})
         self.describe = describe or (lambda name: "")
         self.offsets: dict[str, int] = {}
+        self.user_globals: set[str] = set()     # user names defined at module level
 
     def reserve(self, names):
         """Claim builder globals before any function is printed, so that no local name
@@ -313,6 +314,7 @@ class ModuleBuilder:
         """The module-level constant holding a node's offset (the node's own name);
         ``param``: an offset in th (listed after the values')."""
         name = self.user_name(anchor)
+        self.user_globals.add(name)
         if anchor not in self.offsets:
             self.offsets[anchor] = value
             note = self.describe(anchor)
@@ -368,6 +370,8 @@ class ModuleBuilder:
         """A module-level number or flat array (``user``: a constant node of the cell,
         under the node's name)."""
         name = self.user_name(preferred) if user else self.g(preferred)
+        if user:
+            self.user_globals.add(name)
         rhs = self.backend.constant_value(value)
         rhs = rename(rhs, self._rename_map(rhs))
         self._add(f"{name} = {rhs}" + (f"  # {comment}" if comment else ""), section, {name})
