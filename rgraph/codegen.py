@@ -478,7 +478,8 @@ class ModuleBuilder:
                 self.defs.append(_Def(text + "\n", "imports", bound, set()))
                 continue
             text = ast.get_source_segment(src, node)
-            text = rename(text, self._rename_map(text))
+            bound, _ = names_in(text)
+            text = rename(text, {**self._rename_map(text), **{n: self.g(n) for n in bound}})
             d, u = names_in(text)
             self.defs.append(_Def(text + "\n", "imports", d, u, setup=not d))
 

@@ -365,11 +365,25 @@ class Cell:
         self.outputs: dict[str, int] = {}      # output name -> node id
 
     # -- leaves
+    def _claim(self, name, what):
+        """Make ``name`` free for a node the user names: a node holding it under an
+        automatic name (t7, k4) moves to another; a node the user named keeps it."""
+        if name not in self._names:
+            return
+        nid = self._names[name]
+        if nid not in self._auto:
+            raise NameError_(f"{what} name {name!r} is already used by node "
+                             f"{self.nodes[nid]!r}; names must be unique in a cell")
+        auto = name
+        while auto in self._names:
+            auto = "_" + auto
+        del self._names[name]
+        self.nodes[nid] = replace(self.nodes[nid], name=auto)
+        self._names[auto] = nid
+
     def _leaf(self, name, kind, shape, value=None):
         check_name(name, kind)
-        if name in self._names:
-            raise NameError_(f"{kind} name {name!r} is already used by node "
-                             f"{self.nodes[self._names[name]]!r}; names must be unique in a cell")
+        self._claim(name, kind)
         try:
             shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list))
                                            else (shape,)))
@@ -415,13 +429,16 @@ class Cell:
     def const(self, value, name: str | None = None) -> Value:
         """A constant vector or matrix (its values become literals in generated code)."""
         arr = np.atleast_1d(np.asarray(value, dtype=np.float64))
-        if name is None:
+        auto = name is None
+        if auto:
             name = f"k{len(self.nodes)}"
             while name in self._names:
-                name += "x"
+                name = "_" + name
         if not np.all(np.isfinite(arr)):
             raise ShapeError(f"constant {name!r} has non-finite entries; constants must be "
                              f"finite numbers")
+        if auto:
+            self._auto.add(len(self.nodes))
         return self._leaf(name, "const", arr.shape, value=arr)
 
     # -- ops
@@ -452,13 +469,12 @@ class Cell:
         check_name(name, "node")
         if not isinstance(value, Value) or value.cell is not self:
             raise GraphError(f"name({value!r}, {name!r}): not a value of cell '{self.name}'")
-        node = value.node
+        node = self.nodes[value.node.id]
         if node.kind != "op":
             raise GraphError(f"only op nodes can be renamed; {node.name!r} is a {node.kind}")
         if name == node.name:
             return value
-        if name in self._names:
-            raise NameError_(f"node name {name!r} is already used in cell '{self.name}'")
+        self._claim(name, "node")
         self._names.pop(node.name, None)
         new = replace(node, name=name)
         self.nodes[node.id] = new
