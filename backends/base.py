@@ -249,17 +249,15 @@ class Scope:
 
 def use_counts(st: K.Ew) -> tuple[Counter, Counter]:
     """How often each symbol is read: by the per-element part, by the per-column part."""
-    outer, inner = Counter(), Counter()
-    for _, e in st.assigns:
+    return _reads(st.assigns, st.stores), _reads(st.col_assigns, st.col_stores)
+
+
+def _reads(assigns, stores) -> Counter:
+    count = Counter()
+    for _, e in assigns:
         e = sp.sympify(e)
         for s in e.free_symbols:
-            outer[s] += e.count(s)
-    for _, s, _ in st.stores:
-        outer[s] += 1
-    for _, e in st.col_assigns:
-        e = sp.sympify(e)
-        for s in e.free_symbols:
-            inner[s] += e.count(s)
-    for _, s, _ in st.col_stores:
-        inner[s] += 1
-    return outer, inner
+            count[s] += e.count(s)
+    for _, s, _ in stores:
+        count[s] += 1
+    return count

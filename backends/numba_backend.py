@@ -20,7 +20,7 @@ from sympy.printing.pycode import PythonCodePrinter
 
 from rgraph import kernel as K
 
-from rgraph.codegen import index
+from rgraph.codegen import index, tuple_lines
 
 from .base import Backend, PrinterRules, split_defs, sym_kind, use_counts
 
@@ -192,13 +192,8 @@ class NumbaBackend(Backend):
                  f"caches it on disk",
                  f"{jit} = {mb.g('njit')}(cache=True, fastmath={mb.g('FASTMATH')}, "
                  f"error_model='numpy')"]
-        line = f"globals().update({{{f}.__name__: {jit}({f}) for {f} in ("
-        for name in functions:
-            if len(line) + len(name) > 86:
-                lines.append(line.rstrip())
-                line = "    "
-            line += name + ", "
-        lines.append(line.rstrip(", ") + ("," if len(functions) == 1 else "") + ")})")
+        lines += tuple_lines(f"globals().update({{{f}.__name__: {jit}({f}) for {f} in (",
+                             functions, ")})", "    ")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------- indexing

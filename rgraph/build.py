@@ -8,7 +8,7 @@ segment ends, ``flush_all``.
 """
 from __future__ import annotations
 
-from .codegen import ModuleBuilder, Template, layout_size
+from .codegen import ModuleBuilder, Template, layout_size, tuple_lines
 from .estimators.base import EstimatorSpec
 from .training import loop
 from .training.optim import OPTIMIZERS, update_source
@@ -82,13 +82,7 @@ def _scratch_source(mb, layout, names) -> str:
     np_, dt = mb.g("np"), mb.g("DT")
     items = [f"{np_}.zeros(({', '.join(str(d) for d in layout[n])}"
              f"{',' if len(layout[n]) == 1 else ''}), {dt})" for n in names]
-    lines, line = [], "    return ("
-    for it in items:
-        if len(line) + len(it) > 88:
-            lines.append(line.rstrip())
-            line = "            "
-        line += it + ", "
-    lines.append(line.rstrip(", ") + ("," if len(items) == 1 else "") + ")")
+    lines = tuple_lines("    return (", items, ")", "            ")
     return (f"def est_scratch():\n"
             f'    """The scratch buffers of one step: {", ".join(names)}."""\n'
             + "\n".join(lines) + "\n")

@@ -98,6 +98,18 @@ def index(*terms) -> str:
     return " + ".join(parts) if parts else "0"
 
 
+def tuple_lines(opening: str, items, closing: str, indent: str, width: int = 88) -> list:
+    """``opening`` + the items as a tuple's elements + ``closing``, wrapped into lines of
+    at most ``width`` characters (continuation lines start with ``indent``)."""
+    lines, line = [], opening
+    for it in items:
+        if len(line) + len(it) > width - 2:
+            lines.append(line.rstrip())
+            line = indent
+        line += it + ", "
+    return lines + [line.rstrip(", ") + ("," if len(items) == 1 else "") + closing]
+
+
 def rename(src: str, mapping: dict) -> str:
     """Rename the identifiers of ``src`` per ``mapping``, token by token (comments,
     strings and attribute names after a dot are left alone)."""
@@ -268,6 +280,8 @@ class _Def:
     defines: set = field(default_factory=set)
     uses: set = field(default_factory=set)
     setup: bool = False        # a bare call: kept when all it reads is kept
+    parts: list = field(default_factory=list)   # an import's (text, bound name) pairs;
+    #                                             its text is then "import " / "from m import "
     order: int = 0             # position within its section (offsets: by value)
 
 
@@ -468,14 +482,16 @@ class ModuleBuilder:
         tree = ast.parse(src)
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                parts, bound = [], set()
+                parts, bound_order = [], []
                 for a in node.names:
                     final = self.g(a.asname or a.name.split(".")[0])
-                    bound.add(final)
+                    bound_order.append(final)
                     parts.append(a.name + (f" as {final}" if final != a.name else ""))
-                text = (f"from {node.module} import " if isinstance(node, ast.ImportFrom)
-                        else "import ") + ", ".join(parts)
-                self.defs.append(_Def(text + "\n", "imports", bound, set()))
+                bound = set(bound_order)
+                head = (f"from {node.module} import " if isinstance(node, ast.ImportFrom)
+                        else "import ")
+                self.defs.append(_Def(head, "imports", bound, set(),
+                                      parts=list(zip(parts, bound_order))))
                 continue
             text = ast.get_source_segment(src, node)
             bound, _ = names_in(text)
@@ -509,7 +525,7 @@ class ModuleBuilder:
                         todo.extend(d.uses)
 
         reach(final_entry)
-        functions = [n.name for sec in SECTIONS
+        functions = [n.name for sec in SECTIONS if sec != "imports"
                      for d in sorted((d for d in self.defs if id(d) in keep and
                                       d.section == sec), key=lambda d: d.order)
                      for n in ast.parse(d.text).body if isinstance(n, ast.FunctionDef)]
@@ -525,7 +541,11 @@ class ModuleBuilder:
             if not items:
                 continue
             if sec == "imports":
-                out += [d.text.rstrip() for d in items]
+                used = set().union(*(d.uses for d in kept)) | set(final_entry) | \
+                    (names_in(block)[1] if block else set())
+                for d in items:      # an import statement keeps the names the module uses
+                    parts = [p for p, name in d.parts if name in used]
+                    out.append(d.text + ", ".join(parts) if d.parts else d.text.rstrip())
                 out.append(f"\n__all__ = [{', '.join(repr(e) for e in final_entry)}]")
                 continue
             out += ["", f"# {'-' * 4} {SECTION_TITLES[sec]}"]

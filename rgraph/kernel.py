@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 TANGENT_BUFS = ("vd", "thd", "sd", "nd")
-COTANGENT_BUFS = ("vb", "thb")
 
 
 @dataclass(frozen=True)
@@ -284,15 +283,6 @@ class Kernel:
     doc: str
     matrix: bool = False
     body: list = field(default_factory=list)
-
-    def refs(self) -> list[Ref]:
-        """Every anchored Ref the body uses, once per (buffer, anchor, role)."""
-        seen: dict[tuple, Ref] = {}
-        for st in self.body:
-            for r in st.reads() + st.writes():
-                if isinstance(r, Ref) and r.anchor:
-                    seen.setdefault((r.buf, r.anchor, r.role), r)
-        return list(seen.values())
 
     def __repr__(self):
         return f"Kernel({self.name!r}, args={self.args}, {len(self.body)} statements)"
