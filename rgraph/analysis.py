@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import networkx as nx
+import sympy as sp
 
 from . import ops
 from .layout import Layout
@@ -44,16 +45,42 @@ class ProjectionSpace:
 
 
 @dataclass(frozen=True)
-class KroneckerGroup:
-    """Products ``z = W @ â`` sharing one θ-independent input â: F_g = D_g ⊗ âᵀ."""
+class Term:
+    """One way a recurrent parameter enters the step: the matrix of ``W @ a`` (``input``
+    is a's node), or a bias added elementwise (``input`` None: the constant 1)."""
 
-    input: str                # â's node name
-    input_id: int
-    z: tuple                  # names of the product nodes
+    param: str
+    param_id: int
+    node: int                 # the product node, or the parameter node of a bias
+    input: str | None
+    input_id: int | None
+    sum: int                  # the sum q it reaches unscaled
+
+    @property
+    def is_bias(self) -> bool:
+        return self.input_id is None
+
+
+@dataclass(frozen=True)
+class KroneckerGroup:
+    """Sums ``q`` whose terms have the same inputs: F_g = D_g ⊗ âᵀ with D_g = ∂s/∂q
+    (the sums' columns side by side) and â the terms' inputs stacked, then a 1 if the
+    sums have biases. ``terms`` lists each sum's terms (products in input order, then
+    its biases); ``merged``: some sum adds several terms."""
+
+    input: str                # â, as it reads: "hx" or "[x; h; 1]"
+    inputs: tuple             # the ids of the product inputs stacked in â
+    bias: bool                # â ends with a constant 1
+    z: tuple                  # names of the sums q
     z_ids: tuple
-    params: tuple             # their matrices
+    params: tuple             # the parameters of its terms
     dim_z: int
     dim_input: int
+    terms: tuple              # per sum: its Terms
+
+    @property
+    def merged(self) -> bool:
+        return any(len(t) > 1 for t in self.terms)
 
 
 @dataclass(frozen=True)
@@ -150,9 +177,7 @@ class Analysis:
             return "state"
         if set(ids) == rec:
             return "parameter"
-        nodes = [self.cell.nodes[i] for i in ids]
-        if all(n.kind == "op" and isinstance(n.op, ops.MatMul) and n.args[0] in rec
-               for n in nodes):
+        if self.preactivations and set(ids) == set(self.preactivations):
             return "preactivation"
         return "cut"
 
@@ -164,7 +189,7 @@ class Analysis:
         cands = [list(p.new_state), sorted(self._rec_ids(), key=p.pos.get)]
         consumers = sorted({c for r in self._rec_ids() for c in self.graph.successors(r)},
                            key=p.pos.get)
-        cands.append(consumers)
+        cands += [self.preactivations, consumers]
         cands += self._min_cuts()
         seen, out = set(), []
         for ids in cands:
@@ -259,6 +284,63 @@ class Analysis:
         return (f"the smallest cut (dim {d.dim}): UORO's spatial noise grows with the "
                 f"dimension of the space it projects in")
 
+    # ------------------------------------------------------- affine preactivations
+    @cached_property
+    def terms(self) -> tuple[list, KroneckerVerdict | None]:
+        """(the terms of every recurrent parameter, or a refusal naming the first that
+        enters otherwise: elementwise but not as an added bias, or through a structural
+        op other than a product's matrix)."""
+        g, nodes = self.graph, self.cell.nodes
+        out = []
+        for p in self._rec_ids():
+            for c in sorted(g.successors(p), key=self.layout.pos.get):
+                n = nodes[c]
+                if isinstance(n.op, ops.MatMul) and n.args[0] == p:
+                    out.append(Term(nodes[p].name, p, c, nodes[n.args[1]].name, n.args[1],
+                                    self._sum_of(c)))
+                elif self._adds(c, p):
+                    out.append(Term(nodes[p].name, p, p, None, None, self._sum_of(c)))
+                else:
+                    why = (f"enters elementwise at node '{n.name}' ({self.cell.describe(n)}) "
+                           f"other than as a bias added to a preactivation"
+                           if isinstance(n.op, ops.Elementwise) else
+                           f"enters through {type(n.op).__name__.lower()} at node "
+                           f"'{n.name}' ({self.cell.describe(n)})")
+                    return out, KroneckerVerdict(
+                        False,
+                        f"parameter '{nodes[p].name}' {why}; KF-RTRL needs every recurrent "
+                        f"parameter as the matrix of a product W @ a or as a bias added to "
+                        f"one. Use an estimator that needs no Kronecker structure: uoro, "
+                        f"projected-uoro, dodge or rtrl",
+                        offending=n.name, path=(nodes[p].name, n.name))
+        return out, None
+
+    def _adds(self, c, a) -> bool:
+        """Node c adds node a to something, unscaled and without broadcasting: ∂c/∂a = I."""
+        n = self.cell.nodes[c]
+        if not isinstance(n.op, ops.Elementwise) or n.shape != self.cell.nodes[a].shape:
+            return False
+        return all(sp.diff(n.op.expr, ops.ARG[j]) == 1
+                   for j, x in enumerate(n.args) if x == a)
+
+    def _sum_of(self, node) -> int:
+        """The sum a term reaches unscaled: up through additions while it is the only use."""
+        g = self.graph
+        while True:
+            users = list(g.successors(node))
+            if len(users) != 1 or not self._adds(users[0], node) or \
+                    self.layout.is_view(users[0]):
+                return node
+            node = users[0]
+
+    @cached_property
+    def preactivations(self) -> list[int]:
+        """The sums the recurrent parameters enter (empty if one enters otherwise)."""
+        terms, refused = self.terms
+        if refused is not None:
+            return []
+        return sorted({t.sum for t in terms}, key=self.layout.pos.get)
+
     # ---------------------------------------------------------------- Kronecker
     @cached_property
     def kronecker(self) -> KroneckerVerdict:
@@ -266,51 +348,54 @@ class Analysis:
         rec = self._rec_ids()
         if not rec:
             return KroneckerVerdict(False, "the cell has no recurrent parameter")
-        prods = []
-        for p in rec:
-            for c in g.successors(p):
-                n = nodes[c]
-                if not (n.kind == "op" and isinstance(n.op, ops.MatMul) and n.args[0] == p):
-                    why = ("enters elementwise" if isinstance(n.op, ops.Elementwise)
-                           else f"enters through {type(n.op).__name__.lower()}")
-                    return KroneckerVerdict(
-                        False,
-                        f"parameter '{nodes[p].name}' {why} at node '{n.name}' "
-                        f"({self.cell.describe(n)}), not as the matrix of a product W @ a, "
-                        f"as KF-RTRL needs (a bias can become a column of W against a "
-                        f"constant 1: W @ concat(..., rg.const(1.0))). Use an estimator that "
-                        f"needs no Kronecker structure: uoro, projected-uoro, dodge or rtrl",
-                        offending=n.name, path=(nodes[p].name, n.name))
-                prods.append(c)
+        terms, refused = self.terms
+        if refused is not None:
+            return refused
         recset = set(rec)
-        for z in prods:
-            a = nodes[z].args[1]
-            hit = sorted(nx.ancestors(g, a) & recset, key=self.layout.pos.get)
+        for t in terms:
+            if t.is_bias:
+                continue
+            hit = sorted(nx.ancestors(g, t.input_id) & recset, key=self.layout.pos.get)
             if hit:
-                path = self._names(nx.shortest_path(g, hit[0], z))
+                z = nodes[t.node]
+                path = self._names(nx.shortest_path(g, hit[0], t.node))
                 return KroneckerVerdict(
                     False,
-                    f"the input '{nodes[a].name}' of the product '{nodes[z].name} = "
-                    f"{self.cell.describe(nodes[z])}' depends on parameter "
+                    f"the input '{t.input}' of the product '{z.name} = "
+                    f"{self.cell.describe(z)}' depends on parameter "
                     f"'{nodes[hit[0]].name}' within the step, along "
                     f"{' -> '.join(path)}; KF-RTRL needs every recurrent product's input "
-                    f"to be independent of the parameters (a GRU's reset gate breaks this). "
+                    f"to be independent of the parameters (Cho's GRU, whose reset gate "
+                    f"scales h before the product W_h @ (r * h), breaks this; PyTorch's GRU, "
+                    f"r * (W_hn @ h + b_hn), does not). "
                     f"Use uoro, projected-uoro, dodge or rtrl instead",
-                    offending=nodes[z].name, path=path)
+                    offending=z.name, path=path)
+        by_sum = {}
+        for t in terms:
+            by_sum.setdefault(t.sum, []).append(t)
         groups = {}
-        for z in sorted(prods, key=self.layout.pos.get):
-            groups.setdefault(nodes[z].args[1], []).append(z)
+        for q in sorted(by_sum, key=self.layout.pos.get):
+            ts = sorted(by_sum[q], key=lambda t: (t.is_bias, self.layout.pos.get(
+                t.input_id if not t.is_bias else t.param_id)))
+            key = (tuple(t.input_id for t in ts if not t.is_bias), any(t.is_bias for t in ts))
+            groups.setdefault(key, []).append((q, tuple(ts)))
         out = []
-        for a, zs in groups.items():
-            out.append(KroneckerGroup(nodes[a].name, a, self._names(zs), tuple(zs),
-                                      tuple(nodes[nodes[z].args[0]].name for z in zs),
-                                      sum(nodes[z].size for z in zs), nodes[a].size))
+        for (inputs, bias), sums in groups.items():
+            names = [nodes[i].name for i in inputs] + (["1"] if bias else [])
+            label = names[0] if len(names) == 1 else "[" + "; ".join(names) + "]"
+            out.append(KroneckerGroup(
+                label, inputs, bias, self._names([q for q, _ in sums]),
+                tuple(q for q, _ in sums),
+                tuple(dict.fromkeys(t.param for _, ts in sums for t in ts)),
+                sum(nodes[q].size for q, _ in sums),
+                sum(nodes[i].size for i in inputs) + int(bias),
+                tuple(ts for _, ts in sums)))
         if len(out) == 1:
             grp = out[0]
-            reason = (f"every recurrent parameter enters as W @ {grp.input} with "
-                      f"{grp.input} independent of θ: F_t = D_t ⊗ {grp.input}ᵀ, "
-                      f"D_t = ∂s_t/∂({', '.join(grp.z)}) of shape "
-                      f"({self.n_state}, {grp.dim_z})")
+            reason = (f"every recurrent parameter enters {', '.join(grp.z)} affinely, with "
+                      f"input {grp.input} independent of θ: F_t = D_t ⊗ {grp.input}ᵀ, "
+                      f"D_t = ∂s_t/∂({', '.join(grp.z)}) of shape ({self.n_state}, "
+                      f"{grp.dim_z})")
         else:
             reason = ("F_t is a sum of Kronecker products, one per input group: "
                       + "; ".join(f"D ⊗ {grp.input}ᵀ for {', '.join(grp.z)} "
@@ -336,17 +421,31 @@ class Analysis:
             lines.append(f"  {s.kind:<14}{s.dim:>7}{s.cost['flops']:>12,}"
                          f"{s.cost['memory']:>9,}  {', '.join(s.nodes)}{mark}")
         lines.append(f"  default: {self.default_projection.label}, {self.default_reason}")
+        if self.preactivations:
+            terms, _ = self.terms
+            lines += ["", "preactivations (sums the recurrent parameters enter affinely):"]
+            for q in self.preactivations:
+                parts = [_term(t) for t in terms if t.sum == q]
+                lines.append(f"  {self.cell.nodes[q].name} ({self.cell.nodes[q].size}): "
+                             f"{' + '.join(parts)}")
         lines += ["", "Kronecker structure (KF-RTRL):"]
         k = self.kronecker
         if k.ok:
             lines.append(f"  yes{' (a sum)' if k.is_sum else ''}: {k.reason}")
             for grp in k.groups:
+                merged = "; merged: " + ", ".join(
+                    " + ".join(_term(t) for t in ts) for ts in grp.terms if len(ts) > 1) \
+                    if grp.merged else ""
                 lines.append(f"    input {grp.input}[{grp.dim_input}] -> "
                              f"{', '.join(grp.z)} via {', '.join(grp.params)}: "
-                             f"A is {self.n_state}x{grp.dim_z}, u is {grp.dim_input}")
+                             f"A is {self.n_state}x{grp.dim_z}, u is {grp.dim_input}{merged}")
         else:
             lines.append(f"  no: {k.reason}")
         return "\n".join(lines)
+
+
+def _term(t: Term) -> str:
+    return t.param if t.is_bias else f"{t.param} @ {t.input}"
 
 
 def analyze(cell: Cell) -> Analysis:

@@ -98,16 +98,19 @@ def index(*terms) -> str:
     return " + ".join(parts) if parts else "0"
 
 
-def tuple_lines(opening: str, items, closing: str, indent: str, width: int = 88) -> list:
-    """``opening`` + the items as a tuple's elements + ``closing``, wrapped into lines of
-    at most ``width`` characters (continuation lines start with ``indent``)."""
+def tuple_lines(opening: str, items, closing: str, indent: str, width: int = 88,
+                sep: str = ", ") -> list:
+    """``opening`` + the items as a tuple's elements (or joined by ``sep``) +
+    ``closing``, wrapped into lines of at most ``width`` characters (continuation lines
+    start with ``indent``)."""
     lines, line = [], opening
     for it in items:
-        if len(line) + len(it) > width - 2:
+        if len(line) + len(it) > width - len(sep):
             lines.append(line.rstrip())
             line = indent
-        line += it + ", "
-    return lines + [line.rstrip(", ") + ("," if len(items) == 1 else "") + closing]
+        line += it + sep
+    one = "," if len(items) == 1 and sep == ", " else ""
+    return lines + [line.removesuffix(sep) + one + closing]
 
 
 def rename(src: str, mapping: dict) -> str:

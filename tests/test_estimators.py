@@ -168,13 +168,13 @@ def test_same_seed_same_numbers_and_backends_agree():
 
 
 def test_kf_rtrl_on_a_kronecker_sum_is_unbiased():
-    """Separate matrices for the state and the input: two input groups, two factor
-    pairs (one Kronecker product per W @ a)."""
+    """Products of the state and of the input that reach the new state along different
+    paths: two input groups, two factor pairs (one Kronecker product per W @ a)."""
     c = rg.Cell("two_groups")
     x, h = c.input("x", 3), c.state("h", 4)
     U = c.param("U", (4, 4))
     Wx = c.param("Wx", (4, 4))
-    h_new = rg.tanh(U @ h + Wx @ rg.concat(x, rg.const(1.0)))
+    h_new = rg.tanh(U @ h) * rg.sigmoid(Wx @ rg.concat(x, rg.const(1.0)))
     c.update(h, h_new)
     c.output("y", c.param("V", (3, 4)) @ h_new)
     bptt = rg.compile(c, "bptt", backend="numpy")

@@ -16,7 +16,7 @@ written as the blocks it is (only its structurally non-zero entries).
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
-from ..codegen import Template, index
+from ..codegen import Template, index, tuple_lines
 from ..errors import NotApplicable
 from . import common
 from .base import EstimatorSpec
@@ -76,62 +76,101 @@ class KFRTRL(EstimatorSpec):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
                 Template(kf_step, "est_step", "step")]
 
-    def _pieces(self):
-        """Per group: (group, first column, u offset) and per product (node, column)."""
+    def _pieces(self, mb):
+        """Per group: its columns of A (c0, c1), its offset in u, its sums with their
+        columns, and â's pieces as (array, first index, length, u offset) (a bias's
+        piece is the constant 1: array None)."""
         col = uoff = 0
         for grp in self.groups:
-            prods = []
-            c0 = col
-            for z in grp.z_ids:
-                prods.append((self.lay.nodes[z], col))
-                col += self.lay.nodes[z].shape[0]
-            yield grp, c0, col, uoff, prods
+            c0, sums = col, []
+            for q, ts in zip(grp.z_ids, grp.terms, strict=True):
+                sums.append((self.lay.nodes[q], col, ts))
+                col += self.lay.nodes[q].shape[0]
+            pieces, off = {}, uoff
+            for a in grp.inputs:
+                r = self.lay.loc[a]
+                arr, at = (mb.user_name(r.anchor), r.delta) if r.buf == "const" else \
+                    ("v", index(mb.offset(r.anchor, r.aoff), r.delta))
+                pieces[a] = (arr, at, r.n, off)
+                off += r.n
+            if grp.bias:
+                pieces[None] = (None, None, 1, off)
+            yield grp, c0, col, sums, pieces
             uoff += grp.dim_input
 
     def rendered(self, mb):
         lay = self.lay
         sqrt, nrm2, nrm2c = f"{mb.g('math')}.sqrt", mb.g("rg_nrm2"), mb.g("rg_nrm2_cols")
-        eps = mb.g("EPS")
+        dot, eps = mb.g("rg_dot"), mb.g("EPS")
         # locals are allocated around the module's globals (the user's node offsets)
         local = mb.namer.child()
-        g, cA, u, rng, v, A, HA, D, i, j, c, ci, p1, p2, s1, s2 = (
+        g, cA, u, rng, v, A, HA, D, i, j, c, ci, p1, p2, s1, s2, an = (
             local.claim(x) for x in ("g", "cA", "u", "rng", "v", "A", "HA", "D", "i", "j",
-                                     "c", "ci", "p1", "p2", "s1", "s2"))
+                                     "c", "ci", "p1", "p2", "s1", "s2", "anorm"))
         grad = [f"def kron_gradient({g}, {cA}, {u}):",
-                '    """dl/dW += (Aᵀ δs)[rows of W @ â] ⊗ u_â for every recurrent product."""']
+                '    """dl/dθ += (Aᵀ δs)[rows of each sum] ⊗ u for every term of the sum '
+                '(a bias: ⊗ its 1)."""']
         upd = [f"def kron_update({rng}, {v}, {A}, {u}, {HA}, {D}):",
                '    """A = c1/p1 · HA + c2/p2 · D and u = c1 p1 · u + c2 p2 · â per input '
                'group (eqs. 7-8)."""']
-        for grp, c0, c1, uoff, prods in self._pieces():
-            na = grp.dim_input
-            a = lay.loc[grp.input_id]
-            a_at = index(mb.offset(a.anchor, a.aoff), a.delta)
-            for n, col in prods:
-                W = lay.block_of(n.args[0])
-                w_at = mb.offset(W.name, W.off, param=True)
-                grad += [f"    # {n.name} = {lay.cell.describe(n)}: columns {col}:"
-                         f"{col + n.shape[0]} of A, u[{uoff}:{uoff + na}]",
-                         f"    for {i} in range({n.shape[0]}):",
-                         f"        {ci} = {cA}[{index(col, i)}]",
-                         f"        for {j} in range({na}):",
-                         f"            {g}[{w_at} + {i} * {na} + {j}] += {ci} * "
-                         f"{u}[{index(uoff, j)}]"]
+
+        def arr(x):        # an input's array: the step's values, or a constant's
+            return v if x == "v" else x
+
+        for grp, c0, c1, sums, pieces in self._pieces(mb):
+            for q, col, ts in sums:
+                grad.append(f"    # {q.name} ({q.shape[0]}): columns {col}:{col + q.shape[0]}"
+                            f" of A; " + " + ".join(_term(t) for t in ts))
+                for t in ts:
+                    blk = lay.block_of(t.param_id)
+                    at = mb.offset(blk.name, blk.off, param=True)
+                    _, _, na, uo = pieces[t.input_id]
+                    if t.is_bias:
+                        grad += [f"    for {i} in range({q.shape[0]}):",
+                                 f"        {g}[{index(at, i)}] += {cA}[{index(col, i)}] * "
+                                 f"{u}[{uo}]"]
+                    else:
+                        grad += [f"    for {i} in range({q.shape[0]}):",
+                                 f"        {ci} = {cA}[{index(col, i)}]",
+                                 f"        for {j} in range({na}):",
+                                 f"            {g}[{at} + {i} * {na} + {j}] += {ci} * "
+                                 f"{u}[{index(uo, j)}]"]
+            u0 = next(iter(pieces.values()))[3]          # u's slice of the group
+            u1 = u0 + grp.dim_input
             if c0 == 0 and c1 == self.nz:     # the group holds every column of A
                 ha, d = (f"{nrm2}({m}.reshape({lay.n_state * self.nz}))" for m in (HA, D))
             else:
                 ha, d = (f"{nrm2c}({m}, {c0}, {c1})" for m in (HA, D))
-            upd += [f"    # input {grp.input} ({na}): columns {c0}:{c1} of A, "
-                    f"u[{uoff}:{uoff + na}]",
-                    f"    {p1} = {sqrt}({ha} / ({nrm2}({u}[{uoff}:{uoff + na}]) + {eps})) + {eps}",
-                    f"    {p2} = {sqrt}({d} / ({nrm2}({v}[{a_at}:{a_at} + {na}]) + {eps})) + {eps}",
+            upd.append(f"    # input {grp.input} ({grp.dim_input}): columns {c0}:{c1} of A, "
+                       f"u[{u0}:{u1}]")
+            if len(pieces) == 1 and None not in pieces:
+                (a_arr, at, na, _), = pieces.values()
+                a_norm = f"{nrm2}({arr(a_arr)}[{at}:{at} + {na}])"
+            else:      # |â| over its pieces (and its constant 1)
+                sq = [f"{dot}({arr(x)}[{at}:{at} + {n}], {arr(x)}[{at}:{at} + {n}])"
+                      for x, at, n, _ in pieces.values() if x is not None]
+                upd += tuple_lines(f"    {an} = {sqrt}(", sq + (["1.0"] if None in pieces
+                                                              else []), ")", "        ",
+                                   sep=" + ")
+                a_norm = an
+            upd += [f"    {p1} = {sqrt}({ha} / ({nrm2}({u}[{u0}:{u1}]) + {eps})) + {eps}",
+                    f"    {p2} = {sqrt}({d} / ({a_norm} + {eps})) + {eps}",
                     f"    {s1} = 1.0 if {rng}.random() < 0.5 else -1.0",
-                    f"    {s2} = 1.0 if {rng}.random() < 0.5 else -1.0",
-                    f"    for {j} in range({na}):",
-                    f"        {u}[{index(uoff, j)}] = {s1} * {p1} * {u}[{index(uoff, j)}] + "
-                    f"{s2} * {p2} * {v}[{a_at} + {j}]",
-                    f"    for {i} in range({lay.n_state}):",
+                    f"    {s2} = 1.0 if {rng}.random() < 0.5 else -1.0"]
+            for x, at, na, uo in pieces.values():
+                if x is None:
+                    upd.append(f"    {u}[{uo}] = {s1} * {p1} * {u}[{uo}] + {s2} * {p2}")
+                else:
+                    upd += [f"    for {j} in range({na}):",
+                            f"        {u}[{index(uo, j)}] = {s1} * {p1} * {u}[{index(uo, j)}]"
+                            f" + {s2} * {p2} * {arr(x)}[{index(at, j)}]"]
+            upd += [f"    for {i} in range({lay.n_state}):",
                     f"        for {c} in range({c0}, {c1}):" if c0 else
                     f"        for {c} in range({c1}):",
                     f"            {A}[{i}, {c}] = {s1} / {p1} * {HA}[{i}, {c}] + "
                     f"{s2} / {p2} * {D}[{i}, {c}]"]
         return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n"}
+
+
+def _term(t) -> str:
+    return t.param if t.is_bias else f"{t.param} @ {t.input}"
