@@ -3,11 +3,58 @@
 Every cell here takes ``(n_in, n, n_out)`` and has a linear readout with a bias
 (``V @ h + b``), whose parameters get exact gradients from every estimator. Key nodes
 are named (``.named``) so that reports and generated code read well.
+
+``tanh_rnn``, ``lstm`` and ``gru`` come in two forms: ``form="concat"`` (the default) is
+one matrix on ``[h; x; 1]``; ``form="pytorch"`` is PyTorch's parameterization
+(``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, its gate orders, its step
+equations and its default init U(-1/sqrt(n), 1/sqrt(n))), so that weights move between
+rgraph and PyTorch unchanged: ``save_state_dict`` / ``load_state_dict`` write and read
+an ``.npz`` with PyTorch's keys, without importing torch. ``leaky_rnn`` is the leaky
+(continuous-time) RNN of Murray's RFLO.
 """
 from __future__ import annotations
 
+import zipfile
+
+import numpy as np
+
+from .errors import DataError
 from .graph import Cell, concat, const, pointwise, sigmoid, split, tanh
 from .tasks.influence import influence_A, influence_b
+
+FORMS = ("concat", "pytorch")
+
+
+def _check_form(cell: str, form) -> str:
+    if form not in FORMS:
+        raise ValueError(f"{cell}: form must be one of {FORMS}, got {form!r}")
+    return form
+
+
+def _torch_scale(fan_in: int, n: int) -> float:
+    """The ``scale`` for which init="uniform" (U(±scale/√fan_in)) draws from PyTorch's
+    U(±1/√n): the float whose bound equals 1/√n, or is the largest one below it."""
+    want, root = 1.0 / np.sqrt(n), np.sqrt(fan_in)
+    s = root * want
+    for _ in range(64):             # within a few ulps: step down, then up
+        if s / root <= want:
+            break
+        s = np.nextafter(s, 0.0)
+    for _ in range(64):
+        up = np.nextafter(s, np.inf)
+        if up / root > want:
+            break
+        s = up
+    return float(s)
+
+
+def _torch_params(c: Cell, G: int, n_in: int, n: int):
+    """PyTorch's four parameters of a G-gate cell, each drawn from U(±1/√n)."""
+    W_ih = c.param("weight_ih", (G * n, n_in), init="uniform", scale=_torch_scale(n_in, n))
+    W_hh = c.param("weight_hh", (G * n, n), init="uniform", scale=_torch_scale(n, n))
+    b_ih = c.param("bias_ih", G * n, init="uniform", scale=_torch_scale(1, n))
+    b_hh = c.param("bias_hh", G * n, init="uniform", scale=_torch_scale(1, n))
+    return W_ih, W_hh, b_ih, b_hh
 
 
 def _readout(c: Cell, h, n_out: int, name="logits"):
@@ -17,8 +64,11 @@ def _readout(c: Cell, h, n_out: int, name="logits"):
     c.output(name, V @ h + b)
 
 
-def tanh_rnn(n_in: int, n: int, n_out: int) -> Cell:
-    """h_t = tanh(W [h_{t-1}; x_t; 1])."""
+def tanh_rnn(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
+    """h_t = tanh(W [h_{t-1}; x_t; 1]); ``form="pytorch"``: PyTorch's ``nn.RNN``,
+    h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+    if _check_form("tanh_rnn", form) == "pytorch":
+        return _torch_rnn(n_in, n, n_out)
     c = Cell("tanh_rnn")
     x, h = c.input("x", n_in), c.state("h", n)
     W = c.param("W", (n, n + n_in + 1))
@@ -27,6 +77,9 @@ def tanh_rnn(n_in: int, n: int, n_out: int) -> Cell:
     c.update(h, h_new)
     _readout(c, h_new, n_out)
     return c
+
+
+rnn = tanh_rnn
 
 
 def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
@@ -54,9 +107,12 @@ def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
     return c
 
 
-def lstm(n_in: int, n: int, n_out: int) -> Cell:
+def lstm(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
     """LSTM with state (h, c), one matrix for the four gates (input, forget, output,
-    candidate, in that order)."""
+    candidate, in that order). ``form="pytorch"``: PyTorch's ``nn.LSTM`` (gates i, f, g,
+    o; see ``_torch_lstm``)."""
+    if _check_form("lstm", form) == "pytorch":
+        return _torch_lstm(n_in, n, n_out)
     c = Cell("lstm")
     x = c.input("x", n_in)
     h, m = c.state("h", n), c.state("c", n)
@@ -71,9 +127,13 @@ def lstm(n_in: int, n: int, n_out: int) -> Cell:
     return c
 
 
-def gru(n_in: int, n: int, n_out: int) -> Cell:
+def gru(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
     """GRU (Cho et al.): the reset gate r multiplies h *before* the candidate's matrix,
-    so the candidate product's input depends on θ — no Kronecker structure."""
+    so the candidate product's input depends on θ — no Kronecker structure.
+    ``form="pytorch"``: PyTorch's ``nn.GRU``, where r multiplies W_hn h + b_hn *after*
+    the matrix (see ``_torch_gru``)."""
+    if _check_form("gru", form) == "pytorch":
+        return _torch_gru(n_in, n, n_out)
     c = Cell("gru")
     x, h = c.input("x", n_in), c.state("h", n)
     W_zr = c.param("W_zr", (2 * n, n + n_in + 1))
@@ -85,6 +145,81 @@ def gru(n_in: int, n: int, n_out: int) -> Cell:
     h_new = (1 - u) * h + u * h_cand
     c.update(h, h_new)
     _readout(c, h_new, n_out)
+    return c
+
+
+# ------------------------------------------------------- PyTorch's parameterization
+def _torch_rnn(n_in: int, n: int, n_out: int) -> Cell:
+    """``nn.RNN`` (tanh): h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+    c = Cell("rnn_pytorch")
+    x, h = c.input("x", n_in), c.state("h", n)
+    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 1, n_in, n)
+    z = (W_ih @ x + b_ih + W_hh @ h + b_hh).named("z")
+    h_new = tanh(z)
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def _torch_lstm(n_in: int, n: int, n_out: int) -> Cell:
+    """``nn.LSTM``: gates = W_ih x + b_ih + W_hh h + b_hh, split (i, f, g, o);
+    c' = σ(f) c + σ(i) tanh(g),  h' = σ(o) tanh(c')."""
+    c = Cell("lstm_pytorch")
+    x = c.input("x", n_in)
+    h, m = c.state("h", n), c.state("c", n)
+    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 4, n_in, n)
+    gates = (W_ih @ x + b_ih + W_hh @ h + b_hh).named("gates")
+    i, f, g, o = split(gates, 4)
+    m_new = sigmoid(f).named("f_gate") * m + sigmoid(i).named("i_gate") * \
+        tanh(g).named("g_cand")
+    h_new = sigmoid(o).named("o_gate") * tanh(m_new)
+    c.update(m, m_new)
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def _torch_gru(n_in: int, n: int, n_out: int) -> Cell:
+    """``nn.GRU``: gi = W_ih x + b_ih, gh = W_hh h + b_hh, each split (r, z, n);
+    r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
+    h' = (1 - z) n + z h."""
+    c = Cell("gru_pytorch")
+    x, h = c.input("x", n_in), c.state("h", n)
+    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 3, n_in, n)
+    gi = (W_ih @ x + b_ih).named("gi")
+    gh = (W_hh @ h + b_hh).named("gh")
+    gi_r, gi_z, gi_n = split(gi, 3)
+    gh_r, gh_z, gh_n = split(gh, 3)
+    r = sigmoid(gi_r + gh_r).named("r_gate")
+    z = sigmoid(gi_z + gh_z).named("z_gate")
+    n_cand = tanh(gi_n + (r * gh_n).named("r_gh")).named("n_cand")
+    h_new = (1 - z) * n_cand + z * h
+    c.update(h, h_new)
+    _readout(c, h_new, n_out)
+    return c
+
+
+def leaky_rnn(n_in: int, n: int, n_out: int, alpha: float = 0.1) -> Cell:
+    """Leaky RNN (vanilla RTRL's and Murray's RFLO form), leak α = dt/τ in (0, 1]:
+
+        a_t = (1 - α) a_{t-1} + α tanh(W_rec a_{t-1} + W_in x_t + b_rec)
+
+    W_rec ~ N(0, 1/n), W_in ~ N(0, 1/n_in), b_rec = 0; readout V a_t + b.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) \
+            or not 0 < alpha <= 1:
+        raise ValueError(f"leaky_rnn: alpha must be a number in (0, 1], got {alpha!r}")
+    alpha = float(alpha)
+    c = Cell("leaky_rnn")
+    x, a = c.input("x", n_in), c.state("a", n)
+    W_rec = c.param("W_rec", (n, n))
+    W_in = c.param("W_in", (n, n_in))
+    b_rec = c.param("b_rec", n, init="zeros")
+    u = (W_rec @ a + W_in @ x + b_rec).named("u")
+    drive = tanh(u).named("phi")
+    a_new = drive if alpha == 1.0 else (1 - alpha) * a + alpha * drive
+    c.update(a, a_new)
+    _readout(c, a_new, n_out)
     return c
 
 
@@ -110,4 +245,122 @@ def influence_balancing(n: int = 23, n_minus: int = 13, A=None) -> Cell:
 
 
 CELLS = {"tanh": tanh_rnn, "rnn": tanh_rnn, "rhn": rhn, "lstm": lstm, "gru": gru,
-         "influence": influence_balancing}
+         "leaky": leaky_rnn, "influence": influence_balancing}
+# the cells that take form="pytorch"
+FRAMEWORK_FORMS = ("tanh", "rnn", "lstm", "gru")
+
+
+
+# ------------------------------------------------------------- PyTorch state dicts
+# rgraph parameter name -> state-dict key: a single-layer PyTorch module (nn.RNN,
+# nn.LSTM, nn.GRU) keys its parameters by layer (``_l0``); the readout keeps its names.
+STATE_DICT_KEYS = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0",
+                   "bias_ih": "bias_ih_l0", "bias_hh": "bias_hh_l0", "V": "V", "b": "b"}
+_GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
+
+
+def _shape_str(shape) -> str:
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _expected_shapes(arrays: dict, key, cell) -> dict:
+    """rgraph name -> the shape it must have: the cell's, or else what the arrays imply
+    (G·n rows for G = 1, 3 or 4, n from weight_hh's columns)."""
+    if cell is not None:
+        got = {nd.name: nd.shape for nd in cell.nodes if nd.kind == "param"}
+        if set(got) != set(STATE_DICT_KEYS):
+            raise DataError(f"cell '{cell.name}' has parameters {sorted(got)}, not PyTorch's; "
+                            f"state dicts are for the cells built with form='pytorch'")
+        return got
+    hh = arrays["weight_hh"].shape
+    if len(hh) != 2 or hh[1] == 0 or hh[0] % hh[1] or hh[0] // hh[1] not in _GATES:
+        n = hh[1] if len(hh) == 2 else "n"
+        raise DataError(f"{key('weight_hh')} has shape {_shape_str(hh)}, expected (G*{n}, {n})"
+                        f" with G = 1 (RNN), 3 (GRU) or 4 (LSTM)")
+    rows, n = hh
+    ih, V = arrays["weight_ih"].shape, arrays["V"].shape
+    n_in = ih[1] if len(ih) == 2 else "n_in"
+    n_out = V[0] if len(V) == 2 else "n_out"
+    return {"weight_ih": (rows, n_in), "weight_hh": (rows, n), "bias_ih": (rows,),
+            "bias_hh": (rows,), "V": (n_out, n), "b": (n_out,)}
+
+
+def _check_keys(what: str, keys, expected: list):
+    """One line naming the missing and the unknown keys."""
+    keys = list(keys)
+    missing = [k for k in expected if k not in keys]
+    extra = [k for k in keys if k not in expected]
+    if missing or extra:
+        raise DataError(f"{what}: " + ", ".join(
+            f"{label} {ks}" for label, ks in (("missing key(s)", missing),
+                                              ("unknown key(s)", extra)) if ks) +
+            f"; expected exactly {expected} (a form='pytorch' rnn, lstm or gru)")
+
+
+def _checked(arrays: dict, key, what: str, cell=None) -> dict:
+    """The arrays (by rgraph name, all present) as float64 copies, after one-line checks
+    of their dtypes and shapes; ``key(name)`` is how the caller names an entry."""
+    names = list(STATE_DICT_KEYS)
+    out = {}
+    for k in names:
+        a = np.asarray(arrays[k])
+        if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+            raise DataError(f"{what}: {key(k)} has dtype {a.dtype}; expected real numbers")
+        out[k] = np.array(a, dtype=np.float64)
+    want = _expected_shapes(out, key, cell)
+    for k in names:
+        if out[k].shape != tuple(want[k]):
+            raise DataError(f"{what}: {key(k)} has shape {_shape_str(out[k].shape)}, "
+                            f"expected {_shape_str(want[k])}")
+    return out
+
+
+def to_state_dict(params: dict, cell: Cell | None = None) -> dict:
+    """PyTorch's state dict (numpy arrays) of a form='pytorch' rnn, lstm or gru: keys
+    ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` (what a
+    single-layer ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` holds) and the readout ``V``,
+    ``b`` (``nn.Linear``'s ``weight``, ``bias``). Shapes are checked against ``cell``
+    if given, else against each other."""
+    if not isinstance(params, dict):
+        raise DataError(f"params must be a dict name -> array, got {type(params).__name__}")
+    _check_keys("params", params, list(STATE_DICT_KEYS))
+    checked = _checked(params, lambda k: k, "params", cell)
+    return {STATE_DICT_KEYS[k]: a for k, a in checked.items()}
+
+
+def from_state_dict(state_dict: dict, cell: Cell | None = None) -> dict:
+    """rgraph's params dict (name -> float64 array) from a state dict with
+    ``to_state_dict``'s keys; ``cell`` (a form='pytorch' cell), if given, fixes the
+    shapes. Missing or unknown keys and wrong shapes are one-line ``DataError``\\ s."""
+    if not hasattr(state_dict, "keys"):
+        raise DataError(f"state dict must be a mapping key -> array, got "
+                        f"{type(state_dict).__name__}")
+    _check_keys("state dict", state_dict.keys(), list(STATE_DICT_KEYS.values()))
+    arrays = {k: state_dict[v] for k, v in STATE_DICT_KEYS.items()}
+    return _checked(arrays, STATE_DICT_KEYS.get, "state dict", cell)
+
+
+def save_state_dict(params: dict, path, cell: Cell | None = None):
+    """Write ``to_state_dict(params)`` to ``path`` as an ``.npz`` (exactly that path).
+    In PyTorch: ``m.load_state_dict({k: torch.from_numpy(v) for k, v in
+    np.load(path).items() if k.endswith("_l0")})``."""
+    sd = to_state_dict(params, cell)
+    with open(path, "wb") as f:
+        np.savez(f, **sd)
+    return path
+
+
+def load_state_dict(path, cell: Cell | None = None) -> dict:
+    """rgraph's params dict from an ``.npz`` with PyTorch's keys (``save_state_dict``'s,
+    or ``np.savez(path, **{k: v.numpy() for k, v in m.state_dict().items()}, V=..,
+    b=..)``); checked as ``from_state_dict`` checks."""
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {path} as an .npz: {e}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds one array, not an .npz of named arrays "
+                        f"(write it with save_state_dict or np.savez)")
+    with z:
+        sd = {k: z[k] for k in z.files}
+    return from_state_dict(sd, cell)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-BUILTIN = ("tanh", "rhn", "lstm", "gru", "influence")
+BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
 
 
 class CLIError(Exception):
@@ -25,8 +25,14 @@ class CLIError(Exception):
 # ---------------------------------------------------------------------------- cells
 def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     """A built-in cell name, or ``path/to/file.py:function`` (called with
-    (n_in, hidden, n_out) when it takes three arguments, else with none)."""
+    (n_in, hidden, n_out) when it takes three arguments, else with none). ``form``
+    ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru."""
     import rgraph as rg
+    form = kw.get("form")
+    if form and form != "concat" and spec not in rg.cells.FRAMEWORK_FORMS:
+        raise CLIError(f"--form {form}: only the built-in cells "
+                       f"{', '.join(c for c in BUILTIN if c in rg.cells.FRAMEWORK_FORMS)} "
+                       f"have a PyTorch form")
     if spec in BUILTIN:
         if spec == "influence":
             return rg.cells.influence_balancing(hidden if hidden else 23,
@@ -34,6 +40,8 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
         fn = rg.cells.CELLS[spec]
         extra = {"nonlinearity": kw["nonlinearity"]} if spec == "rhn" and \
             kw.get("nonlinearity") else {}
+        if form:
+            extra["form"] = form
         return fn(n_in, hidden, n_out, **extra)
     if ":" not in spec:
         raise CLIError(f"unknown cell {spec!r}: use one of {', '.join(BUILTIN)} or "
@@ -82,7 +90,7 @@ def estimator_options(args) -> dict:
 def cmd_inspect(args):
     import rgraph as rg
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
-                     nonlinearity=args.nonlinearity)
+                     nonlinearity=args.nonlinearity, form=args.form)
     print(cell)
     print()
     an = rg.analyze(cell)
@@ -143,7 +151,7 @@ def build_run(cfg: dict):
         cell = rg.cells.influence_balancing(task.n, task.n_minus)
     else:
         cell = load_cell(cfg["cell"], task.n_in, cfg["hidden"], task.n_out,
-                         nonlinearity=cfg.get("nonlinearity"))
+                         nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"))
     est = rg.compile(cell, cfg["estimator"], loss=task.loss, backend=cfg["backend"],
                      **cfg.get("estimator_options", {}))
     return cell, task, est
@@ -174,6 +182,7 @@ def cmd_train(args):
         if not args.estimator:
             raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
         cfg = {"cell": args.cell, "hidden": args.hidden, "nonlinearity": args.nonlinearity,
+               "form": args.form,
                "task": args.task, "task_args": args.task_args, "text": args.text,
                "estimator": args.estimator, "estimator_options": estimator_options(args),
                "backend": args.backend, "steps": args.steps or 100000,
@@ -275,7 +284,8 @@ def cmd_variance(args):
     xs, ys = np.eye(n_in)[ids[:-1]], ids[1:]
 
     def make(n):
-        return load_cell(args.cell, n_in, n, n_in, nonlinearity=args.nonlinearity)
+        return load_cell(args.cell, n_in, n, n_in, nonlinearity=args.nonlinearity,
+                         form=args.form)
     res = rg.variance_vs_size(make, sizes, ests, lambda cell: (xs, ys), seeds=args.seeds,
                               backend=args.backend, progress=None if args.quiet else print)
     print(res.table())
@@ -325,7 +335,7 @@ def cmd_export(args):
     import rgraph as rg
     from .export import ExportError
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
-                     nonlinearity=args.nonlinearity)
+                     nonlinearity=args.nonlinearity, form=args.form)
     loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
     est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
                      dtype=args.dtype, **estimator_options(args))
@@ -348,6 +358,13 @@ def add_cell_args(p, hidden=16):
     p.add_argument("--n-out", type=int, default=8, help="output size (default 8)")
     p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"],
                    help="rhn only: the non-linearity")
+    add_form_arg(p)
+
+
+def add_form_arg(p):
+    p.add_argument("--form", choices=["concat", "pytorch"],
+                   help="tanh, lstm, gru: concat (default, one matrix on [h; x; 1]) or "
+                        "pytorch (weight_ih, weight_hh, bias_ih, bias_hh, PyTorch's gates)")
 
 
 def add_estimator_args(p):
@@ -391,6 +408,7 @@ def build_parser():
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function")
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
     p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
+    add_form_arg(p)
     p.add_argument("--task", "-t", choices=list(TASKS))
     p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
                                        "n=23,n_minus=13 (influence)")
