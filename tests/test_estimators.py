@@ -174,7 +174,7 @@ def test_kf_rtrl_on_a_kronecker_sum_is_unbiased():
     x, h = c.input("x", 3), c.state("h", 4)
     U = c.param("U", (4, 4))
     Wx = c.param("Wx", (4, 4))
-    h_new = rg.tanh(U @ h) * rg.sigmoid(Wx @ rg.concat(x, rg.const(1.0)))
+    h_new = rg.sigmoid(U @ h) * rg.tanh(Wx @ rg.concat(x, rg.const(1.0)))
     c.update(h, h_new)
     c.output("y", c.param("V", (3, 4)) @ h_new)
     bptt = rg.compile(c, "bptt", backend="numpy")
