@@ -379,7 +379,8 @@ class NumbaBackend(Backend):
 
         def load(ind, s, r, count, c=None):
             text = self.el(r, i, sc, c)
-            if count[s] <= 2:            # read where it is used
+            # read where it is used if that is at most twice, and not once per column
+            if count[s] <= 2 and (c is not None or not sc.k.matrix or not inner[s]):
                 sub[s] = sp.Symbol(text)
             else:
                 sub[s] = sp.Symbol(sc.name_of(s))

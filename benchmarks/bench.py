@@ -15,20 +15,30 @@ import numpy as np
 
 from rgraph import SGD
 from rgraph import compile as rg_compile
-from rgraph.cells import lstm, tanh_rnn
+from rgraph.cells import gru, lstm, tanh_rnn
 from rgraph.estimators.names import parse_estimator
 
 from .handwritten import HandKFRTRL, HandUORO
 
-CELLS = {"tanh": tanh_rnn, "lstm": lstm}
+CELLS = {"tanh": tanh_rnn, "lstm": lstm,
+         # PyTorch's form: W_ih x + b_ih + W_hh h + b_hh, merged into one Kronecker factor
+         "rnn_pytorch": lambda i, n, o: tanh_rnn(i, n, o, form="pytorch"),
+         "lstm_pytorch": lambda i, n, o: lstm(i, n, o, form="pytorch"),
+         "gru_pytorch": lambda i, n, o: gru(i, n, o, form="pytorch")}
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",
               "projected-uoro[preactivation]")
 HAND = {"uoro": HandUORO, "kf-rtrl": HandKFRTRL}
 
 
+def state_and_cols(cell, n):
+    """(state size, KF-RTRL's columns of A) of a benchmark cell of n units."""
+    return {"lstm": (2 * n, 4 * n), "lstm_pytorch": (2 * n, 4 * n),
+            "gru_pytorch": (n, 6 * n)}.get(cell, (n, n))
+
+
 def too_big(cell, n, batch, est):
     """Configurations that would take minutes per step on 2 cores (skipped)."""
-    S = n * (2 if cell == "lstm" else 1)
+    S = state_and_cols(cell, n)[0]
     if est == "rtrl":
         return n > 64 or batch > 1
     if est == "kf-rtrl":
@@ -91,7 +101,7 @@ def time_hand(cell_name, n, batch, est_name, seconds=0.5, repeats=3):
 
 def time_gemm(cell_name, n, batch, seconds=0.3, repeats=3):
     """numpy's BLAS for H_t A_{t-1} alone: (S x S) @ (S x |z|), once per stream."""
-    S, Z = (n, n) if cell_name == "tanh" else (2 * n, 4 * n)
+    S, Z = state_and_cols(cell_name, n)
     H, A = np.random.rand(S, S), np.random.rand(S, Z)
     out = np.empty((S, Z))
 
@@ -113,7 +123,7 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
                        f"{'s' if i['num_threads'] > 1 else ''})" for i in threadpool_info()})
         out(f"rgraph bench: µs per online step (all streams), best of {repeats}; "
             f"BLAS: {', '.join(libs) or 'none'}")
-        out(f"{'cell':<6}{'n':>5}{'B':>4}  {'estimator':<30}{'rgraph':>10}"
+        out(f"{'cell':<13}{'n':>5}{'B':>4}  {'estimator':<30}{'rgraph':>10}"
             f"{'hand NumPy':>12}{'speed-up':>10}{'GEMM H·A':>10}{'/GEMM':>7}")
         for cell in cells:
             for n in sizes:
@@ -126,8 +136,8 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
                                             threads=threads)
                         row = {"cell": cell, "n": n, "batch": B, "estimator": e,
                                "rgraph_us": us}
-                        line = f"{cell:<6}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"
-                        if hand and keys[e] in HAND:
+                        line = f"{cell:<13}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"
+                        if hand and keys[e] in HAND and cell in ("tanh", "lstm"):
                             h = time_hand(cell, n, B, keys[e], seconds, repeats)
                             row.update(hand_us=h, speedup=h / us)
                             line += f"{h:>12.1f}{h / us:>9.1f}x"

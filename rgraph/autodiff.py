@@ -228,7 +228,9 @@ def jvp(lay: Layout, sched: tuple[Block, ...], name: str, spec: TangentSpec) -> 
         if n.id in inject:
             continue       # an injection keeps its prefilled rows
         out = lay.ref(n.id, "vd")
-        parts = [st for j, a in enumerate(n.args) if dot(a) is not ZERO
+        # the last operand first: a product's W a' assigns, then W' a adds (a ParamTangent
+        # that assigned would clear its output first)
+        parts = [st for j, a in reversed(list(enumerate(n.args))) if dot(a) is not ZERO
                  for st in n.op.jvp(j, out, [lay.ref(a) for a in n.args], dot(a))]
         if parts:
             k.body.append(_comment(lay, n.id, "tangent of "))
