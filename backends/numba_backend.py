@@ -37,11 +37,10 @@ IMPORTS = f'''
 import math
 import numpy as np
 from numba import float32, float64, njit
-from numba.np.linalg import _BLAS, ensure_blas
+from numba.np.linalg import _BLAS
 
 FASTMATH = {FASTMATH}
 
-ensure_blas()
 _rg_xxgemm_float64 = _BLAS().numba_xxgemm(float64)
 _rg_xxgemm_float32 = _BLAS().numba_xxgemm(float32)
 '''
@@ -153,8 +152,6 @@ GEMM = '''
 def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
     m, n = C.shape
     k = B.shape[0]
-    if m == 0 or n == 0:
-        return
     al = np.ones(1, dtype=np.{dt})
     be = np.full(1, beta, dtype=np.{dt})
     _rg_xxgemm_{dt}({kind}, 110, 110, n, m, k, al.ctypes, B.ctypes, n, A[col0:].ctypes, lda,

@@ -266,6 +266,11 @@ def _views(layout: dict, arg: str, names) -> list[str]:
     return lines
 
 
+def _unpack(names, scratch) -> str:
+    """The line binding ``names`` to their scratch buffers (items of the tuple W)."""
+    return f"{', '.join(names)} = " + ", ".join(f"W[{scratch.index(n)}]" for n in names)
+
+
 def _slice(arg, start, end, shape):
     sl = f"{arg}[{start}:{end}]"
     if len(shape) > 1:
@@ -282,7 +287,6 @@ class _Def:
     section: str
     defines: set = field(default_factory=set)
     uses: set = field(default_factory=set)
-    setup: bool = False        # a bare call: kept when all it reads is kept
     parts: list = field(default_factory=list)   # an import's (text, bound name) pairs;
     #                                             its text is then "import " / "from m import "
     order: int = 0             # position within its section (offsets: by value)
@@ -445,11 +449,10 @@ class ModuleBuilder:
             bufs = [n for n in kwonly if n in scratch]
             while bufs:                     # the scratch buffers, as many as fit a line
                 k = len(bufs)
-                while k > 1 and 2 * len(", ".join(bufs[:k])) + 6 * k > 80:
+                while k > 1 and len(_unpack(bufs[:k], scratch)) > 84:
                     k -= 1
                 part, bufs = bufs[:k], bufs[k:]
-                unpack.append(f"{', '.join(part)} = "
-                              + ", ".join(f"W[{scratch.index(n)}]" for n in part))
+                unpack.append(_unpack(part, scratch))
         indent = " " * (fn.body[0].col_offset)
         header = f"def {t.name}({', '.join(params)}):\n"
         text = (header + "".join(lines[head_end:doc_end])
@@ -480,8 +483,7 @@ class ModuleBuilder:
 
     def imports(self, src: str):
         """The import lines and module-level set-up of the backend. Each imported name
-        and each assignment is kept only if used; a bare call (set-up such as
-        ``ensure_blas()``) is kept when everything it reads is."""
+        and each assignment is kept only if used."""
         tree = ast.parse(src)
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -500,7 +502,11 @@ class ModuleBuilder:
             bound, _ = names_in(text)
             text = rename(text, {**self._rename_map(text), **{n: self.g(n) for n in bound}})
             d, u = names_in(text)
-            self.defs.append(_Def(text + "\n", "imports", d, u, setup=not d))
+            if not d:
+                raise CodegenError(f"backend {self.backend.name}: its set-up statement "
+                                   f"{text!r} binds no name; module-level code must define "
+                                   f"what it sets up, so that it is kept where used")
+            self.defs.append(_Def(text + "\n", "imports", d, u))
 
     # -- output
     def render(self, entry: list[str]) -> str:
@@ -535,9 +541,7 @@ class ModuleBuilder:
         block = self.backend.compile_block(functions, self)
         if block:
             reach(names_in(block)[1])
-        kept = [d for d in self.defs if id(d) in keep or
-                (d.setup and all(any(id(x) in keep for x in by_name.get(u, []))
-                                 for u in d.uses if u not in BUILTINS))]
+        kept = [d for d in self.defs if id(d) in keep]
         out = [self._docstring(), ""]
         for sec in SECTIONS:
             items = sorted((d for d in kept if d.section == sec), key=lambda d: d.order)
@@ -549,7 +553,7 @@ class ModuleBuilder:
                 for d in items:      # an import statement keeps the names the module uses
                     parts = [p for p, name in d.parts if name in used]
                     out.append(d.text + ", ".join(parts) if d.parts else d.text.rstrip())
-                out.append(f"\n__all__ = [{', '.join(repr(e) for e in final_entry)}]")
+                out.append(f"__all__ = [{', '.join(repr(e) for e in final_entry)}]")
                 continue
             out += ["", f"# {'-' * 4} {SECTION_TITLES[sec]}"]
             compact = sec in ("sizes", "layout")
@@ -567,7 +571,7 @@ class ModuleBuilder:
 
     def _docstring(self) -> str:
         body = self.title + ("\n\n" + self.doc if self.doc else "")
-        return '"""' + body.replace('"""', "'''") + '\n"""'
+        return '"""' + body.replace('"""', "'''") + '"""'
 
 
 def backend_version(backend) -> str:
