@@ -253,13 +253,10 @@ class NumbaBackend(Backend):
         return out
 
     def _pullback(self, outer, mvt, sc):
+        """The loop of W_bar += z_bar aᵀ, also adding Wᵀ z_bar into a_bar."""
         i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
-        return [f"for {i} in range({outer.W_bar.n}):",
-                f"    {s} = {self.el(outer.z_bar, i, sc)}",
-                f"    for {j} in range({outer.W_bar.cols}):",
-                f"        {self.el2(outer.W_bar, i, j, sc)} {'+=' if outer.acc else '='} "
-                f"{s} * {self.el(outer.a, j, sc)}",
-                f"        {self.el(mvt.a_bar, j, sc)} += {self.el2(mvt.W, i, j, sc)} * {s}"]
+        return self.st_Outer(outer, sc) + [
+            f"        {self.el(mvt.a_bar, j, sc)} += {self.el2(mvt.W, i, j, sc)} * {s}"]
 
     def st_Clear(self, st, sc):
         two_d = sc.k.matrix and st.dst.is_tangent
