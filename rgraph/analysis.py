@@ -23,6 +23,9 @@ from .errors import GraphError
 from .graph import Cell
 
 INF = float("inf")
+NO_RECURRENT = ("the cell has no recurrent parameter: only the readout learns, and its "
+                "gradient is exact (bptt, rtrl and dodge give it; projected UORO and KF-RTRL "
+                "have nothing to estimate)")
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,9 @@ class Analysis:
     @cached_property
     def projection_spaces(self) -> list[ProjectionSpace]:
         """The candidate cuts, smallest dimension first (ties: state, preactivation,
-        parameter, other cuts)."""
+        parameter, other cuts); none when no parameter is recurrent."""
+        if not self._rec_ids():
+            return []
         p = self.layout
         cands = [list(p.new_state), sorted(self._rec_ids(), key=p.pos.get)]
         consumers = sorted({c for r in self._rec_ids() for c in self.graph.successors(r)},
@@ -238,6 +243,8 @@ class Analysis:
     def space(self, spec) -> ProjectionSpace:
         """A projection space by kind ("state", "preactivation", "parameter"), by node
         name(s), or the default (None)."""
+        if not self._rec_ids():
+            raise GraphError(f"cell '{self.cell.name}': {NO_RECURRENT}")
         if spec is None:
             return self.default_projection
         if isinstance(spec, ProjectionSpace):
@@ -347,7 +354,7 @@ class Analysis:
         g, nodes = self.graph, self.cell.nodes
         rec = self._rec_ids()
         if not rec:
-            return KroneckerVerdict(False, "the cell has no recurrent parameter")
+            return KroneckerVerdict(False, NO_RECURRENT)
         terms, refused = self.terms
         if refused is not None:
             return refused
@@ -410,7 +417,7 @@ class Analysis:
                  f"input {p.n_in}, {len(self.cell.nodes)} nodes, "
                  f"{p.flops():,} flop/step forward",
                  f"  recurrent parameters ({p.n_rec:,}): "
-                 + ", ".join(f"{b.name}{list(b.shape)}" for b in p.rec_blocks),
+                 + (", ".join(f"{b.name}{list(b.shape)}" for b in p.rec_blocks) or "none"),
                  f"  readout parameters ({p.n_params - p.n_rec:,}, exact gradients): "
                  + (", ".join(f"{b.name}{list(b.shape)}" for b in p.param_blocks
                               if not b.recurrent) or "none"),
@@ -420,7 +427,11 @@ class Analysis:
             mark = "  <- default" if s == self.default_projection else ""
             lines.append(f"  {s.kind:<14}{s.dim:>7}{s.cost['flops']:>12,}"
                          f"{s.cost['memory']:>9,}  {', '.join(s.nodes)}{mark}")
-        lines.append(f"  default: {self.default_projection.label}, {self.default_reason}")
+        if self.projection_spaces:
+            lines.append(f"  default: {self.default_projection.label}, "
+                         f"{self.default_reason}")
+        else:
+            lines.append("  none: " + NO_RECURRENT)
         if self.preactivations:
             terms, _ = self.terms
             lines += ["", "preactivations (sums the recurrent parameters enter affinely):"]

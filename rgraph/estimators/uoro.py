@@ -22,8 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autodiff
+from ..analysis import NO_RECURRENT
 from ..autodiff import ParamTangents
 from ..codegen import Template
+from ..errors import NotApplicable
 from . import common
 from .base import EstimatorSpec, positive_int
 from .exact import segment_kernels, segment_layout
@@ -130,6 +132,9 @@ class ProjectedUORO(EstimatorSpec):
     def __init__(self, lay, sched, analysis, projection=None, rank=1, Q0=None, alpha=None,
                  alpha_power=0.0, **opts):
         super().__init__(lay, sched, analysis, **opts)
+        if not lay.n_rec:
+            raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
+                                f"{NO_RECURRENT}")
         self.space = analysis.space(projection)
         self.rank = positive_int(rank, f"{self.name}: rank")
         self.alpha = None if alpha is None else float(alpha)
@@ -226,6 +231,9 @@ class UOROT(EstimatorSpec):
             if opt in opts:
                 raise ValueError(f"uoro: {opt} applies to T = 1 (use projected-uoro)")
         super().__init__(lay, sched, analysis, **opts)
+        if not lay.n_rec:
+            raise NotApplicable(f"uoro does not apply to cell '{lay.cell.name}': "
+                                f"{NO_RECURRENT}")
         self.rank = positive_int(rank, "uoro: rank")
         self.T = positive_int(T, "uoro: T", lo=2)
 
