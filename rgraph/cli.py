@@ -199,10 +199,13 @@ def cmd_train(args):
         (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     tr = est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
                      seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
-    ck = run_dir / "checkpoint.pkl"
+    ck = run_dir / "checkpoint.npz"
     if args.resume:
         if not ck.exists():
-            raise CLIError(f"{str(run_dir)!r} has no checkpoint.pkl to resume from")
+            old = " (its checkpoint.pkl is a pickle, which rgraph no longer loads: loading " \
+                "one can run code; start the run again)" \
+                if (run_dir / "checkpoint.pkl").exists() else ""
+            raise CLIError(f"{str(run_dir)!r} has no checkpoint.npz to resume from{old}")
         tr.load(ck, task)
         print(f"resuming {run_dir} at step {tr.step:,} of {cfg['steps']:,}")
     else:
@@ -260,7 +263,7 @@ def write_run_outputs(run_dir, tr, task, est, cfg):
     if hasattr(task, "T") and getattr(task, "curriculum", False):
         line += f"; copy length T = {tr.tasks[0].T}"
     print(line)
-    print(f"wrote {run_dir}/curve.csv, curve.png, params.npz, checkpoint.pkl")
+    print(f"wrote {run_dir}/curve.csv, curve.png, params.npz, checkpoint.npz")
 
 
 # ------------------------------------------------------------------------ variance
@@ -401,7 +404,7 @@ def build_parser():
 
     p = sub.add_parser("train", help="online training on a task, with a run folder",
                        description="Train a cell online on a task. Writes config.json, "
-                                   "curve.csv, curve.png, params.npz and checkpoint.pkl "
+                                   "curve.csv, curve.png, params.npz and checkpoint.npz "
                                    "to the run folder; Ctrl-C saves and stops; --resume "
                                    "continues number for number.")
     p.add_argument("cell", nargs="?", default="lstm",

@@ -83,12 +83,16 @@ def test_train_writes_a_run_folder(tmp_path):
     r = rgraph("train", "tanh", "-n", "6", "--task", "brackets", "-e", "tbptt(4)",
                "--steps", "3000", "--batch", "2", "--out", str(out), "-q")
     assert "bits/char" in r.stdout
-    for f in ("config.json", "curve.csv", "curve.png", "params.npz", "checkpoint.pkl"):
+    for f in ("config.json", "curve.csv", "curve.png", "params.npz", "checkpoint.npz"):
         assert (out / f).exists(), f
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     lines = (out / "curve.csv").read_text().splitlines()
     assert lines[0].startswith("step,loss_bits_per_char") and len(lines) == 3001
     assert json.loads((out / "config.json").read_text())["batch"] == 2
+    # an old pickle checkpoint is refused in one line, and never unpickled
+    (out / "checkpoint.npz").rename(out / "checkpoint.pkl")
+    r = rgraph("train", "--resume", str(out), check=False)
+    assert r.returncode == 2 and "pickle" in r.stderr and len(r.stderr.splitlines()) == 1
 
 
 def test_interrupted_run_resumes_bit_for_bit(tmp_path):
@@ -105,7 +109,7 @@ def test_interrupted_run_resumes_bit_for_bit(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "rgraph", "train", *args, "--out",
                           str(tmp_path / "cut")], env=env, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    ck = tmp_path / "cut" / "checkpoint.pkl"
+    ck = tmp_path / "cut" / "checkpoint.npz"
     t0 = time.time()
     while not ck.exists() and time.time() - t0 < 300:
         time.sleep(0.05)

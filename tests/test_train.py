@@ -166,15 +166,15 @@ def test_checkpoint_resume_is_bit_for_bit(tmp_path):
     whole.run(xs2, ys2)
     part = est.trainer(p, **kw)
     part.run(xs2[:500], ys2[:500])                    # cut mid-chunk
-    part.save(tmp_path / "ck.pkl")
-    resumed = est.trainer(p, **kw).load(tmp_path / "ck.pkl")
+    part.save(tmp_path / "ck.npz")
+    resumed = est.trainer(p, **kw).load(tmp_path / "ck.npz")
     resumed.run(xs2[500:], ys2[500:])
     assert resumed.step == whole.step == 1250
     assert np.array_equal(resumed.th, whole.th)
     assert np.array_equal(np.array(resumed.curve), np.array(whole.curve))
     assert np.array_equal(resumed.E, whole.E) and np.array_equal(resumed.opt, whole.opt)
     with pytest.raises(rg.DataError, match="batch"):
-        est.trainer(p, batch=3).load(tmp_path / "ck.pkl")
+        est.trainer(p, batch=3).load(tmp_path / "ck.npz")
 
 
 @pytest.mark.parametrize("old, new, names", [
@@ -191,3 +191,40 @@ def test_old_module_paths_still_work_and_warn(old, new, names):
     for name in names:
         assert getattr(mod, name) is getattr(importlib.import_module(new), name)
         assert getattr(mod, name) is getattr(rg, name)
+
+
+class _RunsCode:
+    """Unpickling this writes a file: the payload of a crafted checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_checkpoints_never_run_code_and_detect_corruption(tmp_path):
+    """A checkpoint is an .npz of arrays plus versioned JSON: a pickle (an old checkpoint
+    or a crafted one) is refused without being unpickled, and a changed byte in an array
+    is caught by the checksum."""
+    import pickle
+    est = compiled("tanh", "uoro")
+    tr = est.trainer(params_for(est), batch=2, seed=1)
+    xs, ys = echo_data(40, seed=2)
+    tr.run(xs, ys)
+    ck = tr.save(tmp_path / "ck.npz")
+    assert est.trainer(params_for(est), batch=2, seed=1).load(ck).step == tr.step
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.npz"
+    evil.write_bytes(pickle.dumps({"version": 1, "x": _RunsCode(marker)}))
+    with pytest.raises(rg.DataError, match="pickle"):
+        est.trainer(params_for(est), batch=2).load(evil)
+    assert not marker.exists()
+    with np.load(ck, allow_pickle=False) as z:          # flip one number of the parameters
+        files = {k: z[k] for k in z.files}
+    key = next(k for k in files if k != "__checkpoint__" and files[k].size == tr.th.size)
+    files[key] = files[key] + 1.0
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **files)
+    with pytest.raises(rg.DataError, match="corrupted"):
+        est.trainer(params_for(est), batch=2).load(bad)

@@ -272,7 +272,8 @@ class Trainer:
         return write_checkpoint(path, self.state_dict())
 
     def load(self, path, task=None):
-        """Restore a checkpoint written by ``save`` (a trusted file: it is a pickle)."""
+        """Restore a checkpoint written by ``save`` (loading runs no code from the file:
+        see ``checkpoints``)."""
         self.load_state_dict(read_checkpoint(path), task)
         return self
 
