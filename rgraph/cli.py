@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import inspect
+import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -164,8 +166,38 @@ def optimizer_from(cfg):
     return rg.Adam(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
 
 
+def new_run_dir(base: Path, cfg: dict) -> Path:
+    """Create a fresh run folder named ``base`` (or ``base-2``, ``base-3``, ... when that
+    exists: the creation is atomic, so runs started at once never share one) holding
+    the run's config.json."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for k in range(1, 10000):
+        run_dir = base if k == 1 else base.with_name(f"{base.name}-{k}")
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        return run_dir
+    raise CLIError(f"cannot create a run folder next to {str(base)!r}: 10,000 exist")
+
+
+def start_run_dir(run_dir: Path, cfg: dict) -> Path:
+    """The run folder ``--out`` names: created fresh, or (``--force``) replacing what is
+    there once the new run's folder is ready."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        return run_dir
+    fresh = new_run_dir(run_dir.with_name(run_dir.name + f".new{os.getpid()}"), cfg)
+    old = run_dir.with_name(run_dir.name + f".old{os.getpid()}")
+    os.replace(run_dir, old)
+    os.replace(fresh, run_dir)
+    shutil.rmtree(old)
+    return run_dir
+
+
 def cmd_train(args):
-    import json
     import signal
     if args.resume:
         run_dir = Path(args.resume)
@@ -190,13 +222,22 @@ def cmd_train(args):
                "decay": args.decay, "clip": args.clip, "seed": args.seed,
                "chunk": args.chunk, "reset_prob": args.reset_prob,
                "checkpoint_every": args.checkpoint_every}
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out or f"runs/{args.cell}-{args.task}-"
-                       f"{args.estimator.replace('(', '').replace(')', '')}-{stamp}")
+        if args.out:
+            run_dir = Path(args.out)
+            if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
+                raise CLIError(f"{str(run_dir)!r} already holds files (a run?); pick another "
+                               f"--out, or add --force to replace it")
     cell, task, est = build_run(cfg)      # bad options fail here, before any folder exists
     if not args.resume:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        if args.out:
+            run_dir = start_run_dir(run_dir, cfg)
+        else:
+            now = time.time()
+            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + \
+                f"-{int(now * 1000) % 1000:03d}"
+            est_name = cfg["estimator"].replace("(", "").replace(")", "")
+            run_dir = new_run_dir(Path("runs") / f"{cfg['cell']}-{cfg['task']}-{est_name}-"
+                                                 f"s{cfg['seed']}-{stamp}", cfg)
     tr = est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
                      seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
     ck = run_dir / "checkpoint.npz"
@@ -431,7 +472,10 @@ def build_parser():
                    help="reset the state with this probability per step (Mujika §5.2)")
     p.add_argument("--checkpoint-every", type=int, default=20000, metavar="N",
                    help="save a checkpoint every N steps (default 20000)")
-    p.add_argument("--out", help="run folder (default runs/CELL-TASK-ESTIMATOR-TIME)")
+    p.add_argument("--out", help="run folder (default runs/CELL-TASK-ESTIMATOR-sSEED-TIME, "
+                                 "made unique); an existing run is never overwritten")
+    p.add_argument("--force", action="store_true",
+                   help="replace the run folder --out names if it holds one")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this "
                                                      "much wall time")

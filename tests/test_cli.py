@@ -148,3 +148,25 @@ def test_bench_outside_a_source_checkout_says_so(capsys, tmp_path, monkeypatch):
     assert main(["bench"]) == 2
     err = capsys.readouterr().err.strip()
     assert "source checkout" in err and len(err.splitlines()) == 1
+
+
+def test_run_folders_are_never_overwritten_or_shared(tmp_path):
+    """--out at an existing run refuses and leaves it byte for byte; --force replaces it;
+    runs started at once with the default folder name each keep their own."""
+    args = ["tanh", "-n", "4", "--task", "brackets", "-e", "tbptt(4)", "--steps", "200", "-q"]
+    out = tmp_path / "run"
+    rgraph("train", *args, "--out", str(out))
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    r = rgraph("train", *args, "--seed", "5", "--out", str(out), check=False)
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    rgraph("train", *args, "--seed", "5", "--out", str(out), "--force")
+    assert json.loads((out / "config.json").read_text())["seed"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # two runs of the same configuration started at the same moment
+    procs = [subprocess.Popen([sys.executable, "-m", "rgraph", "train", *args],
+                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    assert all(p.wait(timeout=600) == 0 for p in procs)
+    runs = sorted((tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and all((r / "checkpoint.npz").exists() for r in runs)
