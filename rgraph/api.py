@@ -76,6 +76,10 @@ class Estimator:
         self.module, self.path = codegen.load(src, self.backend, stem)
         self.n_state, self.n_in, self.n_params = lay.n_state, lay.n_in, lay.n_params
         self.n_out = self.spec.nout
+        if loss == "softmax_xent" and self.n_out == 1:
+            raise ValueError(f"compile: softmax_xent over the 1-unit output of cell "
+                             f"'{cell.name}' is constant (loss 0 whatever the parameters); "
+                             f"give the output one unit per class, or use loss='mse'")
         self.blocks = lay.param_blocks
 
     def __repr__(self):
@@ -244,6 +248,8 @@ class Estimator:
         xs: (T, n_in) split into ``batch`` contiguous streams of T // batch steps, or
         (T, B, n_in) streams given explicitly. ``chunk``: steps per compiled call
         (default 1000; for ``bptt``, the whole sequence: one exact update per call)."""
+        if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"train: batch must be an integer >= 1, got {batch!r}")
         if chunk is None:
             T = np.shape(xs)[0] // batch if np.ndim(xs) == 2 else np.shape(xs)[0]
             whole = self.spec.whole_sequence

@@ -166,6 +166,15 @@ def optimizer_from(cfg):
     return rg.Adam(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
 
 
+def check_counts(args, names):
+    """Counts and sizes given on the command line are integers >= 1 (0 is not "the
+    default": an omitted option is)."""
+    for name in names:
+        val = getattr(args, name, None)
+        if val is not None and val < 1:
+            raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
+
+
 def new_run_dir(base: Path, cfg: dict) -> Path:
     """Create a fresh run folder named ``base`` (or ``base-2``, ``base-3``, ... when that
     exists: the creation is atomic, so runs started at once never share one) holding
@@ -199,21 +208,34 @@ def start_run_dir(run_dir: Path, cfg: dict) -> Path:
 
 def cmd_train(args):
     import signal
+    check_counts(args, ("steps", "batch", "chunk", "checkpoint_every", "hidden", "n_in",
+                        "n_out"))
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise CLIError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    if not 0.0 <= args.reset_prob <= 1.0:
+        raise CLIError(f"--reset-prob must be in [0, 1], got {args.reset_prob}")
     if args.resume:
         run_dir = Path(args.resume)
         try:
             cfg = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError) as e:
             raise CLIError(f"cannot resume from {str(run_dir)!r}: {e}") from None
+        for opt in ("cell", "task", "estimator"):
+            given = getattr(args, opt)
+            if given is not None and given != cfg[opt]:
+                raise CLIError(f"--resume {str(run_dir)!r}: the run is {opt} {cfg[opt]!r}, "
+                               f"not {given!r}; resume without it, or start a new run")
         if args.steps and args.steps != cfg["steps"]:
             cfg["steps"] = args.steps
+            (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     else:
         if not args.task:
             from .tasks import TASKS
             raise CLIError(f"train needs --task ({', '.join(TASKS)})")
         if not args.estimator:
             raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
-        cfg = {"cell": args.cell, "hidden": args.hidden, "nonlinearity": args.nonlinearity,
+        cfg = {"cell": args.cell or "lstm", "hidden": args.hidden,
+               "nonlinearity": args.nonlinearity,
                "form": args.form,
                "task": args.task, "task_args": args.task_args, "text": args.text,
                "estimator": args.estimator, "estimator_options": estimator_options(args),
@@ -448,8 +470,9 @@ def build_parser():
                                    "curve.csv, curve.png, params.npz and checkpoint.npz "
                                    "to the run folder; Ctrl-C saves and stops; --resume "
                                    "continues number for number.")
-    p.add_argument("cell", nargs="?", default="lstm",
-                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function")
+    p.add_argument("cell", nargs="?", default=None,
+                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
+                        f"(default lstm)")
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
     p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
     add_form_arg(p)

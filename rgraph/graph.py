@@ -384,12 +384,11 @@ class Cell:
     def _leaf(self, name, kind, shape, value=None):
         check_name(name, kind)
         self._claim(name, kind)
-        try:
-            shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list))
-                                           else (shape,)))
-        except (TypeError, ValueError):
-            raise ShapeError(f"{kind} {name!r}: shape {shape!r} must be a positive size n or "
-                             f"(rows, cols)") from None
+        dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+        if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) for d in dims):
+            raise ShapeError(f"{kind} {name!r}: shape {shape!r} must be a positive integer "
+                             f"size n or (rows, cols) of integers; sizes are not rounded")
+        shape = tuple(int(d) for d in dims)
         if not shape or any(d <= 0 for d in shape) or len(shape) > 2:
             raise ShapeError(f"{kind} {name!r}: shape {shape} must be a positive size n or "
                              f"(rows, cols)")

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import plots
 from .api import compile as rg_compile
+from .estimators import ESTIMATORS
 from .estimators.names import parse_estimator
 
 
@@ -67,6 +68,8 @@ def _spec(e):
     if isinstance(e, tuple):
         return e[0], dict(e[1]), e[2] if len(e) > 2 else None
     key, opts = parse_estimator(e)
+    if key not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {e!r}; choose one of {sorted(ESTIMATORS)}")
     return key, opts, e if opts else None
 
 

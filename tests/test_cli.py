@@ -170,3 +170,32 @@ def test_run_folders_are_never_overwritten_or_shared(tmp_path):
     assert all(p.wait(timeout=600) == 0 for p in procs)
     runs = sorted((tmp_path / "runs").iterdir())
     assert len(runs) == 2 and all((r / "checkpoint.npz").exists() for r in runs)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["train", "tanh", "--task", "brackets", "-e", "uoro", "--steps", "0"], "--steps"),
+    (["train", "tanh", "--task", "brackets", "-e", "uoro", "--steps", "-5"], "--steps"),
+    (["train", "tanh", "--task", "brackets", "-e", "uoro", "--batch", "0"], "--batch"),
+    (["train", "tanh", "--task", "brackets", "-e", "uoro", "--checkpoint-every", "0"],
+     "--checkpoint-every"),
+    (["train", "tanh", "--task", "brackets", "-e", "uoro", "--max-seconds", "-1"],
+     "--max-seconds"),
+    (["variance", "tanh", "--estimators", "uoro,uorro", "--seeds", "2", "--steps", "5"],
+     "unknown estimator"),
+])
+def test_counts_and_estimators_are_checked(argv, msg, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert not (tmp_path / "runs").exists()
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_another_cell_and_records_new_steps(tmp_path):
+    out = tmp_path / "run"
+    rgraph("train", "tanh", "-n", "4", "--task", "brackets", "-e", "tbptt(4)", "--steps", "100",
+           "--out", str(out), "-q")
+    r = rgraph("train", "--resume", str(out), "gru", check=False)
+    assert r.returncode == 2 and "the run is cell 'tanh'" in r.stderr
+    rgraph("train", "--resume", str(out), "--steps", "150", "-q")
+    assert json.loads((out / "config.json").read_text())["steps"] == 150

@@ -148,3 +148,23 @@ def test_generated_code_never_contains_unchecked_names():
         rg.Cell("x; import os")
     n = Node(0, "ok", "input", (3,))
     assert n.name == "ok"
+
+
+def test_sizes_are_integers_batches_positive_and_softmax_needs_classes():
+    c = rg.Cell("c")
+    with pytest.raises(rg.ShapeError, match="not rounded"):
+        c.input("x", 2.5)
+    with pytest.raises(rg.ShapeError, match="not rounded"):
+        c.param("W", (4, 6.7))
+    with pytest.raises(rg.ShapeError, match="not rounded"):
+        c.state("h", True)
+    one = rg.Cell("one")
+    x, h = one.input("x", 2), one.state("h", 3)
+    h_new = rg.tanh(one.param("W", (3, 5)) @ rg.concat(h, x))
+    one.update(h, h_new)
+    one.output("y", one.param("V", (1, 3)) @ h_new)
+    with pytest.raises(ValueError, match="1-unit output"):
+        rg.compile(one, "bptt", backend="numpy")
+    est = rg.compile(one, "bptt", backend="numpy", loss="mse")
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        est.train(est.init_params(0), np.zeros((4, 2)), np.zeros((4, 1)), batch=0)
