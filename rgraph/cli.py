@@ -243,7 +243,7 @@ def cmd_train(args):
                "batch": args.batch, "optimizer": args.optimizer, "lr": args.lr,
                "decay": args.decay, "clip": args.clip, "seed": args.seed,
                "chunk": args.chunk, "reset_prob": args.reset_prob,
-               "checkpoint_every": args.checkpoint_every}
+               "checkpoint_every": args.checkpoint_every, "full_curve": args.full_curve}
         if args.out:
             run_dir = Path(args.out)
             if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
@@ -303,15 +303,22 @@ def cmd_train(args):
 def write_run_outputs(run_dir, tr, task, est, cfg):
     """curve.csv, params.npz, curve.png and a summary line."""
     from .plots import learning_curves, moving_average
+    from .training.trainer import curve_rows
     curve = task.to_unit(np.asarray(tr.curve, dtype=float))
     curve = np.atleast_1d(curve)
     w = max(1, min(1000, len(curve) // 20))
     ma = moving_average(np.nan_to_num(curve, nan=np.nanmean(curve) if len(curve) else 0.0), w)
+    unit = task.unit.replace('/', '_per_')
     with open(run_dir / "curve.csv", "w") as f:
-        f.write(f"step,loss_{task.unit.replace('/', '_per_')},moving_average_{w}\n")
-        for t, c in enumerate(curve):
-            m = ma[t - w + 1] if t >= w - 1 else ""
-            f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
+        if cfg.get("full_curve"):       # one row per step
+            f.write(f"step,loss_{unit},moving_average_{w}\n")
+            for t, c in enumerate(curve):
+                m = ma[t - w + 1] if t >= w - 1 else ""
+                f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
+        else:                           # at most 1,000 rows: means over equal blocks
+            f.write(f"step,loss_{unit}_block_mean\n")
+            for t, c in zip(*curve_rows(curve), strict=True):
+                f.write(f"{t},{c:.6g}\n")
     np.savez(run_dir / "params.npz", **tr.params)
     title = f"{est.name} on {task!r}, {cfg['cell']}-{cfg['hidden']}"
     learning_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
@@ -499,6 +506,9 @@ def build_parser():
                                  "made unique); an existing run is never overwritten")
     p.add_argument("--force", action="store_true",
                    help="replace the run folder --out names if it holds one")
+    p.add_argument("--full-curve", action="store_true",
+                   help="curve.csv with one row per step (default: at most 1,000 rows of "
+                        "block means)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this "
                                                      "much wall time")

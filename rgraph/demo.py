@@ -19,6 +19,7 @@ from .api import compile as rg_compile
 from .cells import lstm
 from .tasks import AnBn
 from .training.optim import Adam
+from .training.trainer import curve_rows
 
 ESTIMATORS = [("kf-rtrl", {}), ("uoro", {}), ("tbptt(16)", {})]
 
@@ -86,11 +87,12 @@ def run_demo(out="runs/demo", seconds=40.0, hidden=32, progress=True):
           f"{task.optimum_no_counting:.3f}")
     png = plots.learning_curves(curves, out / "demo.png", task.optimum,
                       f"LSTM-{hidden} on aⁿbⁿ(1,32), {seconds:.0f} s each (2 cores)")
-    with open(out / "curves.csv", "w") as f:
+    with open(out / "curves.csv", "w") as f:      # block means: at most 1,000 rows each
         names = list(curves)
+        rows = {n: dict(zip(*curve_rows(curves[n]), strict=True)) for n in names}
         f.write("step," + ",".join(names) + "\n")
-        for t in range(max(len(c) for c in curves.values())):
-            f.write(f"{t}," + ",".join(f"{curves[n][t]:.5g}" if t < len(curves[n]) else ""
+        for t in sorted(set().union(*rows.values())):
+            f.write(f"{t}," + ",".join(f"{rows[n][t]:.5g}" if t in rows[n] else ""
                                        for n in names) + "\n")
     print(f"\nwrote {png} and {out / 'curves.csv'}")
     print("next: rgraph inspect lstm --estimator kf-rtrl --source   (the generated code)")

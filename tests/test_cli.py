@@ -86,8 +86,9 @@ def test_train_writes_a_run_folder(tmp_path):
     for f in ("config.json", "curve.csv", "curve.png", "params.npz", "checkpoint.npz"):
         assert (out / f).exists(), f
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
-    lines = (out / "curve.csv").read_text().splitlines()
-    assert lines[0].startswith("step,loss_bits_per_char") and len(lines) == 3001
+    lines = (out / "curve.csv").read_text().splitlines()        # block means, small
+    assert lines[0] == "step,loss_bits_per_char_block_mean" and len(lines) == 1001
+    assert lines[-1].startswith("2999,")
     assert json.loads((out / "config.json").read_text())["batch"] == 2
     # an old pickle checkpoint is refused in one line, and never unpickled
     (out / "checkpoint.npz").rename(out / "checkpoint.pkl")
@@ -199,3 +200,12 @@ def test_resume_refuses_another_cell_and_records_new_steps(tmp_path):
     assert r.returncode == 2 and "the run is cell 'tanh'" in r.stderr
     rgraph("train", "--resume", str(out), "--steps", "150", "-q")
     assert json.loads((out / "config.json").read_text())["steps"] == 150
+
+
+def test_full_curve_and_progress_off_a_terminal(tmp_path):
+    """--full-curve keeps one row per step; off a terminal, progress is plain lines."""
+    out = tmp_path / "run"
+    r = rgraph("train", "tanh", "-n", "4", "--task", "brackets", "-e", "tbptt(4)",
+               "--steps", "300", "--out", str(out), "--full-curve")
+    assert len((out / "curve.csv").read_text().splitlines()) == 301
+    assert "\r" not in r.stderr and "300/300 steps (100%)" in r.stderr

@@ -228,3 +228,11 @@ def test_checkpoints_never_run_code_and_detect_corruption(tmp_path):
     np.savez(bad, **files)
     with pytest.raises(rg.DataError, match="corrupted"):
         est.trainer(params_for(est), batch=2).load(bad)
+
+
+def test_curve_rows_are_block_means():
+    from rgraph.training.trainer import curve_rows
+    steps, means = curve_rows(np.arange(10.0), max_rows=4)      # blocks of 3, 3, 3, 1
+    assert steps.tolist() == [2, 5, 8, 9] and means.tolist() == [1.0, 4.0, 7.0, 9.0]
+    steps, means = curve_rows([np.nan, 1.0, 3.0], max_rows=3)
+    assert np.isnan(means[0]) and means[1:].tolist() == [1.0, 3.0]

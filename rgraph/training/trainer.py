@@ -14,6 +14,7 @@ the API: ``api`` imports it to offer ``Estimator.trainer`` and ``Estimator.train
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -294,8 +295,52 @@ def raise_if_bad(code, losses, t0, what):
 
 
 def _progress(enabled, total, desc):
+    """A progress bar on a terminal; elsewhere (a log file, a pipe) one plain line every
+    few seconds, instead of a bar's updates piling into one line."""
     if not enabled:
         return None
+    if not sys.stderr.isatty():
+        return _Lines(total, desc)
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit="step", unit_scale=True, dynamic_ncols=True,
                 mininterval=0.5)
+
+
+class _Lines:
+    """Progress as one line every ``every`` seconds (and one at the end)."""
+
+    def __init__(self, total, desc, every=5.0):
+        self.total, self.desc, self.every = total, desc, every
+        self.n, self.note, self.t0 = 0, "", time.perf_counter()
+        self.last = self.t0
+
+    def update(self, n):
+        self.n += n
+        if time.perf_counter() - self.last >= self.every:
+            self._line()
+
+    def set_postfix_str(self, note, refresh=False):
+        self.note = note
+
+    def close(self):
+        self._line()
+
+    def _line(self):
+        self.last = time.perf_counter()
+        print(f"{self.desc}: {self.n:,}/{self.total:,} steps "
+              f"({100 * self.n / max(self.total, 1):.0f}%), {self.last - self.t0:.0f} s, "
+              f"{self.note}", file=sys.stderr, flush=True)
+
+
+def curve_rows(curve, max_rows: int = 1000):
+    """(step at which each row ends, mean loss over its steps) for a per-step curve, in
+    at most ``max_rows`` rows of equal blocks: a log of 2 million steps stays small."""
+    curve = np.asarray(curve, dtype=float)
+    if curve.size == 0:
+        return np.zeros(0, dtype=np.int64), curve
+    block = -(-curve.size // max_rows)
+    starts = np.arange(0, curve.size, block)
+    ends = np.minimum(starts + block, curve.size)
+    means = np.array([np.nanmean(curve[a:b]) if np.any(~np.isnan(curve[a:b])) else np.nan
+                      for a, b in zip(starts, ends, strict=True)])
+    return ends - 1, means
