@@ -197,6 +197,7 @@ class Scope:
             taken -= set(mb.user.values()) - mb.user_globals
         self.namer = Namer(taken)
         self.sym: dict = {}
+        self.views: dict = {}           # (buffer, node, role) -> a view's local name
         self.prologue: list[str] = []
         self.arg = {a: self.namer.claim(a) for a in k.args}
         self.idx = {c: self.namer.claim(c) for c in ("i", "j", "k")}

@@ -277,7 +277,7 @@ class NumbaBackend(Backend):
                                                          f"{self.el(st.src, i, sc, c)}")
 
     def st_MatVec(self, st, sc):
-        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
+        j = sc.idx["j"]
         m, kk = st.W.n, st.a.n
         if st.a.is_tangent and sc.k.matrix:      # a matrix tangent: one GEMM on row blocks
             a, out = self.view(st.a, sc), self.view(st.out, sc)
@@ -287,11 +287,16 @@ class NumbaBackend(Backend):
             return [f"{sc.g('rg_gemm_rm')}({out}, {self.view(st.W, sc)}, {st.W.cols}, "
                     f"{st.col0}, {a}, {1.0 if st.acc else 0.0})"]
         col = j if st.col0 == 0 else f"{st.col0} + {j}"
+        return self._rows_times(st.out, st.W, st.a, st.acc, col, m, kk, sc)
+
+    def _rows_times(self, out, M, a, acc, col, m, kk, sc):
+        """out[i] (+)= Σ_j M[i, col] a[j]: a matrix (rows of a flat block) times a vector."""
+        i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
         return [f"for {i} in range({m}):",
                 f"    {s} = 0.0",
                 f"    for {j} in range({kk}):",
-                f"        {s} += {self.el2(st.W, i, col, sc)} * {self.el(st.a, j, sc)}",
-                f"    {self.el(st.out, i, sc)} {'+=' if st.acc else '='} {s}"]
+                f"        {s} += {self.el2(M, i, col, sc)} * {self.el(a, j, sc)}",
+                f"    {self.el(out, i, sc)} {'+=' if acc else '='} {s}"]
 
     def st_MatVecT(self, st, sc):
         i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
@@ -327,11 +332,7 @@ class NumbaBackend(Backend):
                     f"        for {k} in range({sc.cols}):",
                     f"            {self.el(out, i, sc, k)} += "
                     f"{self.el2(st.W_dot, i, j, sc, k)} * {s}"]
-        return [f"for {i} in range({out.n}):",
-                f"    {s} = 0.0",
-                f"    for {j} in range({kk}):",
-                f"        {s} += {self.el2(st.W_dot, i, j, sc)} * {self.el(a, j, sc)}",
-                f"    {self.el(out, i, sc)} {'+=' if st.acc else '='} {s}"]
+        return self._rows_times(out, st.W_dot, a, st.acc, j, out.n, kk, sc)
 
     def st_Ew(self, st, sc):
         """One loop over the elements: each node's scalar on a line of its own, with

@@ -117,7 +117,7 @@ class NumpyBackend(Backend):
     def view_name(self, r: K.Ref, sc) -> str:
         """The local view of a Ref's whole node block, declared on first use."""
         key = (r.buf, r.anchor, r.role)
-        views = sc.__dict__.setdefault("views", {})
+        views = sc.views
         if key not in views:
             name = sc.local(r.anchor + (f"_{r.role}" if r.role else ""))
             views[key] = name

@@ -66,11 +66,10 @@ class Ref:
         """Rows ``[start, start + n)`` of a vector ref (same anchor)."""
         return replace(self, off=self.off + start, n=n, cols=0)
 
-    def in_buf(self, buf: str, off: int | None = None, role: str | None = None) -> "Ref":
-        """The same block in another buffer (a tangent or cotangent of the value)."""
-        d = (off - self.off) if off is not None else 0
-        return replace(self, buf=buf, off=self.off + d, aoff=self.aoff + d,
-                       role=self.role if role is None else role)
+    def in_buf(self, buf: str, role: str) -> "Ref":
+        """The same block in another buffer, at the same offsets (a tangent or cotangent
+        of the value)."""
+        return replace(self, buf=buf, role=role)
 
     def overlaps(self, other: "Ref") -> bool:
         return (self.buf == other.buf and self.off < other.off + other.size
