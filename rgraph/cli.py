@@ -159,6 +159,31 @@ def build_run(cfg: dict):
     return cell, task, est
 
 
+def run_config(args, **given) -> dict:
+    """A run's config (what config.json holds) from ``rgraph train``'s options; ``given``
+    replaces some of them (``rgraph sweep`` sets estimator, seed, hidden and lr per
+    run)."""
+    a = {**vars(args), **given}
+    return {"cell": a["cell"] or "lstm", "hidden": a["hidden"],
+            "nonlinearity": a["nonlinearity"],
+            "form": a["form"],
+            "task": a["task"], "task_args": a["task_args"], "text": a["text"],
+            "estimator": a["estimator"],
+            "estimator_options": estimator_options(argparse.Namespace(**a)),
+            "backend": a["backend"], "steps": a["steps"] or 100000,
+            "batch": a["batch"], "optimizer": a["optimizer"], "lr": a["lr"],
+            "decay": a["decay"], "clip": a["clip"], "seed": a["seed"],
+            "chunk": a["chunk"], "reset_prob": a["reset_prob"],
+            "checkpoint_every": a.get("checkpoint_every"), "full_curve": a.get("full_curve")}
+
+
+def make_trainer(cfg: dict, est):
+    """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
+    ``rgraph sweep``)."""
+    return est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
+                       seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
+
+
 def optimizer_from(cfg):
     import rgraph as rg
     if cfg["optimizer"] == "sgd":
@@ -173,6 +198,13 @@ def check_counts(args, names):
         val = getattr(args, name, None)
         if val is not None and val < 1:
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
+
+
+def check_run_args(args):
+    """The checks of the options ``add_run_args`` adds (train and sweep)."""
+    check_counts(args, ("steps", "batch", "chunk"))
+    if not 0.0 <= args.reset_prob <= 1.0:
+        raise CLIError(f"--reset-prob must be in [0, 1], got {args.reset_prob}")
 
 
 def new_run_dir(base: Path, cfg: dict) -> Path:
@@ -208,12 +240,10 @@ def start_run_dir(run_dir: Path, cfg: dict) -> Path:
 
 def cmd_train(args):
     import signal
-    check_counts(args, ("steps", "batch", "chunk", "checkpoint_every", "hidden", "n_in",
-                        "n_out"))
+    check_run_args(args)
+    check_counts(args, ("checkpoint_every", "hidden", "n_in", "n_out"))
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise CLIError(f"--max-seconds must be > 0, got {args.max_seconds}")
-    if not 0.0 <= args.reset_prob <= 1.0:
-        raise CLIError(f"--reset-prob must be in [0, 1], got {args.reset_prob}")
     if args.resume:
         run_dir = Path(args.resume)
         try:
@@ -234,16 +264,7 @@ def cmd_train(args):
             raise CLIError(f"train needs --task ({', '.join(TASKS)})")
         if not args.estimator:
             raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
-        cfg = {"cell": args.cell or "lstm", "hidden": args.hidden,
-               "nonlinearity": args.nonlinearity,
-               "form": args.form,
-               "task": args.task, "task_args": args.task_args, "text": args.text,
-               "estimator": args.estimator, "estimator_options": estimator_options(args),
-               "backend": args.backend, "steps": args.steps or 100000,
-               "batch": args.batch, "optimizer": args.optimizer, "lr": args.lr,
-               "decay": args.decay, "clip": args.clip, "seed": args.seed,
-               "chunk": args.chunk, "reset_prob": args.reset_prob,
-               "checkpoint_every": args.checkpoint_every, "full_curve": args.full_curve}
+        cfg = run_config(args)
         if args.out:
             run_dir = Path(args.out)
             if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
@@ -260,8 +281,7 @@ def cmd_train(args):
             est_name = cfg["estimator"].replace("(", "").replace(")", "")
             run_dir = new_run_dir(Path("runs") / f"{cfg['cell']}-{cfg['task']}-{est_name}-"
                                                  f"s{cfg['seed']}-{stamp}", cfg)
-    tr = est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
-                     seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
+    tr = make_trainer(cfg, est)
     ck = run_dir / "checkpoint.npz"
     if args.resume:
         if not ck.exists():
@@ -374,6 +394,92 @@ def cmd_variance(args):
     print(f"wrote {out / 'variance.png'} and {out / 'variance.csv'}")
 
 
+# --------------------------------------------------------------------------- sweep
+def cmd_sweep(args):
+    """rgraph sweep: a grid of rgraph train runs on Dask (``rgraph.sweep``)."""
+    from . import sweep as sw
+    try:
+        if args.summarize:
+            records = list(sw.load_records(args.summarize).values())
+            csv_path, png = sw.write_summary(args.summarize, records)
+            print(sw.summary_table(records))
+            print(f"wrote {csv_path} and {png} from {len(records)} record(s)")
+            return 0
+        if not args.out:
+            raise CLIError("sweep needs --out DIR (its records go to DIR/records)")
+        if not args.task:
+            from .tasks import TASKS
+            raise CLIError(f"sweep needs --task ({', '.join(TASKS)})")
+        if sum(map(bool, (args.scheduler, args.workers, args.serial))) > 1:
+            raise CLIError("give one of --scheduler, --workers and --serial")
+        check_run_args(args)
+        check_counts(args, ("workers", "valid_steps"))
+        estimators = sw.parse_estimators(args.estimators or "")
+        seeds = sw.parse_seeds(args.seeds)
+        hidden = sw.parse_values(args.hidden, int, "hidden")
+        lrs = sw.parse_values(args.lr, float, "lr")
+        base = sw.sweep_config(run_config(args, estimator=None, seed=None, hidden=None,
+                                          lr=None), args.valid_steps)
+        cfgs = sw.grid(base, estimators, seeds, hidden, lrs)
+        sw.check_configs(cfgs)
+        res = sw.run_sweep(cfgs, args.out, scheduler=args.scheduler, workers=args.workers,
+                           serial=args.serial, retry_failed=args.retry_failed,
+                           progress=not args.quiet, connect_timeout=args.connect_timeout)
+        csv_path, png = sw.write_summary(args.out)
+        print(sw.summary_table(list(sw.load_records(args.out).values())))
+        print(f"wrote {csv_path} and {png}")
+        return 1 if res["failed"] else 0
+    except sw.SweepError as e:
+        raise CLIError(str(e)) from None
+
+
+def add_sweep_parser(sub):
+    p = sub.add_parser(
+        "sweep", help="many train runs (estimators x sizes x lr x seeds) on Dask",
+        description="Run a grid of 'rgraph train' runs: one record per run in "
+                    "DIR/records/<run-id>.json (the id hashes the run's config), a "
+                    "summary over seeds in DIR/summary.csv and summary.png. The same "
+                    "command again runs only what has no record. The runs go to a local "
+                    "Dask cluster (default), a scheduler (--scheduler), or this process "
+                    "(--serial). Every other 'rgraph train' option applies to each run.")
+    p.add_argument("cell", nargs="?", default=None,
+                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
+                        f"(default lstm)")
+    p.add_argument("--estimators", "--estimator", "-e", dest="estimators",
+                   help="comma-separated, e.g. uoro,tbptt(16),projected-uoro[preactivation]")
+    p.add_argument("--seeds", "--seed", dest="seeds", default="0",
+                   help="seeds A-B (e.g. 0-7), or comma-separated (default 0)")
+    p.add_argument("--hidden", "-n", default="32",
+                   help="state sizes, comma-separated (default 32)")
+    p.add_argument("--lr", default="1e-3", help="learning rates, comma-separated "
+                                                "(default 1e-3)")
+    add_run_args(p)
+    p.add_argument("--valid-steps", type=int, default=10000, metavar="N",
+                   help="each run's validation loss: on the task's validation split, "
+                        "else on N steps of a held-out stream, the same for every run "
+                        "(default 10000)")
+    p.add_argument("--out", "-o", help="the sweep's folder (records/, summary.csv, "
+                                       "summary.png)")
+    where = p.add_argument_group("where the runs go (default: a local Dask cluster of "
+                                 "one worker process per core)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="an existing Dask scheduler: tcp://host:port, or a scheduler "
+                            "file")
+    where.add_argument("--workers", type=int, help="local cluster: worker processes "
+                                                   "(default: the cores)")
+    where.add_argument("--serial", action="store_true",
+                       help="run here, in order, without Dask (debugging, comparison)")
+    where.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for --scheduler (default 10)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run again the runs whose record is a failure")
+    p.add_argument("--summarize", metavar="DIR",
+                   help="only rebuild DIR/summary.csv and summary.png from DIR/records")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sweep)
+    return p
+
+
 # --------------------------------------------------------------------------- bench
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -452,6 +558,28 @@ def add_estimator_args(p):
     p.add_argument("--window", type=int, help="dodge: steps a direction is held")
 
 
+def add_run_args(p):
+    """The options of a training run that ``rgraph train`` and ``rgraph sweep`` share
+    (train adds the cell, size, estimator, lr and seed of its one run)."""
+    from .tasks import TASKS
+    p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
+    add_form_arg(p)
+    p.add_argument("--task", "-t", choices=list(TASKS))
+    p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
+                                       "n=23,n_minus=13 (influence)")
+    p.add_argument("--text", help="charlm: the text file")
+    add_estimator_args(p)
+    p.add_argument("--steps", type=int, help="online steps per stream (default 100000)")
+    p.add_argument("--batch", type=int, default=1, help="independent streams (default 1)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
+    p.add_argument("--decay", type=float, default=0.0,
+                   help="lr / (1 + decay sqrt(t)) schedule (default 0: constant)")
+    p.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
+    p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
+    p.add_argument("--reset-prob", type=float, default=0.0,
+                   help="reset the state with this probability per step (Mujika §5.2)")
+
+
 def build_parser():
     from .tasks import TASKS
     ap = argparse.ArgumentParser(
@@ -481,25 +609,10 @@ def build_parser():
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
                         f"(default lstm)")
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
-    p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
-    add_form_arg(p)
-    p.add_argument("--task", "-t", choices=list(TASKS))
-    p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
-                                       "n=23,n_minus=13 (influence)")
-    p.add_argument("--text", help="charlm: the text file")
     p.add_argument("--estimator", "-e", help="kf-rtrl, uoro, tbptt(16), rtrl, dodge, ...")
-    add_estimator_args(p)
-    p.add_argument("--steps", type=int, help="online steps per stream (default 100000)")
-    p.add_argument("--batch", type=int, default=1, help="independent streams (default 1)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--decay", type=float, default=0.0,
-                   help="lr / (1 + decay sqrt(t)) schedule (default 0: constant)")
-    p.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
-    p.add_argument("--reset-prob", type=float, default=0.0,
-                   help="reset the state with this probability per step (Mujika §5.2)")
+    add_run_args(p)
     p.add_argument("--checkpoint-every", type=int, default=20000, metavar="N",
                    help="save a checkpoint every N steps (default 20000)")
     p.add_argument("--out", help="run folder (default runs/CELL-TASK-ESTIMATOR-sSEED-TIME, "
@@ -514,6 +627,8 @@ def build_parser():
                                                      "much wall time")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    add_sweep_parser(sub)
 
     p = sub.add_parser("variance", help="cosine and variance of estimators against BPTT",
                        description="Cosine between each estimator's total gradient and the "

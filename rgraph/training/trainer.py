@@ -294,23 +294,24 @@ def raise_if_bad(code, losses, t0, what):
         f"or check the data and the cell for overflow")
 
 
-def _progress(enabled, total, desc):
+def _progress(enabled, total, desc, unit="step"):
     """A progress bar on a terminal; elsewhere (a log file, a pipe) one plain line every
-    few seconds, instead of a bar's updates piling into one line."""
+    few seconds, instead of a bar's updates piling into one line. ``unit``: what is
+    counted ("step"; ``rgraph sweep`` counts runs)."""
     if not enabled:
         return None
     if not sys.stderr.isatty():
-        return _Lines(total, desc)
+        return _Lines(total, desc, unit=unit)
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="step", unit_scale=True, dynamic_ncols=True,
-                mininterval=0.5)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=unit == "step",
+                dynamic_ncols=True, mininterval=0.5)
 
 
 class _Lines:
     """Progress as one line every ``every`` seconds (and one at the end)."""
 
-    def __init__(self, total, desc, every=5.0):
-        self.total, self.desc, self.every = total, desc, every
+    def __init__(self, total, desc, every=5.0, unit="step"):
+        self.total, self.desc, self.every, self.unit = total, desc, every, unit
         self.n, self.note, self.t0 = 0, "", time.perf_counter()
         self.last = self.t0
 
@@ -327,7 +328,7 @@ class _Lines:
 
     def _line(self):
         self.last = time.perf_counter()
-        print(f"{self.desc}: {self.n:,}/{self.total:,} steps "
+        print(f"{self.desc}: {self.n:,}/{self.total:,} {self.unit}s "
               f"({100 * self.n / max(self.total, 1):.0f}%), {self.last - self.t0:.0f} s, "
               f"{self.note}", file=sys.stderr, flush=True)
 
