@@ -6,7 +6,8 @@ or DODGE, with generated numba (or numpy) code you can read: ``est.source``.
 
 The pipeline, one module per stage: graph (DSL, IR) -> analysis -> autodiff (forward,
 jvp, vjp kernels) -> backends (printers) -> codegen (modules on disk) -> estimators ->
-api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoints).
+api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoints);
+``rg.sweep`` runs grids of training runs on Dask distributed (``rgraph.sweeps``).
 """
 __version__ = "0.1.0"
 
@@ -19,6 +20,7 @@ from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     scalar_function, split)
 from .training import SGD, Adam, Trainer, TrainResult
+from .sweeps import sweep
 from .variance import VarianceResult, variance, variance_vs_size
 
 globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.sigmoid, ...: one per registry entry
@@ -27,7 +29,7 @@ __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "VarianceResult", "plots",
+    "variance", "variance_vs_size", "VarianceResult", "sweep", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable",
 ]

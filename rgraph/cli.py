@@ -361,6 +361,7 @@ def cmd_variance(args):
     import rgraph as rg
     from . import tasks
     from .estimators.names import split_estimators
+    check_counts(args, ("workers",))
     ests = split_estimators(args.estimators, ",")
     sizes = [int(n) for n in args.sizes.split(",")]
     if args.text:
@@ -379,8 +380,20 @@ def cmd_variance(args):
     def make(n):
         return load_cell(args.cell, n_in, n, n_in, nonlinearity=args.nonlinearity,
                          form=args.form)
-    res = rg.variance_vs_size(make, sizes, ests, lambda cell: (xs, ys), seeds=args.seeds,
-                              backend=args.backend, progress=None if args.quiet else print)
+
+    def measure(client=None):
+        return rg.variance_vs_size(make, sizes, ests, lambda cell: (xs, ys),
+                                   seeds=args.seeds, backend=args.backend,
+                                   progress=None if args.quiet else print, client=client)
+    if args.scheduler or args.workers:      # the seeds on Dask, as rgraph sweep's runs
+        from .sweeps import SweepError, dask_client
+        try:
+            with dask_client(args.scheduler, args.workers) as client:
+                res = measure(client)
+        except SweepError as e:
+            raise CLIError(str(e)) from None
+    else:
+        res = measure()
     print(res.table())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -396,8 +409,8 @@ def cmd_variance(args):
 
 # --------------------------------------------------------------------------- sweep
 def cmd_sweep(args):
-    """rgraph sweep: a grid of rgraph train runs on Dask (``rgraph.sweep``)."""
-    from . import sweep as sw
+    """rgraph sweep: a grid of rgraph train runs on Dask (``rgraph.sweeps``)."""
+    from . import sweeps as sw
     try:
         if args.summarize:
             records = list(sw.load_records(args.summarize).values())
@@ -646,6 +659,11 @@ def build_parser():
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/variance", help="folder for the PNG and CSV")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="draw the seeds on this Dask scheduler (tcp://host:port, or a "
+                        "scheduler file); same numbers as without")
+    p.add_argument("--workers", type=int, help="draw the seeds on a local Dask cluster of "
+                                               "this many worker processes")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_variance)
 

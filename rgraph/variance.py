@@ -73,15 +73,52 @@ def _spec(e):
     return key, opts, e if opts else None
 
 
+def _gradients(cell, name, opts, loss, backend, params, xs, ys, seeds, rec):
+    """The recurrent parameters' total gradients of one estimator for ``seeds``, one
+    row each (a task of a distributed ``variance``: compiled, or loaded from rgraph's
+    cache, once per worker process)."""
+    key = (str(cell), name, repr(sorted(opts.items(), key=str)), loss, backend)
+    est = _WORKER_ESTIMATORS.get(key)
+    if est is None:
+        est = _WORKER_ESTIMATORS[key] = rg_compile(cell, name, loss=loss, backend=backend,
+                                                   **opts)
+    return _stack(est, params, xs, ys, seeds, rec)
+
+
+def _stack(est, params, xs, ys, seeds, rec):
+    return np.array([np.concatenate([np.ravel(g[k]) for k in rec])
+                     for g in (est.total_gradient(params, xs, ys, seed=s) for s in seeds)])
+
+
+_WORKER_ESTIMATORS: dict = {}
+
+
+def _draws(est, cell, name, opts, loss, backend, p, xs, ys, seeds, rec, client):
+    """G: one row per seed 0..seeds-1, here or (``client``) spread over Dask workers in
+    blocks of seeds, reassembled in seed order (the same numbers either way)."""
+    if client is None:
+        return _stack(est, p, xs, ys, range(seeds), rec)
+    # compile the module's functions here first, so that workers load them from the
+    # cache instead of all compiling the same module at once
+    est.total_gradient(p, xs[:1], ys[:1], seed=0)
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    blocks = np.array_split(np.arange(seeds), min(seeds, 4 * n_workers))
+    futures = [client.submit(_gradients, cell, name, opts, loss, backend, p, xs, ys,
+                             [int(s) for s in b], rec, pure=False) for b in blocks if len(b)]
+    return np.concatenate(client.gather(futures))
+
+
 def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
              backend="numba", size=None, label=None, params_seed=0, result=None,
-             progress=None) -> VarianceResult:
+             progress=None, client=None) -> VarianceResult:
     """Cosine and variance of each estimator's total gradient over ``seeds`` draws.
 
     estimators: names ("uoro", "kf-rtrl", "tbptt(16)", "projected-uoro[preactivation]")
     or ("name", {options}[, label]) tuples. Estimators that do not apply to the cell are
     reported with nan and their reason. Returns a ``VarianceResult`` (``.table()``,
-    ``.plot(path)``); pass ``result`` to append rows to an existing one."""
+    ``.plot(path)``); pass ``result`` to append rows to an existing one. ``client``: a
+    ``dask.distributed.Client`` to draw the seeds on (``rgraph.sweeps.dask_client``
+    makes one), with the same numbers as drawing them here."""
     result = result if result is not None else VarianceResult()
     specs = [_spec(e) for e in estimators]      # a malformed name fails before any work
     loss = loss or ("mse" if np.asarray(ys).ndim == 2 else "softmax_xent")
@@ -101,7 +138,7 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
             result.rows.append(VarianceRow(label or cell.name, lab or str(e), size, np.nan,
                                            np.nan, np.nan, np.nan, np.nan, 0, 0.0))
             continue
-        G = np.array([flat(est.total_gradient(p, xs, ys, seed=s)) for s in range(seeds)])
+        G = _draws(est, cell, name, opts, loss, backend, p, xs, ys, seeds, rec, client)
         norms = np.linalg.norm(G, axis=1)
         cos = G @ g0 / np.maximum(norms * n0, 1e-300)
         rel_var = float(np.mean(np.sum((G - g0) ** 2, axis=1)) / n0 ** 2)
@@ -118,15 +155,17 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
 
 
 def variance_vs_size(make_cell, sizes, estimators, data, seeds=100, backend="numba",
-                     label=None, progress=None) -> VarianceResult:
+                     label=None, progress=None, client=None) -> VarianceResult:
     """``variance`` for cells of several sizes: make_cell(n) -> Cell, data(cell) ->
     (xs, ys); an estimator may be a function of n returning its spec (e.g. rank n).
-    Mujika et al. Fig. 3b: RHNs of 16..256 units, 100 steps of text."""
+    Mujika et al. Fig. 3b: RHNs of 16..256 units, 100 steps of text. ``client``: see
+    ``variance``."""
     result = VarianceResult()
     for n in sizes:
         cell = make_cell(n)
         xs, ys = data(cell)
         ests = [e(n) if callable(e) else e for e in estimators]
         variance(cell, ests, xs, ys, seeds=seeds, backend=backend, size=n,
-                 label=label or cell.name, result=result, progress=progress)
+                 label=label or cell.name, result=result, progress=progress,
+                 client=client)
     return result

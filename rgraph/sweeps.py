@@ -302,7 +302,8 @@ def warm_cache(cfgs, timeout=None):
             todo.append({**cfg, "steps": 1, "valid_steps": 2})
     if not todo:
         return
-    subprocess.run([sys.executable, "-m", "rgraph.sweep", "--warm"],
+    subprocess.run([sys.executable, "-c",
+                    "from rgraph.sweeps import _warm_main; _warm_main()"],
                    input=json.dumps(todo), text=True, timeout=timeout,
                    stdout=subprocess.DEVNULL, check=False)
 
@@ -456,22 +457,17 @@ def run_sweep(cfgs, out, client=None, scheduler=None, workers=None, serial=False
                        f"again)" if failed_before and not retry_failed else ""))
     records_dir(out).mkdir(parents=True, exist_ok=True)
     if todo:
-        warm_cache(todo)
-        bar = None
-        try:
+        with contextlib.ExitStack() as stack:
+            if not serial and client is None:   # a bad address fails before any work
+                client = stack.enter_context(dask_client(scheduler, workers,
+                                                         connect_timeout, log))
+            warm_cache(todo)
+            bar = _Progress(len(todo), progress)
+            stack.callback(bar.close)
             if serial:
-                bar = _Progress(len(todo), progress)
                 _run_serial(todo, out, bar)
-            elif client is not None:
-                bar = _Progress(len(todo), progress)
-                _run_dask(todo, out, client, bar)
             else:
-                with dask_client(scheduler, workers, connect_timeout, log) as c:
-                    bar = _Progress(len(todo), progress)
-                    _run_dask(todo, out, c, bar)
-        finally:
-            if bar is not None:
-                bar.close()
+                _run_dask(todo, out, client, bar)
     have = load_records(out)
     records = [have[i] for i in ids if i in have]
     failed = sum(1 for r in records if "error" in r)
@@ -733,10 +729,6 @@ def check_configs(cfgs):
 
 
 def _warm_main():
-    """``python -m rgraph.sweep --warm``: one short run per config read from stdin."""
+    """``warm_cache``'s child process: one short run per config read from stdin."""
     for cfg in json.load(sys.stdin):
         run_one(cfg)
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--warm"]:
-    _warm_main()
