@@ -594,7 +594,6 @@ def add_run_args(p):
 
 
 def build_parser():
-    from .tasks import TASKS
     ap = argparse.ArgumentParser(
         prog="rgraph", description="A compiler for online gradient estimators of recurrent "
                                    "networks: inspect cells, train, measure variance and speed.")

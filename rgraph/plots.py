@@ -74,3 +74,29 @@ def cosine_vs_size(rows, path, title="") -> Path:
     ax.legend()
     ax.set_title(title, fontsize=10)
     return save(fig, path)
+
+
+def bands(series, path, optimum=None, title="", ylabel="bits/char") -> Path:
+    """Learning curves over seeds (``rgraph sweep``'s summary.png): for each
+    (label, steps, curves) of ``series``, ``curves`` one row per seed on the grid
+    ``steps``, the mean over seeds and a band of ± one standard deviation."""
+    import warnings
+    fig, ax = figure(figsize=(8, 4.6))
+    for label, steps, curves in series:
+        curves = np.atleast_2d(np.asarray(curves, dtype=float))
+        with warnings.catch_warnings():         # a step no seed has: nan, no warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(curves, axis=0)
+            sd = np.nanstd(curves, axis=0, ddof=1) if len(curves) > 1 else None
+        line, = ax.plot(steps, mean, lw=1.3, label=f"{label} ({len(curves)} seeds)")
+        if sd is not None:
+            ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
+                            lw=0)
+    if optimum is not None:
+        ax.axhline(optimum, color="k", ls="--", lw=1, label=f"optimum {optimum:.4g}")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss, {ylabel} (mean over seeds ± sd)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save(fig, path)

@@ -218,14 +218,16 @@ def run_one(cfg: dict) -> dict:
             tr = make_trainer(cfg, est)
             tr._warm_up()                          # load the compiled loop: not timed
             t1 = time.perf_counter()
-            tr.run_task(task, cfg["steps"])
+            # one mean loss per chunk (memory O(steps / chunk), not a float per step)
+            tr.run_task(task, cfg["steps"], record="chunk")
             seconds = time.perf_counter() - t1
             curve = np.atleast_1d(task.to_unit(np.asarray(tr.curve, dtype=float)))
             tail = curve[-max(1, len(curve) // 10):]
             xs, ys, ws, rs = validation_data(task, cfg.get("valid_steps",
                                                            DEFAULT_VALID_STEPS))
             valid = task.to_unit(est.loss(tr.params, xs, ys, ws, rs))
-        steps, means = curve_rows(curve, CURVE_ROWS)
+        rows, means = curve_rows(curve, CURVE_ROWS)     # block means of chunk means
+        steps = np.asarray(tr.curve_steps, dtype=np.int64)[rows]
         rec["result"] = {
             "train_loss": _finite(np.nanmean(tail)) if np.any(np.isfinite(tail)) else None,
             "valid_loss": _finite(valid),
@@ -233,7 +235,7 @@ def run_one(cfg: dict) -> dict:
             "params_sha256": params_sha256(tr.params),
             "steps": int(tr.step), "seconds": seconds,
             "compile_seconds": t1 - t0,
-            "curve": {"step": [int(s) + 1 for s in steps],
+            "curve": {"step": [int(s) for s in steps],
                       "loss": [_finite(m) for m in means]}}
     except Exception as e:          # recorded; the sweep goes on
         rec["error"] = f"{type(e).__name__}: {e}"
@@ -354,9 +356,13 @@ def dask_client(scheduler=None, workers=None, connect_timeout=10.0, log=print):
     workers = workers or os.cpu_count() or 1
     if workers < 1:
         raise SweepError(f"--workers must be >= 1, got {workers}")
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address="127.0.0.1:0", host="127.0.0.1",
-                           silence_logs=logging.ERROR, env=_worker_env())
+    try:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address="127.0.0.1:0", host="127.0.0.1",
+                               silence_logs=logging.ERROR, env=_worker_env())
+    except Exception as e:              # no free port, no memory, ...: say it in a line
+        raise SweepError(f"cannot start a local Dask cluster of {workers} workers: "
+                         f"{type(e).__name__}: {e}") from None
     client = Client(cluster)
     try:
         log(f"local Dask cluster: {workers} worker process(es); "
@@ -405,11 +411,18 @@ def _run_serial(todo, out, bar):
 
 
 def _run_dask(todo, out, client, bar):
+    """Submit every run, write each record as its result arrives. A run Dask gave up on
+    (``KilledWorker``: its workers died ``allowed-failures`` times) is recorded as
+    failed; runs cancelled because the scheduler went away are not recorded at all (they
+    did not fail: the same command again runs them)."""
+    from concurrent.futures import CancelledError
+
     from distributed import wait
     futures = {client.submit(run_one, cfg, key=f"rgraph-run-{run_id(cfg)}", pure=False):
                cfg for cfg in todo}
     keys = {f.key for f in futures}
     pending = set(futures)
+    cancelled = 0
     last = 0.0
     try:
         while pending:
@@ -420,7 +433,10 @@ def _run_dask(todo, out, client, bar):
             for fut in done:
                 try:
                     rec = fut.result()
-                except Exception as e:       # KilledWorker, a cancelled task, ...
+                except CancelledError:
+                    cancelled += 1
+                    continue
+                except Exception as e:       # KilledWorker, a lost result, ...
                     rec = failed_record(futures[fut], e)
                 write_record(out, rec)
                 bar.finished(rec)
@@ -436,6 +452,9 @@ def _run_dask(todo, out, client, bar):
     finally:
         for fut in pending:
             fut.cancel()
+    if cancelled:
+        raise SweepError(f"{cancelled} run(s) were cancelled by Dask (the scheduler went "
+                         f"away?) and have no record; run the same command again")
 
 
 def run_sweep(cfgs, out, client=None, scheduler=None, workers=None, serial=False,
@@ -615,49 +634,28 @@ def write_summary(out, records=None) -> tuple[Path, Path]:
 
 
 def plot_summary(records, path) -> Path:
-    """Learning curves in the task's unit: per config, the mean over seeds of the block
-    means, with a band of ± one standard deviation over seeds."""
+    """Learning curves in the task's unit (``plots.bands``): per config, the mean over
+    seeds of the records' block means, with a band of ± one standard deviation."""
     from . import plots
     gs = groups(records)
     keys = _varying(gs)
-    fig, ax = plots.figure(figsize=(8, 4.6))
-    unit, optimum = "", None
-    for i, g in enumerate(gs):
+    series, unit, optimum = [], "", None
+    for g in gs:
         ok = [r["result"] for r in g["records"] if "result" in r]
         if not ok:
             continue
         unit = ok[0]["unit"]
         optimum = ok[0].get("optimum") if optimum is None else optimum
         steps = ok[0]["curve"]["step"]
-        curves = np.array([[np.nan if v is None else v for v in r["curve"]["loss"]]
-                           for r in ok if r["curve"]["step"] == steps], dtype=float)
-        with np.errstate(invalid="ignore"), _quiet_nanwarnings():
-            mean = np.nanmean(curves, axis=0)
-            sd = np.nanstd(curves, axis=0, ddof=1) if len(curves) > 1 else None
+        curves = [[np.nan if v is None else v for v in r["curve"]["loss"]]
+                  for r in ok if r["curve"]["step"] == steps]
         label = ", ".join(f"{k} {_fmt(g['config'].get(k))}" if k != "estimator"
                           else str(g["config"]["estimator"]) for k in keys)
-        line, = ax.plot(steps, mean, lw=1.3, label=f"{label} ({len(curves)} seeds)")
-        if sd is not None:
-            ax.fill_between(steps, mean - sd, mean + sd, color=line.get_color(), alpha=0.2,
-                            lw=0)
-    if optimum is not None:
-        ax.axhline(optimum, color="k", ls="--", lw=1, label=f"optimum {optimum:.4g}")
+        series.append((label, steps, curves))
     cfg = gs[0]["config"]
-    ax.set_title(f"{cfg.get('cell')} on {cfg.get('task')}: mean over seeds, band ± 1 sd",
-                 fontsize=10)
-    ax.set_xlabel("step")
-    ax.set_ylabel(f"training loss ({unit}, block means)" if unit else "training loss")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return plots.save(fig, path)
-
-
-@contextlib.contextmanager
-def _quiet_nanwarnings():
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yield
+    return plots.bands(series, path, optimum,
+                       f"{cfg.get('cell')} on {cfg.get('task')}: block means of the "
+                       f"training loss", unit)
 
 
 # --------------------------------------------------------------- the Python API

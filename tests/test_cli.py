@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_not_a_traceback(argv, msg, capsys, tmp_path, monk
 
 
 def test_help_for_every_command():
-    for cmd in ("inspect", "train", "variance", "bench", "export", "demo"):
+    for cmd in ("inspect", "train", "sweep", "variance", "bench", "export", "demo"):
         out = rgraph(cmd, "--help")
         assert "usage: rgraph " + cmd in out.stdout
     assert rgraph("--bogus", check=False).returncode == 2

@@ -194,14 +194,19 @@ def _base(steps):
     return sweeps.sweep_config(run_config(a, hidden=4), 500)
 
 
-def test_a_failed_run_is_recorded_the_sweep_goes_on_and_summarize_rebuilds(tmp_path):
+def test_a_failed_run_is_recorded_the_sweep_goes_on_and_summarize_rebuilds(tmp_path,
+                                                                           capsys):
     out = tmp_path / "s"
     # a projection onto a node the cell lacks fails at compile time: recorded, the UORO
     # runs go on
     argv = ["sweep", "tanh", "--task", "anbn", "--hidden", "4", "--estimators",
             "uoro,projected-uoro[nosuch]", "--seeds", "0-1", "--steps", "300",
-            "--valid-steps", "200", "--out", str(out), "--serial", "-q"]
+            "--valid-steps", "200", "--out", str(out), "--serial"]
     assert main(argv) == 1
+    # progress off a terminal: plain lines counting runs, the last one complete
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sweep: 4/4 runs (100%)")
+    assert err[-1].endswith("done 4, running 0, failed 2"), err[-1]
     got = records(out)
     assert len(got) == 4
     bad = [r for r in got.values() if "error" in r]
