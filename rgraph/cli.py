@@ -454,7 +454,9 @@ def add_sweep_parser(sub):
                     "summary over seeds in DIR/summary.csv and summary.png. The same "
                     "command again runs only what has no record. The runs go to a local "
                     "Dask cluster (default), a scheduler (--scheduler), or this process "
-                    "(--serial). Every other 'rgraph train' option applies to each run.")
+                    "(--serial). Every other 'rgraph train' option applies to each run. "
+                    "A failed run records its error and the sweep goes on; the exit "
+                    "status is then 1.")
     p.add_argument("cell", nargs="?", default=None,
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
                         f"(default lstm)")

@@ -385,9 +385,10 @@ class _Progress:
     def finished(self, rec):
         self.done += 1
         self.failed += "error" in rec
+        self.running = max(0, self.running - 1)
+        self.show()                 # the counts first: a plain line prints on update
         if self.bar is not None:
             self.bar.update(1)
-        self.show()
 
     def show(self, running=None):
         if running is not None:
@@ -406,7 +407,6 @@ def _run_serial(todo, out, bar):
         bar.show(running=1)
         rec = run_one(cfg)
         write_record(out, rec)
-        bar.running = 0
         bar.finished(rec)
 
 
@@ -444,8 +444,13 @@ def _run_dask(todo, out, client, bar):
             if time.monotonic() - last > 1.0 and pending:
                 last = time.monotonic()
                 try:
+                    # tasks the scheduler has handed to workers, at most one per worker
+                    # thread (a worker holds a second one queued while it runs one)
                     proc = client.processing()
-                    bar.show(running=sum(k in keys for ks in proc.values() for k in ks))
+                    threads = sum(w["nthreads"] for w in
+                                  client.scheduler_info(n_workers=-1)["workers"].values())
+                    bar.show(running=min(threads, sum(k in keys for ks in proc.values()
+                                                      for k in ks)))
                 except Exception:   # the count is cosmetic: never stop a sweep for it
                     pass
         bar.show(running=0)
