@@ -21,7 +21,7 @@ paper's does (as in ``anbn.py``). Each run's test bpc is its ``valid_loss``: 100
 characters of a held-out aⁿbⁿ stream, the same characters for every run.
 
     python examples/anbn_sweep.py                       # the paper's sweep: 16 runs of
-                                                        # 9.9e6 steps, ~30 min on 2 idle
+                                                        # 9.9e6 steps, ~20 min on 2 idle
                                                         # cores (UORO ~3.5 min per run)
     python examples/anbn_sweep.py --steps 1000000       # 10 % of the paper's length
     python examples/anbn_sweep.py --scheduler tcp://head:8786   # on a cluster
