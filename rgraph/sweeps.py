@@ -365,8 +365,11 @@ def dask_client(scheduler=None, workers=None, connect_timeout=10.0, log=print):
                          f"{type(e).__name__}: {e}") from None
     client = Client(cluster)
     try:
+        import importlib.util
         log(f"local Dask cluster: {workers} worker process(es); "
-            f"dashboard {client.dashboard_link}")
+            f"dashboard {client.dashboard_link}"
+            + (" (its pages need bokeh: pip install bokeh)"
+               if importlib.util.find_spec("bokeh") is None else ""))
         yield client
     finally:
         client.close()
@@ -678,17 +681,21 @@ def sweep(cell="lstm", task=None, estimators=("uoro",), seeds="0", hidden=None, 
     ``dask.distributed.Client``), else to ``scheduler`` (an address), else to a new local
     cluster of ``workers`` processes; ``serial=True`` runs them here, in order. Records
     are written under ``out/records``; ``out/summary.csv`` and ``summary.png`` follow."""
-    from .cli import build_parser, check_run_args, run_config
+    import argparse
+
+    from .cli import add_run_args, check_run_args, run_config
     if task is None:
         from .tasks import TASKS
         raise SweepError(f"a sweep needs a task ({', '.join(TASKS)})")
-    defaults = vars(build_parser().parse_args(["train"]))
-    unknown = sorted(set(options) - set(defaults))
+    parser = argparse.ArgumentParser()
+    add_run_args(parser)            # the options of a run, as rgraph train and sweep take
+    defaults = vars(parser.parse_args([]))
+    unknown = sorted(set(options) - set(defaults) - {"task"})
     if unknown:
         raise TypeError(f"sweep() got unknown options {unknown}; it takes rgraph train's "
-                        f"options by their Python names (steps, batch, decay, ...)")
-    args = {**defaults, **options, "cell": cell, "task": task}
-    import argparse
+                        f"run options by their Python names: {', '.join(sorted(defaults))}")
+    args = {**defaults, **options, "cell": cell, "task": task, "estimator": None,
+            "hidden": 32, "lr": 1e-3, "seed": None}
     check_run_args(argparse.Namespace(**args))
     base = sweep_config(run_config(argparse.Namespace(**args)), valid_steps)
     cfgs = grid(base, parse_estimators(estimators), parse_seeds(seeds),
