@@ -43,6 +43,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -200,12 +201,37 @@ def validation_data(task, steps: int):
     return xs, ys, None, None
 
 
+# A worker with several threads runs several runs in one process. Building a module is
+# not thread-safe (CPython 3.11's ast.parse can fail with "AST constructor recursion
+# depth mismatch" when two threads parse at once), so builds and the loading of compiled
+# code take turns; training does not. BLAS is held to one thread while any run is going.
+_BUILD_LOCK = threading.Lock()
+_BLAS_LOCK = threading.Lock()
+_BLAS = {"runs": 0, "limits": None}
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS limited to one thread (threadpoolctl) while at least one run of this process
+    is inside; the first to enter sets the limit, the last to leave restores it."""
+    from threadpoolctl import threadpool_limits
+    with _BLAS_LOCK:
+        if _BLAS["runs"] == 0:
+            _BLAS["limits"] = threadpool_limits(1)
+        _BLAS["runs"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["runs"] -= 1
+            if _BLAS["runs"] == 0:
+                _BLAS["limits"].restore_original_limits()
+
+
 def run_one(cfg: dict) -> dict:
     """Train the run ``cfg`` describes (``rgraph train``'s entry points: ``build_run``,
     ``make_trainer``, ``Trainer.run_task``) and return its record. An error in the run
     is caught and recorded: ``{"id", "config", "error", "traceback"}``."""
-    from threadpoolctl import threadpool_limits
-
     from .cli import build_run, make_trainer
     from .training.trainer import curve_rows
     rec = {"id": run_id(cfg), "config": cfg,
@@ -213,10 +239,11 @@ def run_one(cfg: dict) -> dict:
            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     t0 = time.perf_counter()
     try:
-        with threadpool_limits(1):
-            _, task, est = build_run(cfg)
-            tr = make_trainer(cfg, est)
-            tr._warm_up()                          # load the compiled loop: not timed
+        with one_blas_thread():
+            with _BUILD_LOCK:
+                _, task, est = build_run(cfg)
+                tr = make_trainer(cfg, est)
+                tr._warm_up()                      # load the compiled loop: not timed
             t1 = time.perf_counter()
             # one mean loss per chunk (memory O(steps / chunk), not a float per step)
             tr.run_task(task, cfg["steps"], record="chunk")
