@@ -91,6 +91,22 @@ def rg_nrm2_cols(A, c0, c1):
     return math.sqrt(s)
 
 
+def rg_dot_cols(A, a0, B, b0, n):
+    """Σ_ij A[i, a0 + j] B[i, b0 + j], j < n: the inner product of two column blocks."""
+    s = 0.0
+    for i in range(A.shape[0]):
+        for j in range(n):
+            s += A[i, a0 + j] * B[i, b0 + j]
+    return s
+
+
+def rg_axpy_cols(Y, y0, a, X, x0, n):
+    """Y[:, y0:y0+n] += a X[:, x0:x0+n]"""
+    for i in range(Y.shape[0]):
+        for j in range(n):
+            Y[i, y0 + j] += a * X[i, x0 + j]
+
+
 def rg_axpy(y, a, x):
     """y += a x"""
     for i in range(y.shape[0]):

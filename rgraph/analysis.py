@@ -452,6 +452,8 @@ class Analysis:
                              f"A is {self.n_state}x{grp.dim_z}, u is {grp.dim_input}{merged}")
         else:
             lines.append(f"  no: {k.reason}")
+        from .families import report_lines     # the families build estimator specs
+        lines += [""] + report_lines(self)
         return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from .kfrtrl import KFRTRL
 
 
 def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, ahat, Ut,
-            Vt):
+            Gu, Gv, alpha, beta):
     """One step of OK for one stream: RANK Kronecker pairs per input group."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_k A_k ⊗ u_k: each pair as in KF-RTRL
@@ -49,69 +49,90 @@ def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, aha
     for grp in range(NGROUPS):
         c0, c1 = GROUP_COLS[grp], GROUP_COLS[grp + 1]
         a0, a1 = GROUP_INPUTS[grp], GROUP_INPUTS[grp + 1]
-        # the r + 1 pairs of the group: (H A_k, u_k) and (D, â)
+        na, nz = a1 - a0, c1 - c0
+        # the r + 1 pairs of the group, (H A_k, u_k) and (D, â), and their Gram matrices
         for k in range(RANK):
-            Ut[k, 0:a1 - a0] = u[k, a0:a1]
-            Vt[k, :, 0:c1 - c0] = HA[:, k * NZ + c0:k * NZ + c1]
-        Ut[RANK, 0:a1 - a0] = ahat[a0:a1]
-        Vt[RANK, :, 0:c1 - c0] = D[:, c0:c1]
-        ok_reduce(Ut, Vt, a1 - a0, c1 - c0, rng)
+            Ut[k, 0:na] = u[k, a0:a1]
+        Ut[RANK, 0:na] = ahat[a0:a1]
+        for i in range(RANK + 1):
+            Xi, xi = HA, i * NZ + c0
+            if i == RANK:
+                Xi, xi = D, c0
+            for j in range(i + 1):
+                Xj, xj = HA, j * NZ + c0
+                if j == RANK:
+                    Xj, xj = D, c0
+                Gu[i, j] = Gu[j, i] = rg_dot(Ut[i, 0:na], Ut[j, 0:na])
+                Gv[i, j] = Gv[j, i] = rg_dot_cols(Xi, xi, Xj, xj, nz)
+        ok_reduce(Gu, Gv, rng, alpha, beta)
+        # the r new pairs, combinations of the r + 1 old ones
         for k in range(RANK):
-            u[k, a0:a1] = Ut[k, 0:a1 - a0]
-            A[:, k * NZ + c0:k * NZ + c1] = Vt[k, :, 0:c1 - c0]
+            u[k, a0:a1] = 0.0
+            A[:, k * NZ + c0:k * NZ + c1] = 0.0
+            for i in range(RANK + 1):
+                Xi, xi = HA, i * NZ + c0
+                if i == RANK:
+                    Xi, xi = D, c0
+                rg_axpy(u[k, a0:a1], alpha[k, i], Ut[i, 0:na])
+                rg_axpy_cols(A, k * NZ + c0, beta[k, i], Xi, xi, nz)
     gather_new(v, s)
     return loss
 
 
-def ok_reduce(Ut, Vt, na, nz, rng):
-    """The minimum-variance unbiased RANK-pair approximation of the RANK + 1 pairs
-    Σ_k Vt[k] ⊗ Ut[k] (only the first na entries of each Ut[k] and nz columns of each
-    Vt[k] are used), written back into the first RANK pairs."""
-    U = Ut[:, 0:na].T.copy()                                       # na x (r+1)
-    V = np.ascontiguousarray(Vt[:, :, 0:nz]).reshape((RANK + 1, S * nz)).T.copy()
-    Qu, Ru = np.linalg.qr(U)
-    Qv, Rv = np.linalg.qr(V)
-    core = np.ascontiguousarray(Ru) @ np.ascontiguousarray(Rv.T)
-    L, sig, Rt = np.linalg.svd(core, full_matrices=False)
-    left = np.ascontiguousarray(Qu) @ L                       # ℓ_i as columns, na x kk
-    right = np.ascontiguousarray(Qv) @ np.ascontiguousarray(Rt.T)    # ρ_i, (S nz) x kk
-    kk = sig.shape[0]
-    Ut[:, 0:na] = 0.0
-    Vt[:, :, 0:nz] = 0.0
-    if kk <= RANK or sig[RANK] <= 0.0:      # rank <= r already: kept exactly
-        for i in range(min(kk, RANK)):
-            r = math.sqrt(sig[i])
-            Ut[i, 0:na] = r * left[:, i]
-            Vt[i, :, 0:nz] = (r * right[:, i]).reshape((S, nz))
-        return
-    # m: the singular values kept exactly
-    m = 0
-    while m < RANK - 1 and (RANK - m) * sig[m] > np.sum(sig[m:]):
-        m += 1
-    tail = np.sum(sig[m:])
-    for i in range(m):
-        r = math.sqrt(sig[i])
-        Ut[i, 0:na] = r * left[:, i]
-        Vt[i, :, 0:nz] = (r * right[:, i]).reshape((S, nz))
-    # the k = r + 1 - m others: k - 1 pairs with random signs
-    k = RANK + 1 - m
-    x = np.empty(k)
-    for i in range(k):
-        x[i] = math.sqrt(max(0.0, 1.0 - (k - 1) * sig[m + i] / tail))
-    # q: an orthonormal basis of x's complement (columns 1..k-1 of the Householder
-    # reflection that maps e_1 to x)
-    hw = x.copy()
-    hw[0] -= 1.0
-    hn = np.dot(hw, hw)
-    q = np.eye(k)
-    if hn > 1e-30:
-        q -= (2.0 / hn) * np.outer(hw, hw)
-    scale = math.sqrt(tail / (k - 1))
-    for i in range(k):
-        c = scale if rng.random() < 0.5 else -scale
-        for j in range(k - 1):
-            Ut[m + j, 0:na] += (c * q[i, j + 1]) * left[:, m + i]
-            Vt[m + j, :, 0:nz] += ((c * q[i, j + 1]) * right[:, m + i]).reshape((S, nz))
+def ok_reduce(Gu, Gv, rng, alpha, beta):
+    """The minimum-variance unbiased reduction of the RANK + 1 pairs (U_i, V_i) with Gram
+    matrices Gu and Gv to RANK pairs: new pair k is (Σ_i alpha[k, i] U_i, Σ_i beta[k, i]
+    V_i)."""
+    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2
+    lu, Eu = np.linalg.eigh(Gu)
+    lv, Ev = np.linalg.eigh(Gv)
+    su = np.sqrt(np.maximum(lu, 0.0))
+    sv = np.sqrt(np.maximum(lv, 0.0))
+    iu = np.where(su > 1e-12 * (su.max() + 1e-300), 1.0 / (su + 1e-300), 0.0)
+    iv = np.where(sv > 1e-12 * (sv.max() + 1e-300), 1.0 / (sv + 1e-300), 0.0)
+    # the core Ru Rvᵀ (R = diag(√λ) Eᵀ) and its SVD: C = Σ σ_i ℓ_i ρ_iᵀ, ℓ = U Cu, ρ = V Cv
+    core = np.ascontiguousarray((su[:, None] * Eu.T) @ (sv[:, None] * Ev.T).T)
+    L, sig, Zt = np.linalg.svd(core)
+    Cu = Eu @ (iu[:, None] * L)
+    Cv = Ev @ (iv[:, None] * Zt.T)
+    for i in range(RANK + 1):      # each pair's sign fixed, whatever the LAPACK
+        if Cu[np.argmax(np.abs(Cu[:, i])), i] < 0.0:
+            Cu[:, i] = -Cu[:, i]
+            Cv[:, i] = -Cv[:, i]
+    a = np.zeros((RANK, RANK + 1))      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
+    b = np.zeros((RANK, RANK + 1))
+    if sig[RANK] <= 1e-14 * sig[0]:      # rank <= r already: kept exactly
+        for i in range(RANK):
+            a[i, i] = b[i, i] = math.sqrt(sig[i])
+    else:
+        # m: the largest singular values, kept exactly
+        m = 0
+        while m < RANK - 1 and (RANK - m) * sig[m] > np.sum(sig[m:]):
+            m += 1
+        for i in range(m):
+            a[i, i] = b[i, i] = math.sqrt(sig[i])
+        # the k = r + 1 - m others become k - 1 pairs with random signs
+        tail = np.sum(sig[m:])
+        k = RANK + 1 - m
+        x = np.empty(k)
+        for i in range(k):
+            x[i] = math.sqrt(max(0.0, 1.0 - (k - 1) * sig[m + i] / tail))
+        # q: an orthonormal basis of x's complement (columns 1..k-1 of the Householder
+        # reflection that maps e_1 to x)
+        hw = x.copy()
+        hw[0] -= 1.0
+        hn = np.dot(hw, hw)
+        q = np.eye(k)
+        if hn > 1e-30:
+            q -= (2.0 / hn) * np.outer(hw, hw)
+        scale = math.sqrt(tail / (k - 1))
+        for i in range(k):
+            c = scale if rng.random() < 0.5 else -scale
+            for j in range(k - 1):
+                a[m + j, m + i] = c * q[i, j + 1]
+                b[m + j, m + i] = c * q[i, j + 1]
+    alpha[:, :] = a @ Cu.T
+    beta[:, :] = b @ Cv.T
 
 
 class OK(KFRTRL):
@@ -141,13 +162,13 @@ class OK(KFRTRL):
 
     def scratch_layout(self):
         lay, r = self.lay, self.rank
-        nz_max = max(grp.dim_z for grp in self.groups)
         na_max = max(grp.dim_input for grp in self.groups)
         return {**self.base_scratch(), "vd": (lay.n_values, r * self.nz),
                 "vz": (lay.n_values, self.nz),
                 "HA": (lay.n_state, r * self.nz), "D": (lay.n_state, self.nz),
                 "cA": (r * self.nz,), "ahat": (self.na,), "Ut": (r + 1, na_max),
-                "Vt": (r + 1, lay.n_state, nz_max)}
+                "Gu": (r + 1, r + 1), "Gv": (r + 1, r + 1), "alpha": (r, r + 1),
+                "beta": (r, r + 1)}
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
