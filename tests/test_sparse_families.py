@@ -26,12 +26,12 @@ def flat(est, g):
     return np.concatenate([g[b.name].ravel() for b in est.blocks])
 
 
-def assert_equal_gradients(cell, name, xs, ys, backend="numpy", **opts):
+def assert_equal_gradients(cell, name, xs, ys, backend="numpy", rtol=1e-10, **opts):
     exact = rg.compile(cell, "rtrl", backend=backend)
     est = rg.compile(cell, name, backend=backend, **opts)
     p = exact.init_params(0)
     g0, g = exact.total_gradient(p, xs, ys), est.total_gradient(p, xs, ys)
-    np.testing.assert_allclose(flat(est, g), flat(exact, g0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(flat(est, g), flat(exact, g0), rtol=rtol, atol=rtol * 1e-2)
     return est
 
 
@@ -94,9 +94,10 @@ def test_snap_stores_only_the_mask():
     cell = rg.cells.lstm(3, 16, 3)
     est = rg.compile(cell, "snap-1", backend="numpy")
     P = est.spec.lay.n_rec
-    # SnAp-1 on an LSTM: each gate weight reaches its unit's (c_i, h_i)
-    assert est.spec.kept == 2 * P
-    assert est.spec.state_layout()["J"] == (2 * P,)
+    # SnAp-1 on an LSTM: the input, forget and candidate gates' weights reach their
+    # unit's (c_i, h_i), the output gate's only h_i: 1.75 P entries, not S P
+    assert est.spec.kept == 7 * P // 4
+    assert est.spec.state_layout()["J"] == (7 * P // 4,)
 
 
 # ---------------------------------------------------------------- e-prop and RFLO
@@ -207,9 +208,9 @@ def test_ok_variance_falls_with_rank_and_is_below_kf_rtrl(cell_name):
 
 def test_ok_at_full_rank_is_rtrl():
     """With r at least the rank of G (the length of â), the reduction keeps every
-    singular value: OK is exact."""
+    singular value: OK is exact (to the √ε precision of its Gram matrices)."""
     xs, ys = sequence("tanh", T=10)
-    assert_equal_gradients(ZOO["tanh"](), "ok(8)", xs, ys)
+    assert_equal_gradients(ZOO["tanh"](), "ok(8)", xs, ys, rtol=1e-6)
 
 
 def test_ok_numba_matches_numpy():

@@ -8,8 +8,9 @@ turns the r pairs into r + 1:
     H_t A_1 ⊗ u_1ᵀ + ... + H_t A_r ⊗ u_rᵀ  +  D_t ⊗ â_tᵀ
 
 and ``ok_reduce`` maps them back to r pairs with the unbiased reduction of minimum
-variance: orthonormal bases of the u's and of the vec(A)'s (two QRs), the SVD of the
-(r+1) x (r+1) core C = Σ σ_i ℓ_i ρ_iᵀ, then
+variance: orthonormal bases of the u's and of the vec(A)'s (from their Gram matrices,
+so the S x |z| factors are never copied; singular values below √ε of the largest are
+taken as zero), the SVD of the (r+1) x (r+1) core C = Σ σ_i ℓ_i ρ_iᵀ, then
 
 * the m largest singular values are kept exactly, m the smallest integer for which the
   k = r + 1 - m others satisfy (k - 1) σ_m <= s = σ_m + ... + σ_r;
@@ -101,7 +102,8 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
             Cv[:, i] = -Cv[:, i]
     a = np.zeros((RANK, RANK + 1))      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
     b = np.zeros((RANK, RANK + 1))
-    if sig[RANK] <= 1e-14 * sig[0]:      # rank <= r already: kept exactly
+    # rank <= r already (below the Gram matrices' precision, √ε relative): kept exactly
+    if sig[RANK] <= 1e-7 * sig[0]:
         for i in range(RANK):
             a[i, i] = b[i, i] = math.sqrt(sig[i])
     else:

@@ -46,8 +46,8 @@ FEEDBACKS = ("symmetric", "random")
 MATRIX, ELEMENTWISE, BIAS = 0, 1, 2
 
 
-def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, eye, vz, DZ, thd, vf,
-                fnd, Ls, T, gb):
+def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
+                vf, fnd, Ls, T, gb):
     """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
     if RANDOM_FEEDBACK:
         rg_zero(gb)
@@ -57,12 +57,20 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, eye, vz, DZ, 
     else:
         loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
         gather_new(vb, Ls)                     # learning signal ∂l_t/∂s_t
-    # D_t (e-prop: D̂_t): the jvp with the identity as the previous state's tangent
-    for i in range(S):
-        eye[i, i] = 1.0
-    jvp_D(th, v, eye, vd, Dm)
     # ∂s_t/∂z at the sums the recurrent parameters enter
     jvp_z_m(th, v, vz, DZ)
+    if COMPRESSED_D:
+        # D_t on the entries the runs read: D̂ and the product inputs' Â from one jvp
+        # per column colour, then Σ_z ∂s/∂z_q W[q, c] Â[c, j] for the products
+        for j in range(S):
+            seed[j, COLOR[j]] = 1.0
+        jvp_D(th, v, seed, vd, Dc)
+        needed_D(Dm, Dc, vd, seed, DZ, th)
+    else:
+        # D_t (e-prop: D̂_t) whole: the jvp with the identity as s_{t-1}'s tangent
+        for i in range(S):
+            seed[i, i] = 1.0
+        jvp_D(th, v, seed, vd, Dm)
     if ELEMENTWISE_PARAMS:
         # ∂m/∂u of the elementwise parameters: a jvp with their tangent set to one
         for r in range(ELEMENTWISE_BLOCKS.shape[0] // 2):
@@ -71,6 +79,19 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, eye, vz, DZ, 
     sparse_update(J, Dm, DZ, v, vf, Ls, g, T)
     gather_new(v, s)
     return loss
+
+
+def needed_D(Dm, Dc, vd, seed, DZ, th):
+    """D[i, j] on the needed entries: D̂[i, j] (column j's colour of the compressed jvp)
+    plus, for every product z = W a the entry reaches, ∂s_i/∂z_q W[q, c] Â[c, j]."""
+    for e in range(NK):
+        i, j = K_I[e], K_J[e]
+        col = COLOR[j]
+        d = Dc[i, col] if K_HAT[e] else 0.0
+        for t in range(K_PTR[e], K_PTR[e + 1]):
+            a = seed[T_A[t], col] if T_SEED[t] else vd[T_A[t], col]
+            d += DZ[i, T_Z[t]] * th[T_W[t]] * a
+        Dm[i, j] = d
 
 
 def sparse_update(J, Dm, DZ, v, vf, Ls, g, T):
@@ -136,6 +157,7 @@ class SparseInfluence(EstimatorSpec):
         self.D_pattern, self.I_pattern = D, I
         self.mask = self.make_mask(D, I)
         self.runs = self._runs()
+        self.plan = self._needed_D()
 
     def make_mask(self, D, I):
         raise NotImplementedError
@@ -148,7 +170,7 @@ class SparseInfluence(EstimatorSpec):
         for z in self.sums:
             zcol[z] = col
             col += lay.nodes[z].size
-        self.nz = col
+        self.nz, self.zcol = col, zcol
         runs, joff = [], 0
         for t in self.terms:
             blk = lay.block_of(t["param"])
@@ -168,6 +190,64 @@ class SparseInfluence(EstimatorSpec):
                 joff += len(rows) * k
         self.nj = joff
         return runs
+
+    def _needed_D(self):
+        """The tables of ``needed_D`` (None: D_t is cheaper whole). D = D̂ + Σ_z ∂s/∂z ·
+        W_z · Â_z, where D̂ and Â_z (the product inputs' derivatives) follow the paths
+        through no recurrent product: they are structurally sparse, so one jvp per
+        column colour recovers them; the products' part is summed on the entries the
+        runs read."""
+        from .. import sparsity
+        lay, S = self.lay, self.lay.n_state
+        entries = sorted({(int(i), int(j)) for run in self.runs
+                          for i in run[0] for j in run[0]})
+        products = [t for t in self.terms if t["kind"] == MATRIX]
+        for t in products:
+            if lay.ref(t["input"], "vd").buf not in ("sd", "vd"):
+                return None
+        cut = [t["node"] for t in products]
+        hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tolil()
+        A = {t["node"]: sparsity.patterns(lay, lay.state_ids, [t["input"]], cut).tocsc()
+             for t in products}
+        stacked = sparsity.sps.vstack([hat.tocsr()] + list(A.values()))
+        colors = sparsity.color_columns(stacked)
+        if self.cut_products:
+            products = []
+        if self.nested:
+            dz = sparsity.sps.hstack([sparsity.patterns(lay, [z], lay.new_state)
+                                      for z in self.sums]).tocsr()
+        else:
+            dz = sparsity.patterns(lay, self.sums, lay.new_state)
+        zcol = self.zcol
+        K_I, K_J, K_HAT, K_PTR = [], [], [], [0]
+        T_Z, T_W, T_A, T_SEED = [], [], [], []
+        for i, j in entries:
+            zs = set(dz.indices[dz.indptr[i]:dz.indptr[i + 1]].tolist())
+            for t in products:
+                W = lay.block_of(t["param"])
+                m, k = lay.nodes[t["param"]].shape
+                a_rows = A[t["node"]].indices[A[t["node"]].indptr[j]:
+                                              A[t["node"]].indptr[j + 1]]
+                ref = lay.ref(t["input"], "vd")
+                for q in range(m):
+                    if zcol[t["sum"]] + q not in zs:
+                        continue
+                    for c in a_rows:
+                        T_Z.append(zcol[t["sum"]] + q)
+                        T_W.append(W.off + q * k + int(c))
+                        T_A.append(ref.off + int(c))
+                        T_SEED.append(int(ref.buf == "sd"))
+            if len(T_Z) > 4 * S * S:
+                return None       # D_t whole is cheaper (a saturated mask)
+            K_I.append(i)
+            K_J.append(j)
+            K_HAT.append(int(hat[i, j]))
+            K_PTR.append(len(T_Z))
+        ints = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+        return {"NK": len(K_I), "NCOLORS": int(colors.max(initial=-1)) + 1,
+                "COLOR": ints(colors), "K_I": ints(K_I), "K_J": ints(K_J),
+                "K_HAT": ints(K_HAT), "K_PTR": ints(K_PTR), "T_Z": ints(T_Z),
+                "T_W": ints(T_W), "T_A": ints(T_A), "T_SEED": ints(T_SEED)}
 
     # -- the analysis' figures
     @property
@@ -200,6 +280,13 @@ class SparseInfluence(EstimatorSpec):
         return ks
 
     def D_kernel(self):
+        """D_t whole (e-prop: D̂_t), or D̂ and the products' inputs compressed."""
+        if self.plan is not None:
+            targets = list(self.lay.new_state) + [
+                t["input"] for t in self.terms if t["kind"] == MATRIX
+                and self.lay.ref(t["input"], "vd").buf == "vd"]
+            return self.jvp("jvp_D", inject=tuple(self.products), matrix=True,
+                            targets=tuple(dict.fromkeys(targets)))
         if self.cut_products:
             return self.jvp("jvp_D", inject=tuple(self.products), matrix=True)
         return self.jvp("jvp_D", matrix=True)
@@ -222,10 +309,13 @@ class SparseInfluence(EstimatorSpec):
                "RUN_FACTOR": np.array([r[6] for r in self.runs], dtype=np.int64)}
         if blocks:
             out["ELEMENTWISE_BLOCKS"] = np.array(blocks, dtype=np.int64)
+        if self.plan is not None:
+            out.update(self.plan)
         return out
 
     def choices(self):
         return {"RANDOM_FEEDBACK": self.feedback == "random",
+                "COMPRESSED_D": self.plan is not None,
                 "ELEMENTWISE_PARAMS": any(t["kind"] == ELEMENTWISE for t in self.terms)}
 
     def state_layout(self):
@@ -235,8 +325,9 @@ class SparseInfluence(EstimatorSpec):
         lay = self.lay
         S = lay.n_state
         width = max((len(r[0]) * r[2] for r in self.runs), default=1)
-        return {**self.base_scratch(), "vd": (lay.n_values, S), "Dm": (S, S),
-                "eye": (S, S), "vz": (lay.n_values, max(lay.nodes[z].size for z in self.sums)
+        cols = S if self.plan is None else max(self.plan["NCOLORS"], 1)
+        return {**self.base_scratch(), "vd": (lay.n_values, cols), "Dm": (S, S),
+                "Dc": (S, cols), "seed": (S, cols), "vz": (lay.n_values, max(lay.nodes[z].size for z in self.sums)
                                    if self.nested else self.nz), "DZ": (S, self.nz),
                 "thd": (lay.n_rec,), "vf": (lay.n_values,), "fnd": (S,), "Ls": (S,),
                 "T": (width,), "gb": (lay.n_params,)}
@@ -244,6 +335,7 @@ class SparseInfluence(EstimatorSpec):
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
                 Template(sparse_update, "sparse_update"),
+                Template(needed_D, "needed_D"),
                 Template(sparse_step, "est_step", "step")]
 
     def rendered(self, mb):
