@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
+ESTIMATOR_HELP = ("uoro, projected-uoro[SPACE or NODES], kf-rtrl, ok(R) (rank R), snap-N "
+                  "(SnAp level N), e-prop, rflo, dodge, rtrl, bptt, tbptt(K); "
+                  "'rgraph inspect CELL' lists which apply and what each costs")
 
 
 class CLIError(Exception):
@@ -78,7 +81,7 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
 def estimator_options(args) -> dict:
     from .estimators.names import parse_projection
     opts = {}
-    for key in ("projection", "rank", "T", "k_dirs", "window", "directions"):
+    for key in ("projection", "rank", "T", "k_dirs", "window", "directions", "feedback"):
         val = getattr(args, key, None)
         if val is None:
             continue
@@ -444,12 +447,16 @@ def add_estimator_args(p):
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--projection", help="projected-uoro: state, preactivation, parameter "
                                         "or comma-separated node names")
-    p.add_argument("--rank", type=int, help="uoro: number of rank-one pairs")
+    p.add_argument("--rank", type=int, help="uoro: number of rank-one pairs; ok: Kronecker "
+                                            "pairs per input group")
     p.add_argument("--T", type=int, help="uoro: steps per transition (UORO-T)")
     p.add_argument("--directions", choices=["random", "partitioned", "candidate"],
                    help="dodge: how directions are drawn")
     p.add_argument("--k-dirs", type=int, help="dodge: number of directions")
     p.add_argument("--window", type=int, help="dodge: steps a direction is held")
+    p.add_argument("--feedback", choices=["symmetric", "random"],
+                   help="e-prop, rflo, snap: the learning signal ∂l/∂s (symmetric, the "
+                        "default) or a fixed random matrix times ∂l/∂y (random)")
 
 
 def build_parser():
@@ -466,8 +473,7 @@ def build_parser():
                                    "--source, the generated code.")
     add_cell_args(p)
     add_estimator_args(p)
-    p.add_argument("--estimator", "-e", help="compile this estimator (e.g. kf-rtrl, uoro, "
-                                             "tbptt(16))")
+    p.add_argument("--estimator", "-e", help=f"compile this estimator: {ESTIMATOR_HELP}")
     p.add_argument("--source", action="store_true", help="print the generated module")
     p.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz DOT")
     p.set_defaults(func=cmd_inspect)
@@ -487,7 +493,7 @@ def build_parser():
     p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
                                        "n=23,n_minus=13 (influence)")
     p.add_argument("--text", help="charlm: the text file")
-    p.add_argument("--estimator", "-e", help="kf-rtrl, uoro, tbptt(16), rtrl, dodge, ...")
+    p.add_argument("--estimator", "-e", help=ESTIMATOR_HELP)
     add_estimator_args(p)
     p.add_argument("--steps", type=int, help="online steps per stream (default 100000)")
     p.add_argument("--batch", type=int, default=1, help="independent streams (default 1)")
@@ -521,8 +527,8 @@ def build_parser():
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
     p.add_argument("--estimators", default="uoro,kf-rtrl",
-                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation],"
-                        "projected-uoro[h_new,c_new])")
+                   help=f"comma-separated, of: {ESTIMATOR_HELP} (e.g. uoro,kf-rtrl,snap-1,"
+                        f"projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
     p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
     p.add_argument("--seeds", type=int, default=100, help="draws per estimator")
@@ -542,8 +548,8 @@ def build_parser():
     p.add_argument("--sizes", default="16,64,256")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--estimators", default="uoro;kf-rtrl;tbptt(16);rtrl;dodge;"
-                                            "projected-uoro[preactivation]",
-                   help="semicolon-separated")
+                                            "projected-uoro[preactivation];snap-1;e-prop;ok(2)",
+                   help=f"semicolon-separated, of: {ESTIMATOR_HELP}")
     p.add_argument("--seconds", type=float, default=0.5, help="per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
@@ -558,7 +564,7 @@ def build_parser():
     add_cell_args(p)
     add_estimator_args(p)
     p.add_argument("--estimator", "-e", required=True,
-                   help="uoro, kf-rtrl, tbptt(16), rtrl, bptt, dodge, ...")
+                   help=ESTIMATOR_HELP)
     p.add_argument("--output", "-o", required=True, metavar="FILE.py",
                    help="the module to write")
     p.add_argument("--loss", choices=["softmax_xent", "mse"],
