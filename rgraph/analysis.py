@@ -452,6 +452,8 @@ class Analysis:
                              f"A is {self.n_state}x{grp.dim_z}, u is {grp.dim_input}{merged}")
         else:
             lines.append(f"  no: {k.reason}")
+        from .resources import memory_report      # estimators sit above the analysis
+        lines += ["", *memory_report(self)]
         return "\n".join(lines)
 
 

@@ -146,4 +146,34 @@ def check_fits(mem: Memory, batch: int, cell: str, K: int | None = None,
         f"anyway")
 
 
-__all__ = ["Memory", "memory", "available_memory", "check_fits", "nbytes"]
+# how the report names an estimator whose name needs an argument
+REPORT_NAMES = {"tbptt": "tbptt(16)"}
+
+
+def memory_report(analysis, dtype="float64") -> list[str]:
+    """The report's memory section (``Analysis.report``): each registered estimator's
+    bytes per stream and once per process, with its default options."""
+    from .errors import NotApplicable
+    from .estimators import ESTIMATORS, make_spec
+    from .schedule import schedule
+    lay = analysis.layout
+    sched = schedule(lay)
+    lines = [f"memory ({np.dtype(dtype).name}): per stream (x batch), and once (scratch, "
+             f"parameters, optimizer):",
+             f"  {'estimator':<22}{'per stream':>24}{'once':>12}"]
+    for key in ESTIMATORS:
+        name = REPORT_NAMES.get(key, key)
+        try:
+            mem = memory(make_spec(name, lay, sched, analysis), dtype)
+        except NotApplicable:
+            lines.append(f"  {name:<22}{'does not apply':>24}")
+            continue
+        except (TypeError, ValueError) as e:   # needs options the report cannot guess
+            lines.append(f"  {name:<22}  needs options ({e})")
+            continue
+        lines.append(f"  {mem.estimator:<22}{mem.describe_stream():>24}"
+                     f"{nbytes(mem.shared_bytes()):>12}")
+    return lines
+
+
+__all__ = ["Memory", "memory", "memory_report", "available_memory", "check_fits", "nbytes"]

@@ -7,7 +7,8 @@ an output drawn from N(0, 1) per unit, 0.5 (n_out + |y|²) averaged over the tar
 
 **Divergence** (``DivergenceMonitor``). The smoothed loss at step t is the (weighted)
 mean of the per-step losses over the last ``WINDOW`` = 1,000 steps; its best is the
-lowest smoothed value since the run had 1,000 steps. A step is *bad* when its smoothed
+lowest of the untrained parameters' loss (below) and every smoothed value since the run
+had 1,000 steps. A step is *bad* when its smoothed
 loss exceeds ``FACTOR`` = 10 x the best **and** the uniform-prediction loss (so a model
 that got from 0.01 to 0.1 nats, or a curriculum that lengthens its sequences, is not
 called diverging: only one that does worse than knowing nothing, and 10x worse than it
@@ -55,6 +56,12 @@ class DivergenceMonitor:
         self.best_step = -1
         self.run = 0                     # bad steps in a row
         self.events: list[dict] = []     # the divergences found
+
+    def start(self, loss: float, step: int = 0):
+        """The untrained parameters' loss (``check_start``) counts as a best: a run that
+        is far worse than its start from its first steps on is diverging too."""
+        if math.isfinite(loss) and loss < self.best:
+            self.best, self.best_step = float(loss), int(step)
 
     @property
     def suspect(self) -> bool:

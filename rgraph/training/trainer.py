@@ -255,6 +255,7 @@ class Trainer:
         if wsum <= 0:
             return
         first = float(losses.sum() / wsum)
+        self.health.start(first, self.step)
         msg = check_start(first, self._reference(ys[:n], ws[:n]), self.params,
                           lambda x: f"{to_unit(x):.4g}")
         if msg is not None:
