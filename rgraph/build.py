@@ -8,7 +8,7 @@ segment ends, ``flush_all``.
 """
 from __future__ import annotations
 
-from .codegen import ModuleBuilder, Template, layout_size, template_needs, tuple_lines
+from .codegen import ModuleBuilder, Template, layout_size, tuple_lines
 from .estimators.base import EstimatorSpec
 from .training import loop
 from .training.optim import OPTIMIZERS, update_source
@@ -23,7 +23,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
                        aliases={"rg_loss": loss_helper,
                                 **backend.aliases(dtype)},
                        describe=_describer(lay), reserved=reserved)
-    choices = module_choices(spec)
+    choices = spec.module_choices()
     templates = [(t, "estimator") for t in spec.templates()] + \
         [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
         [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
@@ -49,7 +49,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
         mb.rendered(name, src, "estimator")
     # the scratch buffers the estimator's templates use, allocated once per call
     layout = spec.scratch_layout()
-    scratch = used_scratch(spec)
+    scratch = spec.used_scratch()
     state = spec.state_layout()
     for t, section in templates:
         mb.template(t, section, choices, state, scratch)
@@ -57,20 +57,6 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     mb.source("opt_update", update_source(), "loop")
     mb.helpers(helpers)
     return mb.render(entry), {e: mb.g(e) for e in entry}
-
-
-def module_choices(spec: EstimatorSpec) -> dict:
-    """The static choices the module's templates are resolved with."""
-    return {**spec.choices(), "FLUSHES": spec.flushes,
-            "RESETS": any(t.role == "reset" for t in spec.templates())}
-
-
-def used_scratch(spec: EstimatorSpec) -> list[str]:
-    """The scratch buffers (``spec.scratch_layout()`` names, in its order) that the
-    module's ``est_scratch`` allocates: those the estimator's role templates read."""
-    choices = module_choices(spec)
-    used = {n for t in spec.templates() if t.role for n in template_needs(t, choices)}
-    return [n for n in spec.scratch_layout() if n in used]
 
 
 def build_kernels(lay, kernels: list, backend, title: str) -> tuple[str, dict]:
@@ -116,4 +102,4 @@ def _describer(lay):
     return describe
 
 
-__all__ = ["build_module", "build_kernels", "layout_size", "used_scratch"]
+__all__ = ["build_module", "build_kernels", "layout_size"]

@@ -271,6 +271,7 @@ def cmd_train(args):
                                f"--out, or add --force to replace it")
     # bad options, and buffers that cannot fit, fail here, before any folder exists
     cell, task, est = build_run(cfg, args.force_memory)
+    est.check_memory(cfg["batch"], cfg["chunk"], force=args.force_memory)
     if not args.resume:
         if args.out:
             run_dir = start_run_dir(run_dir, cfg)
@@ -562,7 +563,7 @@ def build_parser():
                    help="curve.csv with one row per step (default: at most 1,000 rows of "
                         "block means)")
     p.add_argument("--halt-on-divergence", action="store_true",
-                   help="stop when the loss diverges (its mean over 1,000 steps above 10x "
+                   help="stop when the loss diverges (its mean over 100 steps above 10x "
                         "its best and above the uniform-prediction loss for 1,000 steps), "
                         "keeping the last checkpoint from before the divergence")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")

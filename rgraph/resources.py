@@ -7,7 +7,7 @@ declarations the generated module and ``Estimator.new_state`` allocate from:
   (``spec.state_layout()``; a "K" dimension is a segment: TBPTT's window, UORO-T's
   transition, BPTT's whole sequence);
 * once per process: the scratch buffers the estimator's templates read
-  (``build.used_scratch``: what ``est_scratch`` allocates), the parameters, their
+  (``spec.used_scratch()``: what ``est_scratch`` allocates), the parameters, their
   gradient and the optimizer's moments.
 
 So an estimator added to ``estimators/`` is covered as soon as it declares its buffers.
@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .build import used_scratch
 from .errors import MemoryRefused
 
 
@@ -90,7 +89,7 @@ def memory(spec, dtype="float64", K: int | None = None) -> Memory:
         except ValueError:          # the whole sequence (bptt, dodge without a window)
             K = None
     layout = spec.scratch_layout()
-    shared = {n: _floats(layout[n]) for n in used_scratch(spec)}
+    shared = {n: _floats(layout[n]) for n in spec.used_scratch()}
     P = lay.n_params
     shared.update({"parameters": P, "gradient": P, "optimizer moments": 1 + 2 * P})
     return Memory(spec.describe(), np.dtype(dtype).itemsize, stream, per_k, shared,

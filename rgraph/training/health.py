@@ -6,13 +6,14 @@ classes: uniform probabilities); for ``mse`` (0.5 |y - o|²) it is the expected 
 an output drawn from N(0, 1) per unit, 0.5 (n_out + |y|²) averaged over the targets.
 
 **Divergence** (``DivergenceMonitor``). The smoothed loss at step t is the (weighted)
-mean of the per-step losses over the last ``WINDOW`` = 1,000 steps; its best is the
+mean of the per-step losses over the last ``WINDOW`` = 100 steps; its best is the
 lowest of the untrained parameters' loss (below) and every smoothed value since the run
-had 1,000 steps. A step is *bad* when its smoothed
+had 100 steps. A step is *bad* when its smoothed
 loss exceeds ``FACTOR`` = 10 x the best **and** the uniform-prediction loss (so a model
 that got from 0.01 to 0.1 nats, or a curriculum that lengthens its sequences, is not
 called diverging: only one that does worse than knowing nothing, and 10x worse than it
-did). ``SUSTAIN`` = 1,000 bad steps in a row is a divergence: a ``DivergenceWarning``
+did). ``SUSTAIN`` = 1,000 bad steps in a row is a divergence (a spike shorter than
+about 900 steps is not): a ``DivergenceWarning``
 names the step the bad run began and the step it was confirmed; with
 ``halt_on_divergence`` the trainer stops there.
 
@@ -27,7 +28,7 @@ import math
 
 import numpy as np
 
-WINDOW = 1000
+WINDOW = 100
 FACTOR = 10.0
 SUSTAIN = 1000
 START_FACTOR = 10.0
@@ -55,6 +56,7 @@ class DivergenceMonitor:
         self.best = math.inf             # best smoothed loss, and the step it ends at
         self.best_step = -1
         self.run = 0                     # bad steps in a row
+        self.last_bad = False            # the latest step was over the threshold
         self.events: list[dict] = []     # the divergences found
 
     def start(self, loss: float, step: int = 0):
@@ -65,8 +67,9 @@ class DivergenceMonitor:
 
     @property
     def suspect(self) -> bool:
-        """Whether the latest step was bad (a checkpoint now may already be diverging)."""
-        return self.run > 0
+        """Whether the latest step's mean loss was over the threshold (counting the mean
+        so far before the run has a full window): a checkpoint now may be diverging."""
+        return self.last_bad
 
     def update(self, t0: int, per_step, reference: float) -> dict | None:
         """Feed the per-step losses of steps t0, t0+1, ...; returns the divergence found
@@ -89,6 +92,9 @@ class DivergenceMonitor:
         cand = np.where(valid, smooth, np.inf)
         best = np.minimum(self.best, np.minimum.accumulate(cand)) if n else cand
         bad = valid & (smooth > self.factor * best) & (smooth > reference)
+        # before the window is full, the mean so far already over the threshold
+        early = ~valid & ~np.isnan(smooth) & (smooth > self.factor * best) & \
+            (smooth > reference)
         # bad steps in a row, carried over from the previous chunk
         last_good = np.maximum.accumulate(np.where(bad, -1, idx)) if n else idx
         run = np.where(bad, np.where(last_good >= 0, idx - last_good, self.run + idx + 1), 0)
@@ -107,6 +113,7 @@ class DivergenceMonitor:
                 self.best_step = t0 + int(np.argmin(cand))
                 self.best = float(best[-1])
             self.run = int(run[-1])
+            self.last_bad = bool(bad[-1] or early[-1])
         self.seen += len(per_step)
         self.tail = vals[-(W - 1):] if W > 1 else np.zeros(0)
         return found
@@ -124,13 +131,13 @@ class DivergenceMonitor:
     def state(self) -> dict:
         return {"tail": self.tail.copy(), "seen": self.seen,
                 "best": None if math.isinf(self.best) else self.best,
-                "best_step": self.best_step, "run": self.run}
+                "best_step": self.best_step, "run": self.run, "last_bad": self.last_bad}
 
     def set_state(self, st: dict):
         self.tail = np.asarray(st["tail"], dtype=float).copy()
         self.seen, self.best_step = int(st["seen"]), int(st["best_step"])
         self.best = math.inf if st["best"] is None else float(st["best"])
-        self.run = int(st["run"])
+        self.run, self.last_bad = int(st["run"]), bool(st["last_bad"])
 
 
 def check_start(first_loss: float, reference: float, params: dict,
@@ -139,13 +146,24 @@ def check_start(first_loss: float, reference: float, params: dict,
     loss is within ``START_FACTOR`` x the uniform-prediction loss."""
     if math.isfinite(first_loss) and first_loss <= START_FACTOR * reference:
         return None
-    rms = sorted(((float(np.sqrt(np.mean(np.square(a)))), name)
-                  for name, a in params.items() if np.size(a)), reverse=True)
+    rms = sorted(((_rms(a), name) for name, a in params.items() if np.size(a)),
+                 reverse=True)
     largest = ", ".join(f"{name} (rms {r:.3g})" for r, name in rms[:3])
-    return (f"the untrained parameters' loss {unit(first_loss)} is more than "
-            f"{START_FACTOR:g}x the uniform-prediction loss {unit(reference)}: the init is "
-            f"far off; largest initial parameters: {largest}; give them a smaller init "
-            f"(rg.param(..., init=..., scale=...), init='zeros' for biases)")
+    how = (f"{unit(first_loss)} is more than {START_FACTOR:g}x" if math.isfinite(first_loss)
+           else f"is not finite ({first_loss}), far above")
+    return (f"the untrained parameters' loss {how} the uniform-prediction loss "
+            f"{unit(reference)}: the init is far off; largest initial parameters: "
+            f"{largest}; give them a smaller init (rg.param(..., init=..., scale=...), "
+            f"init='zeros' for biases)")
+
+
+def _rms(a) -> float:
+    """Root mean square, without overflow for huge entries."""
+    a = np.asarray(a, dtype=float)
+    m = float(np.max(np.abs(a)))
+    if m == 0 or not math.isfinite(m):
+        return m
+    return m * float(np.sqrt(np.mean(np.square(a / m))))
 
 
 __all__ = ["DivergenceMonitor", "check_start", "reference_loss", "WINDOW", "FACTOR",
