@@ -2,9 +2,9 @@
 
 For every family the table builds the estimator's spec on the cell (nothing is
 compiled): a family that does not apply says why (the spec's own refusal), one that
-does gives the memory its state keeps per stream (from the spec's ``state_layout``,
-the same declaration the generated code allocates) and a flop count per online step
-from a cost model:
+does gives its memory (``resources.memory``: per stream and once, from the buffers the
+spec declares, the same declarations the generated code allocates) and a flop count
+per online step from a cost model:
 
     F        the forward step (``Layout.flops``)
     base     3F: forward, loss and backprop through the step (every estimator)
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .codegen import layout_size
 from .errors import GraphError, NotApplicable
+from .resources import Memory, memory, nbytes
 from .schedule import schedule
 
-FAMILIES = ("rtrl", "tbptt(16)", "uoro", "projected-uoro", "kf-rtrl", "ok(2)", "snap-1",
-            "snap-2", "e-prop", "dodge")
+FAMILIES = ("rtrl", "bptt", "tbptt(16)", "uoro", "projected-uoro", "kf-rtrl", "ok(2)",
+            "snap-1", "snap-2", "e-prop", "rflo", "dodge")
 SNAP_LEVELS = (1, 2, 3)
 
 
@@ -34,13 +34,9 @@ SNAP_LEVELS = (1, 2, 3)
 class Family:
     name: str
     applies: bool
-    reason: str = ""            # why not
-    floats: int = 0             # estimator state per stream
-    flops: int = 0              # per online step (the cost model above)
-
-    @property
-    def bytes(self) -> int:
-        return 8 * self.floats
+    reason: str = ""                  # why not
+    memory: Memory | None = None      # its buffers
+    flops: int = 0                    # per online step (the cost model above)
 
 
 def _flops(spec, lay, analysis) -> int:
@@ -75,7 +71,7 @@ def _flops(spec, lay, analysis) -> int:
     return base + 4 * F
 
 
-def families(analysis) -> list[Family]:
+def families(analysis, dtype="float64") -> list[Family]:
     """Every family on the analysed cell, in ``FAMILIES`` order."""
     from .estimators import make_spec
     lay = analysis.layout
@@ -87,9 +83,7 @@ def families(analysis) -> list[Family]:
         except (NotApplicable, GraphError) as e:
             out.append(Family(name, False, _why(str(e))))
             continue
-        K = spec.segment_length(None) if spec.segment else 1
-        out.append(Family(spec.describe(), True, "",
-                          layout_size(spec.state_layout(), K),
+        out.append(Family(spec.describe(), True, "", memory(spec, dtype),
                           int(_flops(spec, lay, analysis))))
     return out
 
@@ -112,16 +106,17 @@ def snap_levels(analysis) -> list[tuple]:
              sparsity.snap_mask(D, I, n).nnz == full) for n in SNAP_LEVELS]
 
 
-def report_lines(analysis) -> list[str]:
+def report_lines(analysis, dtype="float64") -> list[str]:
     """The families section of ``Analysis.report``."""
-    lines = ["estimator families (state per stream, flop per online step from the cost "
-             "model of rgraph.families):",
-             f"  {'estimator':<30}{'state':>12}{'flop/step':>16}"]
-    for f in families(analysis):
+    lines = [f"estimator families: memory ({dtype}) per stream (x batch) and once "
+             f"(scratch, parameters, optimizer), flop per online step (rgraph.families):",
+             f"  {'estimator':<26}{'per stream':>22}{'once':>12}{'flop/step':>16}"]
+    for f in families(analysis, dtype):
         if f.applies:
-            lines.append(f"  {f.name:<30}{_size(f.bytes):>12}{f.flops:>16,}")
+            lines.append(f"  {f.name:<26}{f.memory.describe_stream():>22}"
+                         f"{nbytes(f.memory.shared_bytes()):>12}{f.flops:>16,}")
         else:
-            lines.append(f"  {f.name:<30}{'-':>12}{'-':>16}  no: {f.reason}")
+            lines.append(f"  {f.name:<26}  does not apply: {f.reason}")
     levels = snap_levels(analysis)
     if levels:
         lines += ["", "SnAp-n masks (influence entries kept, of those RTRL keeps):"]
@@ -129,11 +124,3 @@ def report_lines(analysis) -> list[str]:
             note = "saturates: equals RTRL" if sat else f"{kept / full:.1%}"
             lines.append(f"  snap-{n}: {kept:,} of {full:,} ({note})")
     return lines
-
-
-def _size(b: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if b < 1024 or unit == "GiB":
-            return f"{b:,.0f} {unit}" if unit == "B" else f"{b:,.1f} {unit}"
-        b /= 1024
-    return f"{b} B"
