@@ -590,7 +590,7 @@ class TestMemory:
     def test_the_report_lists_memory_per_stream(self):
         cell = rg.cells.lstm(8, 32, 8)
         rep = rg.analyze(cell).report()
-        section = rep.split("memory (float64)")[1].splitlines()
+        section = rep.split("memory (float64)")[1].split("\n\n")[0].splitlines()
         rows = {line.split()[0]: line for line in section[2:]}
         est = rg.compile(cell, "rtrl", backend="numpy")
         assert resources.nbytes(est.memory.per_stream()) in rows["rtrl"]
