@@ -101,32 +101,34 @@ def sparse_update(J, Dm, DZ, v, vf, Ls, g, T):
         nr = r1 - r0
         t0, k, j0 = RUN_THETA[run], RUN_K[run], RUN_J[run]
         zq, kind, f0 = RUN_Z[run], RUN_KIND[run], RUN_FACTOR[run]
-        # T = D[R, R] J_{t-1}[R, θ0:θ0+k]
+        # T = D[R, R] J_{t-1}[R, θ0:θ0+k], row by row (contiguous in c)
         for a in range(nr):
             ia = ROWS[r0 + a]
             for c in range(k):
-                acc = 0.0
-                for b in range(nr):
-                    acc += Dm[ia, ROWS[r0 + b]] * J[j0 + b * k + c]
-                T[a * k + c] = acc
+                T[a * k + c] = 0.0
+            for b in range(nr):
+                d = Dm[ia, ROWS[r0 + b]]
+                if d != 0.0:
+                    for c in range(k):
+                        T[a * k + c] += d * J[j0 + b * k + c]
         if not RANDOM_FEEDBACK:
             # L_t · (J_t - I_t): the immediate part is already in g, exactly
             for a in range(nr):
                 la = Ls[ROWS[r0 + a]]
                 for c in range(k):
                     g[t0 + c] += la * T[a * k + c]
-        # J_t = T + I_t, I_t[R, θ] = ∂s/∂z_q[R] times the run's factor
+        # J_t = T + I_t, I_t[R, θ] = ∂s/∂z_q[R] times the run's factor: the product's
+        # input a (kind 0), ∂m_q/∂u_q (kind 1) or 1 (a bias, kind 2)
         for a in range(nr):
-            ia = ROWS[r0 + a]
-            dz = DZ[ia, zq]
-            for c in range(k):
-                if kind == 0:
-                    f = v[f0 + c]
-                elif kind == 1:
-                    f = vf[f0]
-                else:
-                    f = 1.0
-                J[j0 + a * k + c] = T[a * k + c] + dz * f
+            dz = DZ[ROWS[r0 + a], zq]
+            row = j0 + a * k
+            if kind == 0:
+                for c in range(k):
+                    J[row + c] = T[a * k + c] + dz * v[f0 + c]
+            else:
+                f = vf[f0] if kind == 1 else 1.0
+                for c in range(k):
+                    J[row + c] = T[a * k + c] + dz * f
         if RANDOM_FEEDBACK:
             for a in range(nr):
                 la = Ls[ROWS[r0 + a]]
