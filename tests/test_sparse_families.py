@@ -224,3 +224,27 @@ def test_ok_numba_matches_numpy():
 def test_ok_says_why_it_does_not_apply():
     with pytest.raises(NotApplicable, match="ok does not apply to cell 'gru'"):
         rg.compile(rg.cells.gru(3, 4, 3), "ok", backend="numpy")
+
+
+# ----------------------------------------------------------------- everywhere
+def test_the_command_line_knows_the_new_families(tmp_path):
+    from conftest import rgraph_cli as run_cli
+    out = run_cli("inspect", "lstm", "-n", "8")
+    for name in ("ok(r=2)", "snap-1", "snap-2", "e-prop", "rflo", "saturates"):
+        assert name in out.stdout, name
+    run = run_cli("train", "leaky", "-n", "8", "-t", "copy", "-e", "rflo", "--feedback",
+                  "random", "--steps", "300", "--out", str(tmp_path / "r"), check=False)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "r" / "params.npz").exists()
+    bad = run_cli("train", "tanh", "-n", "8", "-t", "copy", "-e", "snap-0", "--steps", "10",
+                  "--out", str(tmp_path / "bad"), check=False)
+    assert bad.returncode != 0 and "level '0' is not a positive integer" in bad.stderr
+
+
+def test_variance_runs_every_family():
+    xs, ys = sequence("tanh", T=8)
+    res = rg.variance(ZOO["tanh"](), ["snap-1", "e-prop", "ok(2)", "uoro"], xs, ys,
+                      seeds=20, backend="numpy")
+    rows = {r.estimator: r for r in res.rows}
+    assert rows["snap-1"].seeds == 1 and rows["ok(2)"].seeds == 20
+    assert rows["ok(2)"].cos_mean > rows["uoro"].cos_mean
