@@ -91,6 +91,31 @@ def rg_nrm2_cols(A, c0, c1):
     return math.sqrt(s)
 
 
+def rg_dot_cols(A, a0, B, b0, n):
+    """Σ_ij A[i, a0 + j] B[i, b0 + j], j < n: the inner product of two column blocks
+    (four running sums, so the additions do not wait on each other)."""
+    s0 = s1 = s2 = s3 = 0.0
+    for i in range(A.shape[0]):
+        j = 0
+        while j + 4 <= n:
+            s0 += A[i, a0 + j] * B[i, b0 + j]
+            s1 += A[i, a0 + j + 1] * B[i, b0 + j + 1]
+            s2 += A[i, a0 + j + 2] * B[i, b0 + j + 2]
+            s3 += A[i, a0 + j + 3] * B[i, b0 + j + 3]
+            j += 4
+        while j < n:
+            s0 += A[i, a0 + j] * B[i, b0 + j]
+            j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+def rg_axpy_cols(Y, y0, a, X, x0, n):
+    """Y[:, y0:y0+n] += a X[:, x0:x0+n]"""
+    for i in range(Y.shape[0]):
+        for j in range(n):
+            Y[i, y0 + j] += a * X[i, x0 + j]
+
+
 def rg_axpy(y, a, x):
     """y += a x"""
     for i in range(y.shape[0]):

@@ -68,6 +68,14 @@ def rg_nrm2_cols(A, c0, c1):
     return float(np.sqrt(np.sum(A[:, c0:c1] * A[:, c0:c1])))
 
 
+def rg_dot_cols(A, a0, B, b0, n):
+    return float(np.sum(A[:, a0:a0 + n] * B[:, b0:b0 + n]))
+
+
+def rg_axpy_cols(Y, y0, a, X, x0, n):
+    Y[:, y0:y0 + n] += a * X[:, x0:x0 + n]
+
+
 def rg_axpy(y, a, x):
     y += a * x
 

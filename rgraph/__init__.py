@@ -15,7 +15,8 @@ from . import cells, plots
 from .analysis import analyze
 from .api import Estimator, compile
 from .checks import check_derivatives, compare_backends
-from .errors import DataError, GraphError, NameError_, NotApplicable, RGraphError, ShapeError
+from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, MemoryRefused,
+                     NameError_, NotApplicable, RGraphError, ShapeError, TrainingWarning)
 from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     scalar_function, split)
@@ -31,5 +32,6 @@ __all__ = [
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
     "variance", "variance_vs_size", "VarianceResult", "sweep", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
-    "DataError", "NotApplicable",
+    "DataError", "NotApplicable", "MemoryRefused", "TrainingWarning", "DivergenceWarning",
+    "InitWarning",
 ]

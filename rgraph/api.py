@@ -22,6 +22,7 @@ from .codegen import layout_size
 from .export import driver_names, export
 from .graph import Cell, init_param
 from .layout import Layout
+from .resources import check_fits, memory
 from .schedule import schedule
 from .training.optim import SGD
 from .training.trainer import Trainer, raise_if_bad
@@ -46,7 +47,7 @@ class Estimator:
 
     def __init__(self, cell: Cell, estimator: str = "uoro", *, loss: str = "softmax_xent",
                  backend: str = "numba", dtype="float64", output: str | None = None,
-                 blas_threads: int | None = 1, **options):
+                 blas_threads: int | None = 1, force_memory: bool = False, **options):
         if not isinstance(cell, Cell):
             raise TypeError(f"compile: expected an rgraph Cell, got {type(cell).__name__}")
         if loss not in LOSSES:
@@ -65,6 +66,10 @@ class Estimator:
         self.analysis = Analysis(cell, lay)
         self.spec = make_spec(estimator, lay, schedule(lay), self.analysis, **options)
         self.name = self.spec.describe()
+        # refuse, with the figure, what could never be allocated (one stream)
+        self.memory = memory(self.spec, self.dtype)
+        check_fits(self.memory, 1, cell.name, force=force_memory,
+                   fix="force_memory=True (rgraph train --force-memory)")
         self.backend = get_backend(backend)
         flush = ", flush_all (pending segments)" if self.spec.flushes else ""
         src, self.entry_points = build_module(
@@ -201,6 +206,13 @@ class Estimator:
         E = np.zeros((batch, layout_size(self.spec.state_layout(), K)), dtype=self.dtype)
         return np.zeros((batch, self.n_state), dtype=self.dtype), E
 
+    def check_memory(self, batch: int, T: int | None = None, force: bool = False):
+        """Refuse (``MemoryRefused``, with the figures) ``batch`` streams whose buffers,
+        for runs of T steps per call, exceed the memory available (``rgraph.resources``);
+        ``force`` skips the check."""
+        check_fits(self.memory, batch, self.cell.name, self.spec.segment_length(T),
+                   force=force, fix="force_memory=True (rgraph train --force-memory)")
+
     def total_gradient(self, params, xs, ys, seed: int = 0, weights=None, resets=None,
                        return_loss: bool = False):
         """The sum over a sequence of this estimator's per-step gradient estimates at fixed
@@ -235,26 +247,32 @@ class Estimator:
 
     # --------------------------------------------------------------- training
     def trainer(self, params, optimizer=None, batch: int = 1, seed: int = 0,
-                reset_prob: float = 0.0, chunk: int = 1000):
+                reset_prob: float = 0.0, chunk: int = 1000, *,
+                halt_on_divergence: bool = False, force_memory: bool = False):
         """A resumable online training run (see ``rgraph.training.trainer.Trainer``)."""
-        return Trainer(self, params, optimizer, batch, seed, reset_prob, chunk)
+        return Trainer(self, params, optimizer, batch, seed, reset_prob, chunk,
+                       halt_on_divergence=halt_on_divergence, force_memory=force_memory)
 
     def train(self, params, xs, ys, optimizer=None, batch: int = 1, seed: int = 0,
               weights=None, resets=None, reset_prob: float = 0.0, chunk: int | None = None,
-              progress: bool = False, callback=None, record: str = "step"):
+              progress: bool = False, callback=None, record: str = "step",
+              halt_on_divergence: bool = False, force_memory: bool = False):
         """Online training on a sequence: every step advances the cell, forms the gradient
         estimate and (every ``update_every`` steps) updates the parameters.
 
         xs: (T, n_in) split into ``batch`` contiguous streams of T // batch steps, or
         (T, B, n_in) streams given explicitly. ``chunk``: steps per compiled call
-        (default 1000; for ``bptt``, the whole sequence: one exact update per call)."""
+        (default 1000; for ``bptt``, the whole sequence: one exact update per call).
+        ``halt_on_divergence``: stop when the loss diverges (``training.health``);
+        ``force_memory``: skip the check that the batch's buffers fit in memory."""
         if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"train: batch must be an integer >= 1, got {batch!r}")
         if chunk is None:
             T = np.shape(xs)[0] // batch if np.ndim(xs) == 2 else np.shape(xs)[0]
             whole = self.spec.whole_sequence
             chunk = max(1, T) if whole else 1000
-        tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk)
+        tr = self.trainer(params, optimizer, batch, seed, reset_prob, chunk,
+                          halt_on_divergence=halt_on_divergence, force_memory=force_memory)
         return tr.run(xs, ys, weights=weights, resets=resets, progress=progress,
                       callback=callback, record=record)
 
@@ -269,7 +287,9 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
     """Compile ``estimator`` for ``cell``: ``rg.compile(cell, "kf-rtrl", loss="mse")``.
 
     Options: loss ("softmax_xent" | "mse"), backend ("numba" | "numpy"), dtype, output
-    (which output the loss sees), blas_threads (default 1; None leaves BLAS alone), and
+    (which output the loss sees), blas_threads (default 1; None leaves BLAS alone),
+    force_memory (compile even where one stream's buffers exceed the memory available:
+    ``MemoryRefused`` otherwise, see ``rgraph.resources``), and
     the estimator's own options (see ``rg.estimators.ESTIMATORS``). Estimators that cannot
     apply to the cell raise ``NotApplicable`` with the analysis's reason.
     """

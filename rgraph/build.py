@@ -23,8 +23,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
                        aliases={"rg_loss": loss_helper,
                                 **backend.aliases(dtype)},
                        describe=_describer(lay), reserved=reserved)
-    choices = {**spec.choices(), "FLUSHES": spec.flushes,
-               "RESETS": any(t.role == "reset" for t in spec.templates())}
+    choices = spec.module_choices()
     templates = [(t, "estimator") for t in spec.templates()] + \
         [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
         [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
@@ -50,8 +49,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
         mb.rendered(name, src, "estimator")
     # the scratch buffers the estimator's templates use, allocated once per call
     layout = spec.scratch_layout()
-    used = {n for t, _ in templates if t.role for n in mb.needs(t, choices)}
-    scratch = [n for n in layout if n in used]
+    scratch = spec.used_scratch()
     state = spec.state_layout()
     for t, section in templates:
         mb.template(t, section, choices, state, scratch)

@@ -52,8 +52,8 @@ def _torch_params(c: Cell, G: int, n_in: int, n: int):
     """PyTorch's four parameters of a G-gate cell, each drawn from U(±1/√n)."""
     W_ih = c.param("weight_ih", (G * n, n_in), init="uniform", scale=_torch_scale(n_in, n))
     W_hh = c.param("weight_hh", (G * n, n), init="uniform", scale=_torch_scale(n, n))
-    b_ih = c.param("bias_ih", G * n, init="uniform", scale=_torch_scale(1, n))
-    b_hh = c.param("bias_hh", G * n, init="uniform", scale=_torch_scale(1, n))
+    b_ih = c.param("bias_ih", G * n, init="uniform", scale=_torch_scale(G * n, n))
+    b_hh = c.param("bias_hh", G * n, init="uniform", scale=_torch_scale(G * n, n))
     return W_ih, W_hh, b_ih, b_hh
 
 

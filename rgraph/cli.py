@@ -13,11 +13,15 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
+ESTIMATOR_HELP = ("uoro, projected-uoro[SPACE or NODES], kf-rtrl, ok(R) (rank R), snap-N "
+                  "(SnAp level N), e-prop, rflo, dodge, rtrl, bptt, tbptt(K); "
+                  "'rgraph inspect CELL' lists which apply and what each costs")
 
 
 class CLIError(Exception):
@@ -75,10 +79,25 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     return cell
 
 
+def check_estimator(name: str) -> str:
+    """A CLIError (one line, exit 2) for an estimator name the registry does not know,
+    raised before any work or output."""
+    from .estimators import ESTIMATORS
+    from .estimators.names import parse_estimator
+    try:
+        key, _ = parse_estimator(name)
+    except (ValueError, TypeError) as e:
+        raise CLIError(str(e)) from None
+    if key not in ESTIMATORS:
+        raise CLIError(f"unknown estimator {name!r}; choose one of "
+                       f"{', '.join(sorted(ESTIMATORS))}")
+    return name
+
+
 def estimator_options(args) -> dict:
     from .estimators.names import parse_projection
     opts = {}
-    for key in ("projection", "rank", "T", "k_dirs", "window", "directions"):
+    for key in ("projection", "rank", "T", "k_dirs", "window", "directions", "feedback"):
         val = getattr(args, key, None)
         if val is None:
             continue
@@ -91,6 +110,8 @@ def estimator_options(args) -> dict:
 # ----------------------------------------------------------------------- commands
 def cmd_inspect(args):
     import rgraph as rg
+    if args.estimator:
+        check_estimator(args.estimator)
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
                      nonlinearity=args.nonlinearity, form=args.form)
     print(cell)
@@ -103,7 +124,7 @@ def cmd_inspect(args):
     if args.estimator:
         loss = "mse" if args.cell == "influence" else "softmax_xent"
         est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
-                         **estimator_options(args))
+                         force_memory=args.force_memory, **estimator_options(args))
         print(f"\n{est}")
         if args.source:
             print(f"# {est.path}\n")
@@ -136,8 +157,7 @@ def make_task(name, task_args, text):
     kw = parse_kv(task_args)
     if name == "charlm":
         if not text:
-            raise CLIError(f"--task charlm needs --text FILE (e.g. "
-                           f"{tasks.data_dir() / 'tinyshakespeare.txt'})")
+            raise CLIError(f"--task charlm needs --text FILE ({tasks.example_text()})")
         kw["path_or_text"] = Path(text)
     try:
         return tasks.make_task(name, **kw)
@@ -145,7 +165,7 @@ def make_task(name, task_args, text):
         raise CLIError(str(e)) from None
 
 
-def build_run(cfg: dict):
+def build_run(cfg: dict, force_memory: bool = False):
     """(cell, task, estimator) from a run's config (the command line, or config.json)."""
     import rgraph as rg
     task = make_task(cfg["task"], cfg.get("task_args"), cfg.get("text"))
@@ -155,7 +175,7 @@ def build_run(cfg: dict):
         cell = load_cell(cfg["cell"], task.n_in, cfg["hidden"], task.n_out,
                          nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"))
     est = rg.compile(cell, cfg["estimator"], loss=task.loss, backend=cfg["backend"],
-                     **cfg.get("estimator_options", {}))
+                     force_memory=force_memory, **cfg.get("estimator_options", {}))
     return cell, task, est
 
 
@@ -177,11 +197,13 @@ def run_config(args, **given) -> dict:
             "checkpoint_every": a.get("checkpoint_every"), "full_curve": a.get("full_curve")}
 
 
-def make_trainer(cfg: dict, est):
+def make_trainer(cfg: dict, est, **kw):
     """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
-    ``rgraph sweep``)."""
+    ``rgraph sweep``); ``kw``: the trainer's other options (``halt_on_divergence``,
+    ``force_memory``)."""
     return est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
-                       seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"])
+                       seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"],
+                       **kw)
 
 
 def optimizer_from(cfg):
@@ -240,6 +262,7 @@ def start_run_dir(run_dir: Path, cfg: dict) -> Path:
 
 def cmd_train(args):
     import signal
+    from .errors import TrainingWarning
     check_run_args(args)
     check_counts(args, ("checkpoint_every", "hidden", "n_in", "n_out"))
     if args.max_seconds is not None and not args.max_seconds > 0:
@@ -264,13 +287,16 @@ def cmd_train(args):
             raise CLIError(f"train needs --task ({', '.join(TASKS)})")
         if not args.estimator:
             raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
+        check_estimator(args.estimator)
         cfg = run_config(args)
         if args.out:
             run_dir = Path(args.out)
             if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
                 raise CLIError(f"{str(run_dir)!r} already holds files (a run?); pick another "
                                f"--out, or add --force to replace it")
-    cell, task, est = build_run(cfg)      # bad options fail here, before any folder exists
+    # bad options, and buffers that cannot fit, fail here, before any folder exists
+    cell, task, est = build_run(cfg, args.force_memory)
+    est.check_memory(cfg["batch"], cfg["chunk"], force=args.force_memory)
     if not args.resume:
         if args.out:
             run_dir = start_run_dir(run_dir, cfg)
@@ -281,7 +307,8 @@ def cmd_train(args):
             est_name = cfg["estimator"].replace("(", "").replace(")", "")
             run_dir = new_run_dir(Path("runs") / f"{cfg['cell']}-{cfg['task']}-{est_name}-"
                                                  f"s{cfg['seed']}-{stamp}", cfg)
-    tr = make_trainer(cfg, est)
+    tr = make_trainer(cfg, est, halt_on_divergence=args.halt_on_divergence,
+                      force_memory=args.force_memory)
     ck = run_dir / "checkpoint.npz"
     if args.resume:
         if not ck.exists():
@@ -293,6 +320,8 @@ def cmd_train(args):
         print(f"resuming {run_dir} at step {tr.step:,} of {cfg['steps']:,}")
     else:
         print(f"{est} on {task!r}; writing to {run_dir}")
+        if args.halt_on_divergence:     # a good checkpoint to keep if the run diverges
+            tr.save(ck)
     stop = {"flag": False}
 
     def on_sigint(signum, frame):
@@ -301,23 +330,43 @@ def cmd_train(args):
     last_ck = [tr.step]
 
     def between_chunks(trainer, mean):
-        if trainer.step - last_ck[0] >= cfg["checkpoint_every"]:
+        # with --halt-on-divergence, no checkpoint is written while the loss is above
+        # the divergence threshold: the one kept is from before the divergence began
+        if trainer.step - last_ck[0] >= cfg["checkpoint_every"] and \
+                not (args.halt_on_divergence and trainer.health.suspect):
             trainer.save(ck)
             last_ck[0] = trainer.step
         return stop["flag"] or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds)
     t0 = time.perf_counter()
+    n_div = len(tr.divergences)
     try:
         remaining = cfg["steps"] - tr.step
-        if remaining > 0:
-            tr.run_task(task, remaining, progress=not args.quiet, callback=between_chunks)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TrainingWarning)
+            warnings.showwarning = _warning_line
+            if remaining > 0:
+                tr.run_task(task, remaining, progress=not args.quiet, callback=between_chunks)
     finally:
         signal.signal(signal.SIGINT, old)
-        tr.save(ck)
+        halted = args.halt_on_divergence and len(tr.divergences) > n_div
+        if not halted:
+            tr.save(ck)
     write_run_outputs(run_dir, tr, task, est, cfg)
+    if halted:
+        ev = tr.divergences[n_div]
+        print(f"halted at step {tr.step:,}: the loss diverged from step {ev['began']:,}; "
+              f"kept {ck} from step {last_ck[0]:,}, before the divergence (params.npz and "
+              f"curve.csv show the diverged run)", file=sys.stderr)
+        return 1
     if tr.step < cfg["steps"]:
         print(f"stopped at step {tr.step:,}; continue with: rgraph train --resume {run_dir}")
         return 130 if stop["flag"] else 0
     return 0
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """Training warnings on the command line: one line each, no source line."""
+    print(f"rgraph train: warning: {message}", file=sys.stderr, flush=True)
 
 
 def write_run_outputs(run_dir, tr, task, est, cfg):
@@ -437,7 +486,8 @@ def cmd_sweep(args):
         sw.check_configs(cfgs)
         res = sw.run_sweep(cfgs, args.out, scheduler=args.scheduler, workers=args.workers,
                            serial=args.serial, retry_failed=args.retry_failed,
-                           progress=not args.quiet, connect_timeout=args.connect_timeout)
+                           progress=not args.quiet, connect_timeout=args.connect_timeout,
+                           force_memory=args.force_memory)
         csv_path, png = sw.write_summary(args.out)
         print(sw.summary_table(list(sw.load_records(args.out).values())))
         print(f"wrote {csv_path} and {png}")
@@ -516,10 +566,11 @@ def load_benchmarks():
 
 def cmd_bench(args):
     from .estimators.names import split_estimators
+    estimators = [check_estimator(e) for e in split_estimators(args.estimators, ";")]
     bench = load_benchmarks().bench
     bench(cells=args.cells.split(","), sizes=[int(n) for n in args.sizes.split(",")],
           batches=[int(b) for b in args.batches.split(",")],
-          estimators=split_estimators(args.estimators, ";"),
+          estimators=estimators,
           seconds=args.seconds, repeats=args.repeats, threads=args.threads,
           hand=not args.no_hand)
 
@@ -528,11 +579,13 @@ def cmd_bench(args):
 def cmd_export(args):
     import rgraph as rg
     from .export import ExportError
+    check_estimator(args.estimator)
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
                      nonlinearity=args.nonlinearity, form=args.form)
     loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
     est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
-                     dtype=args.dtype, **estimator_options(args))
+                     dtype=args.dtype, force_memory=args.force_memory,
+                     **estimator_options(args))
     try:
         path = est.export(args.output)
     except ExportError as e:
@@ -563,14 +616,22 @@ def add_form_arg(p):
 
 def add_estimator_args(p):
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--force-memory", action="store_true",
+                   help="compile (and train) even where the estimator's buffers exceed the "
+                        "memory this machine has available (refused by default, with the "
+                        "figure)")
     p.add_argument("--projection", help="projected-uoro: state, preactivation, parameter "
                                         "or comma-separated node names")
-    p.add_argument("--rank", type=int, help="uoro: number of rank-one pairs")
+    p.add_argument("--rank", type=int, help="uoro: number of rank-one pairs; ok: Kronecker "
+                                            "pairs per input group")
     p.add_argument("--T", type=int, help="uoro: steps per transition (UORO-T)")
     p.add_argument("--directions", choices=["random", "partitioned", "candidate"],
                    help="dodge: how directions are drawn")
     p.add_argument("--k-dirs", type=int, help="dodge: number of directions")
     p.add_argument("--window", type=int, help="dodge: steps a direction is held")
+    p.add_argument("--feedback", choices=["symmetric", "random"],
+                   help="e-prop, rflo, snap: the learning signal ∂l/∂s (symmetric, the "
+                        "default) or a fixed random matrix times ∂l/∂y (random)")
 
 
 def add_run_args(p):
@@ -608,8 +669,7 @@ def build_parser():
                                    "--source, the generated code.")
     add_cell_args(p)
     add_estimator_args(p)
-    p.add_argument("--estimator", "-e", help="compile this estimator (e.g. kf-rtrl, uoro, "
-                                             "tbptt(16))")
+    p.add_argument("--estimator", "-e", help=f"compile this estimator: {ESTIMATOR_HELP}")
     p.add_argument("--source", action="store_true", help="print the generated module")
     p.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz DOT")
     p.set_defaults(func=cmd_inspect)
@@ -623,7 +683,7 @@ def build_parser():
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
                         f"(default lstm)")
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
-    p.add_argument("--estimator", "-e", help="kf-rtrl, uoro, tbptt(16), rtrl, dodge, ...")
+    p.add_argument("--estimator", "-e", help=ESTIMATOR_HELP)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, default=0)
     add_run_args(p)
@@ -636,6 +696,10 @@ def build_parser():
     p.add_argument("--full-curve", action="store_true",
                    help="curve.csv with one row per step (default: at most 1,000 rows of "
                         "block means)")
+    p.add_argument("--halt-on-divergence", action="store_true",
+                   help="stop when the loss diverges (its mean over 100 steps above 10x "
+                        "its best and above the uniform-prediction loss for 1,000 steps), "
+                        "keeping the last checkpoint from before the divergence")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this "
                                                      "much wall time")
@@ -650,8 +714,8 @@ def build_parser():
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
     p.add_argument("--estimators", default="uoro,kf-rtrl",
-                   help="comma-separated (e.g. uoro,kf-rtrl,projected-uoro[preactivation],"
-                        "projected-uoro[h_new,c_new])")
+                   help=f"comma-separated, of: {ESTIMATOR_HELP} (e.g. uoro,kf-rtrl,snap-1,"
+                        f"projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
     p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
     p.add_argument("--seeds", type=int, default=100, help="draws per estimator")
@@ -676,8 +740,8 @@ def build_parser():
     p.add_argument("--sizes", default="16,64,256")
     p.add_argument("--batches", default="1,32")
     p.add_argument("--estimators", default="uoro;kf-rtrl;tbptt(16);rtrl;dodge;"
-                                            "projected-uoro[preactivation]",
-                   help="semicolon-separated")
+                                            "projected-uoro[preactivation];snap-1;e-prop;ok(2)",
+                   help=f"semicolon-separated, of: {ESTIMATOR_HELP}")
     p.add_argument("--seconds", type=float, default=0.5, help="per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
@@ -692,7 +756,7 @@ def build_parser():
     add_cell_args(p)
     add_estimator_args(p)
     p.add_argument("--estimator", "-e", required=True,
-                   help="uoro, kf-rtrl, tbptt(16), rtrl, bptt, dodge, ...")
+                   help=ESTIMATOR_HELP)
     p.add_argument("--output", "-o", required=True, metavar="FILE.py",
                    help="the module to write")
     p.add_argument("--loss", choices=["softmax_xent", "mse"],

@@ -193,6 +193,19 @@ def template_name(fn) -> str:
     return f"{fn.__name__} ({inspect.getsourcefile(fn)})"
 
 
+def template_needs(t: Template, choices: dict) -> list[str]:
+    """The keyword-only (state and scratch) names a role template reads once its
+    static choices are resolved; a name the template first assigns is its own."""
+    src = resolve_choices(template_source(t.fn), choices, template_name(t.fn))
+    fn = ast.parse(src).body[0]
+    kwonly = [a.arg for a in fn.args.kwonlyargs]
+    first = {}
+    for n in sorted((n for n in ast.walk(fn) if isinstance(n, ast.Name)),
+                    key=lambda n: (n.lineno, n.col_offset)):
+        first.setdefault(n.id, n)
+    return [k for k in kwonly if k in first and isinstance(first[k].ctx, ast.Load)]
+
+
 def resolve_choices(src: str, choices: dict, where: str) -> str:
     """Keep only the branch taken of every ``if CHOICE:`` / ``if not CHOICE:`` whose
     name is a static choice; the taken branch is dedented in place."""
@@ -371,15 +384,8 @@ class ModuleBuilder:
 
     def needs(self, t: Template, choices: dict) -> list[str]:
         """The keyword-only (state and scratch) names a role template reads once its
-        static choices are resolved; a name the template first assigns is its own."""
-        src = resolve_choices(template_source(t.fn), choices, template_name(t.fn))
-        fn = ast.parse(src).body[0]
-        kwonly = [a.arg for a in fn.args.kwonlyargs]
-        first = {}
-        for n in sorted((n for n in ast.walk(fn) if isinstance(n, ast.Name)),
-                        key=lambda n: (n.lineno, n.col_offset)):
-            first.setdefault(n.id, n)
-        return [k for k in kwonly if k in first and isinstance(first[k].ctx, ast.Load)]
+        static choices are resolved (see ``template_needs``)."""
+        return template_needs(t, choices)
 
     def _add(self, text: str, section: str, defines=None):
         d, u = names_in(text)

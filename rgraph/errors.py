@@ -23,3 +23,21 @@ class DataError(RGraphError):
 
 class NotApplicable(RGraphError):
     """An estimator that cannot apply to a cell; the message gives the analysis's reason."""
+
+
+class MemoryRefused(RGraphError):
+    """A configuration whose buffers would not fit in the memory available (the message
+    gives the figures; ``force_memory=True`` / ``--force-memory`` tries anyway)."""
+
+
+class TrainingWarning(UserWarning):
+    """Something in a training run that is likely wrong but does not stop it."""
+
+
+class DivergenceWarning(TrainingWarning):
+    """The smoothed loss has stayed far above its best (see ``training.health``)."""
+
+
+class InitWarning(TrainingWarning):
+    """The first loss is far above what predicting nothing would give (see
+    ``training.health``)."""

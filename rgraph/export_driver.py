@@ -189,7 +189,7 @@ def _positive_int(x, what):
 
 def _init_param(name, shape, scheme, scale, data, rng):
     """One parameter's initial value, drawn like rgraph's init_param."""
-    fan_in = shape[-1] if len(shape) == 2 else 1
+    fan_in = shape[-1] if len(shape) >= 1 else 1     # rgraph.graph.param_fan_in
     if scheme == "custom":
         raise ValueError(f"init_params: parameter '{name}' was initialised by a Python "
                          f"function of the cell's definition, which the export cannot "

@@ -409,9 +409,10 @@ class Cell:
     def param(self, name: str, shape, init="normal", scale: float = 1.0) -> Value:
         """A trainable parameter. ``init``: one of INITS, an array, or ``f(rng, shape)``.
 
-        ``normal`` draws N(0, scale²/fan_in); ``uniform`` U(±scale/√fan_in);
+        ``normal`` (the default) draws N(0, scale²/fan_in); ``uniform`` U(±scale/√fan_in);
+        fan_in is a matrix's column count and a vector's length (``param_fan_in``).
         ``orthogonal`` stacks orthogonal square blocks (times scale); ``identity`` is
-        scale·I; ``const`` fills with ``scale``.
+        scale·I (a vector: scale); ``zeros``, ``ones``; ``const`` fills with ``scale``.
         """
         if isinstance(init, str) and init not in INITS:
             raise GraphError(f"param {name!r}: unknown init {init!r}; use one of {INITS}, an "
@@ -618,11 +619,18 @@ class Cell:
         return text
 
 
+def param_fan_in(shape) -> int:
+    """The fan-in ``normal`` and ``uniform`` scale by: a matrix's column count; a
+    vector's length (Keras's rule for one-dimensional weights: a bias or a gain draws
+    N(0, scale²/n), never N(0, scale²), so a vector of 64 entries starts near 0.1, not 1)."""
+    return int(shape[-1]) if len(shape) >= 1 else 1
+
+
 def init_param(node: Node, rng: np.random.Generator) -> np.ndarray:
     """Draw a parameter's initial value from its init spec."""
     init, scale = node.value
     shape = node.shape
-    fan_in = shape[-1] if len(shape) == 2 else 1
+    fan_in = param_fan_in(shape)
     if callable(init):
         arr = np.asarray(init(rng, shape), dtype=np.float64)
     elif not isinstance(init, str):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sps
 import sympy as sp
 
 from . import kernel as K
@@ -53,6 +55,16 @@ class Elementwise:
 
     def flops(self, out_shape, arg_shapes) -> int:
         return out_shape[0] * max(1, sp.count_ops(self.expr))
+
+    def pattern(self, j, out_shape, arg_shapes):
+        """The structural pattern of d out / d arg_j (a sparse boolean matrix), or None
+        where the expression does not depend on the operand."""
+        if self.partial(j) == 0:
+            return None
+        n, m = out_shape[0], arg_shapes[j][0]
+        if m == n:
+            return sps.identity(n, dtype=bool, format="csr")
+        return sps.csr_matrix(np.ones((n, 1), dtype=bool))      # a broadcast scalar
 
 
 # The arithmetic of the DSL (+ - * / and negation). Scalar functions (tanh, sigmoid, ...)
@@ -108,6 +120,14 @@ class MatMul:
         m, k = arg_shapes[0]
         return 2 * m * k
 
+    def pattern(self, j, out_shape, arg_shapes):
+        m, k = arg_shapes[0]
+        if j == 1:
+            return sps.csr_matrix(np.ones((m, k), dtype=bool))
+        # z[q] depends on the row W[q, :] (row-major)
+        return sps.csr_matrix((np.ones(m * k, dtype=bool), np.arange(m * k),
+                               np.arange(0, m * k + 1, k)), shape=(m, m * k))
+
 
 @dataclass(frozen=True)
 class Concat:
@@ -132,6 +152,13 @@ class Concat:
 
     def flops(self, out_shape, arg_shapes):
         return out_shape[0]
+
+    def pattern(self, j, out_shape, arg_shapes):
+        off = sum(s[0] for s in arg_shapes[:j])
+        n = arg_shapes[j][0]
+        return sps.csr_matrix((np.ones(n, dtype=bool), (np.arange(off, off + n),
+                                                        np.arange(n))),
+                              shape=(out_shape[0], n))
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,12 @@ class Slice:
 
     def flops(self, out_shape, arg_shapes):
         return 0
+
+    def pattern(self, j, out_shape, arg_shapes):
+        n = self.stop - self.start
+        return sps.csr_matrix((np.ones(n, dtype=bool), (np.arange(n),
+                                                        np.arange(self.start, self.stop))),
+                              shape=(n, arg_shapes[0][0]))
 
 
 STRUCTURAL = (MatMul, Concat, Slice)

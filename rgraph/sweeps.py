@@ -228,10 +228,11 @@ def one_blas_thread():
                 _BLAS["limits"].restore_original_limits()
 
 
-def run_one(cfg: dict) -> dict:
+def run_one(cfg: dict, force_memory: bool = False) -> dict:
     """Train the run ``cfg`` describes (``rgraph train``'s entry points: ``build_run``,
     ``make_trainer``, ``Trainer.run_task``) and return its record. An error in the run
-    is caught and recorded: ``{"id", "config", "error", "traceback"}``."""
+    is caught and recorded: ``{"id", "config", "error", "traceback"}``. ``force_memory``:
+    as ``rgraph train --force-memory`` (not part of the config: it changes no number)."""
     from .cli import build_run, make_trainer
     from .training.trainer import curve_rows
     rec = {"id": run_id(cfg), "config": cfg,
@@ -241,8 +242,8 @@ def run_one(cfg: dict) -> dict:
     try:
         with one_blas_thread():
             with _BUILD_LOCK:
-                _, task, est = build_run(cfg)
-                tr = make_trainer(cfg, est)
+                _, task, est = build_run(cfg, force_memory)
+                tr = make_trainer(cfg, est, force_memory=force_memory)
                 tr._warm_up()                      # load the compiled loop: not timed
             t1 = time.perf_counter()
             # one mean loss per chunk (memory O(steps / chunk), not a float per step)
@@ -432,15 +433,15 @@ class _Progress:
             self.bar.close()
 
 
-def _run_serial(todo, out, bar):
+def _run_serial(todo, out, bar, force_memory=False):
     for cfg in todo:
         bar.show(running=1)
-        rec = run_one(cfg)
+        rec = run_one(cfg, force_memory)
         write_record(out, rec)
         bar.finished(rec)
 
 
-def _run_dask(todo, out, client, bar):
+def _run_dask(todo, out, client, bar, force_memory=False):
     """Submit every run, write each record as its result arrives. A run Dask gave up on
     (``KilledWorker``: its workers died ``allowed-failures`` times) is recorded as
     failed; runs cancelled because the scheduler went away are not recorded at all (they
@@ -448,8 +449,8 @@ def _run_dask(todo, out, client, bar):
     from concurrent.futures import CancelledError
 
     from distributed import wait
-    futures = {client.submit(run_one, cfg, key=f"rgraph-run-{run_id(cfg)}", pure=False):
-               cfg for cfg in todo}
+    futures = {client.submit(run_one, cfg, force_memory, key=f"rgraph-run-{run_id(cfg)}",
+                             pure=False): cfg for cfg in todo}
     keys = {f.key for f in futures}
     pending = set(futures)
     cancelled = 0
@@ -493,7 +494,8 @@ def _run_dask(todo, out, client, bar):
 
 
 def run_sweep(cfgs, out, client=None, scheduler=None, workers=None, serial=False,
-              retry_failed=False, progress=True, connect_timeout=10.0, log=print) -> dict:
+              retry_failed=False, progress=True, connect_timeout=10.0, force_memory=False,
+              log=print) -> dict:
     """Run the configs that have no record under ``out`` (and, with ``retry_failed``,
     those whose record is a failure); write their records; rebuild the summary. Returns
     {"records": [one per config, in order], "ran", "skipped", "failed"}."""
@@ -519,9 +521,9 @@ def run_sweep(cfgs, out, client=None, scheduler=None, workers=None, serial=False
             bar = _Progress(len(todo), progress)
             stack.callback(bar.close)
             if serial:
-                _run_serial(todo, out, bar)
+                _run_serial(todo, out, bar, force_memory)
             else:
-                _run_dask(todo, out, client, bar)
+                _run_dask(todo, out, client, bar, force_memory)
     have = load_records(out)
     records = [have[i] for i in ids if i in have]
     failed = sum(1 for r in records if "error" in r)
@@ -730,7 +732,8 @@ def sweep(cell="lstm", task=None, estimators=("uoro",), seeds="0", hidden=None, 
                 None if lr is None else parse_values(lr, float, "lr"))
     check_configs(cfgs)
     res = run_sweep(cfgs, out, client=client, scheduler=scheduler, workers=workers,
-                    serial=serial, retry_failed=retry_failed, progress=progress, log=log)
+                    serial=serial, retry_failed=retry_failed, progress=progress,
+                    force_memory=bool(options.get("force_memory")), log=log)
     write_summary(out)
     return res["records"]
 

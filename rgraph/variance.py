@@ -140,14 +140,15 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
             result.rows.append(VarianceRow(label or cell.name, lab or str(e), size, np.nan,
                                            np.nan, np.nan, np.nan, np.nan, 0, 0.0))
             continue
-        G = _draws(est, cell, name, opts, loss, backend, p, xs, ys, seeds, rec, client)
+        draws = seeds if est.spec.stochastic else 1     # a deterministic one: one draw
+        G = _draws(est, cell, name, opts, loss, backend, p, xs, ys, draws, rec, client)
         norms = np.linalg.norm(G, axis=1)
         cos = G @ g0 / np.maximum(norms * n0, 1e-300)
         rel_var = float(np.mean(np.sum((G - g0) ** 2, axis=1)) / n0 ** 2)
         bias = float(np.linalg.norm(G.mean(0) - g0) / n0)
-        bias_se = float(np.sqrt(rel_var / seeds))
+        bias_se = float(np.sqrt(rel_var / draws))
         row = VarianceRow(label or cell.name, lab or est.name, size, float(cos.mean()),
-                          float(cos.std()), rel_var, bias, bias_se, seeds,
+                          float(cos.std()), rel_var, bias, bias_se, draws,
                           time.perf_counter() - t)
         result.rows.append(row)
         if progress:

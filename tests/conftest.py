@@ -1,7 +1,9 @@
-"""Shared fixtures: the cell zoo, a session-wide memo of compiled estimators, and a
+"""Shared fixtures: the cell zoo, a session-wide memo of compiled estimators, a
 repo-local cache of generated modules (a second run of the suite loads numba's
-compiled code from disk)."""
+compiled code from disk), small data, and the rgraph command in a subprocess."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,19 @@ def params_for(est, seed=0):
 @pytest.fixture(params=sorted(ZOO))
 def cell_name(request):
     return request.param
+
+
+def echo_data(T, n_in=3, seed=0):
+    """Predict the previous input: a task that needs one step of memory."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, n_in, T)
+    return np.eye(n_in)[ids], np.roll(ids, 1)
+
+
+def rgraph_cli(*args, check=True, **kw):
+    """``python -m rgraph ARGS`` in a subprocess (stdout, stderr, returncode)."""
+    out = subprocess.run([sys.executable, "-m", "rgraph", *args], capture_output=True,
+                         text=True, timeout=600, **kw)
+    if check and out.returncode != 0:
+        raise AssertionError(f"rgraph {args} failed:\n{out.stdout}\n{out.stderr}")
+    return out

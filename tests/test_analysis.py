@@ -1,5 +1,4 @@
 """The analysis: recurrent/readout split, projection spaces, the Kronecker verdict."""
-import numpy as np
 import pytest
 
 import rgraph as rg
@@ -83,40 +82,3 @@ def test_readout_and_recurrent_split():
     an = rg.analyze(rg.cells.tanh_rnn(3, 4, 2))
     assert an.recurrent == ["W"] and an.readout == ["V", "b"]
     assert an.graph.number_of_nodes() == len(an.cell.nodes)
-
-
-def esn_cells():
-    """Cells whose state dynamics has no trained parameter: only the readout learns."""
-    rng = np.random.default_rng(0)
-    esn = rg.Cell("esn")              # an echo-state network: a fixed random reservoir
-    x, h = esn.input("x", 3), esn.state("h", 5)
-    h_new = rg.tanh(esn.const(0.3 * rng.standard_normal((5, 5)), "R") @ h
-                    + esn.const(rng.standard_normal((5, 3)), "W_in") @ x)
-    esn.update(h, h_new)
-    esn.output("y", esn.param("V", (2, 5)) @ h_new)
-    leak = rg.Cell("leak")            # a fixed leaky integrator of the input
-    x, h = leak.input("x", 3), leak.state("h", 3)
-    h_new = rg.tanh(0.5 * h + x)
-    leak.update(h, h_new)
-    leak.output("y", leak.param("V", (2, 3)) @ h_new)
-    return [esn, leak]
-
-
-@pytest.mark.parametrize("cell", esn_cells(), ids=lambda c: c.name)
-def test_cells_without_recurrent_parameters(cell):
-    """Analysis and report say so; exact estimators give the readout's exact gradient;
-    the estimators that need recurrent parameters refuse with one clear reason."""
-    an = rg.analyze(cell)
-    assert an.recurrent == [] and an.projection_spaces == [] and not an.kronecker.ok
-    assert "no recurrent parameter" in an.report()
-    rng = np.random.default_rng(1)
-    xs, ys = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
-    exact = rg.compile(cell, "bptt", backend="numpy")
-    p = exact.init_params(0)
-    g = exact.total_gradient(p, xs, ys)
-    for name in ("rtrl", "dodge"):
-        est = rg.compile(cell, name, backend="numpy")
-        assert np.allclose(est.total_gradient(p, xs, ys)["V"], g["V"], rtol=1e-12)
-    for name in ("uoro", "projected-uoro", "kf-rtrl"):
-        with pytest.raises(rg.NotApplicable, match="no recurrent parameter"):
-            rg.compile(cell, name, backend="numpy")

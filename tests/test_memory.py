@@ -1,4 +1,5 @@
-"""Online training memory does not grow with the number of steps (UORO, KF-RTRL)."""
+"""Online training memory does not grow with the number of steps (UORO, KF-RTRL, and
+the sparse and Kronecker-sum families: SnAp-1, OK)."""
 import json
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def peak(steps, name):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["uoro", "kf-rtrl"])
+@pytest.mark.parametrize("name", ["uoro", "kf-rtrl", "snap-1", "ok(2)"])
 def test_peak_memory_is_flat_in_the_number_of_steps(name):
     peak(10, name)                          # compile once: later processes load it
     short, long = peak(10_000, name), peak(100_000, name)

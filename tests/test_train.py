@@ -5,14 +5,7 @@ import pytest
 
 import rgraph as rg
 
-from conftest import compiled, params_for
-
-
-def echo_data(T, n_in=3, seed=0):
-    """Predict the previous input: a task that needs one step of memory."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, n_in, T)
-    return np.eye(n_in)[ids], np.roll(ids, 1)
+from conftest import compiled, echo_data, params_for
 
 
 def test_one_sgd_step_is_minus_lr_gradient():
@@ -191,48 +184,3 @@ def test_old_module_paths_still_work_and_warn(old, new, names):
     for name in names:
         assert getattr(mod, name) is getattr(importlib.import_module(new), name)
         assert getattr(mod, name) is getattr(rg, name)
-
-
-class _RunsCode:
-    """Unpickling this writes a file: the payload of a crafted checkpoint."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
-def test_checkpoints_never_run_code_and_detect_corruption(tmp_path):
-    """A checkpoint is an .npz of arrays plus versioned JSON: a pickle (an old checkpoint
-    or a crafted one) is refused without being unpickled, and a changed byte in an array
-    is caught by the checksum."""
-    import pickle
-    est = compiled("tanh", "uoro")
-    tr = est.trainer(params_for(est), batch=2, seed=1)
-    xs, ys = echo_data(40, seed=2)
-    tr.run(xs, ys)
-    ck = tr.save(tmp_path / "ck.npz")
-    assert est.trainer(params_for(est), batch=2, seed=1).load(ck).step == tr.step
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.npz"
-    evil.write_bytes(pickle.dumps({"version": 1, "x": _RunsCode(marker)}))
-    with pytest.raises(rg.DataError, match="pickle"):
-        est.trainer(params_for(est), batch=2).load(evil)
-    assert not marker.exists()
-    with np.load(ck, allow_pickle=False) as z:          # flip one number of the parameters
-        files = {k: z[k] for k in z.files}
-    key = next(k for k in files if k != "__checkpoint__" and files[k].size == tr.th.size)
-    files[key] = files[key] + 1.0
-    bad = tmp_path / "bad.npz"
-    np.savez(bad, **files)
-    with pytest.raises(rg.DataError, match="corrupted"):
-        est.trainer(params_for(est), batch=2).load(bad)
-
-
-def test_curve_rows_are_block_means():
-    from rgraph.training.trainer import curve_rows
-    steps, means = curve_rows(np.arange(10.0), max_rows=4)      # blocks of 3, 3, 3, 1
-    assert steps.tolist() == [2, 5, 8, 9] and means.tolist() == [1.0, 4.0, 7.0, 9.0]
-    steps, means = curve_rows([np.nan, 1.0, 3.0], max_rows=3)
-    assert np.isnan(means[0]) and means[1:].tolist() == [1.0, 3.0]

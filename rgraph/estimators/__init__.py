@@ -17,6 +17,8 @@ from .dodge import dodge
 from .exact import BPTT, RTRL, TBPTT
 from .kfrtrl import KFRTRL
 from .names import parse_estimator
+from .ok import OK
+from .snap import RFLO, EProp, SnAp
 from .uoro import ProjectedUORO, uoro
 
 # name -> the spec class (or a function choosing one from the options)
@@ -28,6 +30,10 @@ ESTIMATORS = {
     "projected-uoro": ProjectedUORO,
     "kf-rtrl": KFRTRL,
     "dodge": dodge,
+    "ok": OK,
+    "snap": SnAp,
+    "e-prop": EProp,
+    "rflo": RFLO,
 }
 
 

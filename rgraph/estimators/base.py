@@ -26,7 +26,7 @@ import numpy as np
 from .. import autodiff
 from ..analysis import Analysis
 from ..autodiff import CotangentSpec, ParamTangents, TangentSpec
-from ..codegen import Template
+from ..codegen import Template, template_needs
 from ..layout import Layout
 from ..schedule import Block
 
@@ -96,6 +96,19 @@ class EstimatorSpec:
     def flushes(self) -> bool:
         """Whether the estimator has a flush (work pending at segment ends)."""
         return any(t.role == "flush" for t in self.templates())
+
+    def module_choices(self) -> dict:
+        """The static choices the module's templates are resolved with."""
+        return {**self.choices(), "FLUSHES": self.flushes,
+                "RESETS": any(t.role == "reset" for t in self.templates())}
+
+    def used_scratch(self) -> list[str]:
+        """The scratch buffers (``scratch_layout()`` names, in its order) the module's
+        ``est_scratch`` allocates: those the role templates read (``rgraph.resources``
+        counts memory from them)."""
+        choices = self.module_choices()
+        used = {n for t in self.templates() if t.role for n in template_needs(t, choices)}
+        return [n for n in self.scratch_layout() if n in used]
 
     def update_every(self, T: int | None = None) -> int:
         """Steps between parameter updates (a segment length, or 1)."""

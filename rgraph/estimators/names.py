@@ -3,6 +3,8 @@ the command line all read.
 
     uoro, kf-rtrl, rtrl, bptt, dodge, ...   a registered name (``ESTIMATORS``)
     tbptt(16)                               the truncation length k
+    snap(2), snap-2                         SnAp's level n
+    ok(4)                                   OK's rank r
     projected-uoro[preactivation]           the projection: a space ("state",
     projected-uoro[h_new,c_new]             "preactivation", "parameter") or node names
 
@@ -15,11 +17,15 @@ from __future__ import annotations
 import re
 
 
-def parse_truncation(text: str) -> int:
-    """tbptt's K: a positive integer."""
-    if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
-        raise ValueError(f"the truncation length {text!r} is not a positive integer")
-    return int(text)
+def _positive(what):
+    def read(text: str) -> int:
+        if not re.fullmatch(r"\s*\d+\s*", text) or int(text) < 1:
+            raise ValueError(f"the {what} {text!r} is not a positive integer")
+        return int(text)
+    return read
+
+
+parse_truncation = _positive("truncation length")      # tbptt's K
 
 
 def parse_projection(text: str):
@@ -36,11 +42,16 @@ def parse_projection(text: str):
 # how it is read, and the form (for messages)
 ARGUMENTS = {
     "tbptt": ("(", "k", parse_truncation, "tbptt(K), K the truncation length"),
+    "snap": ("(", "level", _positive("level"), "snap(N) or snap-N, N the level"),
+    "ok": ("(", "rank", _positive("rank"), "ok(R), R the rank"),
     "projected-uoro": ("[", "projection", parse_projection,
                        "projected-uoro[SPACE or NODES], a space (state, preactivation, "
                        "parameter) or comma-separated node names"),
 }
 _CLOSE = {"(": ")", "[": "]"}
+# other spellings of a name
+ALIASES = {"eprop": "e-prop", "kfrtrl": "kf-rtrl", "snap-n": "snap"}
+_SNAP_LEVEL = re.compile(r"snap-(\d+)")
 _NAME = re.compile(r"([A-Za-z][\w-]*)\s*(?:\((.*)\)|\[(.*)\])?", re.DOTALL)
 
 
@@ -56,7 +67,14 @@ def parse_estimator(name) -> tuple[str, dict]:
         raise ValueError(f"estimator name {name!r} is not understood: write a name "
                          f"(uoro, kf-rtrl, ...), tbptt(K) or projected-uoro[SPACE or NODES]")
     key = m.group(1).lower().replace("_", "-")
+    key = ALIASES.get(key, key)
     bracket, arg = ("(", m.group(2)) if m.group(2) is not None else ("[", m.group(3))
+    level = _SNAP_LEVEL.fullmatch(key)
+    if level and arg is None:       # snap-2: snap at level 2
+        try:
+            return "snap", {"level": _positive("level")(level.group(1))}
+        except ValueError as e:
+            raise ValueError(f"estimator {name!r}: {e}; write snap-N or snap(N)") from None
     if arg is None:
         return key, {}
     if key not in ARGUMENTS or ARGUMENTS[key][0] != bracket:

@@ -71,7 +71,7 @@ import inspect
 from .anbn import AnBn
 from .base import Task
 from .brackets import DistantBrackets
-from .charlm import CharLM, data_dir
+from .charlm import CharLM, data_dir, example_text
 from .copy_task import Copy
 from .influence import InfluenceBalancing
 
@@ -83,6 +83,7 @@ __all__ = [
     "Copy",
     "CharLM",
     "data_dir",
+    "example_text",
     "TASKS",
     "make_task",
 ]

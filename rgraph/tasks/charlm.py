@@ -20,11 +20,26 @@ def data_dir():
     return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
+TINYSHAKESPEARE_URL = ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+                       "tinyshakespeare/input.txt")
+
+
+def example_text() -> str:
+    """Where to find a text to train on: the example file where it exists (see
+    ``data_dir``), else how to get one. Never names a path that does not exist."""
+    path = data_dir() / "tinyshakespeare.txt"
+    if path.is_file():
+        return f"e.g. {path}"
+    return (f"any UTF-8 text file works; for the papers' text, download {TINYSHAKESPEARE_URL}"
+            f" and pass its path (or save it as tinyshakespeare.txt in a folder named by "
+            f"$RGRAPH_DATA_DIR)")
+
+
 def _read_text(path, who: str) -> str:
     p = os.fspath(path)
-    hint = ("pass the path of an existing, readable UTF-8 text file "
-            f"(e.g. {data_dir() / 'tinyshakespeare.txt'}), or the text itself "
-            "(a str containing a newline, or is_text=True / CharLM.from_text)")
+    hint = (f"pass the path of an existing, readable UTF-8 text file ({example_text()}), "
+            "or the text itself (a str containing a newline, or is_text=True / "
+            "CharLM.from_text)")
     if not os.path.exists(p):
         raise ValueError(f"{who}: text file {p!r} not found; {hint}")
     if os.path.isdir(p):

@@ -16,12 +16,14 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, DivergenceWarning, InitWarning
 from .checkpoints import CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
+from .health import START_STEPS, DivergenceMonitor, check_start, reference_loss
 from .optim import OPTIMIZERS, SGD
 
 
@@ -61,10 +63,16 @@ class Trainer:
     ``run(xs, ys)`` trains on given sequences; ``run_task(task, steps)`` draws the data
     from a task (one independent stream per batch element, ``task.fork``), feeding the
     task's curriculum if it has one. ``save`` / ``Trainer.load`` write and read a
-    checkpoint. ``est`` is a compiled estimator (``rg.compile``)."""
+    checkpoint. ``est`` is a compiled estimator (``rg.compile``).
+
+    Runs are watched (``rgraph.training.health``): an absurd first loss gives an
+    ``InitWarning``, a diverging loss a ``DivergenceWarning`` with the step (kept in
+    ``divergences``); ``halt_on_divergence`` stops the run there. The batch's buffers
+    are checked against the memory available (``rgraph.resources``) before they are
+    allocated, unless ``force_memory``."""
 
     def __init__(self, est, params, optimizer=None, batch=1, seed=0, reset_prob=0.0,
-                 chunk=1000):
+                 chunk=1000, *, halt_on_divergence=False, force_memory=False):
         self.est = est
         self.optimizer = optimizer if optimizer is not None else SGD(1e-2)
         if not isinstance(self.optimizer, tuple(OPTIMIZERS.values())):
@@ -78,6 +86,7 @@ class Trainer:
         self.reset_prob = float(reset_prob)
         self.seed = int(seed)
         self.th = est.pack(params)
+        est.check_memory(self.batch, self.chunk, force=force_memory)
         self.opt = np.zeros(1 + 2 * est.n_params, dtype=est.dtype)
         self.states, self.E = est.new_state(self.batch, self.chunk)
         self.g = np.zeros(est.n_params, dtype=est.dtype)
@@ -91,6 +100,14 @@ class Trainer:
         self.curve: list[float] = []
         self.curve_steps: list[int] = []    # record="chunk": the step each mean ends at
         self.tasks = None
+        self.halt_on_divergence = bool(halt_on_divergence)
+        self.health = DivergenceMonitor()
+        self.start_warning: str | None = None
+
+    @property
+    def divergences(self) -> list[dict]:
+        """The divergences found so far (step it began, step confirmed, losses)."""
+        return self.health.events
 
     def __repr__(self):
         return (f"Trainer({self.est.name} on '{self.est.cell.name}', batch {self.batch}, "
@@ -130,7 +147,7 @@ class Trainer:
             sl = slice(done, done + n)
             return xs[sl], ys[sl], ws[sl], rs[sl]
         return self._loop(xs.shape[0], source, progress, callback, record,
-                          lambda m: f"{m:.4g}")
+                          lambda m: f"{m:.4g}", lambda m: m)
 
     def run_task(self, task, steps: int, progress=False, callback=None,
                  record="step") -> TrainResult:
@@ -165,9 +182,9 @@ class Trainer:
                     t.report(t.to_unit(mean))
             return bool(user(trainer, mean)) if user is not None else False
         return self._loop(steps, source, progress, hear, record,
-                          lambda m: f"{task.to_unit(m):.4g} {task.unit}")
+                          lambda m: f"{task.to_unit(m):.4g} {task.unit}", task.to_unit)
 
-    def _loop(self, T, source, progress, callback, record, show):
+    def _loop(self, T, source, progress, callback, record, show, to_unit):
         if record not in ("step", "chunk"):
             raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
         if T > 0:   # compile (or load) now, so that the timing below is of training only
@@ -183,6 +200,8 @@ class Trainer:
                 rs = rs.copy()
                 if self.reset_prob > 0:
                     rs |= self.reset_rng.random(rs.shape) < self.reset_prob
+                if self.step == 0:
+                    self._check_start(xs, ys, ws, rs, to_unit)
                 losses = np.zeros((n, self.batch), dtype=self.est.dtype)
                 code = self.est.call("run", self.th, self.states, self.E, xs, ys, ws, rs,
                                      self.rng, self.g, self.opt, self.hp, losses, self.step,
@@ -197,11 +216,20 @@ class Trainer:
                 else:
                     self.curve.append(mean)
                     self.curve_steps.append(self.step + n)
+                ev = self.health.update(self.step, per_step, self._reference(ys, ws))
                 self.step += n
                 done += n
                 if bar is not None:
                     bar.update(n)
                     bar.set_postfix_str(f"loss {show(mean)}", refresh=False)
+                if ev is not None:
+                    halt = "; halting (halt_on_divergence)" if self.halt_on_divergence else ""
+                    warnings.warn(DivergenceWarning(
+                        f"{self.est.name} on '{self.est.cell.name}': "
+                        f"{self.health.message(ev, lambda x: f'{to_unit(x):.4g}')}{halt}"),
+                        stacklevel=3)
+                    if self.halt_on_divergence:
+                        break
                 if callback is not None and callback(self, mean):
                     break
         finally:
@@ -210,7 +238,30 @@ class Trainer:
         seconds = time.perf_counter() - t_start
         x = np.array(self.curve_steps) if record == "chunk" else np.arange(len(self.curve))
         return TrainResult(self.params, np.array(self.curve), done, seconds, record,
-                           {"x": x})
+                           {"x": x, "divergences": list(self.health.events)})
+
+    def _reference(self, ys, ws) -> float:
+        """The uniform-prediction loss of a chunk (``health.reference_loss``)."""
+        return reference_loss(self.est.loss_name, self.est.n_out, ys, ws)
+
+    def _check_start(self, xs, ys, ws, rs, to_unit):
+        """Warn (InitWarning) when the untrained parameters' loss on the first steps is
+        absurd (``health.check_start``)."""
+        n = min(xs.shape[0], START_STEPS)
+        losses = np.zeros((n, self.batch), dtype=self.est.dtype)
+        self.est.call("evaluate", self.th, self.states.copy(), xs[:n], ys[:n], ws[:n],
+                      rs[:n], losses)
+        wsum = float(ws[:n].sum())
+        if wsum <= 0:
+            return
+        first = float(losses.sum() / wsum)
+        self.health.start(first, self.step)
+        msg = check_start(first, self._reference(ys[:n], ws[:n]), self.params,
+                          lambda x: f"{to_unit(x):.4g}")
+        if msg is not None:
+            self.start_warning = msg
+            warnings.warn(InitWarning(f"{self.est.name} on '{self.est.cell.name}': {msg}"),
+                          stacklevel=4)
 
     def _warm_up(self):
         """Call the compiled loop on zero steps (compiles it; changes nothing)."""
@@ -220,6 +271,10 @@ class Trainer:
         est.call("run", self.th, self.states, self.E, np.zeros((0, B, est.n_in), dt), ys,
                  np.zeros((0, B), dt), np.zeros((0, B), np.bool_), self.rng, self.g,
                  self.opt, self.hp, np.zeros((0, B), dt), self.step, self.update_every, True)
+        if self.step == 0:          # the start check evaluates the first steps
+            est.call("evaluate", self.th, self.states.copy(), np.zeros((0, B, est.n_in), dt),
+                     ys, np.zeros((0, B), dt), np.zeros((0, B), np.bool_),
+                     np.zeros((0, B), dt))
 
     # ------------------------------------------------------------ save/restore
     def state_dict(self) -> dict:
@@ -234,7 +289,8 @@ class Trainer:
                 "data_rngs": [r.bit_generator.state for r in self.data_rngs],
                 "step": self.step, "curve": np.array(self.curve),
                 "curve_steps": np.array(self.curve_steps, dtype=np.int64),
-                "tasks": None if self.tasks is None else [t.get_state() for t in self.tasks]}
+                "tasks": None if self.tasks is None else [t.get_state() for t in self.tasks],
+                "health": self.health.state()}
 
     def load_state_dict(self, sd: dict, task=None):
         """Restore a state_dict (and, for a task-driven run, the task it was made on)."""
@@ -260,6 +316,9 @@ class Trainer:
         self.step = int(sd["step"])
         self.curve = list(np.asarray(sd["curve"]).tolist())
         self.curve_steps = [int(t) for t in sd["curve_steps"]]
+        self.health = DivergenceMonitor()
+        if sd.get("health") is not None:        # absent in checkpoints before it
+            self.health.set_state(sd["health"])
         if sd["tasks"] is not None:
             if task is None:
                 raise DataError("this checkpoint was drawing data from a task; pass it "

@@ -1,0 +1,201 @@
+"""OK: the optimal Kronecker-sum approximation (Benzing, Gauy, Mujika, Martinsson &
+Steger 2019), on KF-RTRL's structure (``kfrtrl``): every recurrent parameter enters as
+``z = W @ â`` with â independent of θ, so per input group F_t = D_t ⊗ âᵀ.
+
+Per input group, G_t ≈ Σ_{k<r} A_k ⊗ u_kᵀ (r = ``rank`` Kronecker pairs). One step
+turns the r pairs into r + 1:
+
+    H_t A_1 ⊗ u_1ᵀ + ... + H_t A_r ⊗ u_rᵀ  +  D_t ⊗ â_tᵀ
+
+and ``ok_reduce`` maps them back to r pairs with the unbiased reduction of minimum
+variance: orthonormal bases of the u's and of the vec(A)'s (from their Gram matrices,
+so the S x |z| factors are never copied; singular values below √ε of the largest are
+taken as zero), the SVD of the (r+1) x (r+1) core C = Σ σ_i ℓ_i ρ_iᵀ, then
+
+* the m largest singular values are kept exactly, m the smallest integer for which the
+  k = r + 1 - m others satisfy (k - 1) σ_m <= s = σ_m + ... + σ_r;
+* the k others, diag(σ_m .. σ_r), become k - 1 pairs s/(k-1) · (Σ_i c_i q_il ℓ_i) ⊗
+  (Σ_i c_i q_il ρ_i), with c_i random signs and q_1 .. q_{k-1} an orthonormal basis of
+  the complement of x, x_i = sqrt(1 - (k-1) σ_i / s): E[c (I - x xᵀ) c] = diag(1 - x_i²)
+  = (k-1)/s · diag(σ), so the reduction is unbiased.
+
+With r = 1 this is KF-RTRL's step with the variance-optimal mixing of its two pairs.
+The gradient of step t is (A_{k}ᵀ ∂l/∂s_{t-1})[rows of each sum] ⊗ u_k summed over the
+pairs, plus the direct ∂l/∂W (``kron_gradient``, shared with KF-RTRL).
+"""
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
+from __future__ import annotations
+
+import numpy as np
+
+from ..codegen import Template, index
+from ..errors import NotApplicable
+from . import common
+from .base import positive_int
+from .kfrtrl import KFRTRL
+
+
+def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, ahat, Ut,
+            Gu, Gv, alpha, beta):
+    """One step of OK for one stream: RANK Kronecker pairs per input group."""
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+    # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_k A_k ⊗ u_k: each pair as in KF-RTRL
+    np.dot(vb[0:S], A, cA)
+    for k in range(RANK):
+        kron_gradient(g, cA[k * NZ:(k + 1) * NZ], u[k])
+    # H_t A_k for every pair at once (A_k are the column blocks of A), and D_t
+    jvp_state_m(th, v, A, vd, HA)
+    jvp_z_m(th, v, vz, D)
+    kron_input(v, ahat)
+    for grp in range(NGROUPS):
+        c0, c1 = GROUP_COLS[grp], GROUP_COLS[grp + 1]
+        a0, a1 = GROUP_INPUTS[grp], GROUP_INPUTS[grp + 1]
+        na, nz = a1 - a0, c1 - c0
+        # the r + 1 pairs of the group, (H A_k, u_k) and (D, â), and their Gram matrices
+        for k in range(RANK):
+            Ut[k, 0:na] = u[k, a0:a1]
+        Ut[RANK, 0:na] = ahat[a0:a1]
+        for i in range(RANK + 1):
+            Xi, xi = HA, i * NZ + c0
+            if i == RANK:
+                Xi, xi = D, c0
+            for j in range(i + 1):
+                Xj, xj = HA, j * NZ + c0
+                if j == RANK:
+                    Xj, xj = D, c0
+                Gu[i, j] = Gu[j, i] = rg_dot(Ut[i, 0:na], Ut[j, 0:na])
+                Gv[i, j] = Gv[j, i] = rg_dot_cols(Xi, xi, Xj, xj, nz)
+        ok_reduce(Gu, Gv, rng, alpha, beta)
+        # the r new pairs, combinations of the r + 1 old ones
+        for k in range(RANK):
+            u[k, a0:a1] = 0.0
+            A[:, k * NZ + c0:k * NZ + c1] = 0.0
+            for i in range(RANK + 1):
+                Xi, xi = HA, i * NZ + c0
+                if i == RANK:
+                    Xi, xi = D, c0
+                rg_axpy(u[k, a0:a1], alpha[k, i], Ut[i, 0:na])
+                rg_axpy_cols(A, k * NZ + c0, beta[k, i], Xi, xi, nz)
+    gather_new(v, s)
+    return loss
+
+
+def ok_reduce(Gu, Gv, rng, alpha, beta):
+    """The minimum-variance unbiased reduction of the RANK + 1 pairs (U_i, V_i) with Gram
+    matrices Gu and Gv to RANK pairs: new pair k is (Σ_i alpha[k, i] U_i, Σ_i beta[k, i]
+    V_i)."""
+    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2
+    lu, Eu = np.linalg.eigh(Gu)
+    lv, Ev = np.linalg.eigh(Gv)
+    su = np.sqrt(np.maximum(lu, 0.0))
+    sv = np.sqrt(np.maximum(lv, 0.0))
+    iu = np.where(su > 1e-12 * (su.max() + 1e-300), 1.0 / (su + 1e-300), 0.0)
+    iv = np.where(sv > 1e-12 * (sv.max() + 1e-300), 1.0 / (sv + 1e-300), 0.0)
+    # the core Ru Rvᵀ (R = diag(√λ) Eᵀ) and its SVD: C = Σ σ_i ℓ_i ρ_iᵀ, ℓ = U Cu, ρ = V Cv
+    core = np.ascontiguousarray((su[:, None] * Eu.T) @ (sv[:, None] * Ev.T).T)
+    L, sig, Zt = np.linalg.svd(core)
+    Cu = Eu @ (iu[:, None] * L)
+    Cv = Ev @ (iv[:, None] * Zt.T)
+    for i in range(RANK + 1):      # each pair's sign fixed, whatever the LAPACK
+        if Cu[np.argmax(np.abs(Cu[:, i])), i] < 0.0:
+            Cu[:, i] = -Cu[:, i]
+            Cv[:, i] = -Cv[:, i]
+    a = np.zeros((RANK, RANK + 1))      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
+    b = np.zeros((RANK, RANK + 1))
+    # rank <= r already (below the Gram matrices' precision, √ε relative): kept exactly
+    if sig[RANK] <= 1e-7 * sig[0]:
+        for i in range(RANK):
+            a[i, i] = b[i, i] = math.sqrt(sig[i])
+    else:
+        # m: the largest singular values, kept exactly
+        m = 0
+        while m < RANK - 1 and (RANK - m) * sig[m] > np.sum(sig[m:]):
+            m += 1
+        for i in range(m):
+            a[i, i] = b[i, i] = math.sqrt(sig[i])
+        # the k = r + 1 - m others become k - 1 pairs with random signs
+        tail = np.sum(sig[m:])
+        k = RANK + 1 - m
+        x = np.empty(k)
+        for i in range(k):
+            x[i] = math.sqrt(max(0.0, 1.0 - (k - 1) * sig[m + i] / tail))
+        # q: an orthonormal basis of x's complement (columns 1..k-1 of the Householder
+        # reflection that maps e_1 to x)
+        hw = x.copy()
+        hw[0] -= 1.0
+        hn = np.dot(hw, hw)
+        q = np.eye(k)
+        if hn > 1e-30:
+            q -= (2.0 / hn) * np.outer(hw, hw)
+        scale = math.sqrt(tail / (k - 1))
+        for i in range(k):
+            c = scale if rng.random() < 0.5 else -scale
+            for j in range(k - 1):
+                a[m + j, m + i] = c * q[i, j + 1]
+                b[m + j, m + i] = c * q[i, j + 1]
+    alpha[:, :] = a @ Cu.T
+    beta[:, :] = b @ Cv.T
+
+
+class OK(KFRTRL):
+    name = "ok"
+
+    def __init__(self, lay, sched, analysis, rank=2, **opts):
+        k = analysis.kronecker
+        if not k.ok:
+            raise NotApplicable(f"ok does not apply to cell '{lay.cell.name}': {k.reason}")
+        super().__init__(lay, sched, analysis, **opts)
+        self.rank = positive_int(rank, "ok: rank r")
+
+    def describe(self):
+        groups = f", {len(self.groups)} groups" if len(self.groups) > 1 else ""
+        return f"ok(r={self.rank}{groups})"
+
+    def constants(self):
+        cols, inputs = [0], [0]
+        for grp in self.groups:
+            cols.append(cols[-1] + grp.dim_z)
+            inputs.append(inputs[-1] + grp.dim_input)
+        return {"RANK": self.rank, "NZ": self.nz, "NGROUPS": len(self.groups),
+                "GROUP_COLS": np.array(cols), "GROUP_INPUTS": np.array(inputs)}
+
+    def state_layout(self):
+        return {"A": (self.lay.n_state, self.rank * self.nz), "u": (self.rank, self.na)}
+
+    def scratch_layout(self):
+        lay, r = self.lay, self.rank
+        na_max = max(grp.dim_input for grp in self.groups)
+        return {**self.base_scratch(), "vd": (lay.n_values, r * self.nz),
+                "vz": (lay.n_values, self.nz),
+                "HA": (lay.n_state, r * self.nz), "D": (lay.n_state, self.nz),
+                "cA": (r * self.nz,), "ahat": (self.na,), "Ut": (r + 1, na_max),
+                "Gu": (r + 1, r + 1), "Gv": (r + 1, r + 1), "alpha": (r, r + 1),
+                "beta": (r, r + 1)}
+
+    def templates(self):
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(ok_reduce, "ok_reduce"),
+                Template(ok_step, "est_step", "step")]
+
+    def rendered(self, mb):
+        out = super().rendered(mb)
+        del out["kron_update"]
+        local = mb.namer.child()
+        v, ahat, j = (local.claim(x) for x in ("v", "ahat", "j"))
+        lines = [f"def kron_input({v}, {ahat}):",
+                 '    """â of every input group, stacked (a bias\'s piece is the constant '
+                 '1)."""']
+        for grp, _, _, _, pieces in self._pieces(mb):
+            lines.append(f"    # input {grp.input} ({grp.dim_input})")
+            for x, at, na, uo in pieces.values():
+                if x is None:
+                    lines.append(f"    {ahat}[{uo}] = 1.0")
+                else:
+                    src = v if x == "v" else x
+                    lines += [f"    for {j} in range({na}):",
+                              f"        {ahat}[{index(uo, j)}] = {src}[{index(at, j)}]"]
+        out["kron_input"] = "\n".join(lines) + "\n"
+        return out
+
+
+__all__ = ["OK"]

@@ -1,0 +1,438 @@
+"""Sparse influence estimators: SnAp-n (Menick et al. 2021) and e-prop / RFLO (Bellec et
+al. 2020; Murray 2019). Both keep the influence J = ds_t/dθ only on a fixed mask M,
+stored compactly, and update it as
+
+    J_t = M ⊙ (D_t J_{t-1} + I_t)
+
+* **SnAp-n**: D_t is the whole ∂s_t/∂s_{t-1}; M is where θ reaches s within n steps
+  (``sparsity.snap_mask``). SnAp-1 keeps, for a weight of unit i, unit i's own state
+  components, and its D block includes the self-recurrent weight's term.
+* **e-prop**: D_t is D̂_t, the paths from s_{t-1} to s_t through no recurrent parameter
+  product (a leaky cell's 1 - α, the LSTM's forget path); M is the pattern of I closed
+  under D̂ (the eligibility traces). ``rflo`` is the same on rate cells.
+
+The immediate Jacobian is exact and never formed densely: every recurrent parameter
+enters one sum z (a preactivation) as a product's matrix row W[q, :] (I[:, W[q, c]] =
+∂s_t/∂z_q · a_c), an elementwise vector (∂s_t/∂z_q · ∂m_q/∂u_q) or a bias
+(∂s_t/∂z_q). ∂s_t/∂z comes from one jvp with the identity injected at the sums, as in
+KF-RTRL.
+
+J is stored as *runs*: consecutive parameters (a matrix row, or one vector entry) that
+share their mask rows R; a run is the |R| x k block J[R, θ0:θ0+k]. The run table is a
+set of module constants; ``sparse_update`` walks it.
+
+The gradient of step t is the exact immediate ∂l_t/∂θ plus L_t · (J_t - I_t), with the
+learning signal L_t = ∂l_t/∂s_t (``feedback="symmetric"``). With ``feedback="random"``
+(random e-prop, Murray's RFLO with random feedback) L_t = B ∂l_t/∂y_t for a fixed random
+B (S x NOUT, seed ``feedback_seed``) and the recurrent gradient is L_t · J_t; the
+readout's gradient stays exact.
+"""
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops, sparsity
+from ..autodiff import ParamTangents
+from ..codegen import Template
+from ..errors import NotApplicable
+from ..analysis import NO_RECURRENT
+from . import common
+from .base import EstimatorSpec, positive_int
+
+FEEDBACKS = ("symmetric", "random")
+# how a run's immediate Jacobian is formed: ∂s/∂z_q times a_c (a product's input),
+# times ∂m_q/∂u_q (an elementwise parameter), or times 1 (a bias)
+MATRIX, ELEMENTWISE, BIAS = 0, 1, 2
+
+
+def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
+                vf, fnd, Ls, T, gb):
+    """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
+    if RANDOM_FEEDBACK:
+        rg_zero(gb)
+        loss = forward_and_backprop(th, s, x, y, w, v, vb, gb, ybar)
+        rg_axpy(g[NR:NP], 1.0, gb[NR:NP])      # the readout's gradient is exact
+        rg_matvec(Ls, FEEDBACK, ybar)          # learning signal B ∂l/∂y
+    else:
+        loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+        gather_new(vb, Ls)                     # learning signal ∂l_t/∂s_t
+    # ∂s_t/∂z at the sums the recurrent parameters enter
+    jvp_z_m(th, v, vz, DZ)
+    if COMPRESSED_D:
+        # D_t on the entries the runs read: D̂ and the product inputs' Â from one jvp
+        # per column colour, then Σ_z ∂s/∂z_q W[q, c] Â[c, j] for the products
+        for j in range(S):
+            seed[j, COLOR[j]] = 1.0
+        jvp_D(th, v, seed, vd, Dc)
+        needed_D(Dm, Dc, vd, seed, DZ, th)
+    else:
+        # D_t (e-prop: D̂_t) whole: the jvp with the identity as s_{t-1}'s tangent
+        for i in range(S):
+            seed[i, i] = 1.0
+        jvp_D(th, v, seed, vd, Dm)
+    if ELEMENTWISE_PARAMS:
+        # ∂m/∂u of the elementwise parameters: a jvp with their tangent set to one
+        for r in range(ELEMENTWISE_BLOCKS.shape[0] // 2):
+            thd[ELEMENTWISE_BLOCKS[2 * r]:ELEMENTWISE_BLOCKS[2 * r + 1]] = 1.0
+        jvp_factors(th, v, thd, vf, fnd)
+    sparse_update(J, Dm, DZ, v, vf, Ls, g, T)
+    gather_new(v, s)
+    return loss
+
+
+def needed_D(Dm, Dc, vd, seed, DZ, th):
+    """D[i, j] on the needed entries: D̂[i, j] (column j's colour of the compressed jvp)
+    plus, for every product z = W a the entry reaches, ∂s_i/∂z_q W[q, c] Â[c, j]."""
+    for e in range(NK):
+        i, j = K_I[e], K_J[e]
+        col = COLOR[j]
+        d = Dc[i, col] if K_HAT[e] else 0.0
+        for t in range(K_PTR[e], K_PTR[e + 1]):
+            a = seed[T_A[t], col] if T_SEED[t] else vd[T_A[t], col]
+            d += DZ[i, T_Z[t]] * th[T_W[t]] * a
+        Dm[i, j] = d
+
+
+def sparse_update(J, Dm, DZ, v, vf, Ls, g, T):
+    """Every run: T = D[R, R] J_run; the gradient; J_run = T + ∂s/∂z_q[R] ⊗ factor."""
+    for run in range(NRUNS):
+        r0, r1 = RUN_ROWS[run], RUN_ROWS[run + 1]
+        nr = r1 - r0
+        t0, k, j0 = RUN_THETA[run], RUN_K[run], RUN_J[run]
+        zq, kind, f0 = RUN_Z[run], RUN_KIND[run], RUN_FACTOR[run]
+        # T = D[R, R] J_{t-1}[R, θ0:θ0+k], row by row (contiguous in c)
+        for a in range(nr):
+            ia = ROWS[r0 + a]
+            for c in range(k):
+                T[a * k + c] = 0.0
+            for b in range(nr):
+                d = Dm[ia, ROWS[r0 + b]]
+                if d != 0.0:
+                    for c in range(k):
+                        T[a * k + c] += d * J[j0 + b * k + c]
+        if not RANDOM_FEEDBACK:
+            # L_t · (J_t - I_t): the immediate part is already in g, exactly
+            for a in range(nr):
+                la = Ls[ROWS[r0 + a]]
+                for c in range(k):
+                    g[t0 + c] += la * T[a * k + c]
+        # J_t = T + I_t, I_t[R, θ] = ∂s/∂z_q[R] times the run's factor: the product's
+        # input a (kind 0), ∂m_q/∂u_q (kind 1) or 1 (a bias, kind 2)
+        for a in range(nr):
+            dz = DZ[ROWS[r0 + a], zq]
+            row = j0 + a * k
+            if kind == 0:
+                for c in range(k):
+                    J[row + c] = T[a * k + c] + dz * v[f0 + c]
+            else:
+                f = vf[f0] if kind == 1 else 1.0
+                for c in range(k):
+                    J[row + c] = T[a * k + c] + dz * f
+        if RANDOM_FEEDBACK:
+            for a in range(nr):
+                la = Ls[ROWS[r0 + a]]
+                for c in range(k):
+                    g[t0 + c] += la * J[j0 + a * k + c]
+
+
+class SparseInfluence(EstimatorSpec):
+    """J on a fixed mask (see the module docstring); subclasses choose D and the mask."""
+
+    cut_products = False      # e-prop: D̂ drops the paths through recurrent products
+
+    def __init__(self, lay, sched, analysis, feedback="symmetric", feedback_seed=0,
+                 **opts):
+        super().__init__(lay, sched, analysis, **opts)
+        if feedback not in FEEDBACKS:
+            raise ValueError(f"{self.name}: feedback must be one of {FEEDBACKS}, got "
+                             f"{feedback!r}")
+        self.feedback = feedback
+        self.feedback_seed = positive_int(feedback_seed, f"{self.name}: feedback_seed", 0)
+        if not lay.rec_blocks:
+            raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
+                                f"{NO_RECURRENT}")
+        self.terms = entry_terms(lay, analysis, self.name)
+        self.sums = sorted({t["sum"] for t in self.terms}, key=lay.pos.get)
+        self.products = [t["node"] for t in self.terms if t["kind"] == MATRIX]
+        D, I = sparsity.step_patterns(lay, cut=self.products if self.cut_products else ())
+        self.D_pattern, self.I_pattern = D, I
+        self.mask = self.make_mask(D, I)
+        self.runs = self._runs()
+        self.plan = self._needed_D()
+
+    def make_mask(self, D, I):
+        raise NotImplementedError
+
+    def _runs(self):
+        """The run table: per run its rows, first parameter, length, J offset, sum
+        column, factor kind and factor offset."""
+        lay, mask = self.lay, self.mask.tocsc()
+        zcol, col = {}, 0
+        for z in self.sums:
+            zcol[z] = col
+            col += lay.nodes[z].size
+        self.nz, self.zcol = col, zcol
+        runs, joff = [], 0
+        for t in self.terms:
+            blk = lay.block_of(t["param"])
+            m = lay.nodes[t["param"]].shape[0]
+            k = blk.size // m if t["kind"] == MATRIX else 1
+            for q in range(m):
+                t0 = blk.off + q * k
+                rows = mask.indices[mask.indptr[t0]:mask.indptr[t0 + 1]]
+                for c in range(1, k):      # a matrix row shares its rows
+                    other = mask.indices[mask.indptr[t0 + c]:mask.indptr[t0 + c + 1]]
+                    assert np.array_equal(np.sort(other), np.sort(rows))
+                rows = np.sort(rows)
+                factor = {MATRIX: lay.loc[t.get("input", -1)].off if t["kind"] == MATRIX
+                          else 0, ELEMENTWISE: lay.loc[t["node"]].off + q, BIAS: 0}
+                runs.append((rows, t0, k, joff, zcol[t["sum"]] + q, t["kind"],
+                             factor[t["kind"]]))
+                joff += len(rows) * k
+        self.nj = joff
+        return runs
+
+    def _needed_D(self):
+        """The tables of ``needed_D`` (None: D_t is cheaper whole). D = D̂ + Σ_z ∂s/∂z ·
+        W_z · Â_z, where D̂ and Â_z (the product inputs' derivatives) follow the paths
+        through no recurrent product: they are structurally sparse, so one jvp per
+        column colour recovers them; the products' part is summed on the entries the
+        runs read."""
+        from .. import sparsity
+        lay, S = self.lay, self.lay.n_state
+        entries = sorted({(int(i), int(j)) for run in self.runs
+                          for i in run[0] for j in run[0]})
+        products = [t for t in self.terms if t["kind"] == MATRIX]
+        for t in products:
+            if lay.ref(t["input"], "vd").buf not in ("sd", "vd"):
+                return None
+        cut = [t["node"] for t in products]
+        hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tolil()
+        A = {t["node"]: sparsity.patterns(lay, lay.state_ids, [t["input"]], cut).tocsc()
+             for t in products}
+        stacked = sparsity.sps.vstack([hat.tocsr()] + list(A.values()))
+        colors = sparsity.color_columns(stacked)
+        if self.cut_products:
+            products = []
+        if self.nested:
+            dz = sparsity.sps.hstack([sparsity.patterns(lay, [z], lay.new_state)
+                                      for z in self.sums]).tocsr()
+        else:
+            dz = sparsity.patterns(lay, self.sums, lay.new_state)
+        zcol = self.zcol
+        K_I, K_J, K_HAT, K_PTR = [], [], [], [0]
+        T_Z, T_W, T_A, T_SEED = [], [], [], []
+        for i, j in entries:
+            zs = set(dz.indices[dz.indptr[i]:dz.indptr[i + 1]].tolist())
+            for t in products:
+                W = lay.block_of(t["param"])
+                m, k = lay.nodes[t["param"]].shape
+                a_rows = A[t["node"]].indices[A[t["node"]].indptr[j]:
+                                              A[t["node"]].indptr[j + 1]]
+                ref = lay.ref(t["input"], "vd")
+                for q in range(m):
+                    if zcol[t["sum"]] + q not in zs:
+                        continue
+                    for c in a_rows:
+                        T_Z.append(zcol[t["sum"]] + q)
+                        T_W.append(W.off + q * k + int(c))
+                        T_A.append(ref.off + int(c))
+                        T_SEED.append(int(ref.buf == "sd"))
+            if len(T_Z) > 4 * S * S:
+                return None       # D_t whole is cheaper (a saturated mask)
+            K_I.append(i)
+            K_J.append(j)
+            K_HAT.append(int(hat[i, j]))
+            K_PTR.append(len(T_Z))
+        ints = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
+        return {"NK": len(K_I), "NCOLORS": int(colors.max(initial=-1)) + 1,
+                "COLOR": ints(colors), "K_I": ints(K_I), "K_J": ints(K_J),
+                "K_HAT": ints(K_HAT), "K_PTR": ints(K_PTR), "T_Z": ints(T_Z),
+                "T_W": ints(T_W), "T_A": ints(T_A), "T_SEED": ints(T_SEED)}
+
+    # -- the analysis' figures
+    @property
+    def kept(self) -> int:
+        return int(self.mask.nnz)
+
+    def describe(self):
+        fb = "" if self.feedback == "symmetric" else ", random feedback"
+        return f"{self.name}{fb}"
+
+    @property
+    def nested(self) -> bool:
+        """Some sum feeds another (Cho's GRU: z_h = W_h (r * h) after z_r): an injection
+        at one would hide the other's paths, so each sum gets a jvp of its own."""
+        sums = set(self.sums)
+        return any(sums & self.lay.needed_for([z]) - {z} for z in sums)
+
+    def kernels(self):
+        ks = [self.D_kernel()]
+        if self.nested:
+            ks += [self.jvp(f"jvp_z_m{i}", seeds=[], inject=(z,), matrix=True,
+                            identity=True) for i, z in enumerate(self.sums)]
+        else:
+            ks.append(self.jvp("jvp_z_m", seeds=[], inject=tuple(self.sums), matrix=True,
+                               identity=True))
+        elementwise = [t["node"] for t in self.terms if t["kind"] == ELEMENTWISE]
+        if elementwise:
+            ks.append(self.jvp("jvp_factors", seeds=[], params=ParamTangents.DENSE,
+                               targets=tuple(elementwise)))
+        return ks
+
+    def D_kernel(self):
+        """D_t whole (e-prop: D̂_t), or D̂ and the products' inputs compressed."""
+        if self.plan is not None:
+            targets = list(self.lay.new_state) + [
+                t["input"] for t in self.terms if t["kind"] == MATRIX
+                and self.lay.ref(t["input"], "vd").buf == "vd"]
+            return self.jvp("jvp_D", inject=tuple(self.products), matrix=True,
+                            targets=tuple(dict.fromkeys(targets)))
+        if self.cut_products:
+            return self.jvp("jvp_D", inject=tuple(self.products), matrix=True)
+        return self.jvp("jvp_D", matrix=True)
+
+    def constants(self):
+        rows = [r for run in self.runs for r in run[0]]
+        ptr = np.cumsum([0] + [len(run[0]) for run in self.runs])
+        elementwise = [t for t in self.terms if t["kind"] == ELEMENTWISE]
+        blocks = [x for t in elementwise for x in
+                  (self.lay.block_of(t["param"]).off,
+                   self.lay.block_of(t["param"]).off + self.lay.block_of(t["param"]).size)]
+        out = {"NRUNS": len(self.runs),
+               "RUN_ROWS": np.array(ptr, dtype=np.int64),
+               "ROWS": np.array(rows, dtype=np.int64),
+               "RUN_THETA": np.array([r[1] for r in self.runs], dtype=np.int64),
+               "RUN_K": np.array([r[2] for r in self.runs], dtype=np.int64),
+               "RUN_J": np.array([r[3] for r in self.runs], dtype=np.int64),
+               "RUN_Z": np.array([r[4] for r in self.runs], dtype=np.int64),
+               "RUN_KIND": np.array([r[5] for r in self.runs], dtype=np.int64),
+               "RUN_FACTOR": np.array([r[6] for r in self.runs], dtype=np.int64)}
+        if blocks:
+            out["ELEMENTWISE_BLOCKS"] = np.array(blocks, dtype=np.int64)
+        if self.plan is not None:
+            out.update(self.plan)
+        return out
+
+    def choices(self):
+        return {"RANDOM_FEEDBACK": self.feedback == "random",
+                "COMPRESSED_D": self.plan is not None,
+                "ELEMENTWISE_PARAMS": any(t["kind"] == ELEMENTWISE for t in self.terms)}
+
+    def state_layout(self):
+        return {"J": (self.nj,)}
+
+    def scratch_layout(self):
+        lay = self.lay
+        S = lay.n_state
+        width = max((len(r[0]) * r[2] for r in self.runs), default=1)
+        cols = S if self.plan is None else max(self.plan["NCOLORS"], 1)
+        return {**self.base_scratch(), "vd": (lay.n_values, cols), "Dm": (S, S),
+                "Dc": (S, cols), "seed": (S, cols), "vz": (lay.n_values, max(lay.nodes[z].size for z in self.sums)
+                                   if self.nested else self.nz), "DZ": (S, self.nz),
+                "thd": (lay.n_rec,), "vf": (lay.n_values,), "fnd": (S,), "Ls": (S,),
+                "T": (width,), "gb": (lay.n_params,)}
+
+    def templates(self):
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(sparse_update, "sparse_update"),
+                Template(needed_D, "needed_D"),
+                Template(sparse_step, "est_step", "step")]
+
+    def rendered(self, mb):
+        out = {}
+        if self.nested:       # ∂s_t/∂z one sum at a time, into its columns of DZ
+            local = mb.namer.child()
+            th, v, vz, DZ = (local.claim(x) for x in ("th", "v", "vz", "DZ"))
+            lines = [f"def jvp_z_m({th}, {v}, {vz}, {DZ}):",
+                     '    """∂s_t/∂z for every sum, one jvp per sum (the sums are '
+                     'nested)."""']
+            col = 0
+            for i, z in enumerate(self.sums):
+                n = self.lay.nodes[z].size
+                lines.append(f"    {mb.g(f'jvp_z_m{i}')}({th}, {v}, {vz}[:, 0:{n}], "
+                             f"{DZ}[:, {col}:{col + n}])   # {self.lay.nodes[z].name}")
+                col += n
+            out["jvp_z_m"] = "\n".join(lines) + "\n"
+        if self.feedback == "random":
+            np_, math_ = mb.g("np"), mb.g("math")
+            S, nout = self.lay.n_state, self.nout
+            name = mb.g("FEEDBACK")
+            out["FEEDBACK"] = (f"# the fixed random feedback matrix B (S x NOUT) of random "
+                               f"e-prop / RFLO\n{name} = {np_}.random.default_rng("
+                               f"{self.feedback_seed}).standard_normal(({S}, {nout})) / "
+                               f"{math_}.sqrt({nout})\n")
+        return out
+
+
+class SnAp(SparseInfluence):
+    name = "snap"
+
+    def __init__(self, lay, sched, analysis, level=1, **opts):
+        self.level = positive_int(level, "snap: level n")
+        super().__init__(lay, sched, analysis, **opts)
+
+    def make_mask(self, D, I):
+        return sparsity.snap_mask(D, I, self.level)
+
+    def describe(self):
+        return f"snap-{self.level}" + super().describe()[len(self.name):]
+
+
+class EProp(SparseInfluence):
+    name = "e-prop"
+    cut_products = True
+
+    def make_mask(self, D, I):
+        return sparsity.closure(D, I)
+
+
+class RFLO(EProp):
+    name = "rflo"
+
+
+def entry_terms(lay, analysis, who) -> list[dict]:
+    """How each recurrent parameter enters the step, for the sparse estimators: one dict
+    per parameter with its kind (MATRIX, ELEMENTWISE, BIAS), the consuming node, the sum
+    it reaches unscaled and, for a matrix, the product's input. Refuses, naming the
+    node, a parameter that enters otherwise."""
+    g, nodes = lay.g, lay.nodes
+    rec = set(lay.rec_ids)
+    out = []
+
+    def refuse(why):
+        raise NotApplicable(f"{who} does not apply to cell '{lay.cell.name}': {why}. It "
+                            f"needs every recurrent parameter to enter once, as the matrix "
+                            f"of a product W @ a, as a bias or as an elementwise vector of "
+                            f"the preactivation's size; use rtrl, uoro or kf-rtrl")
+
+    for p in lay.rec_ids:
+        name = nodes[p].name
+        users = list(g.successors(p))
+        if len(users) != 1:
+            refuse(f"parameter '{name}' is used by {len(users)} nodes "
+                   f"({', '.join(nodes[u].name for u in users)})")
+        c = users[0]
+        n = nodes[c]
+        if isinstance(n.op, ops.MatMul) and n.args[0] == p:
+            a = n.args[1]
+            if lay.loc[a].buf != "v":
+                refuse(f"the input of the product '{n.name}' is a {nodes[a].kind}")
+            if n.args.count(p) != 1:
+                refuse(f"parameter '{name}' is both operands of '{n.name}'")
+            out.append({"param": p, "kind": MATRIX, "node": c, "input": a,
+                        "sum": analysis._sum_of(c)})
+        elif isinstance(n.op, ops.Elementwise) and n.shape == nodes[p].shape \
+                and not lay.is_view(c):
+            others = [a for a in n.args if a != p and a in rec]
+            if others:
+                refuse(f"node '{n.name}' combines parameters '{name}' and "
+                       f"'{nodes[others[0]].name}' elementwise")
+            kind = BIAS if analysis._adds(c, p) else ELEMENTWISE
+            out.append({"param": p, "kind": kind, "node": c,
+                        "sum": analysis._sum_of(c)})
+        else:
+            refuse(f"parameter '{name}' enters at node '{n.name}' "
+                   f"({lay.cell.describe(n)})")
+    return out
