@@ -247,7 +247,7 @@ def test_the_python_api_takes_a_client(tmp_path):
               log=lambda *a: None)
     serial = rg.sweep(**kw, out=tmp_path / "s", serial=True)
     with LocalCluster(n_workers=1, threads_per_worker=4, processes=False,
-                      dashboard_address=None) as lc, Client(lc) as client:
+                      dashboard_address="127.0.0.1:0") as lc, Client(lc) as client:
         dist = rg.sweep(**kw, out=tmp_path / "d", client=client)
     assert all("result" in r for r in dist), [r.get("error") for r in dist]
     assert [r["id"] for r in dist] == [r["id"] for r in serial] and len(dist) == 4
