@@ -327,16 +327,22 @@ class Entry:
                 raise ValueError("not an rgraph cache record")
         except (ValueError, AttributeError) as e:
             raise Damaged(f"{self.record_path.name} is unreadable ({e})") from None
-        d = self.numba_dir
-        for fname, (size, digest) in rec["files"].items():
+        d, where = self.numba_dir, f"listed in {self.record_path.name}"
+        for fname, item in rec["files"].items():
+            if not (isinstance(fname, str) and fname.startswith(self.name + ".")
+                    and os.sep not in fname and isinstance(item, list) and len(item) == 2):
+                raise Damaged(f"{self.record_path.name} lists {fname!r}, not one of "
+                              f"numba's files for {self.py.name}")
+            size, digest = item
             p = d / fname
             try:
                 if p.stat().st_size != size:
-                    raise Damaged(f"{p} has {p.stat().st_size} bytes, not {size}")
+                    raise Damaged(f"{p} has {p.stat().st_size} bytes, not the {size} "
+                                  f"{where}")
                 if sha256(p) != digest:
-                    raise Damaged(f"{p} does not match its checksum")
+                    raise Damaged(f"{p} does not match the checksum {where}")
             except FileNotFoundError:
-                raise Damaged(f"{p} is missing") from None
+                raise Damaged(f"{p}, {where}, is missing") from None
         return rec
 
     def checked_record(self) -> dict:
@@ -346,8 +352,9 @@ class Entry:
         try:
             rec = self.read_record()
         except Damaged as e:
-            warn(f"rgraph: damaged compiled-code cache entry: {e}; removed it, "
-                 f"rebuilding {self.py.name}", key=("damaged", str(self.py), str(e)))
+            warn(f"rgraph: damaged compiled-code cache entry {self.py.name}: {e}; "
+                 f"removed its compiled code, rebuilding it",
+                 key=("damaged", str(self.py), str(e)))
             self.remove_compiled()
             rec = None
         if rec is None:
@@ -438,16 +445,16 @@ def load(source: str, backend, stem: str, header: str, in_process=False) -> Load
                     ro.copy_to(entry)
                     state = "ok"
                     break
+        if loc.problem and not any(Entry(d, name).complete_for(text) for d in loc.read):
+            fallback_warning(loc)       # silent only where a read-only cache serves it
         if state != "ok":
-            if loc.problem:
-                fallback_warning(loc)
             if state == "damaged":
                 warn(f"rgraph: damaged compiled-code cache entry: {entry.py} does not "
                      f"hold the module it is named after; rebuilding it",
                      key=("damaged", str(entry.py)))
             entry.remove_compiled()
             entry.write_module(text)
-            maybe_prune(entry.folder, keep=_in_use(entry.folder) | {entry.name})
+            maybe_prune(entry.folder, keep={entry.name})
         if not backend.jit and not entry.record_path.exists():
             entry.write_record({"format": FORMAT, "module": entry.py.name,
                                 "compiled": [], "files": {}})
@@ -459,11 +466,6 @@ def load(source: str, backend, stem: str, header: str, in_process=False) -> Load
             _allow_compile(f, False)
     _LOADED[modname] = loaded
     return loaded
-
-
-def _in_use(folder: Path) -> set:
-    """The entries of ``folder`` this process has loaded (pruning keeps them)."""
-    return {ld.entry.name for ld in _LOADED.values() if ld.entry.folder == folder}
 
 
 def target_id() -> str:
@@ -563,28 +565,42 @@ class Loaded:
             entry.touch()
 
     def _load(self, reqs, allow_compile):
+        """numba's ``compile(sig)`` for each request: a load from the cache, or (only
+        with ``allow_compile``) a compile here where the cache lacks it."""
         for name, sig in reqs:
             f = getattr(self.module, name)
-            misses = sum(f.stats.cache_misses.values())
+            if sig in f.overloads:
+                continue
             _allow_compile(f, True)
+            if not allow_compile:       # a miss must not compile in this process
+                f._compiler.compile = _refuse
             try:
                 f.compile(sig)
+            except _NotCached:
+                raise _Retry(f"numba's cache did not hold {name}{sig}") from None
             except Exception as e:     # numba could not use what it wrote
                 raise _Retry(f"numba could not load {name} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
                     from None
             finally:
+                vars(f._compiler).pop("compile", None)
                 if not self.in_process:
                     _allow_compile(f, False)
-            if sum(f.stats.cache_misses.values()) > misses:
-                if not allow_compile:
-                    raise _Retry(f"numba's cache did not hold {name} {sig}")
-            else:
+            if not allow_compile:
                 self.loaded += 1
 
 
 class _Retry(Exception):
     pass
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _refuse(*args, **kwargs):
+    """Stands in for numba's compiler while loading: the cache must hold the code."""
+    raise _NotCached
 
 
 def _allow_compile(f, allowed: bool):
@@ -667,15 +683,18 @@ def scan(folder: Path) -> list[Item]:
         groups.setdefault(key, []).append(p)
     items = []
     for key, paths in groups.items():
-        names = {p.name for p in paths if p.parent == folder}
+        names = {p.name: p for p in paths if p.parent == folder}
         orphan = f"{key}.py" not in names
         size, used = 0, 0.0
         for p in paths:
             with contextlib.suppress(OSError):
                 st = p.stat()
                 size += st.st_size
-                if p.name in (f"{key}.json", f"{key}.py") or orphan:
+                if orphan:
                     used = max(used, st.st_mtime)
+        if not orphan:      # last use: the record's time (touched on every load)
+            with contextlib.suppress(OSError):
+                used = (names.get(f"{key}.json") or names[f"{key}.py"]).stat().st_mtime
         items.append(Item(key, size, used, orphan, paths))
     return items
 
