@@ -39,6 +39,7 @@ import json
 import os
 import pickle
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -131,7 +132,6 @@ def temporary_dir() -> Path:
     try:
         d.mkdir(mode=0o700, exist_ok=True)
         st = os.lstat(d)
-        import stat
         ok = stat.S_ISDIR(st.st_mode) and not (st.st_mode & 0o077) and \
             (not hasattr(os, "getuid") or st.st_uid == os.getuid())
         if not ok or _unwritable(d):
@@ -578,7 +578,7 @@ class Loaded:
                 f.compile(sig)
             except _NotCached:
                 raise _Retry(f"numba's cache did not hold {name}{sig}") from None
-            except Exception as e:     # numba could not use what it wrote
+            except Exception as e:  # noqa: BLE001 (whatever numba raises on bad data)
                 raise _Retry(f"numba could not load {name} "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
                     from None

@@ -85,7 +85,7 @@ def check_in_fresh_process(cases, cache_dir, **env):
     env = dict(os.environ, RGRAPH_CACHE_DIR=str(cache_dir),
                TEST_DIR=os.path.dirname(__file__), **env)
     proc = subprocess.run([sys.executable, "-c", CHECK, *cases], env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
 
@@ -227,7 +227,7 @@ class TestCache:
         try:
             tmp = tmp_path / "tmp"       # a temporary cache of this test's own
             tmp.mkdir()
-            out, stderr = check_in_fresh_process(["read-only", "read-only-cold"], ro,
+            out, _ = check_in_fresh_process(["read-only", "read-only-cold"], ro,
                                                  READONLY=str(ro), TMPDIR=str(tmp))
         finally:
             for p in [ro, *ro.rglob("*")]:
@@ -334,7 +334,7 @@ ESTIMATOR = textwrap.dedent('''
 def run_estimator(folder):
     proc = subprocess.run([sys.executable, "-c", ESTIMATOR], capture_output=True,
                           text=True, env=dict(os.environ, RGRAPH_CACHE_DIR=str(folder)),
-                          timeout=600)
+                          timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "stderr": proc.stderr}
 
@@ -385,6 +385,7 @@ TRAIN = textwrap.dedent('''
 
 def train_in_fresh_process(folder):
     proc = subprocess.run([sys.executable, "-c", TRAIN], capture_output=True, text=True,
-                          env=dict(os.environ, RGRAPH_CACHE_DIR=str(folder)), timeout=900)
+                          env=dict(os.environ, RGRAPH_CACHE_DIR=str(folder)), timeout=900,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
