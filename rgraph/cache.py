@@ -555,7 +555,8 @@ class Loaded:
                 else:
                     # compile every request, in order, in one child: its object code is
                     # what this and every later process run
-                    compile_in_child(entry, self.module.__name__, reqs, fd)
+                    compile_in_child(entry, self.module.__name__, reqs, fd,
+                                     meanwhile=_warm_numba)
                 self.compiled_here += len(missing)
                 rec["compiled"] += [{"function": n, "signature": str(s), "target": target}
                                     for n, s in missing]
@@ -592,6 +593,13 @@ class Loaded:
 
 class _Retry(Exception):
     pass
+
+
+def _warm_numba():
+    """numba's one-time set-up of its target (what loading would do first), done while
+    the child compiles."""
+    from numba.core.registry import cpu_target
+    cpu_target.target_context.refresh()
 
 
 class _NotCached(Exception):
@@ -634,20 +642,35 @@ for fn, sig in requests:
 """
 
 
-def compile_in_child(entry: Entry, modname: str, reqs, lock_fd=None):
+def compile_in_child(entry: Entry, modname: str, reqs, lock_fd=None, meanwhile=None):
     """numba compiles ``reqs`` ((function, signature), in order) of the module in a
-    fresh process and writes them to the cache. The child inherits the entry's lock, so
-    the lock stays held until the child is gone, even if this process is killed."""
+    fresh process and writes them to the cache; ``meanwhile()`` runs here while it does.
+    The child inherits the entry's lock, so the lock stays held until the child is gone,
+    even if this process is killed."""
     payload = pickle.dumps(list(reqs))
     fds = (lock_fd,) if isinstance(lock_fd, int) and not isinstance(lock_fd, bool) else ()
-    try:
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(entry.py), modname],
-                              input=payload, capture_output=True, pass_fds=fds, check=False,
-                              env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-    except OSError as e:
-        raise CompileError(f"cannot start a process to compile {entry.py}: {e}") from None
+    with tempfile.TemporaryFile() as errors:
+        try:
+            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(entry.py), modname],
+                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=errors, pass_fds=fds,
+                                    env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+        except OSError as e:
+            raise CompileError(f"cannot start a process to compile {entry.py}: "
+                               f"{e}") from None
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.close()
+            if meanwhile is not None:
+                meanwhile()
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        errors.seek(0)
+        err = errors.read().decode(errors="replace").strip().splitlines()
     if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
         tail = "\n".join(err[-25:]) if err else f"exit status {proc.returncode}"
         raise CompileError(f"numba could not compile {entry.py} (a bug in rgraph's "
                            f"generated code; please report it):\n{tail}")
