@@ -461,9 +461,14 @@ def load(source: str, backend, stem: str, header: str, in_process=False) -> Load
         entry.touch()
         module = backend.load(str(entry.py), modname)
     loaded = Loaded(entry, module, text, backend.jit, in_process)
-    if backend.jit and not in_process:      # nothing compiles here by accident
-        for f in loaded.dispatchers():
-            _allow_compile(f, False)
+    if backend.jit and not in_process:
+        entry_points = set(getattr(module, "__all__", ()))
+        for name, f in loaded.dispatchers().items():
+            if name in entry_points:    # compiled by a child, loaded by prepare()
+                _allow_compile(f, False)
+            else:                       # called directly (debugging, tests): numba's
+                f._cache.save_overload = _unsaved   # usual way, but nothing it compiles
+                                                    # here goes to the cache
     _LOADED[modname] = loaded
     return loaded
 
@@ -494,9 +499,9 @@ class Loaded:
     def path(self) -> Path:
         return self.entry.py
 
-    def dispatchers(self):
+    def dispatchers(self) -> dict:
         from numba.core.dispatcher import Dispatcher
-        return [f for f in vars(self.module).values() if isinstance(f, Dispatcher)]
+        return {n: f for n, f in vars(self.module).items() if isinstance(f, Dispatcher)}
 
     def call(self, name, *args):
         f = getattr(self.module, name)
@@ -609,6 +614,11 @@ class _NotCached(Exception):
 def _refuse(*args, **kwargs):
     """Stands in for numba's compiler while loading: the cache must hold the code."""
     raise _NotCached
+
+
+def _unsaved(sig, data):
+    """Stands in for numba's cache writes of functions called directly from Python: the
+    cache holds only what a child compiled (and the entry's record lists)."""
 
 
 def _allow_compile(f, allowed: bool):

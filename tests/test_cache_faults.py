@@ -27,6 +27,7 @@ TINY = textwrap.dedent('''
     """A module for the cache tests: total calls scale."""
     import numpy as np
     from numba import njit
+    __all__ = ["total"]
 
 
     def scale(x, a):
@@ -185,6 +186,22 @@ class TestCache:
         assert again["g"] == outs[0]["g"]
         assert again["warnings"] == 1 and target.name in again["stderr"]
         assert "Traceback" not in again["stderr"]
+
+    def test_inner_functions_called_directly_leave_the_cache_alone(self, tmp_path,
+                                                                   monkeypatch):
+        monkeypatch.setenv("RGRAPH_CACHE_DIR", str(tmp_path))
+        code = tiny("direct")
+        assert run_tiny(code) == 12.0
+        before = {p.name: p.read_bytes() for p in code.entry.numba_files()}
+        x = np.ones(3, np.float32)               # a signature the cache does not hold
+        code.module.scale(x, 2.0)                # compiled here, as numba would ...
+        assert x.tolist() == [2.0, 2.0, 2.0]
+        assert {p.name: p.read_bytes() for p in code.entry.numba_files()} == before
+        assert code.entry.read_record()["compiled"]      # ... and the entry still checks
+        with pytest.raises(TypeError):   # an entry point never compiles in this process:
+            code.module.total(x, 2.0)
+        assert code.call("total", x, 2.0) == 12.0   # a child compiles it, this one loads
+        assert code.compiled_here == 2 and code.entry.read_record()["compiled"][1]
 
     # ------------------------------------------------------ unwritable folders
     def test_cache_dir_that_is_a_file_falls_back_with_a_warning(self, tmp_path, monkeypatch):
