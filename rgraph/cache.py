@@ -485,9 +485,10 @@ class Loaded:
 
     ``prepare(calls)`` makes sure the functions are compiled for the given example
     arguments and loads them from the cache, in the given order; ``call(name, *args)``
-    calls one (compiling a new signature the same way). A jitted module's functions
-    never compile in this process (unless ``in_process``): a child process compiles,
-    this one loads (see the module's docstring)."""
+    calls one (compiling a new signature the same way). A jitted module's entry points
+    (its ``__all__``) never compile in this process (unless ``in_process``): a child
+    process compiles, this one loads (see the module's docstring). Inner functions called
+    directly from Python load or compile as numba does, without writing to the cache."""
 
     def __init__(self, entry: Entry, module, text: str, jit: bool, in_process=False):
         self.entry, self.module, self.text, self.jit = entry, module, text, jit
