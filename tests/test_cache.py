@@ -1,6 +1,6 @@
 """Generated modules are files named by their content; numba compiles a module once, in
 a child process, and every process (the first included) loads the compiled code from the
-on-disk cache. Faults of the cache: test_cache_faults.py."""
+on-disk cache. Faults of the cache: test_bad_input.py, class TestCache."""
 import json
 import os
 import subprocess
