@@ -376,6 +376,46 @@ class TestCheckpoints:
             (tmp_path / "cut" / "curve.csv").read_text()
 
 
+    def test_a_kill_during_the_checkpoint_write_keeps_the_last_one(self, tmp_path):
+        """SIGKILL after the third checkpoint's data is written but before it replaces
+        the second: the second is intact, and resuming from it repeats the uninterrupted
+        run bit for bit."""
+        args = ["lstm", "-n", "6", "--task", "copy", "-e", "kf-rtrl", "--steps", "12000",
+                "--chunk", "500", "--checkpoint-every", "1000", "--seed", "4", "-q"]
+        rgraph("train", *args, "--out", str(tmp_path / "whole"))
+        cut = tmp_path / "cut"
+        proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, *args, "--out", str(cut)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        assert list(cut.glob("checkpoint.npz.tmp*")), "the kill came before the write"
+        assert read_checkpoint(cut / "checkpoint.npz")["step"] == 2000
+        rgraph("train", "--resume", str(cut), "-q")
+        a = np.load(tmp_path / "whole" / "params.npz")
+        b = np.load(cut / "params.npz")
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+
+
+# a training run that SIGKILLs itself inside its third checkpoint write, after the data
+# is on disk and before the file replaces the previous checkpoint
+KILL_IN_WRITE = """
+import os, signal, sys
+import numpy as np
+from rgraph.cli import main
+savez, writes = np.savez, [0]
+
+def savez_then_die(f, *args, **kw):
+    savez(f, *args, **kw)
+    if "checkpoint.npz.tmp" in str(getattr(f, "name", "")):
+        writes[0] += 1
+        if writes[0] == 3:
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+np.savez = savez_then_die
+sys.exit(main(["train", *sys.argv[1:]]))
+"""
+
+
 # ---------------------------------------------------------- no recurrent parameters
 def esn_cells():
     """Cells whose state dynamics has no trained parameter: only the readout learns."""
