@@ -6,9 +6,9 @@ analysis: it receives ``Kernel`` objects and template functions and returns sour
 from __future__ import annotations
 
 import ast
-import importlib.util
 import re
 import sys
+import types
 from collections import Counter
 
 import sympy as sp
@@ -163,14 +163,17 @@ class Backend:
     # ----------------------------------------------------------------- loading
     def load(self, path, modname):
         """Import a generated module file (registered in sys.modules before executing,
-        which numba's on-disk cache needs)."""
+        which numba's on-disk cache needs). The source is compiled directly, so nothing
+        but the module itself is written next to it (no .pyc to go stale or corrupt)."""
         if modname in sys.modules:
             return sys.modules[modname]
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        mod = types.ModuleType(modname)
+        mod.__file__ = path
         sys.modules[modname] = mod
         try:
-            spec.loader.exec_module(mod)
+            exec(compile(text, path, "exec", dont_inherit=True), mod.__dict__)
         except BaseException:
             del sys.modules[modname]
             raise

@@ -78,7 +78,9 @@ class Estimator:
             f"rgraph.\nEntry points: run (online training steps), evaluate (the loss){flush}.",
             reserved=driver_names())
         stem = re.sub(r"\W", "_", f"{cell.name}_{self.name}", flags=re.ASCII)
-        self.module, self.path = codegen.load(src, self.backend, stem)
+        self.code = codegen.load(src, self.backend, stem)
+        self.module, self.path = self.code.module, self.code.path
+        self._prepared = False
         self.n_state, self.n_in, self.n_params = lay.n_state, lay.n_in, lay.n_params
         self.n_out = self.spec.nout
         if loss == "softmax_xent" and self.n_out == 1:
@@ -94,7 +96,7 @@ class Estimator:
     @property
     def source(self) -> str:
         """The generated module, as written to disk."""
-        return self.path.read_text()
+        return self.code.text
 
     # ------------------------------------------------------------- parameters
     def init_params(self, seed: int = 0) -> dict:
@@ -193,11 +195,35 @@ class Estimator:
     def call(self, fn: str, *args):
         """Call a generated function, with the BLAS thread limit (non-finite values are
         checked, not warned about)."""
+        if not self._prepared:
+            self.prepare()
+        name = self.entry_points[fn]
         with np.errstate(all="ignore"):
             if self.blas_threads is None:
-                return getattr(self.module, self.entry_points[fn])(*args)
+                return self.code.call(name, *args)
             with blas_controller().limit(limits=self.blas_threads):
-                return getattr(self.module, self.entry_points[fn])(*args)
+                return self.code.call(name, *args)
+
+    def prepare(self):
+        """Compile the entry points (in a child process, if the cache lacks them) and
+        load them from the cache, always in the same order, so that every process runs
+        the same machine code (see ``rgraph.cache``). Runs on the first call."""
+        dt, P, B = self.dtype, self.n_params, 1
+        th, g = np.zeros(P, dt), np.zeros(P, dt)
+        states, E = self.new_state(B, 1)
+        xs = np.zeros((0, B, self.n_in), dt)
+        ys = (np.zeros((0, B), np.int64) if self.loss_name == "softmax_xent"
+              else np.zeros((0, B, self.n_out), dt))
+        ws, rs, losses = np.zeros((0, B), dt), np.zeros((0, B), np.bool_), np.zeros((0, B), dt)
+        rng = np.random.default_rng(0)
+        opt, hp = np.zeros(1 + 2 * P, dt), SGD(0.0).hyper()
+        calls = [("run", (th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0, 1,
+                          False)),
+                 ("evaluate", (th, states, xs, ys, ws, rs, losses))]
+        if self.spec.flushes:
+            calls.append(("flush_all", (th, E, g, rng)))
+        self.code.prepare([(self.entry_points[f], args) for f, args in calls])
+        self._prepared = True
 
     # ------------------------------------------------------------- gradients
     def new_state(self, batch: int, T: int | None = None):

@@ -595,6 +595,64 @@ def cmd_export(args):
                                                    else ")"))
 
 
+# --------------------------------------------------------------------------- cache
+def cmd_cache(args):
+    """Show the compiled-code cache (size, entries), prune it or clear it."""
+    from . import cache
+    loc = cache.location()
+    folder = loc.configured or loc.write
+    src = f"${cache.ENV_DIR}" if os.environ.get(cache.ENV_DIR) else "default"
+    if args.max_size is not None:
+        try:
+            limit = cache.parse_size(args.max_size)
+        except ValueError as e:
+            raise CLIError(f"--max-size: {e}") from None
+    else:
+        limit = cache.max_bytes()
+    folders = [folder] + ([loc.write] if loc.problem and loc.write != folder else [])
+    if loc.problem:
+        print(f"{folder} ({src}) cannot be written ({loc.problem}); new compiled code "
+              f"goes to the temporary cache {loc.write}; set {cache.ENV_DIR} to a "
+              f"writable folder to keep it")
+    if args.clear or args.prune:
+        for d in folders:
+            if args.clear:
+                n, freed, busy = cache.clear(d)
+                also = f" ({busy} in use by a running process, kept)" if busy else ""
+                print(f"{d}: removed {_count(n, 'entry', 'entries')}, "
+                      f"{cache.human(freed)}{also}")
+            else:
+                n, freed = cache.prune(d, limit)
+                left = sum(i.size for i in cache.scan(d))
+                print(f"{d}: pruned {_count(n, 'entry', 'entries')} (least recently used), "
+                      f"{cache.human(freed)}; {cache.human(left)} left "
+                      f"(cap {cache.human(limit)})")
+        return 0
+    for d in folders:
+        items = cache.scan(d)
+        entries = sorted((i for i in items if not i.orphan), key=lambda i: -i.last_used)
+        left = [i for i in items if i.orphan]
+        total = sum(i.size for i in items)
+        print(f"{d}{'' if d != folder else f' ({src})'}: "
+              f"{_count(len(entries), 'entry', 'entries')}, "
+              f"{cache.human(total)} (cap {cache.human(limit)}, "
+              f"${cache.ENV_MAX})" + (f"; {len(left)} leftover files of removed "
+                                      f"modules" if left else ""))
+        shown = entries if args.all else entries[:20]
+        if shown:
+            print(f"  {'last used':16s}  {'size':>7s}  module")
+        for it in shown:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(it.last_used))
+            print(f"  {when:16s}  {cache.human(it.size):>7s}  {it.name}.py")
+        if len(shown) < len(entries):
+            print(f"  ... {len(entries) - len(shown)} more (--all lists them)")
+    return 0
+
+
+def _count(n, one, many):
+    return f"{n} {one if n == 1 else many}"
+
+
 # ------------------------------------------------------------------------ parser
 def add_cell_args(p, hidden=16):
     p.add_argument("cell", help=f"a built-in cell ({', '.join(BUILTIN)}) or "
@@ -763,6 +821,23 @@ def build_parser():
                    help="default: mse for influence, else softmax_xent")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("cache", help="the compiled-code cache: size, entries, prune, clear",
+                       description="Show the folder of generated modules and numba's "
+                                   "compiled code ($RGRAPH_CACHE_DIR, else "
+                                   "~/.cache/rgraph), its size and entries (most recently "
+                                   "used first); prune the least recently used entries to "
+                                   "a size cap, or clear it.")
+    p.add_argument("--prune", action="store_true",
+                   help="remove the least recently used entries until the cache fits "
+                        "--max-size")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="the cap for --prune, e.g. 500M or 2G (default "
+                        "$RGRAPH_CACHE_MAX_SIZE, else 1G)")
+    p.add_argument("--clear", action="store_true",
+                   help="remove every entry (entries a running process holds are kept)")
+    p.add_argument("--all", action="store_true", help="list every entry, not the first 20")
+    p.set_defaults(func=cmd_cache)
 
     p = sub.add_parser("demo", help="a short tour on a built-in LSTM, with a plot",
                        description="Analyse a built-in LSTM, then train it online with "

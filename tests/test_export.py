@@ -2,8 +2,9 @@
 without rgraph and gives rgraph's numbers.
 
 The bit-for-bit comparison runs both sides in fresh processes on numba's cached code
-(each side is warmed first): the one process that compiles a module runs numba's
-in-memory code, which can differ from the cached object code in the last bit.
+(each side is warmed first): rgraph itself always runs the cached code, but the exported
+module is compiled by numba in the process that first imports it, and that process runs
+numba's in-memory code, which can differ from the cached object code in the last bit.
 """
 import ast
 import importlib.util
@@ -270,8 +271,8 @@ def test_init_schemes_are_reproduced(tmp_path):
 
 def test_tbptt_numba_export(tmp_path):
     """TBPTT(4) under numba, imported here: this process compiles the exported file
-    (numba's in-memory code) while the estimator may load cached code, so the two agree
-    to round-off (rtol 1e-12), not necessarily in the last bit."""
+    (numba's in-memory code) while the estimator runs cached code, so the two agree to
+    round-off (rtol 1e-12), not necessarily in the last bit."""
     est = rg.compile(rg.cells.tanh_rnn(3, 5, 3), "tbptt(4)")
     m = load(est.export(tmp_path / "t.py"), "exported_tbptt")
     assert m.INFO["estimator"] == "tbptt(4)"
