@@ -20,13 +20,13 @@ trains and returns a dict. So
 * the driver killed mid-sweep loses only the runs it had not yet received; the records
   already written stay, and the same command again runs the rest.
 
-Every run trains with one BLAS thread (``threadpoolctl``) and runs compiled code loaded
-from rgraph's cache: before any run starts, a child process compiles each distinct
-module of the sweep (``warm_cache``), so that no two workers compile the same module at
-once and no run uses the in-process code of the process that compiled it (which can
-differ from the cached code in the last bit of a rounding). A run's numbers therefore do
-not depend on where it ran: the serial and the distributed sweep write the same
-``params_sha256``.
+Every run trains with one BLAS thread (``threadpoolctl``) and runs the object code of
+rgraph's compiled-code cache (``rgraph.cache``: every process loads it, the one that
+compiled included). Before any run starts, a child process builds and compiles each
+distinct module of the sweep (``warm_cache``), so that workers sharing the driver's
+cache only load it: they do not all compile the same module at once, and no run's time
+includes a compile. A run's numbers therefore do not depend on where it ran: the serial
+and the distributed sweep write the same ``params_sha256``.
 
 ``summarize(DIR)`` rebuilds ``summary.csv`` (one row per config: mean, standard
 deviation and 95 % interval over seeds) and ``summary.png`` (learning curves, mean and a
