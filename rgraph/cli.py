@@ -82,15 +82,11 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
 def check_estimator(name: str) -> str:
     """A CLIError (one line, exit 2) for an estimator name the registry does not know,
     raised before any work or output."""
-    from .estimators import ESTIMATORS
-    from .estimators.names import parse_estimator
+    from .estimators import known
     try:
-        key, _ = parse_estimator(name)
+        known(name)
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
-    if key not in ESTIMATORS:
-        raise CLIError(f"unknown estimator {name!r}; choose one of "
-                       f"{', '.join(sorted(ESTIMATORS))}")
     return name
 
 
@@ -507,9 +503,7 @@ def add_sweep_parser(sub):
                     "(--serial). Every other 'rgraph train' option applies to each run. "
                     "A failed run records its error and the sweep goes on; the exit "
                     "status is then 1.")
-    p.add_argument("cell", nargs="?", default=None,
-                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
-                        f"(default lstm)")
+    add_cell_positional(p)
     p.add_argument("--estimators", "--estimator", "-e", dest="estimators",
                    help="comma-separated, e.g. uoro,tbptt(16),projected-uoro[preactivation]")
     p.add_argument("--seeds", "--seed", dest="seeds", default="0",
@@ -672,6 +666,12 @@ def add_form_arg(p):
                         "pytorch (weight_ih, weight_hh, bias_ih, bias_hh, PyTorch's gates)")
 
 
+def add_cell_positional(p):
+    p.add_argument("cell", nargs="?", default=None,
+                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
+                        f"(default lstm)")
+
+
 def add_estimator_args(p):
     p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--force-memory", action="store_true",
@@ -737,9 +737,7 @@ def build_parser():
                                    "curve.csv, curve.png, params.npz and checkpoint.npz "
                                    "to the run folder; Ctrl-C saves and stops; --resume "
                                    "continues number for number.")
-    p.add_argument("cell", nargs="?", default=None,
-                   help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
-                        f"(default lstm)")
+    add_cell_positional(p)
     p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
     p.add_argument("--estimator", "-e", help=ESTIMATOR_HELP)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")

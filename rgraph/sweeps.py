@@ -50,6 +50,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .training.checkpoints import arrays_sha256
+
 RECORDS = "records"
 # rgraph train's options that manage its run folder: a sweep run has no folder
 FOLDER_ONLY = ("checkpoint_every", "full_curve")
@@ -127,20 +129,17 @@ def _unique(values, name):
 def parse_estimators(names) -> list[str]:
     """Estimator names ("uoro,tbptt(16)" or a list); an unknown or malformed one fails
     here, before anything runs."""
-    from .estimators import ESTIMATORS
-    from .estimators.names import parse_estimator, split_estimators
+    from .estimators import known
+    from .estimators.names import split_estimators
     names = split_estimators(names, ",") if isinstance(names, str) else list(names)
     names = [n.strip() for n in names if n.strip()]
     if not names:
         raise SweepError("no estimator given (e.g. --estimators uoro,tbptt(16))")
     for n in names:
         try:
-            key, _ = parse_estimator(n)
+            known(n)
         except (TypeError, ValueError) as e:
             raise SweepError(str(e)) from None
-        if key not in ESTIMATORS:
-            raise SweepError(f"unknown estimator {n!r}; choose among "
-                             f"{', '.join(sorted(ESTIMATORS))}")
     return _unique(names, "estimator")
 
 
@@ -171,13 +170,9 @@ def group_id(cfg: dict) -> str:
 
 # ------------------------------------------------------------------- one run
 def params_sha256(params: dict) -> str:
-    """SHA-256 over the parameters, name by name (sorted), as float bytes in C order."""
-    h = hashlib.sha256()
-    for name in sorted(params):
-        a = np.ascontiguousarray(params[name])
-        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+    """SHA-256 over the parameters, name by name (sorted), as float bytes in C order (the
+    checksum checkpoints carry)."""
+    return arrays_sha256(params)
 
 
 def _finite(x):

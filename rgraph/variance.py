@@ -16,7 +16,7 @@ import numpy as np
 
 from . import plots
 from .api import compile as rg_compile
-from .estimators import ESTIMATORS
+from .estimators import known
 from .estimators.names import parse_estimator
 
 
@@ -67,9 +67,8 @@ def _spec(e):
     written."""
     if isinstance(e, tuple):
         return e[0], dict(e[1]), e[2] if len(e) > 2 else None
-    key, opts = parse_estimator(e)
-    if key not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {e!r}; choose one of {sorted(ESTIMATORS)}")
+    key = known(e)
+    _, opts = parse_estimator(e)
     return key, opts, e if opts else None
 
 

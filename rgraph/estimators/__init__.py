@@ -37,15 +37,24 @@ ESTIMATORS = {
 }
 
 
+def known(name: str) -> str:
+    """The registry key of an estimator name ("tbptt(16)" -> "tbptt"); ValueError, one
+    line, for a malformed name or one the registry does not know."""
+    key, _ = parse_estimator(name)
+    if key not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {name!r}; choose one of "
+                         f"{', '.join(sorted(ESTIMATORS))}")
+    return key
+
+
 def make_spec(name: str, lay, sched, analysis, **opts) -> EstimatorSpec:
     """The spec for ``name`` ("uoro", "kf-rtrl", "tbptt(16)",
     "projected-uoro[preactivation]", ...: the grammar of ``names``) on one cell, with
     ``opts`` added to the options the name carries."""
     if isinstance(name, EstimatorSpec):
         return name
-    key, named = parse_estimator(name)
-    if key not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}")
+    key = known(name)
+    _, named = parse_estimator(name)
     twice = sorted(set(named) & set(opts))
     if twice:
         raise ValueError(f"estimator {name!r}: {twice[0]!r} is given both in the name and "
@@ -59,4 +68,4 @@ def make_spec(name: str, lay, sched, analysis, **opts) -> EstimatorSpec:
         raise TypeError(f"estimator {key!r}: {e}") from None
 
 
-__all__ = ["ESTIMATORS", "EstimatorSpec", "make_spec", "NotApplicable"]
+__all__ = ["ESTIMATORS", "EstimatorSpec", "known", "make_spec", "NotApplicable"]

@@ -31,7 +31,7 @@ def write_checkpoint(path, state: dict) -> Path:
     arrays: dict[str, np.ndarray] = {}
     doc = {"schema": CHECKPOINT_VERSION, "rgraph": version("rgraph"),
            "state": _encode(state, arrays, "state")}
-    doc["sha256"] = _checksum(arrays)
+    doc["sha256"] = arrays_sha256(arrays)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         np.savez(f, **arrays, **{_META: np.array(json.dumps(doc))})
@@ -60,7 +60,7 @@ def read_checkpoint(path) -> dict:
     if doc.get("schema") != CHECKPOINT_VERSION:
         raise DataError(f"checkpoint {str(path)!r} has schema {doc.get('schema')!r}; this "
                         f"rgraph reads schema {CHECKPOINT_VERSION}")
-    if doc.get("sha256") != _checksum(files):
+    if doc.get("sha256") != arrays_sha256(files):
         raise DataError(f"checkpoint {str(path)!r} is corrupted: its arrays do not match "
                         f"their checksum")
     return _decode(doc["state"], files)
@@ -102,7 +102,9 @@ def _decode(x, arrays):
     return x
 
 
-def _checksum(arrays: dict) -> str:
+def arrays_sha256(arrays: dict) -> str:
+    """SHA-256 over named arrays (sorted by name): each one's name, dtype, shape and
+    bytes in C order."""
     h = hashlib.sha256()
     for k in sorted(arrays):
         a = np.ascontiguousarray(arrays[k])
