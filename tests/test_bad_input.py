@@ -379,9 +379,10 @@ class TestCheckpoints:
     def test_a_kill_during_the_checkpoint_write_keeps_the_last_one(self, tmp_path):
         """SIGKILL after the third checkpoint's data is written but before it replaces
         the second: the second is intact, and resuming from it repeats the uninterrupted
-        run bit for bit."""
-        args = ["lstm", "-n", "6", "--task", "copy", "-e", "kf-rtrl", "--steps", "12000",
-                "--chunk", "500", "--checkpoint-every", "1000", "--seed", "4", "-q"]
+        run bit for bit (the module is the resume test's, already compiled)."""
+        args = ["lstm", "-n", "6", "--task", "copy", "-e", "uoro", "--steps", "6000",
+                "--chunk", "500", "--checkpoint-every", "1000", "--batch", "2", "--seed", "4",
+                "-q"]
         rgraph("train", *args, "--out", str(tmp_path / "whole"))
         cut = tmp_path / "cut"
         proc = subprocess.run([sys.executable, "-c", KILL_IN_WRITE, *args, "--out", str(cut)],
