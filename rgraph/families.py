@@ -102,8 +102,8 @@ def snap_levels(analysis) -> list[tuple]:
         return []
     D, I = sparsity.step_patterns(lay)
     full = sparsity.closure(D, I).nnz
-    return [(n, sparsity.snap_mask(D, I, n).nnz, full,
-             sparsity.snap_mask(D, I, n).nnz == full) for n in SNAP_LEVELS]
+    kept = [sparsity.snap_mask(D, I, n).nnz for n in SNAP_LEVELS]
+    return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 
 def report_lines(analysis, dtype="float64") -> list[str]:

@@ -46,7 +46,7 @@ class KFRTRL(EstimatorSpec):
         super().__init__(lay, sched, analysis, **opts)
         k = analysis.kronecker
         if not k.ok:
-            raise NotApplicable(f"kf-rtrl does not apply to cell '{lay.cell.name}': "
+            raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
                                 f"{k.reason}")
         self.groups = k.groups
         self.z_ids = [z for grp in self.groups for z in grp.z_ids]

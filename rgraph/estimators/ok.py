@@ -29,7 +29,6 @@ from __future__ import annotations
 import numpy as np
 
 from ..codegen import Template, index
-from ..errors import NotApplicable
 from . import common
 from .base import positive_int
 from .kfrtrl import KFRTRL
@@ -141,10 +140,7 @@ class OK(KFRTRL):
     name = "ok"
 
     def __init__(self, lay, sched, analysis, rank=2, **opts):
-        k = analysis.kronecker
-        if not k.ok:
-            raise NotApplicable(f"ok does not apply to cell '{lay.cell.name}': {k.reason}")
-        super().__init__(lay, sched, analysis, **opts)
+        super().__init__(lay, sched, analysis, **opts)      # refuses as KF-RTRL does
         self.rank = positive_int(rank, "ok: rank r")
 
     def describe(self):

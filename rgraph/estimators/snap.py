@@ -30,7 +30,10 @@ readout's gradient stays exact.
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
+import scipy.sparse as sps
 
 from .. import ops, sparsity
 from ..autodiff import ParamTangents
@@ -155,9 +158,8 @@ class SparseInfluence(EstimatorSpec):
         self.terms = entry_terms(lay, analysis, self.name)
         self.sums = sorted({t["sum"] for t in self.terms}, key=lay.pos.get)
         self.products = [t["node"] for t in self.terms if t["kind"] == MATRIX]
-        D, I = sparsity.step_patterns(lay, cut=self.products if self.cut_products else ())
-        self.D_pattern, self.I_pattern = D, I
-        self.mask = self.make_mask(D, I)
+        self.mask = self.make_mask(*sparsity.step_patterns(
+            lay, cut=self.products if self.cut_products else ()))
         self.runs = self._runs()
         self.plan = self._needed_D()
 
@@ -199,7 +201,6 @@ class SparseInfluence(EstimatorSpec):
         through no recurrent product: they are structurally sparse, so one jvp per
         column colour recovers them; the products' part is summed on the entries the
         runs read."""
-        from .. import sparsity
         lay, S = self.lay, self.lay.n_state
         entries = sorted({(int(i), int(j)) for run in self.runs
                           for i in run[0] for j in run[0]})
@@ -211,12 +212,12 @@ class SparseInfluence(EstimatorSpec):
         hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tolil()
         A = {t["node"]: sparsity.patterns(lay, lay.state_ids, [t["input"]], cut).tocsc()
              for t in products}
-        stacked = sparsity.sps.vstack([hat.tocsr()] + list(A.values()))
+        stacked = sps.vstack([hat.tocsr()] + list(A.values()))
         colors = sparsity.color_columns(stacked)
         if self.cut_products:
             products = []
         if self.nested:
-            dz = sparsity.sps.hstack([sparsity.patterns(lay, [z], lay.new_state)
+            dz = sps.hstack([sparsity.patterns(lay, [z], lay.new_state)
                                       for z in self.sums]).tocsr()
         else:
             dz = sparsity.patterns(lay, self.sums, lay.new_state)
@@ -256,11 +257,16 @@ class SparseInfluence(EstimatorSpec):
     def kept(self) -> int:
         return int(self.mask.nnz)
 
+    @property
+    def label(self) -> str:
+        """The name as the user writes it (snap-2, e-prop)."""
+        return self.name
+
     def describe(self):
         fb = "" if self.feedback == "symmetric" else ", random feedback"
-        return f"{self.name}{fb}"
+        return f"{self.label}{fb}"
 
-    @property
+    @cached_property
     def nested(self) -> bool:
         """Some sum feeds another (Cho's GRU: z_h = W_h (r * h) after z_r): an injection
         at one would hide the other's paths, so each sum gets a jvp of its own."""
@@ -376,8 +382,9 @@ class SnAp(SparseInfluence):
     def make_mask(self, D, I):
         return sparsity.snap_mask(D, I, self.level)
 
-    def describe(self):
-        return f"snap-{self.level}" + super().describe()[len(self.name):]
+    @property
+    def label(self) -> str:
+        return f"snap-{self.level}"
 
 
 class EProp(SparseInfluence):
