@@ -89,6 +89,12 @@ def rg_axpby_nrm2(y, a, x, b):
     return float(np.sqrt(np.sum(y * y)))
 
 
+def rg_gemm_rm(C, A, lda, col0, B, beta):
+    """C = A[:, col0:col0 + k] B + beta C, A a flat row-major block of leading dimension lda"""
+    m, k = C.shape[0], B.shape[0]
+    C[...] = A[:m * lda].reshape(m, lda)[:, col0:col0 + k] @ B + beta * C
+
+
 def rg_gemv_t(y, A, x):
     y += A.T @ x
 

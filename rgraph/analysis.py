@@ -452,6 +452,20 @@ class Analysis:
                              f"A is {self.n_state}x{grp.dim_z}, u is {grp.dim_input}{merged}")
         else:
             lines.append(f"  no: {k.reason}")
+        if p.n_rec and p.n_state:
+            from .sparsity import association
+            lines += ["", "H_t X, a state tangent of many columns pushed through one step "
+                          "(rgraph.sparsity.association):"]
+            uses = [("RTRL's H G", p.n_rec)]
+            if k.ok:
+                uses.append(("KF-RTRL's H A", sum(g.dim_z for g in k.groups)))
+            for what, K in uses:
+                a = association(p, K)
+                if what.startswith("RTRL") and a.explicit and not k.ok:
+                    lines.append(f"  {what} ({K:,} columns): through the step's jvp (forming "
+                                 f"H_t first needs the Kronecker structure for F_t)")
+                    continue
+                lines.append(f"  {what} {a.describe(f'{K:,}')}")
         from .families import report_lines     # the families build estimator specs
         lines += [""] + report_lines(self)
         return "\n".join(lines)

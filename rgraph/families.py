@@ -8,7 +8,9 @@ per online step from a cost model:
 
     F        the forward step (``Layout.flops``)
     base     3F: forward, loss and backprop through the step (every estimator)
-    H X      2 S² K: a state tangent of K columns pushed through one step (a dense D_t)
+    H X      a state tangent of K columns pushed through one step, by the cheaper
+             association (``sparsity.association``: through the step's jvp, or H_t
+             formed first)
     rtrl     base + H G (K = P) + 4 S P
     tbptt    base + 2F               (one backward step per step, at segment ends)
     uoro     the projection space's cost (``Analysis._cost``)
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from .errors import GraphError, NotApplicable
 from .resources import Memory, memory, nbytes
 from .schedule import schedule
+from .sparsity import association
 
 FAMILIES = ("rtrl", "bptt", "tbptt(16)", "uoro", "projected-uoro", "kf-rtrl", "ok(2)",
             "snap-1", "snap-2", "e-prop", "rflo", "dodge")
@@ -49,8 +52,8 @@ def _flops(spec, lay, analysis) -> int:
     F, S, P = lay.flops(), lay.n_state, lay.n_rec
     base = 3 * F
 
-    def push(K):        # H X for K columns
-        return 2 * S * S * K
+    def push(K):        # H X for K columns, by the cheaper association
+        return association(lay, K).flops
 
     if isinstance(spec, RTRL):
         return base + push(P) + 4 * S * P

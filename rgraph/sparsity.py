@@ -18,6 +18,8 @@ when the estimator is compiled.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.sparse as sps
 
@@ -117,3 +119,95 @@ def closure(D, I):
         if grown.nnz == mask.nnz:
             return mask
         mask = grown
+
+
+# ----------------------------------------------------------- H_t X: the association
+EW_WEIGHT = 4      # an elementwise tangent entry costs about this many flops (memory)
+SPARSE_WEIGHT = 2  # a row update of a sparse column costs this many times a GEMM flop
+
+
+@dataclass(frozen=True)
+class Association:
+    """How H_t X is computed for a tangent X of K columns of the previous state.
+
+    Through the graph: one jvp with K columns (every product and elementwise op of the
+    step on K columns). Explicitly: H_t = ∂s_t/∂s_{t-1} first, from one jvp per colour
+    of its columns (Curtis–Powell–Reid on its structural pattern), then H_t X as one GEMM
+    per run of dense columns plus a row update per entry of the sparse ones. An LSTM's
+    H_t has n dense columns (h) and n diagonal ones (c, one colour): 2n x n x K flops
+    instead of the 4n x n x K of pushing K columns through W_h and the gates.
+    """
+
+    explicit: bool
+    colors: tuple           # colour of each state column
+    ncolors: int
+    dense: tuple            # (j0, j1, c0): columns j0:j1 are dense, colours c0:c0+j1-j0
+    sparse: tuple           # (i, j, c): entry H[i, j] = Hc[i, c] of a sparse column
+    graph_flops: int
+    explicit_flops: int
+
+    @property
+    def flops(self) -> int:
+        """The cost of the association chosen."""
+        return self.explicit_flops if self.explicit else self.graph_flops
+
+    def describe(self, K_name: str = "K") -> str:
+        d = sum(j1 - j0 for j0, j1, _ in self.dense)
+        how = "H_t formed first" if self.explicit else "through the step's jvp"
+        return (f"({K_name} columns): {how}; cost model {self.explicit_flops:,} flops with "
+                f"H_t formed first ({d} dense column(s) by GEMM, {len(self.sparse)} entries "
+                f"of sparse ones, from {self.ncolors} jvp column(s)) vs "
+                f"{self.graph_flops:,} through the step")
+
+
+def jvp_column_flops(lay: Layout) -> int:
+    """The cost of pushing one tangent column of the previous state through the step:
+    a product W @ a costs 2 m r (r: the rows of a a state tangent reaches), any other op
+    EW_WEIGHT per entry it reaches."""
+    states = lay.state_ids
+    reach = patterns(lay, states, [n.id for n in lay.nodes if n.kind == "op"])
+    ops_ = [n for n in lay.nodes if n.kind == "op"]
+    row, total = 0, 0
+    rows_of = {}
+    for n in ops_:
+        rows_of[n.id] = np.diff(reach[row:row + n.size].indptr) > 0
+        row += n.size
+    need = lay.needed_for(lay.new_state)
+    for n in ops_:
+        if n.id not in need or not rows_of[n.id].any() or lay.is_view(n.id):
+            continue
+        if type(n.op).__name__ == "MatMul":
+            a = n.args[1]
+            r = int(rows_of[a].sum()) if a in rows_of else \
+                (lay.nodes[a].size if a in states else 0)
+            total += 2 * n.shape[0] * r
+        else:
+            total += EW_WEIGHT * int(rows_of[n.id].sum())
+    return total
+
+
+def association(lay: Layout, K: int) -> Association:
+    """The cheaper way to form H_t X for K columns, by the cost model above."""
+    H = patterns(lay, lay.state_ids, lay.new_state).tocsc()
+    S = lay.n_state
+    colors = color_columns(H)
+    ncol = int(colors.max()) + 1 if S else 0
+    shared = np.bincount(colors, minlength=ncol) > 1
+    nnz = np.diff(H.indptr)
+    is_dense = [not shared[colors[j]] and 4 * nnz[j] > S for j in range(S)]
+    dense, sparse, j = [], [], 0
+    while j < S:
+        if is_dense[j]:
+            j0 = j
+            while j + 1 < S and is_dense[j + 1] and colors[j + 1] == colors[j] + 1:
+                j += 1
+            dense.append((j0, j + 1, int(colors[j0])))
+        else:
+            sparse += [(int(i), j, int(colors[j])) for i in H.indices[H.indptr[j]:H.indptr[j + 1]]]
+        j += 1
+    c1 = jvp_column_flops(lay)
+    graph = K * c1
+    explicit = ncol * c1 + sum(2 * S * (j1 - j0) * K for j0, j1, _ in dense) + \
+        SPARSE_WEIGHT * 2 * len(sparse) * K
+    return Association(explicit < graph, tuple(int(c) for c in colors), ncol, tuple(dense),
+                       tuple(sparse), int(graph), int(explicit))

@@ -10,11 +10,15 @@
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
+import numpy as np
+
 from .. import autodiff
 from ..autodiff import ParamTangents
-from ..codegen import Template
-from . import common
+from ..codegen import Template, index
+from ..sparsity import association, patterns
+from . import common, hprod
 from .base import EstimatorSpec, positive_int
+from .kfrtrl import kron_pieces
 
 
 # ------------------------------------------------------------------------ RTRL
@@ -30,24 +34,110 @@ def rtrl_step(th, s, x, y, w, g, rng, *, G, v, vd, vb, ybar, G_new):
     return loss
 
 
+def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, v, vd, vb, ybar, G_new, D, Hs, Hc,
+                       vdH):
+    """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}, with H_t
+    formed first (the cheaper association for this cell)."""
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+    rg_gemv_t(g[0:NR], G, vb[0:S])
+    # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t from its coloured columns, then one GEMM
+    # per run of its dense columns; D_t = ∂s_t/∂z_t, the identity injected at the sums
+    h_seed(Hs)
+    jvp_state_m(th, v, Hs, vdH, Hc)
+    h_apply(Hc, G, G_new)
+    jvp_z_m(th, v, vd, D)
+    kron_immediate(v, D, G_new)
+    rg_copy2(G, G_new)
+    gather_new(v, s)
+    return loss
+
+
 class RTRL(EstimatorSpec):
+    """G_t = H_t G_{t-1} + F_t through one jvp of R columns or, where the parameters enter
+    as Kronecker terms and the cost model prefers it, with H_t formed first and
+    F_t = Σ_g D_t ⊗ â_t added on its non-zero entries."""
     name = "rtrl"
     exact = True
 
+    def __init__(self, lay, sched, analysis, **opts):
+        super().__init__(lay, sched, analysis, **opts)
+        k = analysis.kronecker
+        self.assoc = association(lay, lay.n_rec)
+        self.explicit = bool(k.ok and self.assoc.explicit and lay.n_rec)
+        if self.explicit:
+            self.groups = k.groups
+            self.z_ids = [z for grp in self.groups for z in grp.z_ids]
+            self.nz = sum(grp.dim_z for grp in self.groups)
+
     def kernels(self):
-        return [self.jvp("jvp_full", params=ParamTangents.IDENTITY, matrix=True)]
+        if not self.explicit:
+            return [self.jvp("jvp_full", params=ParamTangents.IDENTITY, matrix=True)]
+        return [self.jvp("jvp_state_m", matrix=True),
+                self.jvp("jvp_z_m", seeds=[], inject=tuple(self.z_ids), matrix=True,
+                         identity=True)]
+
+    def constants(self):
+        return hprod.constants(self.assoc) if self.explicit else {}
 
     def state_layout(self):
         return {"G": (self.lay.n_state, self.lay.n_rec)}
 
     def scratch_layout(self):
         lay = self.lay
-        return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec),
-                "G_new": (lay.n_state, lay.n_rec)}
+        if not self.explicit:
+            return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec),
+                    "G_new": (lay.n_state, lay.n_rec)}
+        return {**self.base_scratch(), "vd": (lay.n_values, self.nz),
+                "G_new": (lay.n_state, lay.n_rec), "D": (lay.n_state, self.nz),
+                **hprod.scratch(lay, self.assoc)}
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(rtrl_step, "est_step", "step")]
+                Template(rtrl_step_explicit if self.explicit else rtrl_step, "est_step",
+                         "step")]
+
+    def rendered(self, mb):
+        if not self.explicit:
+            return {}
+        return {**hprod.rendered(mb, self.lay, self.assoc),
+                "kron_immediate": self._immediate(mb)}
+
+    def _immediate(self, mb):
+        """G[:, block of each term] += D[:, the sum's columns] ⊗ â on D's structurally
+        non-zero entries (tables of (row, column) per sum)."""
+        lay = self.lay
+        pat = patterns(lay, self.z_ids, lay.new_state).tocoo()
+        local = mb.namer.child()
+        v, D, G, e, i, r, j, d = (local.claim(x) for x in
+                                  ("v", "D", "G", "e", "i", "r", "j", "d"))
+        out = [f"def kron_immediate({v}, {D}, {G}):",
+               '    """G += F_t = Σ_g D_t ⊗ â_t on the non-zero entries of D_t: every '
+               'term\'s parameter block gets D_t[:, its sum\'s columns] ⊗ its input."""']
+        for grp, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
+            for q, col, ts in sums:
+                m = q.shape[0]
+                sel = (pat.col >= col) & (pat.col < col + m)
+                rows, cols = pat.row[sel], pat.col[sel] - col
+                order = np.lexsort((rows, cols))
+                ti = mb.constant(f"D_{q.name}_rows", rows[order].astype(np.int64))
+                tr = mb.constant(f"D_{q.name}_cols", cols[order].astype(np.int64))
+                out += [f"    # {q.name} ({m}): columns {col}:{col + m} of D_t, "
+                        f"{len(rows)} non-zero entries",
+                        f"    for {e} in range({len(rows)}):",
+                        f"        {i}, {r} = {ti}[{e}], {tr}[{e}]",
+                        f"        {d} = {D}[{i}, {col} + {r}]"]
+                for t in ts:
+                    blk = lay.block_of(t.param_id)
+                    at = mb.offset(blk.name, blk.off, param=True)
+                    arr, a0, na, _ = pieces[t.input_id]
+                    if t.is_bias:
+                        out.append(f"        {G}[{i}, {at} + {r}] += {d}")
+                    else:
+                        src = v if arr == "v" else arr
+                        out += [f"        for {j} in range({na}):",
+                                f"            {G}[{i}, {at} + {r} * {na} + {j}] += "
+                                f"{d} * {src}[{index(a0, j)}]"]
+        return "\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------ TBPTT

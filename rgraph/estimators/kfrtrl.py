@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from ..codegen import Template, index, tuple_lines
 from ..errors import NotApplicable
-from . import common
+from ..sparsity import association
+from . import common, hprod
 from .base import EstimatorSpec
 
 
@@ -38,6 +39,23 @@ def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA):
     return loss
 
 
+def kf_step_explicit(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, Hs, Hc,
+                     vdH):
+    """One step of KF-RTRL for one stream, with H_t formed first (the cheaper
+    association for this cell)."""
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+    np.dot(vb[0:S], A, cA)
+    kron_gradient(g, cA, u)
+    # H_t from its coloured columns (one jvp of a few columns), then H_t A_{t-1}
+    h_seed(Hs)
+    jvp_state_m(th, v, Hs, vdH, Hc)
+    h_apply(Hc, A, HA)
+    jvp_z_m(th, v, vd, D)
+    kron_update(rng, v, A, u, HA, D)
+    gather_new(v, s)
+    return loss
+
+
 class KFRTRL(EstimatorSpec):
     name = "kf-rtrl"
     stochastic = True
@@ -52,6 +70,7 @@ class KFRTRL(EstimatorSpec):
         self.z_ids = [z for grp in self.groups for z in grp.z_ids]
         self.nz = sum(grp.dim_z for grp in self.groups)
         self.na = sum(grp.dim_input for grp in self.groups)
+        self.assoc = association(lay, self.nz)      # how H_t A_{t-1} is formed
 
     def describe(self):
         return "kf-rtrl" + (f"[{len(self.groups)} groups]" if len(self.groups) > 1 else "")
@@ -62,7 +81,7 @@ class KFRTRL(EstimatorSpec):
                          identity=True)]
 
     def constants(self):
-        return {"EPS": 1e-7}
+        return {"EPS": 1e-7, **hprod.constants(self.assoc)}
 
     def state_layout(self):
         return {"A": (self.lay.n_state, self.nz), "u": (self.na,)}
@@ -70,33 +89,16 @@ class KFRTRL(EstimatorSpec):
     def scratch_layout(self):
         lay = self.lay
         return {**self.base_scratch(), "vd": (lay.n_values, self.nz),
-                "HA": (lay.n_state, self.nz), "D": (lay.n_state, self.nz), "cA": (self.nz,)}
+                "HA": (lay.n_state, self.nz), "D": (lay.n_state, self.nz), "cA": (self.nz,),
+                **hprod.scratch(lay, self.assoc)}
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(kf_step, "est_step", "step")]
+                Template(kf_step_explicit if self.assoc.explicit else kf_step, "est_step",
+                         "step")]
 
     def _pieces(self, mb):
-        """Per group: its columns of A (c0, c1), its offset in u, its sums with their
-        columns, and â's pieces as (array, first index, length, u offset) (a bias's
-        piece is the constant 1: array None)."""
-        col = uoff = 0
-        for grp in self.groups:
-            c0, sums = col, []
-            for q, ts in zip(grp.z_ids, grp.terms, strict=True):
-                sums.append((self.lay.nodes[q], col, ts))
-                col += self.lay.nodes[q].shape[0]
-            pieces, off = {}, uoff
-            for a in grp.inputs:
-                r = self.lay.loc[a]
-                arr, at = (mb.user_name(r.anchor), r.delta) if r.buf == "const" else \
-                    ("v", index(mb.offset(r.anchor, r.aoff), r.delta))
-                pieces[a] = (arr, at, r.n, off)
-                off += r.n
-            if grp.bias:
-                pieces[None] = (None, None, 1, off)
-            yield grp, c0, col, sums, pieces
-            uoff += grp.dim_input
+        return kron_pieces(self.lay, self.groups, mb)
 
     def rendered(self, mb):
         lay = self.lay
@@ -169,7 +171,31 @@ class KFRTRL(EstimatorSpec):
                     f"        for {c} in range({c1}):",
                     f"            {A}[{i}, {c}] = {s1} / {p1} * {HA}[{i}, {c}] + "
                     f"{s2} / {p2} * {D}[{i}, {c}]"]
-        return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n"}
+        return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n",
+                **hprod.rendered(mb, lay, self.assoc)}
+
+
+def kron_pieces(lay, groups, mb):
+    """Per input group: its columns of A (c0, c1), its offset in u, its sums with their
+    columns, and â's pieces as (array, first index, length, u offset) (a bias's piece is
+    the constant 1: array None)."""
+    col = uoff = 0
+    for grp in groups:
+        c0, sums = col, []
+        for q, ts in zip(grp.z_ids, grp.terms, strict=True):
+            sums.append((lay.nodes[q], col, ts))
+            col += lay.nodes[q].shape[0]
+        pieces, off = {}, uoff
+        for a in grp.inputs:
+            r = lay.loc[a]
+            arr, at = (mb.user_name(r.anchor), r.delta) if r.buf == "const" else \
+                ("v", index(mb.offset(r.anchor, r.aoff), r.delta))
+            pieces[a] = (arr, at, r.n, off)
+            off += r.n
+        if grp.bias:
+            pieces[None] = (None, None, 1, off)
+        yield grp, c0, col, sums, pieces
+        uoff += grp.dim_input
 
 
 def _term(t) -> str:
