@@ -207,8 +207,8 @@ class _JaxEstimator:
 
     # -- public
     def _data(self, xs, ys, B):
-        xs = jnp.asarray(np.asarray(xs, dtype=np.float64))
-        ys = jnp.asarray(np.asarray(ys, dtype=np.int64))
+        xs = jnp.asarray(xs, dtype=jnp.float64)     # no copy if already on the device
+        ys = jnp.asarray(ys, dtype=jnp.int64)
         return xs.reshape(len(xs), B, self.n_in), ys.reshape(len(ys), B)
 
     def run(self, xs, ys) -> np.ndarray:
