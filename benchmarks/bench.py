@@ -244,8 +244,9 @@ def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
                 f"{','.join(map(str, sorted(cpus)))}); BLAS: {', '.join(libs) or 'none'}"
                 + (f"; JAX: {hj.xla_threads()}" if hj else ""))
             out("GEMM: numpy's H·A, (S x S)@(S x |z|), for kf-rtrl and D·J, (S x S)@(S x P), "
-                "for rtrl, once per stream; JAX/rgraph > 1: rgraph is faster"
-                + ("; projected-uoro's JAX is UORO's" if hj else ""))
+                "for rtrl, once per stream"
+                + ("; JAX/rgraph > 1: rgraph is faster; projected-uoro's JAX is UORO's"
+                   if hj else ""))
             out(f"{'cell':<13}{'n':>5}{'B':>4}  {'estimator':<30}{'rgraph':>10}"
                 f"{'hand NumPy':>12}{'speed-up':>10}"
                 + (f"{'JAX':>10}{'JAX/rgraph':>12}" if hj else "")
