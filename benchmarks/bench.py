@@ -1,14 +1,26 @@
-"""Speed of the compiled online training loops, against hand-written NumPy in one run.
+"""Speed of the compiled online training loops, against hand-written baselines in one run.
 
 For each cell, size, batch and estimator: µs per online step (forward + loss +
 estimator + parameter update, all streams of the batch), rgraph's compiled loop next to
-the same UORO and KF-RTRL written by hand in NumPy (``handwritten``), and, for
-KF-RTRL, next to the one product it cannot avoid, H_t A_{t-1}, done alone by numpy's
-BLAS. BLAS threads are fixed (threadpoolctl) and printed: a ratio means nothing
-otherwise. Timings are the best of ``repeats`` runs, each about ``seconds`` long.
+
+* the same UORO and KF-RTRL written by hand in NumPy (``handwritten``);
+* UORO, KF-RTRL and exact RTRL written by hand in JAX (``handjax``: jit of a scan over
+  a chunk of steps, vmap over the streams), timed over whole chunks with the compile
+  excluded; projected UORO is set against JAX's UORO, which does the same work;
+* the one product each cannot avoid, done alone by numpy's BLAS: H_t A_{t-1} for
+  KF-RTRL, (S x S) @ (S x |z|), and D_t J_{t-1} for RTRL, (S x S) @ (S x P) with P the
+  recurrent parameter count.
+
+The process is pinned to ``cores`` CPUs (every thread, restored afterwards), BLAS
+threads are fixed (threadpoolctl) and XLA runs on one thread; all three are printed: a
+ratio means nothing otherwise. Timings are the best of ``repeats`` runs, each about
+``seconds`` long. Without jax installed the JAX column is left out (one line says so).
 """
 from __future__ import annotations
 
+import importlib
+import math
+import os
 import time
 
 import numpy as np
@@ -28,6 +40,17 @@ CELLS = {"tanh": tanh_rnn, "lstm": lstm,
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",
               "projected-uoro[preactivation]")
 HAND = {"uoro": HandUORO, "kf-rtrl": HandKFRTRL}
+# the estimator whose JAX version each rgraph estimator is set against
+JAX_OF = {"uoro": "uoro", "projected-uoro": "uoro", "kf-rtrl": "kf-rtrl", "rtrl": "rtrl"}
+JAX_MISSING = "JAX column left out: jax is not installed (pip install -e '.[bench]' adds it)"
+
+
+def load_jax():
+    """The ``handjax`` module, or None where jax is not installed."""
+    try:
+        return importlib.import_module(f"{__package__}.handjax")
+    except ImportError:
+        return None
 
 
 def state_and_cols(cell, n):
@@ -61,6 +84,22 @@ def _time(fn, seconds, repeats):
     return best
 
 
+_PARAMS = {}
+
+
+def init_params(cell_name, n):
+    """rgraph's initial parameters of a benchmark cell (8 inputs, 8 classes)."""
+    if (cell_name, n) not in _PARAMS:
+        est = rg_compile(CELLS[cell_name](8, n, 8), "bptt", backend="numpy")
+        _PARAMS[cell_name, n] = est.init_params(0)
+    return _PARAMS[cell_name, n]
+
+
+def recurrent_params(cell_name, n):
+    """P: the number of parameters of the recurrent step (all but the readout V, b)."""
+    return sum(p.size for k, p in init_params(cell_name, n).items() if k not in ("V", "b"))
+
+
 def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="numba",
                 threads=1):
     cell = CELLS[cell_name](8, n, 8)
@@ -87,8 +126,7 @@ def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="
 
 def time_hand(cell_name, n, batch, est_name, seconds=0.5, repeats=3):
     cls = HAND[est_name]
-    params = rg_compile(CELLS[cell_name](8, n, 8), "bptt", backend="numpy").init_params(0)
-    h = cls(cell_name, 8, n, 8, params, batch=batch, lr=1e-5)
+    h = cls(cell_name, 8, n, 8, init_params(cell_name, n), batch=batch, lr=1e-5)
     rng = np.random.default_rng(0)
     xs = np.eye(8)[rng.integers(0, 8, (1000, batch))]
     ys = rng.integers(0, 8, (1000, batch))
@@ -99,11 +137,60 @@ def time_hand(cell_name, n, batch, est_name, seconds=0.5, repeats=3):
     return _time(run, seconds, repeats) * 1e6
 
 
-def time_gemm(cell_name, n, batch, seconds=0.3, repeats=3):
-    """numpy's BLAS for H_t A_{t-1} alone: (S x S) @ (S x |z|), once per stream."""
+def time_jax(cell_name, n, batch, est_name, seconds=0.5, repeats=3, max_chunk=2000):
+    """µs per online step (all streams) of the JAX baseline, and its compile seconds.
+
+    ``run`` is one jitted scan over a chunk of steps: a first chunk of 8 steps compiles
+    it (the compile time, with those 8 steps) and gives a first per-step time; the chunk
+    then grows to a power of two lasting about seconds/4 (at most ``max_chunk`` steps,
+    compiled once more, not timed) so that the call overhead is amortized. Each of
+    ``repeats`` runs is a whole number of chunks, about ``seconds`` long."""
+    hj = load_jax()
+    if hj is None:
+        raise ImportError(JAX_MISSING)
+    est = hj.ESTIMATORS[est_name](cell_name, 8, n, 8, init_params(cell_name, n),
+                                  batch=batch, lr=1e-5)
+    rng = np.random.default_rng(0)
+    eye = np.eye(8)
+
+    def data(L):
+        return (hj.jnp.asarray(eye[rng.integers(0, 8, (L, batch))]),
+                hj.jnp.asarray(rng.integers(0, 8, (L, batch))))
+
+    L = 8
+    xs, ys = data(L)
+    t = time.perf_counter()
+    est.run(xs, ys)
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    est.run(xs, ys)
+    per = max((time.perf_counter() - t) / L, 1e-7)
+    grow = min(max_chunk, 2 ** int(math.log2(max(seconds / 4 / per, 1))))
+    if grow > L:
+        L = grow
+        xs, ys = data(L)
+        est.run(xs, ys)
+        t = time.perf_counter()
+        est.run(xs, ys)
+        per = max((time.perf_counter() - t) / L, 1e-7)
+    chunks = max(1, round(seconds / (per * L)))
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(chunks):
+            est.run(xs, ys)
+        best = min(best, (time.perf_counter() - t) / (chunks * L))
+    return best * 1e6, compile_s
+
+
+def time_gemm(cell_name, n, batch, seconds=0.3, repeats=3, kind="H·A"):
+    """numpy's BLAS for the one product an estimator cannot avoid, once per stream:
+    KF-RTRL's H_t A_{t-1}, (S x S) @ (S x |z|) (``kind="H·A"``), or RTRL's
+    D_t J_{t-1}, (S x S) @ (S x P) with P the recurrent parameter count (``"D·J"``)."""
     S, Z = state_and_cols(cell_name, n)
-    H, A = np.random.rand(S, S), np.random.rand(S, Z)
-    out = np.empty((S, Z))
+    cols = Z if kind == "H·A" else recurrent_params(cell_name, n)
+    H, A = np.random.rand(S, S), np.random.rand(S, cols)
+    out = np.empty((S, cols))
 
     def run(k):
         for _ in range(k * batch):
@@ -111,42 +198,101 @@ def time_gemm(cell_name, n, batch, seconds=0.3, repeats=3):
     return _time(run, seconds, repeats) * 1e6
 
 
+def _threads():
+    return [int(t) for t in os.listdir("/proc/self/task")] if \
+        os.path.isdir("/proc/self/task") else [0]
+
+
+def pin_cores(cpus):
+    """Pin every thread of the process (BLAS's, XLA's, numba's, this one) to ``cpus``;
+    returns the previous set. Threads started later inherit the main thread's set."""
+    before = os.sched_getaffinity(0)
+    for tid in _threads():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except (ProcessLookupError, PermissionError):    # a thread that just ended
+            pass
+    return before
+
+
 def bench(cells=("tanh", "lstm"), sizes=(16, 64, 256), batches=(1, 32),
-          estimators=ESTIMATORS, seconds=0.5, repeats=3, threads=1, hand=True,
-          out=print):
-    """Run the benchmark; prints a table and returns its rows (dicts)."""
+          estimators=ESTIMATORS, seconds=0.5, repeats=3, threads=1, hand=True, jax=True,
+          cores=1, out=print):
+    """Run the benchmark; prints a table and returns its rows (dicts).
+
+    ``cores``: the process runs on that many CPUs (the first ones it may use) while it
+    measures; ``threads``: BLAS threads; ``jax=False`` leaves the JAX column out."""
     from threadpoolctl import threadpool_info, threadpool_limits
     keys = {e: parse_estimator(e)[0] for e in estimators}   # bad names fail before timing
+    allowed = sorted(os.sched_getaffinity(0))
+    if not 1 <= cores <= len(allowed):
+        raise ValueError(f"cores must be 1 to {len(allowed)} (the CPUs this process may "
+                         f"use), got {cores}")
+    cpus = set(allowed[:cores])
+    hj = load_jax() if jax else None
+    if jax and hj is None:
+        out(JAX_MISSING)
     rows = []
-    with threadpool_limits(threads):
-        libs = sorted({f"{i['internal_api']} ({i['num_threads']} thread"
-                       f"{'s' if i['num_threads'] > 1 else ''})" for i in threadpool_info()})
-        out(f"rgraph bench: µs per online step (all streams), best of {repeats}; "
-            f"BLAS: {', '.join(libs) or 'none'}")
-        out(f"{'cell':<13}{'n':>5}{'B':>4}  {'estimator':<30}{'rgraph':>10}"
-            f"{'hand NumPy':>12}{'speed-up':>10}{'GEMM H·A':>10}{'/GEMM':>7}")
-        for cell in cells:
-            for n in sizes:
-                for B in batches:
-                    gemm = None
-                    for e in estimators:
-                        if too_big(cell, n, B, keys[e]):
-                            continue
-                        us, _ = time_rgraph(cell, n, B, e, seconds, repeats,
-                                            threads=threads)
-                        row = {"cell": cell, "n": n, "batch": B, "estimator": e,
-                               "rgraph_us": us}
-                        line = f"{cell:<13}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"
-                        if hand and keys[e] in HAND and cell in ("tanh", "lstm"):
-                            h = time_hand(cell, n, B, keys[e], seconds, repeats)
-                            row.update(hand_us=h, speedup=h / us)
-                            line += f"{h:>12.1f}{h / us:>9.1f}x"
-                        else:
-                            line += " " * 22
-                        if keys[e] == "kf-rtrl":
-                            gemm = gemm or time_gemm(cell, n, B)
-                            row.update(gemm_us=gemm, over_gemm=us / gemm)
-                            line += f"{gemm:>10.1f}{us / gemm:>6.2f}x"
-                        out(line)
-                        rows.append(row)
+    before = pin_cores(cpus)
+    try:
+        with threadpool_limits(threads):
+            libs = sorted({f"{i['internal_api']} ({i['num_threads']} thread"
+                           f"{'s' if i['num_threads'] > 1 else ''})"
+                           for i in threadpool_info()})
+            out(f"rgraph bench: µs per online step (all streams), best of {repeats}; "
+                f"{cores} core{'s' if cores > 1 else ''} (CPU "
+                f"{','.join(map(str, sorted(cpus)))}); BLAS: {', '.join(libs) or 'none'}"
+                + (f"; JAX: {hj.xla_threads()}" if hj else ""))
+            out("GEMM: numpy's H·A, (S x S)@(S x |z|), for kf-rtrl and D·J, (S x S)@(S x P), "
+                "for rtrl, once per stream"
+                + ("; JAX/rgraph > 1: rgraph is faster; projected-uoro's JAX is UORO's"
+                   if hj else ""))
+            out(f"{'cell':<13}{'n':>5}{'B':>4}  {'estimator':<30}{'rgraph':>10}"
+                f"{'hand NumPy':>12}{'speed-up':>10}"
+                + (f"{'JAX':>10}{'JAX/rgraph':>12}" if hj else "")
+                + f"{'GEMM':>10}{'/GEMM':>7}")
+            for cell in cells:
+                for n in sizes:
+                    for B in batches:
+                        _rows(cell, n, B, estimators, keys, seconds, repeats, threads,
+                              hand, hj, out, rows)
+    finally:
+        pin_cores(before)
     return rows
+
+
+def _rows(cell, n, B, estimators, keys, seconds, repeats, threads, hand, hj, out, rows):
+    """The table's rows of one (cell, n, batch)."""
+    gemm, jax_times = {}, {}
+    for e in estimators:
+        k = keys[e]
+        if too_big(cell, n, B, k):
+            continue
+        us, _ = time_rgraph(cell, n, B, e, seconds, repeats, threads=threads)
+        row = {"cell": cell, "n": n, "batch": B, "estimator": e, "rgraph_us": us}
+        line = f"{cell:<13}{n:>5}{B:>4}  {e:<30}{us:>10.1f}"
+        if hand and k in HAND and cell in ("tanh", "lstm"):
+            h = time_hand(cell, n, B, k, seconds, repeats)
+            row.update(hand_us=h, speedup=h / us)
+            line += f"{h:>12.1f}{h / us:>9.1f}x"
+        else:
+            line += " " * 22
+        if hj is not None:
+            if k in JAX_OF and cell in hj.CELLS:
+                j = JAX_OF[k]
+                if j not in jax_times:
+                    jax_times[j] = time_jax(cell, n, B, j, seconds, repeats)
+                ju, jc = jax_times[j]
+                row.update(jax_us=ju, jax_ratio=ju / us, jax_compile_s=jc)
+                line += f"{ju:>10.1f}{ju / us:>11.2f}x"
+            else:
+                line += " " * 22
+        if k in ("kf-rtrl", "rtrl"):
+            kind = "H·A" if k == "kf-rtrl" else "D·J"
+            if kind not in gemm:
+                gemm[kind] = time_gemm(cell, n, B, kind=kind)
+            g = gemm[kind]
+            row.update(gemm_us=g, over_gemm=us / g)
+            line += f"{g:>10.1f}{us / g:>6.2f}x"
+        out(line.rstrip())
+        rows.append(row)

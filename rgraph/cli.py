@@ -566,7 +566,7 @@ def cmd_bench(args):
           batches=[int(b) for b in args.batches.split(",")],
           estimators=estimators,
           seconds=args.seconds, repeats=args.repeats, threads=args.threads,
-          hand=not args.no_hand)
+          hand=not args.no_hand, jax=not args.no_jax, cores=args.cores)
 
 
 # -------------------------------------------------------------------------- export
@@ -788,10 +788,13 @@ def build_parser():
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_variance)
 
-    p = sub.add_parser("bench", help="µs per online step vs hand-written NumPy",
+    p = sub.add_parser("bench", help="µs per online step vs hand-written NumPy and JAX",
                        description="Per-step time of each estimator's compiled training "
                                    "loop, with the same UORO and KF-RTRL written by hand in "
-                                   "NumPy and the H·A GEMM measured in the same run.")
+                                   "NumPy, UORO, KF-RTRL and RTRL written by hand in JAX "
+                                   "(jit of a scan; needs jax: pip install -e '.[bench]'), "
+                                   "and the H·A and D·J GEMMs, all measured in the same run "
+                                   "on the same cores.")
     p.add_argument("--cells", default="tanh,lstm")
     p.add_argument("--sizes", default="16,64,256")
     p.add_argument("--batches", default="1,32")
@@ -801,7 +804,10 @@ def build_parser():
     p.add_argument("--seconds", type=float, default=0.5, help="per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
+    p.add_argument("--cores", type=int, default=1,
+                   help="pin the process to this many CPUs while it measures (default 1)")
     p.add_argument("--no-hand", action="store_true", help="skip the NumPy baselines")
+    p.add_argument("--no-jax", action="store_true", help="skip the JAX baselines")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="one standalone .py file: the estimator and its loop",
