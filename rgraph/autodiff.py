@@ -87,6 +87,8 @@ class CotangentSpec:
     seeds: tuple
     wrt: frozenset = frozenset({"params", "state"})
     overwrite: bool = False
+    skip_rec: bool = False      # the recurrent parameters' cotangents are not formed: the
+    #                             caller reads those of the sums they enter, left in vb
 
     def __post_init__(self):
         unknown = set(self.wrt) - {"params", "state", "input"}
@@ -370,10 +372,12 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
     k = K.Kernel(name, ("th", "v", "vb", "thb"),
                  f"Cotangents of {wrt} from those of {lay.names(spec.seeds)}: vb holds the "
                  f"seeds and zeros; "
-                 f"{'the recurrent blocks of thb are overwritten' if spec.overwrite else 'thb accumulates'}.")
+                 f"{'the recurrent blocks of thb are overwritten' if spec.overwrite else 'thb accumulates'}"
+                 f"{' (the recurrent blocks are left alone: the sums they enter keep their cotangents in vb)' if spec.skip_rec else ''}.")
+    rec = set(lay.rec_ids) if spec.skip_rec else set()
 
     def bar(a):
-        if a not in act or lay.nodes[a].kind == "const":
+        if a not in act or lay.nodes[a].kind == "const" or a in rec:
             return ZERO
         return lay.ref(a, "vb")
 
@@ -393,7 +397,7 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
         if parts:
             k.body.append(_comment(lay, n.id, "pull back through "))
             k.body.extend(parts)
-    if spec.overwrite:
+    if spec.overwrite and not spec.skip_rec:
         k.body = _overwrite_params(lay, k.body)
     return k
 

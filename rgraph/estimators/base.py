@@ -64,9 +64,9 @@ class EstimatorSpec:
         k.args = args
         return k
 
-    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False):
+    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False, skip_rec=False):
         return autodiff.vjp(self.lay, self.sched, name,
-                            CotangentSpec(tuple(seeds), frozenset(wrt), overwrite))
+                            CotangentSpec(tuple(seeds), frozenset(wrt), overwrite, skip_rec))
 
     # -- what subclasses define
     def kernels(self) -> list:

@@ -22,32 +22,36 @@ from .kfrtrl import kron_pieces
 
 
 # ------------------------------------------------------------------------ RTRL
-def rtrl_step(th, s, x, y, w, g, rng, *, G, v, vd, vb, ybar, G_new):
-    """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}."""
+def rtrl_step(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar):
+    """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}. G_{t-1} and
+    G_t take turns in two buffers (``which`` says where G_{t-1} is): no copy."""
+    G_old, G_new = (G, G2) if which[0] == 0.0 else (G2, G)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-    rg_gemv_t(g[0:NR], G, vb[0:S])
+    rg_gemv_t(g[0:NR], G_old, vb[0:S])
     # G_t = H_t G_{t-1} + F_t: one jvp with R columns, G_{t-1} as the previous state's
     # tangent and the identity as the parameters' tangent
-    jvp_full(th, v, G, vd, G_new)
-    rg_copy2(G, G_new)
+    jvp_full(th, v, G_old, vd, G_new)
+    which[0] = 1.0 - which[0]
     gather_new(v, s)
     return loss
 
 
-def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, v, vd, vb, ybar, G_new, D, Hs, Hc,
-                       vdH):
+def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar, D, Hs,
+                       Hc, vdH):
     """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}, with H_t
-    formed first (the cheaper association for this cell)."""
+    formed first (the cheaper association for this cell). G_{t-1} and G_t take turns in
+    two buffers (``which`` says where G_{t-1} is): no copy."""
+    G_old, G_new = (G, G2) if which[0] == 0.0 else (G2, G)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-    rg_gemv_t(g[0:NR], G, vb[0:S])
+    rg_gemv_t(g[0:NR], G_old, vb[0:S])
     # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t from its coloured columns, then one GEMM
     # per run of its dense columns; D_t = ∂s_t/∂z_t, the identity injected at the sums
     h_seed(Hs)
     jvp_state_m(th, v, Hs, vdH, Hc)
-    h_apply(Hc, G, G_new)
+    h_apply(Hc, G_old, G_new)
     jvp_z_m(th, v, vd, D)
     kron_immediate(v, D, G_new)
-    rg_copy2(G, G_new)
+    which[0] = 1.0 - which[0]
     gather_new(v, s)
     return loss
 
@@ -80,16 +84,15 @@ class RTRL(EstimatorSpec):
         return hprod.constants(self.assoc) if self.explicit else {}
 
     def state_layout(self):
-        return {"G": (self.lay.n_state, self.lay.n_rec)}
+        SR = (self.lay.n_state, self.lay.n_rec)
+        return {"G": SR, "G2": SR, "which": (1,)}
 
     def scratch_layout(self):
         lay = self.lay
         if not self.explicit:
-            return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec),
-                    "G_new": (lay.n_state, lay.n_rec)}
+            return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec)}
         return {**self.base_scratch(), "vd": (lay.n_values, self.nz),
-                "G_new": (lay.n_state, lay.n_rec), "D": (lay.n_state, self.nz),
-                **hprod.scratch(lay, self.assoc)}
+                "D": (lay.n_state, self.nz), **hprod.scratch(lay, self.assoc)}
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),

@@ -24,11 +24,12 @@ import numpy as np
 from .. import autodiff
 from ..analysis import NO_RECURRENT
 from ..autodiff import ParamTangents
-from ..codegen import Template
+from ..codegen import Template, index
 from ..errors import NotApplicable
 from . import common
 from .base import EstimatorSpec, positive_int
 from .exact import segment_kernels, segment_layout
+from .kfrtrl import kron_pieces
 
 
 def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb, thd,
@@ -73,6 +74,52 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
         rg_axpy(s_tilde[r], rho1, js)
         wnorm[r] = rg_axpby_nrm2(w_tilde[r], 1.0 / rho1, dw[0:NR], 1.0 / rho0)
+    if FIXED_RHO1:
+        count[0] += 1.0
+    gather_new(v, s)
+    return loss
+
+
+def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb,
+                    vb2, thd, ybar, u, qu, hs, js, dw):
+    """One step of UORO for one stream, rank RANK, with the noise at the cut z. Every
+    recurrent parameter enters one product or bias of a sum q, so ∂l/∂θ and uᵀ J^z_θ
+    are kept as cotangents at the sums (ζ and ν), and each parameter block is visited
+    once: g += ζ ⊗ â + (δs · s̃) w̃ and w̃ = w̃/ρ0 + (ν ⊗ â)/ρ1 in one pass."""
+    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+    for r in range(RANK):
+        # δs · s̃_{t-1}, for the gradient estimate δθ + (δs · s̃) w̃ (added below)
+        c = rg_dot(vb[0:S], s_tilde[r]) / RANK
+        # H_t s̃_{t-1}: the forward tangent of the previous estimate
+        jvp_state(th, v, s_tilde[r], vd, hs)
+        # noise at the cut, pushed forward to the new state: J^s_z Q u
+        rg_rademacher(rng, u)
+        if WITH_Q:
+            rg_matvec(qu, Q0.reshape((NZ, NZ)), u)
+        else:
+            qu = u      # Q = I
+        if STATE_CUT:
+            js = qu     # the cut is s_t itself: J^s_z = I
+        else:
+            seed_z(qu, vd, js, thd)
+            jvp_z(th, v, vd, js)
+        # ... and pulled back to the sums: ν = uᵀ Q⁻¹ ∂z/∂q
+        if WITH_Q:
+            rg_matvec(qu, Q0_INV_T.reshape((NZ, NZ)), u)
+        rg_zero(vb2)
+        seed_z_bar(qu, vb2, dw)
+        if not NU_AT_SUMS:
+            vjp_z(th, v, vb2, dw)
+        # Algorithm 1's normalizers (|uᵀ J^z_θ| = the norm of the ν ⊗ â), then the pass
+        rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
+        if FIXED_RHO1:
+            rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
+        else:
+            rho1 = math.sqrt(terms_norm(v, vb2) / (rg_nrm2(js) + EPS)) + EPS
+        rg_axpby(s_tilde[r], rho0, hs, 0.0)
+        rg_axpy(s_tilde[r], rho1, js)
+        wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, c, r == 0, 1.0 / rho1,
+                                1.0 / rho0)
     if FIXED_RHO1:
         count[0] += 1.0
     gather_new(v, s)
@@ -152,6 +199,9 @@ class ProjectedUORO(EstimatorSpec):
             if not np.all(np.isfinite(Q0)) or np.linalg.cond(Q0) > 1e12:
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
+        self.groups = _one_term_each(analysis) if self.space.kind != "parameter" else None
+        # the noise's cut is the sums themselves (a preactivation space): ν needs no vjp
+        self.nu_at_sums = self.groups is not None and not self._vjp_z().body
 
     def describe(self):
         extra = f", rank {self.rank}" if self.rank > 1 else ""
@@ -168,14 +218,29 @@ class ProjectedUORO(EstimatorSpec):
                 ks += [autodiff.scatter_add(lay, "seed_z", z, "vd", clear=True),
                        self.jvp("jvp_z", seeds=[], inject=tuple(z))]
         if kind != "parameter":
-            ks += [autodiff.scatter_add(lay, "seed_z_bar", z, "vb"),
-                   self.vjp("vjp_z", z, ("params",), overwrite=True)]
+            ks.append(autodiff.scatter_add(lay, "seed_z_bar", z, "vb"))
+            if not self.nu_at_sums:
+                ks.append(self._vjp_z())
         return ks
+
+    def _vjp_z(self):
+        """uᵀ Q⁻¹ J^z_θ: into the parameters' cotangents, or (one term per parameter)
+        to the sums' cotangents."""
+        return self.vjp("vjp_z", list(self.space.ids), ("params",),
+                        overwrite=self.groups is None, skip_rec=self.groups is not None)
+
+    def base_kernels(self):
+        ks = super().base_kernels()
+        if self.groups is None:
+            return ks
+        # the loss's recurrent cotangents stay at the sums (ζ), for terms_update
+        return [self.vjp("vjp_out", [self.lay.loss_output_id], skip_rec=True)
+                if k.name == "vjp_out" else k for k in ks]
 
     def choices(self):
         return {"WITH_Q": self.Q0 is not None, "STATE_CUT": self.space.kind == "state",
                 "PARAMETER_CUT": self.space.kind == "parameter",
-                "FIXED_RHO1": self.alpha is not None}
+                "FIXED_RHO1": self.alpha is not None, "NU_AT_SUMS": self.nu_at_sums}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
@@ -195,12 +260,76 @@ class ProjectedUORO(EstimatorSpec):
     def scratch_layout(self):
         lay = self.lay
         nz = self.space.dim
-        return {**self.base_scratch(), "thd": (lay.n_rec,), "u": (nz,), "qu": (nz,),
-                "hs": (lay.n_state,), "js": (lay.n_state,), "dw": (lay.n_params,)}
+        out = {**self.base_scratch(), "thd": (lay.n_rec,), "u": (nz,), "qu": (nz,),
+               "hs": (lay.n_state,), "js": (lay.n_state,), "dw": (lay.n_params,)}
+        if self.groups is not None:
+            out["vb2"] = (lay.n_values,)
+        return out
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(uoro_step, "est_step", "step")]
+                Template(uoro_step if self.groups is None else uoro_step_terms, "est_step",
+                         "step")]
+
+    def rendered(self, mb):
+        if self.groups is None:
+            return {}
+        lay = self.lay
+        local = mb.namer.child()
+        g, wt, v, zb, nb, c, first, a, b, i, j, p, t, zi, ni, acc, aj = (
+            local.claim(x) for x in ("g", "wt", "v", "zb", "nb", "c", "first", "a", "b",
+                                     "i", "j", "p", "t", "zi", "ni", "acc", "aj"))
+        sqrt, dot = f"{mb.g('math')}.sqrt", mb.g("rg_dot")
+        norm = [f"def terms_norm({v}, {nb}):",
+                '    """|Σ_terms ν_q ⊗ â| from |Σ_terms ν_q ⊗ â|² = Σ_terms |ν_q|² |â|²: '
+                'each recurrent parameter is one term\'s block."""',
+                f"    {acc} = 0.0"]
+        upd = [f"def terms_update({g}, {wt}, {v}, {zb}, {nb}, {c}, {first}, {a}, {b}):",
+               '    """Per recurrent block of a term of sum q with input â: g += ζ_q ⊗ â '
+               '(once) + c w̃, and w̃ = b w̃ + a ν_q ⊗ â; returns |w̃|."""',
+               f"    {acc} = 0.0"]
+
+        def at(nid):            # a node's first row in v, vb and vb2
+            r = lay.loc[nid]
+            return index(mb.offset(r.anchor, r.aoff), r.delta)
+
+        for _, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
+            for q, _, ts in sums:
+                m, q0 = q.shape[0], at(q.id)
+                nq = f"{dot}({nb}[{q0}:{q0} + {m}], {nb}[{q0}:{q0} + {m}])"
+                for tm in ts:
+                    blk = lay.block_of(tm.param_id)
+                    # w̃'s blocks follow th's recurrent blocks (both start at 0)
+                    off = mb.offset(blk.name, blk.off, param=True)
+                    arr, a0, na, _ = pieces[tm.input_id]
+                    src = v if arr == "v" else arr
+                    if tm.is_bias:
+                        norm.append(f"    {acc} += {nq}")
+                        upd += [f"    # {tm.param} (bias of {q.name})",
+                                f"    for {i} in range({m}):",
+                                f"        {p} = {off} + {i}",
+                                f"        {g}[{p}] += ({zb}[{index(q0, i)}] if {first} "
+                                f"else 0.0) + {c} * {wt}[{p}]",
+                                f"        {t} = {b} * {wt}[{p}] + {a} * {nb}[{index(q0, i)}]",
+                                f"        {wt}[{p}] = {t}",
+                                f"        {acc} += {t} * {t}"]
+                        continue
+                    na_sq = f"{dot}({src}[{a0}:{a0} + {na}], {src}[{a0}:{a0} + {na}])"
+                    norm.append(f"    {acc} += {nq} * {na_sq}")
+                    upd += [f"    # {tm.param} @ {tm.input} (into {q.name})",
+                            f"    for {i} in range({m}):",
+                            f"        {zi} = {zb}[{index(q0, i)}] if {first} else 0.0",
+                            f"        {ni} = {a} * {nb}[{index(q0, i)}]",
+                            f"        for {j} in range({na}):",
+                            f"            {p} = {off} + {i} * {na} + {j}",
+                            f"            {aj} = {src}[{index(a0, j)}]",
+                            f"            {g}[{p}] += {zi} * {aj} + {c} * {wt}[{p}]",
+                            f"            {t} = {b} * {wt}[{p}] + {ni} * {aj}",
+                            f"            {wt}[{p}] = {t}",
+                            f"            {acc} += {t} * {t}"]
+        norm.append(f"    return {sqrt}({acc})")
+        upd.append(f"    return {sqrt}({acc})")
+        return {"terms_norm": "\n".join(norm) + "\n", "terms_update": "\n".join(upd) + "\n"}
 
 
 class UORO(ProjectedUORO):
@@ -274,3 +403,18 @@ def uoro(lay, sched, analysis, T=1, **opts) -> EstimatorSpec:
     if positive_int(T, "uoro: T") > 1:
         return UOROT(lay, sched, analysis, T=T, **opts)
     return UORO(lay, sched, analysis, **opts)
+
+
+def _one_term_each(analysis):
+    """The Kronecker groups, if every recurrent parameter enters exactly one term (a
+    product's matrix or a bias of one sum) and the terms' inputs are free of θ within
+    the step: then uᵀ J^z_θ is Σ_terms ν_q ⊗ â and UORO visits each block once
+    (``uoro_step_terms``). None otherwise (weight sharing, or no such structure)."""
+    k = analysis.kronecker
+    if not k.ok:
+        return None
+    params = [t.param_id for grp in k.groups for ts in grp.terms for t in ts]
+    if len(params) != len(set(params)) or \
+            set(params) != set(analysis.layout.rec_ids):
+        return None
+    return k.groups
