@@ -36,7 +36,7 @@ def test_every_estimator_name_is_covered():
     assert keys == set(rg.estimators.ESTIMATORS)
 
 
-def check_float32(e32, e64, cell_name, steps=300, **train):
+def check_float32(e32, e64, cell_name, steps=200, **train):
     """Same-seed gradient agreement with float64, then ``steps`` steps of training with
     no non-finite loss and every buffer in float32."""
     xs, ys = sequence(cell_name, T=20, seed=1)
