@@ -118,13 +118,14 @@ class Backend:
         return out
 
     def constant_value(self, value) -> str:
-        """The source of a module-level number or flat array."""
+        """The source of a module-level number or flat array (a float array in the
+        module's float type ``DT``, so that a float32 module computes in float32)."""
         if hasattr(value, "ravel"):
             if value.dtype.kind in "iub":
                 vals = ", ".join(str(int(x)) for x in value.ravel())
                 return f"np.array([{vals}], dtype=np.int64)"
             vals = ", ".join(repr(float(x)) for x in value.ravel())
-            return f"np.array([{vals}])"
+            return f"np.array([{vals}], dtype=DT)"
         if isinstance(value, float):
             return repr(float(value))
         return repr(int(value))

@@ -64,9 +64,10 @@ def build_kernels(lay, kernels: list, backend, title: str) -> tuple[str, dict]:
     (its text, kernel name -> the name it has in the module)."""
     mb = ModuleBuilder(backend, title, user_names=[n.name for n in lay.nodes],
                        aliases=backend.aliases("float64"), describe=_describer(lay))
-    mb.reserve(list(backend.import_names()) + list(backend.helpers())
+    mb.reserve(list(backend.import_names()) + list(backend.helpers()) + ["DT"]
                + [k.name for k in kernels])
     mb.imports(backend.IMPORTS)
+    mb._add(f"{mb.g('DT')} = {mb.g('np')}.float64", "sizes")
     for c in (n for n in lay.nodes if n.kind == "const"):
         mb.constant(c.name, lay.consts[c.name], f"constant {_shape(c)}", "layout", user=True)
     for k in kernels:

@@ -83,13 +83,22 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
     """The minimum-variance unbiased reduction of the RANK + 1 pairs (U_i, V_i) with Gram
     matrices Gu and Gv to RANK pairs: new pair k is (Σ_i alpha[k, i] U_i, Σ_i beta[k, i]
     V_i)."""
-    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2
+    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2.
+    # Element loops into DT buffers: in numba a float64 scalar times a float32 array is a
+    # float64 array, and the products below must not mix float types.
     lu, Eu = np.linalg.eigh(Gu)
     lv, Ev = np.linalg.eigh(Gv)
-    su = np.sqrt(np.maximum(lu, 0.0))
-    sv = np.sqrt(np.maximum(lv, 0.0))
-    iu = np.where(su > 1e-12 * (su.max() + 1e-300), 1.0 / (su + 1e-300), 0.0)
-    iv = np.where(sv > 1e-12 * (sv.max() + 1e-300), 1.0 / (sv + 1e-300), 0.0)
+    su, sv = np.empty(RANK + 1, DT), np.empty(RANK + 1, DT)
+    iu, iv = np.zeros(RANK + 1, DT), np.zeros(RANK + 1, DT)
+    for i in range(RANK + 1):
+        su[i] = math.sqrt(max(lu[i], 0.0))
+        sv[i] = math.sqrt(max(lv[i], 0.0))
+    tu, tv = 1e-12 * (su.max() + 1e-300), 1e-12 * (sv.max() + 1e-300)
+    for i in range(RANK + 1):
+        if su[i] > tu:
+            iu[i] = 1.0 / (su[i] + 1e-300)
+        if sv[i] > tv:
+            iv[i] = 1.0 / (sv[i] + 1e-300)
     # the core Ru Rvᵀ (R = diag(√λ) Eᵀ) and its SVD: C = Σ σ_i ℓ_i ρ_iᵀ, ℓ = U Cu, ρ = V Cv
     core = np.ascontiguousarray((su[:, None] * Eu.T) @ (sv[:, None] * Ev.T).T)
     L, sig, Zt = np.linalg.svd(core)
@@ -99,8 +108,8 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
         if Cu[np.argmax(np.abs(Cu[:, i])), i] < 0.0:
             Cu[:, i] = -Cu[:, i]
             Cv[:, i] = -Cv[:, i]
-    a = np.zeros((RANK, RANK + 1))      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
-    b = np.zeros((RANK, RANK + 1))
+    a = np.zeros((RANK, RANK + 1), DT)      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
+    b = np.zeros((RANK, RANK + 1), DT)
     # rank <= r already (below the Gram matrices' precision, √ε relative): kept exactly
     if sig[RANK] <= 1e-7 * sig[0]:
         for i in range(RANK):
@@ -115,7 +124,7 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
         # the k = r + 1 - m others become k - 1 pairs with random signs
         tail = np.sum(sig[m:])
         k = RANK + 1 - m
-        x = np.empty(k)
+        x = np.empty(k, DT)
         for i in range(k):
             x[i] = math.sqrt(max(0.0, 1.0 - (k - 1) * sig[m + i] / tail))
         # q: an orthonormal basis of x's complement (columns 1..k-1 of the Householder
@@ -123,9 +132,12 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
         hw = x.copy()
         hw[0] -= 1.0
         hn = np.dot(hw, hw)
-        q = np.eye(k)
+        q = np.eye(k, dtype=DT)
         if hn > 1e-30:
-            q -= (2.0 / hn) * np.outer(hw, hw)
+            h2 = 2.0 / hn
+            for i in range(k):
+                for j in range(k):
+                    q[i, j] -= h2 * (hw[i] * hw[j])
         scale = math.sqrt(tail / (k - 1))
         for i in range(k):
             c = scale if rng.random() < 0.5 else -scale

@@ -366,9 +366,9 @@ class SparseInfluence(EstimatorSpec):
             S, nout = self.lay.n_state, self.nout
             name = mb.g("FEEDBACK")
             out["FEEDBACK"] = (f"# the fixed random feedback matrix B (S x NOUT) of random "
-                               f"e-prop / RFLO\n{name} = {np_}.random.default_rng("
+                               f"e-prop / RFLO\n{name} = ({np_}.random.default_rng("
                                f"{self.feedback_seed}).standard_normal(({S}, {nout})) / "
-                               f"{math_}.sqrt({nout})\n")
+                               f"{math_}.sqrt({nout})).astype({mb.g('DT')})\n")
         return out
 
 
