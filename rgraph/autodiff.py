@@ -87,8 +87,8 @@ class CotangentSpec:
     seeds: tuple
     wrt: frozenset = frozenset({"params", "state"})
     overwrite: bool = False
-    skip_rec: bool = False      # the recurrent parameters' cotangents are not formed: the
-    #                             caller reads those of the sums they enter, left in vb
+    skip: frozenset = frozenset()   # parameters whose cotangents are not formed (the
+    #                                 caller reads those of the products they enter)
 
     def __post_init__(self):
         unknown = set(self.wrt) - {"params", "state", "input"}
@@ -373,11 +373,10 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
                  f"Cotangents of {wrt} from those of {lay.names(spec.seeds)}: vb holds the "
                  f"seeds and zeros; "
                  f"{'the recurrent blocks of thb are overwritten' if spec.overwrite else 'thb accumulates'}"
-                 f"{' (the recurrent blocks are left alone: the sums they enter keep their cotangents in vb)' if spec.skip_rec else ''}.")
-    rec = set(lay.rec_ids) if spec.skip_rec else set()
+                 f"{'; ' + ', '.join(lay.names(sorted(spec.skip))) + ' are left alone (the products they enter keep their cotangents in vb)' if spec.skip else ''}.")
 
     def bar(a):
-        if a not in act or lay.nodes[a].kind == "const" or a in rec:
+        if a not in act or lay.nodes[a].kind == "const" or a in spec.skip:
             return ZERO
         return lay.ref(a, "vb")
 
@@ -397,17 +396,17 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
         if parts:
             k.body.append(_comment(lay, n.id, "pull back through "))
             k.body.extend(parts)
-    if spec.overwrite and not spec.skip_rec:
-        k.body = _overwrite_params(lay, k.body)
+    if spec.overwrite:
+        k.body = _overwrite_params(lay, k.body, spec.skip)
     return k
 
 
-def _overwrite_params(lay, body):
+def _overwrite_params(lay, body, skip=frozenset()):
     """Rewrite a vjp body so that it assigns, rather than adds to, each recurrent
-    parameter block's cotangent: the first write of a whole block assigns; a block first
-    written in part, or by an elementwise loop, is cleared first; unwritten blocks are
-    cleared."""
-    blocks = {b.off: b for b in lay.rec_blocks}
+    parameter block's cotangent (but those of ``skip``): the first write of a whole block
+    assigns; a block first written in part, or by an elementwise loop, is cleared first;
+    unwritten blocks are cleared."""
+    blocks = {b.off: b for b in lay.rec_blocks if b.node not in skip}
 
     def block(ref):
         if ref.buf != "thb":

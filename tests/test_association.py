@@ -79,3 +79,38 @@ def test_cost_model_choices_and_report():
     report = rg.analyze(rg.cells.gru(3, 4, 3)).report()
     assert "forming H_t first needs the Kronecker structure" in report
     assert "h_apply" not in compiled("gru", "rtrl").source
+
+
+UORO_CELLS = {"tanh": lambda: rg.cells.tanh_rnn(3, 5, 3),
+              "leaky": lambda: rg.cells.leaky_rnn(3, 5, 3),
+              "rnn_pytorch": lambda: rg.cells.tanh_rnn(3, 5, 3, form="pytorch"),
+              "lstm": lambda: rg.cells.lstm(3, 4, 3),
+              "gru_pytorch": lambda: rg.cells.gru(3, 4, 3, form="pytorch")}
+UORO_CASES = [("uoro", {}), ("uoro", {"rank": 2}),
+              ("projected-uoro", {"projection": "preactivation"})]
+
+
+@pytest.mark.parametrize("cell_name", sorted(UORO_CELLS))
+@pytest.mark.parametrize("name,opts", UORO_CASES, ids=[f"{n}{o}" for n, o in UORO_CASES])
+def test_uoro_one_pass_equals_the_general_step(monkeypatch, cell_name, name, opts):
+    """Where every recurrent parameter is one product's matrix or one bias, UORO keeps
+    ζ and ν at the products and visits each block once; it draws the same noise and
+    gives the same estimate as the general step (ν pulled back to every parameter)."""
+    import importlib
+    uoro_mod = importlib.import_module("rgraph.estimators.uoro")
+    xs, ys = sequence("tanh", T=10, seed=2)
+    out = {}
+    for one_pass in (True, False):
+        if not one_pass:
+            monkeypatch.setattr(uoro_mod, "_one_term_each", lambda analysis: None)
+        est = rg.compile(UORO_CELLS[cell_name](), name, backend="numpy", **opts)
+        assert ("terms_update" in est.source) == one_pass
+        out[one_pass] = _flat(est.total_gradient(est.init_params(3), xs, ys, seed=7))
+    np.testing.assert_allclose(out[True], out[False], rtol=1e-10, atol=1e-13)
+
+
+def test_uoro_one_pass_needs_one_term_per_parameter():
+    """Cho's GRU (the reset gate scales h before W_h: no Kronecker structure) keeps the
+    general step."""
+    assert "terms_update" not in compiled("gru", "uoro").source
+    assert "terms_update" in compiled("lstm", "uoro").source

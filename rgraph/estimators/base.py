@@ -64,9 +64,10 @@ class EstimatorSpec:
         k.args = args
         return k
 
-    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False, skip_rec=False):
+    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False, skip=()):
         return autodiff.vjp(self.lay, self.sched, name,
-                            CotangentSpec(tuple(seeds), frozenset(wrt), overwrite, skip_rec))
+                            CotangentSpec(tuple(seeds), frozenset(wrt), overwrite,
+                                          frozenset(skip)))
 
     # -- what subclasses define
     def kernels(self) -> list:

@@ -83,9 +83,9 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
 def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb,
                     vb2, thd, ybar, u, qu, hs, js, dw):
     """One step of UORO for one stream, rank RANK, with the noise at the cut z. Every
-    recurrent parameter enters one product or bias of a sum q, so ∂l/∂θ and uᵀ J^z_θ
-    are kept as cotangents at the sums (ζ and ν), and each parameter block is visited
-    once: g += ζ ⊗ â + (δs · s̃) w̃ and w̃ = w̃/ρ0 + (ν ⊗ â)/ρ1 in one pass."""
+    recurrent parameter is one product's matrix or one bias, so for a product p = W @ â
+    ∂l/∂W and uᵀ J^z_W are kept as the cotangents ζ_p and ν_p of p, and each parameter
+    block is visited once: g += ζ_p ⊗ â + (δs · s̃) w̃ and w̃ = w̃/ρ0 + (ν_p ⊗ â)/ρ1."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     for r in range(RANK):
         # δs · s̃_{t-1}, for the gradient estimate δθ + (δs · s̃) w̃ (added below)
@@ -103,22 +103,25 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v
         else:
             seed_z(qu, vd, js, thd)
             jvp_z(th, v, vd, js)
-        # ... and pulled back to the sums: ν = uᵀ Q⁻¹ ∂z/∂q
+        # ... and pulled back: ν = uᵀ Q⁻¹ ∂z/∂p at the products, the biases' in dw
         if WITH_Q:
             rg_matvec(qu, Q0_INV_T.reshape((NZ, NZ)), u)
         rg_zero(vb2)
         seed_z_bar(qu, vb2, dw)
-        if not NU_AT_SUMS:
+        if NU_AT_PRODUCTS:
+            rg_zero(dw)
+        else:
             vjp_z(th, v, vb2, dw)
-        # Algorithm 1's normalizers (|uᵀ J^z_θ| = the norm of the ν ⊗ â), then the pass
+        # Algorithm 1's normalizers (|uᵀ J^z_θ| from the norms of ν and â), then one
+        # pass over the recurrent blocks for the gradient estimate and w̃
         rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
         if FIXED_RHO1:
             rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
         else:
-            rho1 = math.sqrt(terms_norm(v, vb2) / (rg_nrm2(js) + EPS)) + EPS
+            rho1 = math.sqrt(terms_norm(v, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
         rg_axpby(s_tilde[r], rho0, hs, 0.0)
         rg_axpy(s_tilde[r], rho1, js)
-        wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, c, r == 0, 1.0 / rho1,
+        wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, dw, c, r == 0, 1.0 / rho1,
                                 1.0 / rho0)
     if FIXED_RHO1:
         count[0] += 1.0
@@ -200,8 +203,9 @@ class ProjectedUORO(EstimatorSpec):
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
         self.groups = _one_term_each(analysis) if self.space.kind != "parameter" else None
-        # the noise's cut is the sums themselves (a preactivation space): ν needs no vjp
-        self.nu_at_sums = self.groups is not None and not self._vjp_z().body
+        # the noise's cut is the products themselves, and no bias is upstream of it: ν
+        # needs no vjp
+        self.nu_at_products = self.groups is not None and not self._vjp_z().body
 
     def describe(self):
         extra = f", rank {self.rank}" if self.rank > 1 else ""
@@ -219,28 +223,35 @@ class ProjectedUORO(EstimatorSpec):
                        self.jvp("jvp_z", seeds=[], inject=tuple(z))]
         if kind != "parameter":
             ks.append(autodiff.scatter_add(lay, "seed_z_bar", z, "vb"))
-            if not self.nu_at_sums:
+            if not self.nu_at_products:
                 ks.append(self._vjp_z())
         return ks
 
+    def _products(self):
+        """The matrices of the products W @ â (one term per recurrent parameter)."""
+        return [t.param_id for grp in self.groups for ts in grp.terms for t in ts
+                if not t.is_bias] if self.groups is not None else []
+
     def _vjp_z(self):
-        """uᵀ Q⁻¹ J^z_θ: into the parameters' cotangents, or (one term per parameter)
-        to the sums' cotangents."""
-        return self.vjp("vjp_z", list(self.space.ids), ("params",),
-                        overwrite=self.groups is None, skip_rec=self.groups is not None)
+        """uᵀ Q⁻¹ J^z_θ into the parameters' cotangents (the biases', with one term per
+        parameter; the products' matrices then keep ν at the products)."""
+        return self.vjp("vjp_z", list(self.space.ids), ("params",), overwrite=True,
+                        skip=self._products())
 
     def base_kernels(self):
         ks = super().base_kernels()
         if self.groups is None:
             return ks
-        # the loss's recurrent cotangents stay at the sums (ζ), for terms_update
-        return [self.vjp("vjp_out", [self.lay.loss_output_id], skip_rec=True)
+        # the loss's cotangents of the products' matrices stay at the products (ζ), for
+        # terms_update; the biases' accumulate into g as usual
+        return [self.vjp("vjp_out", [self.lay.loss_output_id], skip=self._products())
                 if k.name == "vjp_out" else k for k in ks]
 
     def choices(self):
         return {"WITH_Q": self.Q0 is not None, "STATE_CUT": self.space.kind == "state",
                 "PARAMETER_CUT": self.space.kind == "parameter",
-                "FIXED_RHO1": self.alpha is not None, "NU_AT_SUMS": self.nu_at_sums}
+                "FIXED_RHO1": self.alpha is not None,
+                "NU_AT_PRODUCTS": self.nu_at_products}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
@@ -276,17 +287,17 @@ class ProjectedUORO(EstimatorSpec):
             return {}
         lay = self.lay
         local = mb.namer.child()
-        g, wt, v, zb, nb, c, first, a, b, i, j, p, t, zi, ni, acc, aj = (
-            local.claim(x) for x in ("g", "wt", "v", "zb", "nb", "c", "first", "a", "b",
-                                     "i", "j", "p", "t", "zi", "ni", "acc", "aj"))
+        g, wt, v, zb, nb, dw, c, first, a, b, i, j, p, t, zi, ni, acc, aj = (
+            local.claim(x) for x in ("g", "wt", "v", "zb", "nb", "dw", "c", "first", "a",
+                                     "b", "i", "j", "p", "t", "zi", "ni", "acc", "aj"))
         sqrt, dot = f"{mb.g('math')}.sqrt", mb.g("rg_dot")
-        norm = [f"def terms_norm({v}, {nb}):",
-                '    """|Σ_terms ν_q ⊗ â| from |Σ_terms ν_q ⊗ â|² = Σ_terms |ν_q|² |â|²: '
-                'each recurrent parameter is one term\'s block."""',
+        norm = [f"def terms_norm({v}, {nb}, {dw}):",
+                '    """|uᵀ J^z_θ|: Σ_p |ν_p|² |â|² over the products (each matrix is one '
+                'outer product), plus the biases\' |dw|²."""',
                 f"    {acc} = 0.0"]
-        upd = [f"def terms_update({g}, {wt}, {v}, {zb}, {nb}, {c}, {first}, {a}, {b}):",
-               '    """Per recurrent block of a term of sum q with input â: g += ζ_q ⊗ â '
-               '(once) + c w̃, and w̃ = b w̃ + a ν_q ⊗ â; returns |w̃|."""',
+        upd = [f"def terms_update({g}, {wt}, {v}, {zb}, {nb}, {dw}, {c}, {first}, {a}, {b}):",
+               '    """Per recurrent block: g += ζ_p ⊗ â (once; a bias\'s is in g already) + '
+               'c w̃, and w̃ = b w̃ + a ν_p ⊗ â (a bias: + a dw); returns |w̃|."""',
                f"    {acc} = 0.0"]
 
         def at(nid):            # a node's first row in v, vb and vb2
@@ -295,31 +306,32 @@ class ProjectedUORO(EstimatorSpec):
 
         for _, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
             for q, _, ts in sums:
-                m, q0 = q.shape[0], at(q.id)
-                nq = f"{dot}({nb}[{q0}:{q0} + {m}], {nb}[{q0}:{q0} + {m}])"
                 for tm in ts:
                     blk = lay.block_of(tm.param_id)
                     # w̃'s blocks follow th's recurrent blocks (both start at 0)
                     off = mb.offset(blk.name, blk.off, param=True)
-                    arr, a0, na, _ = pieces[tm.input_id]
-                    src = v if arr == "v" else arr
+                    m = blk.shape[0]
                     if tm.is_bias:
-                        norm.append(f"    {acc} += {nq}")
-                        upd += [f"    # {tm.param} (bias of {q.name})",
+                        norm.append(f"    {acc} += {dot}({dw}[{off}:{off} + {m}], "
+                                    f"{dw}[{off}:{off} + {m}])")
+                        upd += [f"    # {tm.param} (a bias of {q.name})",
                                 f"    for {i} in range({m}):",
                                 f"        {p} = {off} + {i}",
-                                f"        {g}[{p}] += ({zb}[{index(q0, i)}] if {first} "
-                                f"else 0.0) + {c} * {wt}[{p}]",
-                                f"        {t} = {b} * {wt}[{p}] + {a} * {nb}[{index(q0, i)}]",
+                                f"        {g}[{p}] += {c} * {wt}[{p}]",
+                                f"        {t} = {b} * {wt}[{p}] + {a} * {dw}[{p}]",
                                 f"        {wt}[{p}] = {t}",
                                 f"        {acc} += {t} * {t}"]
                         continue
-                    na_sq = f"{dot}({src}[{a0}:{a0} + {na}], {src}[{a0}:{a0} + {na}])"
-                    norm.append(f"    {acc} += {nq} * {na_sq}")
+                    p0 = at(tm.node)
+                    arr, a0, na, _ = pieces[tm.input_id]
+                    src = v if arr == "v" else arr
+                    norm.append(f"    {acc} += {dot}({nb}[{p0}:{p0} + {m}], {nb}[{p0}:{p0} + "
+                                f"{m}]) * {dot}({src}[{a0}:{a0} + {na}], {src}[{a0}:{a0} + "
+                                f"{na}])")
                     upd += [f"    # {tm.param} @ {tm.input} (into {q.name})",
                             f"    for {i} in range({m}):",
-                            f"        {zi} = {zb}[{index(q0, i)}] if {first} else 0.0",
-                            f"        {ni} = {a} * {nb}[{index(q0, i)}]",
+                            f"        {zi} = {zb}[{index(p0, i)}] if {first} else 0.0",
+                            f"        {ni} = {a} * {nb}[{index(p0, i)}]",
                             f"        for {j} in range({na}):",
                             f"            {p} = {off} + {i} * {na} + {j}",
                             f"            {aj} = {src}[{index(a0, j)}]",
