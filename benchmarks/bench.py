@@ -62,8 +62,9 @@ def state_and_cols(cell, n):
 def too_big(cell, n, batch, est):
     """Configurations that would take minutes per step on 2 cores (skipped)."""
     S = state_and_cols(cell, n)[0]
-    if est == "rtrl":
-        return n > 64 or batch > 1
+    if est == "rtrl":      # G is S x P: up to the tanh RNN at n = 128, the LSTM at 64
+        P = state_and_cols(cell, n)[1] * (n + 9)
+        return batch > 1 or S * P > 2_400_000
     if est == "kf-rtrl":
         return S * n * batch > 64 * 64 * 32 * 2 and n > 64
     return False
