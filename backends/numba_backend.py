@@ -219,12 +219,12 @@ class NumbaBackend(Backend):
         lines = [f"# {'-' * 4} numba compiles each function above on its first call and "
                  f"caches it on disk",
                  f"{jit} = {mb.g('njit')}({options})"]
+        if into:
+            inl = mb.g("INLINE")
+            lines += [f"{inl} = {mb.g('njit')}({options}, inline='always')"]
         lines += tuple_lines(f"globals().update({{{f}.__name__: {jit}({f}) for {f} in (",
                              own, ")})", "    ")
         if into:
-            inl = mb.g("INLINE")
-            lines += ["# called from one place each: compiled as part of their caller",
-                      f"{inl} = {mb.g('njit')}({options}, inline='always')"]
             lines += tuple_lines(f"globals().update({{{f}.__name__: {inl}({f}) for {f} in (",
                                  into, ")})", "    ")
         return "\n".join(lines) + "\n"
