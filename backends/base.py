@@ -102,9 +102,10 @@ class Backend:
         """Module names bound per float type (after the prelude): name -> target."""
         return {}
 
-    def compile_block(self, functions: list[str], mb) -> str:
+    def compile_block(self, functions: list[str], mb, inline=()) -> str:
         """The module's last statements, handing its functions to the backend's compiler
-        (none: the functions run as plain Python)."""
+        (none: the functions run as plain Python); ``inline``: the functions called from
+        one place only, which the compiler may put into their caller."""
         return ""
 
     def import_names(self) -> set:

@@ -206,16 +206,27 @@ class NumbaBackend(Backend):
     def aliases(self, dtype: str) -> dict:
         return {"rg_gemm_rm": f"rg_gemm_rm_{dtype}"}
 
-    def compile_block(self, functions, mb) -> str:
+    def compile_block(self, functions, mb, inline=()) -> str:
         """Every function of the module goes through numba once, here: compiled on its
-        first call and cached on disk (the cache is keyed on this file's bytes)."""
+        first call and cached on disk (the cache is keyed on this file's bytes). The
+        functions called from one place only (``inline``) are compiled into their caller
+        (numba's ``inline='always'``): one function less to compile, link into its caller
+        and optimize again there."""
         jit, f = mb.g("JIT"), mb.g("f")
+        options = f"cache=True, fastmath={mb.g('FASTMATH')}, error_model='numpy'"
+        own = [n for n in functions if n not in inline]
+        into = [n for n in functions if n in inline]
         lines = [f"# {'-' * 4} numba compiles each function above on its first call and "
                  f"caches it on disk",
-                 f"{jit} = {mb.g('njit')}(cache=True, fastmath={mb.g('FASTMATH')}, "
-                 f"error_model='numpy')"]
+                 f"{jit} = {mb.g('njit')}({options})"]
+        if into:
+            inl = mb.g("INLINE")
+            lines += [f"{inl} = {mb.g('njit')}({options}, inline='always')"]
         lines += tuple_lines(f"globals().update({{{f}.__name__: {jit}({f}) for {f} in (",
-                             functions, ")})", "    ")
+                             own, ")})", "    ")
+        if into:
+            lines += tuple_lines(f"globals().update({{{f}.__name__: {inl}({f}) for {f} in (",
+                                 into, ")})", "    ")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------- indexing

@@ -7,7 +7,7 @@ One **entry** per generated module, in the cache folder (``$RGRAPH_CACHE_DIR``, 
     NAME.json                     the entry's record: what was compiled, for which CPU,
                                   and the SHA-256 of every file numba wrote
     NAME.lock                     a lock file (flock), held while the entry changes
-    __pycache__/NAME.*.nbi|.nbc   numba's index and object code, one pair per function
+    __pycache__/NAME.*.nbi|.nbc   numba's index and object code, one pair per entry point
 
 **Integrity.** The module's text is compared with the text rgraph generates, and numba's
 files with the checksums of the record, before anything is imported or loaded. A
@@ -648,6 +648,14 @@ module = type(sys)(name)
 module.__file__ = path
 sys.modules[name] = module
 exec(compile(text, path, "exec", dont_inherit=True), module.__dict__)
+# functions only ever called from compiled code: nothing of theirs is cached (the entry
+# points carry a copy of their code, and no process loads them)
+from numba.core.caching import NullCache
+from numba.core.dispatcher import Dispatcher
+entry = set(getattr(module, "__all__", ())) | {fn for fn, _ in requests}
+for n, f in vars(module).items():
+    if isinstance(f, Dispatcher) and n not in entry:
+        f._cache = NullCache()
 for fn, sig in requests:
     getattr(module, fn).compile(sig)
 """

@@ -538,11 +538,13 @@ class ModuleBuilder:
                         todo.extend(d.uses)
 
         reach(final_entry)
-        functions = [n.name for sec in SECTIONS if sec != "imports"
-                     for d in sorted((d for d in self.defs if id(d) in keep and
-                                      d.section == sec), key=lambda d: d.order)
-                     for n in ast.parse(d.text).body if isinstance(n, ast.FunctionDef)]
-        block = self.backend.compile_block(functions, self)
+        fdefs = [(n.name, d.section, n) for sec in SECTIONS if sec != "imports"
+                 for d in sorted((d for d in self.defs if id(d) in keep and
+                                  d.section == sec), key=lambda d: d.order)
+                 for n in ast.parse(d.text).body if isinstance(n, ast.FunctionDef)]
+        functions = [name for name, _, _ in fdefs]
+        block = self.backend.compile_block(functions, self,
+                                           inline=self._inlined(fdefs, final_entry))
         if block:
             reach(names_in(block)[1])
         kept = [d for d in self.defs if id(d) in keep]
@@ -566,6 +568,21 @@ class ModuleBuilder:
         if block:
             out += ["", block.rstrip()]
         return "\n".join(out).rstrip() + "\n"
+
+    @staticmethod
+    def _inlined(fdefs, entry) -> list[str]:
+        """The templates (estimator and loop sections) called from exactly one place and
+        not entry points: a backend may compile them into their caller rather than as
+        functions of their own (kernels and helpers stay functions: they are large, or
+        called from many places)."""
+        calls: dict = {}
+        for _, _, node in fdefs:
+            for c in ast.walk(node):
+                if isinstance(c, ast.Call) and isinstance(c.func, ast.Name):
+                    calls[c.func.id] = calls.get(c.func.id, 0) + 1
+        return [name for name, sec, _ in fdefs
+                if sec in ("estimator", "loop") and name not in entry
+                and calls.get(name, 0) == 1]
 
     def _undefined(self, n):
         users = [d.text.splitlines()[0] for d in self.defs if n in d.uses]

@@ -187,9 +187,10 @@ def test_modules_are_specialized_when_generated(lstm16):
 
 def test_generated_lstm16_modules_are_small(lstm16):
     """About half of the 787 (UORO) and 750 (KF-RTRL) lines of the previous design (the
-    LSTM's KF-RTRL now also forms H_t: h_seed and h_apply, ~20 lines)."""
+    LSTM's KF-RTRL now also forms H_t: h_seed and h_apply, ~20 lines; and the line that
+    defines INLINE, numba's decorator for the functions compiled into their caller)."""
     assert len(lstm16["uoro"].splitlines()) <= 394
-    assert len(lstm16["kf-rtrl"].splitlines()) <= 400
+    assert len(lstm16["kf-rtrl"].splitlines()) <= 401
 
 
 def test_templates_are_checked_against_the_module():
