@@ -642,15 +642,17 @@ class TestMemory:
         assert "kf-rtrl" in gru.split("memory (float64)")[1] and "does not apply" in gru
 
     def test_an_lstm_512_with_rtrl_is_refused_up_front(self, monkeypatch):
-        """The issue's case: 8.1 GiB of Jacobian per stream, refused before anything is
-        built or allocated, in one line with the figures."""
+        """The issue's case: 8.1 GiB of Jacobian (twice per stream: G_{t-1} and G_t take
+        turns in two buffers), refused before anything is built or allocated, in one
+        line with the figures."""
         monkeypatch.setattr(resources, "available_memory", lambda: 16 * 2 ** 30)
         t0 = time.perf_counter()
         with pytest.raises(rg.MemoryRefused) as e:
             rg.compile(rg.cells.lstm(8, 512, 8), "rtrl", backend="numpy")
         msg = str(e.value)
         assert time.perf_counter() - t0 < 10 and "\n" not in msg
-        assert "rtrl on cell 'lstm' needs" in msg and "8.1 GiB per stream" in msg
+        assert "rtrl on cell 'lstm' needs" in msg and "16.3 GiB per stream" in msg
+        assert "largest buffer G: 8.1 GiB" in msg
         assert "16.0 GiB available" in msg and "force_memory=True" in msg
 
     def test_a_batch_that_cannot_fit_is_refused_unless_forced(self, monkeypatch):
