@@ -70,7 +70,7 @@ def too_big(cell, n, batch, est):
     return False
 
 
-def _time(fn, seconds, repeats):
+def best_time(fn, seconds, repeats):
     """Best per-call time of fn(k) = run k steps, with k chosen to last ~seconds."""
     fn(2)
     t = time.perf_counter()
@@ -122,7 +122,7 @@ def time_rgraph(cell_name, n, batch, est_name, seconds=0.5, repeats=3, backend="
             m = min(k - done, L)
             tr.run(xs[:m], ys[:m])
             done += m
-    return _time(run, seconds, repeats) * 1e6, compile_s
+    return best_time(run, seconds, repeats) * 1e6, compile_s
 
 
 def time_hand(cell_name, n, batch, est_name, seconds=0.5, repeats=3):
@@ -135,7 +135,7 @@ def time_hand(cell_name, n, batch, est_name, seconds=0.5, repeats=3):
     def run(k):
         for t in range(k):
             h.step(xs[t % 1000], ys[t % 1000])
-    return _time(run, seconds, repeats) * 1e6
+    return best_time(run, seconds, repeats) * 1e6
 
 
 def time_jax(cell_name, n, batch, est_name, seconds=0.5, repeats=3, max_chunk=2000):
@@ -196,7 +196,7 @@ def time_gemm(cell_name, n, batch, seconds=0.3, repeats=3, kind="H·A"):
     def run(k):
         for _ in range(k * batch):
             np.dot(H, A, out)
-    return _time(run, seconds, repeats) * 1e6
+    return best_time(run, seconds, repeats) * 1e6
 
 
 def _threads():

@@ -6,7 +6,7 @@ KF-RTRL, SnAp-1 and RTRL (n = 64 only), the same estimator is compiled twice
 
 * µs per online training step, batch 1, one BLAS thread (threadpoolctl), the process
   pinned to one core (``os.sched_setaffinity``); timed as ``benchmarks/bench.py``'s
-  ``time_rgraph`` does (the best of 3 runs of ~0.5 s, compile excluded);
+  ``best_time`` does (the best of 3 runs of ~0.5 s, compile excluded);
 * the cosine between the float32 and the float64 total gradient (``total_gradient``:
   Σ_t of the per-step estimates) over a 50-step sequence, same parameters, same seed,
   printed as 1 − cos (it is quadratic in the difference: a relative difference of 1e-7
@@ -22,31 +22,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
 
 import rgraph as rg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's benchmarks/
+from benchmarks.bench import best_time  # noqa: E402
+
 CELLS = {"tanh": rg.cells.tanh_rnn, "lstm": rg.cells.lstm}
 RANDOM = {"uoro", "kf-rtrl"}
-
-
-def best_time(fn, seconds, repeats):
-    """Best per-step time of fn(k) = run k steps, k chosen to last about ``seconds``
-    (the approach of benchmarks/bench.py's ``_time``)."""
-    fn(2)
-    t = time.perf_counter()
-    fn(4)
-    per = max((time.perf_counter() - t) / 4, 1e-7)
-    k = int(min(max(seconds / per, 4), 200000))
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(k)
-        best = min(best, (time.perf_counter() - t) / k)
-    return best
 
 
 def time_step(est, seconds=0.5, repeats=3):
