@@ -18,11 +18,13 @@ when the estimator is compiled.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sps
 
+from . import ops
 from .layout import Layout
 
 
@@ -165,18 +167,18 @@ def jvp_column_flops(lay: Layout) -> int:
     a product W @ a costs 2 m r (r: the rows of a a state tangent reaches), any other op
     EW_WEIGHT per entry it reaches."""
     states = lay.state_ids
-    reach = patterns(lay, states, [n.id for n in lay.nodes if n.kind == "op"])
-    ops_ = [n for n in lay.nodes if n.kind == "op"]
-    row, total = 0, 0
-    rows_of = {}
-    for n in ops_:
+    op_nodes = [n for n in lay.nodes if n.kind == "op"]
+    reach = patterns(lay, states, [n.id for n in op_nodes])
+    rows_of, row = {}, 0
+    for n in op_nodes:
         rows_of[n.id] = np.diff(reach[row:row + n.size].indptr) > 0
         row += n.size
     need = lay.needed_for(lay.new_state)
-    for n in ops_:
+    total = 0
+    for n in op_nodes:
         if n.id not in need or not rows_of[n.id].any() or lay.is_view(n.id):
             continue
-        if type(n.op).__name__ == "MatMul":
+        if isinstance(n.op, ops.MatMul):
             a = n.args[1]
             r = int(rows_of[a].sum()) if a in rows_of else \
                 (lay.nodes[a].size if a in states else 0)
@@ -186,28 +188,42 @@ def jvp_column_flops(lay: Layout) -> int:
     return total
 
 
+_STRUCTURE = weakref.WeakKeyDictionary()    # Layout -> what association needs of it
+
+
+def _h_structure(lay: Layout) -> tuple:
+    """(colours, dense runs, sparse entries, one column's jvp flops) of a layout's H_t:
+    independent of K, computed once per layout (the report asks for several K)."""
+    if lay not in _STRUCTURE:
+        H = patterns(lay, lay.state_ids, lay.new_state).tocsc()
+        S = lay.n_state
+        colors = color_columns(H)
+        ncol = int(colors.max()) + 1 if S else 0
+        shared = np.bincount(colors, minlength=ncol) > 1
+        nnz = np.diff(H.indptr)
+        is_dense = [not shared[colors[j]] and 4 * nnz[j] > S for j in range(S)]
+        dense, sparse, j = [], [], 0
+        while j < S:
+            if is_dense[j]:
+                j0 = j
+                while j + 1 < S and is_dense[j + 1] and colors[j + 1] == colors[j] + 1:
+                    j += 1
+                dense.append((j0, j + 1, int(colors[j0])))
+            else:
+                sparse += [(int(i), j, int(colors[j]))
+                           for i in H.indices[H.indptr[j]:H.indptr[j + 1]]]
+            j += 1
+        _STRUCTURE[lay] = (tuple(int(c) for c in colors), ncol, tuple(dense), tuple(sparse),
+                           jvp_column_flops(lay))
+    return _STRUCTURE[lay]
+
+
 def association(lay: Layout, K: int) -> Association:
     """The cheaper way to form H_t X for K columns, by the cost model above."""
-    H = patterns(lay, lay.state_ids, lay.new_state).tocsc()
+    colors, ncol, dense, sparse, c1 = _h_structure(lay)
     S = lay.n_state
-    colors = color_columns(H)
-    ncol = int(colors.max()) + 1 if S else 0
-    shared = np.bincount(colors, minlength=ncol) > 1
-    nnz = np.diff(H.indptr)
-    is_dense = [not shared[colors[j]] and 4 * nnz[j] > S for j in range(S)]
-    dense, sparse, j = [], [], 0
-    while j < S:
-        if is_dense[j]:
-            j0 = j
-            while j + 1 < S and is_dense[j + 1] and colors[j + 1] == colors[j] + 1:
-                j += 1
-            dense.append((j0, j + 1, int(colors[j0])))
-        else:
-            sparse += [(int(i), j, int(colors[j])) for i in H.indices[H.indptr[j]:H.indptr[j + 1]]]
-        j += 1
-    c1 = jvp_column_flops(lay)
     graph = K * c1
     explicit = ncol * c1 + sum(2 * S * (j1 - j0) * K for j0, j1, _ in dense) + \
         SPARSE_WEIGHT * 2 * len(sparse) * K
-    return Association(explicit < graph, tuple(int(c) for c in colors), ncol, tuple(dense),
-                       tuple(sparse), int(graph), int(explicit))
+    return Association(explicit < graph, colors, ncol, dense, sparse, int(graph),
+                       int(explicit))

@@ -108,9 +108,7 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v
             rg_matvec(qu, Q0_INV_T.reshape((NZ, NZ)), u)
         rg_zero(vb2)
         seed_z_bar(qu, vb2, dw)
-        if NU_AT_PRODUCTS:
-            rg_zero(dw)
-        else:
+        if not NU_AT_PRODUCTS:     # else dw stays zero: no bias is upstream of the cut
             vjp_z(th, v, vb2, dw)
         # Algorithm 1's normalizers (|uᵀ J^z_θ| from the norms of ν and â), then one
         # pass over the recurrent blocks for the gradient estimate and w̃
@@ -203,9 +201,12 @@ class ProjectedUORO(EstimatorSpec):
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
         self.groups = _one_term_each(analysis) if self.space.kind != "parameter" else None
-        # the noise's cut is the products themselves, and no bias is upstream of it: ν
-        # needs no vjp
-        self.nu_at_products = self.groups is not None and not self._vjp_z().body
+        # uᵀ Q⁻¹ J^z_θ; with one term per parameter, only the biases' (the matrices' stay
+        # as ν at the products): nothing at all when the cut is the products themselves
+        self.vjp_z = None if self.space.kind == "parameter" else self.vjp(
+            "vjp_z", list(self.space.ids), ("params",), overwrite=True,
+            skip=self._products())
+        self.nu_at_products = self.groups is not None and not self.vjp_z.body
 
     def describe(self):
         extra = f", rank {self.rank}" if self.rank > 1 else ""
@@ -224,19 +225,13 @@ class ProjectedUORO(EstimatorSpec):
         if kind != "parameter":
             ks.append(autodiff.scatter_add(lay, "seed_z_bar", z, "vb"))
             if not self.nu_at_products:
-                ks.append(self._vjp_z())
+                ks.append(self.vjp_z)
         return ks
 
     def _products(self):
         """The matrices of the products W @ â (one term per recurrent parameter)."""
         return [t.param_id for grp in self.groups for ts in grp.terms for t in ts
                 if not t.is_bias] if self.groups is not None else []
-
-    def _vjp_z(self):
-        """uᵀ Q⁻¹ J^z_θ into the parameters' cotangents (the biases', with one term per
-        parameter; the products' matrices then keep ν at the products)."""
-        return self.vjp("vjp_z", list(self.space.ids), ("params",), overwrite=True,
-                        skip=self._products())
 
     def base_kernels(self):
         ks = super().base_kernels()
