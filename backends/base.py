@@ -208,6 +208,10 @@ class Scope:
         self.idx = {c: self.namer.claim(c) for c in ("i", "j", "k")}
         self.acc = self.namer.claim("acc")
         self._cols = None
+        self._nstreams = None
+        self._b = None
+        self._flat = {}
+        self.stream = None      # the stream index, inside a loop over the streams
 
     @property
     def cols(self) -> str:
@@ -216,6 +220,30 @@ class Scope:
             self._cols = self.namer.claim("ncols")
             self.prologue.append(f"{self._cols} = {self.arg['vd']}.shape[1]")
         return self._cols
+
+    @property
+    def nstreams(self) -> str:
+        """The number of streams of a batched kernel (a local, defined on first use)."""
+        if self._nstreams is None:
+            self._nstreams = self.namer.claim("nstreams")
+            self.prologue.append(f"{self._nstreams} = {self.arg[self.k.streams[0]]}"
+                                 f".shape[0]")
+        return self._nstreams
+
+    def flat(self, arg: str) -> tuple[str, str]:
+        """A per-stream (B, N) argument as one flat array, and its row length (locals,
+        defined on first use): what a GEMM over the streams indexes."""
+        if arg not in self._flat:
+            a, n = self.namer.claim(arg + "_flat"), self.namer.claim(arg + "_row")
+            self.prologue += [f"{a} = {arg}.reshape(-1)", f"{n} = {arg}.shape[1]"]
+            self._flat[arg] = (a, n)
+        return self._flat[arg]
+
+    @property
+    def stream_index(self) -> str:
+        if self._b is None:
+            self._b = self.namer.claim("b")
+        return self._b
 
     def name_of(self, s) -> str:
         if s not in self.sym:

@@ -185,6 +185,19 @@ def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
 HELPERS.update(split_defs(GEMM.format(dt="float64", kind=ord("d"))))
 HELPERS.update(split_defs(GEMM.format(dt="float32", kind=ord("s"))))
 
+# C = op(A) @ op(B) + beta C on row-major blocks of flat arrays: X's block starts at x0
+# and its rows are ldx apart; op(X) is X transposed when tx. The products of a batch of
+# streams (``kernel.OverStreams``) go through it.
+GEMM_B = '''
+def rg_gemm_{dt}(ta, tb, m, n, k, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
+    al = np.ones(1, dtype=np.{dt})
+    be = np.full(1, beta, dtype=np.{dt})
+    _rg_xxgemm_{dt}({kind}, 116 if tb else 110, 116 if ta else 110, n, m, k, al.ctypes,
+                    B[b0:].ctypes, ldb, A[a0:].ctypes, lda, be.ctypes, C[c0:].ctypes, ldc)
+'''
+HELPERS.update(split_defs(GEMM_B.format(dt="float64", kind=ord("d"))))
+HELPERS.update(split_defs(GEMM_B.format(dt="float32", kind=ord("s"))))
+
 
 class NumbaBackend(Backend):
     """Kernels index the flat buffers directly, through integer offsets named after the
@@ -204,7 +217,7 @@ class NumbaBackend(Backend):
     HELPERS = HELPERS
 
     def aliases(self, dtype: str) -> dict:
-        return {"rg_gemm_rm": f"rg_gemm_rm_{dtype}"}
+        return {"rg_gemm_rm": f"rg_gemm_rm_{dtype}", "rg_gemm": f"rg_gemm_{dtype}"}
 
     def compile_block(self, functions, mb, inline=()) -> str:
         """Every function of the module goes through numba once, here: compiled on its
@@ -246,12 +259,17 @@ class NumbaBackend(Backend):
             idx = base
         else:
             idx = index(base, i)
-        return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
+        return self._at(r, idx, col, sc)
 
     def el2(self, r: K.Ref, i: str, j: str, sc, col: str | None = None) -> str:
         """Element (i, j) of a Ref viewed as an (n, cols) matrix."""
-        base = self.base(r, sc)
-        idx = index(base, f"{i} * {r.cols}", j)
+        return self._at(r, index(self.base(r, sc), f"{i} * {r.cols}", j), col, sc)
+
+    def _at(self, r, idx, col, sc):
+        """buf[idx] (column col); inside a loop over streams, the stream's row of a
+        per-stream buffer."""
+        if sc.stream is not None and r.buf in sc.k.streams:
+            return f"{sc.buf(r)}[{sc.stream}, {idx}]"
         return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
     def view(self, r: K.Ref, sc, as_matrix=False) -> str:
@@ -293,6 +311,46 @@ class NumbaBackend(Backend):
         i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
         return self.st_Outer(outer, sc) + [
             f"        {self.el(mvt.a_bar, j, sc)} += {self.el2(mvt.W, i, j, sc)} * {s}"]
+
+    # ------------------------------------------------------------- streams
+    def st_ForStreams(self, st, sc):
+        b = sc.stream_index
+        sc.stream = b
+        body = self.statements(list(st.body), sc)
+        sc.stream = None
+        return [f"for {b} in range({sc.nstreams}):"] + ["    " + ln for ln in body]
+
+    def st_OverStreams(self, st, sc):
+        """One GEMM for every stream (``kernel.OverStreams``): a per-stream buffer is a
+        (B, N) array whose rows are its streams."""
+        p, B = st.st, sc.nstreams
+
+        def flat(r):            # (array, first element, row stride)
+            if r.buf in sc.k.streams:
+                arr, row = sc.flat(sc.buf(r))
+                return arr, self.base(r, sc), row
+            return sc.buf(r), self.base(r, sc), None
+
+        def call(ta, tb, m, n, k, A, Bm, beta, C, note):
+            (a, a0, lda), (b, b0, ldb), (c, c0, ldc) = A, Bm, C
+            g = sc.g("rg_gemm")
+            return [f"{g}({ta}, {tb}, {m}, {n}, {k},  # {note}",
+                    f"{' ' * (len(g) + 1)}{a}, {a0}, {lda},  {b}, {b0}, {ldb},  {beta},  "
+                    f"{c}, {c0}, {ldc})"]
+
+        if isinstance(p, K.MatVec):     # out_b (+)= W[:, col0:] a_b
+            w, w0, _ = flat(p.W)
+            w0 = index(w0, str(p.col0)) if p.col0 else w0
+            return call(0, 1, B, p.W.n, p.a.n, flat(p.a), (w, w0, p.W.cols),
+                        1.0 if p.acc else 0.0, flat(p.out), "every stream's W a")
+        if isinstance(p, K.MatVecT):    # a_bar_b += Wᵀ z_bar_b
+            w, w0, _ = flat(p.W)
+            return call(0, 0, B, p.W.cols, p.W.n, flat(p.z_bar), (w, w0, p.W.cols), 1.0,
+                        flat(p.a_bar), "every stream's Wᵀ z̄")
+        # W_bar (+)= Σ_b z_bar_b a_bᵀ
+        c, c0, _ = flat(p.W_bar)
+        return call(1, 0, p.W_bar.n, p.W_bar.cols, B, flat(p.z_bar), flat(p.a),
+                    1.0 if p.acc else 0.0, (c, c0, p.W_bar.cols), "Σ over streams of z̄ aᵀ")
 
     def st_Clear(self, st, sc):
         two_d = sc.k.matrix and st.dst.is_tangent

@@ -195,8 +195,10 @@ class Estimator:
     def call(self, fn: str, *args):
         """Call a generated function, with the BLAS thread limit (non-finite values are
         checked, not warned about)."""
+        if fn == "run" and args[1].shape[0] > 1 and "run_batch" in self.entry_points:
+            fn = "run_batch"        # several streams: all at once (see rgraph.build)
         if not self._prepared:
-            self.prepare()
+            self.prepare(fn)
         name = self.entry_points[fn]
         with np.errstate(all="ignore"):
             if self.blas_threads is None:
@@ -204,10 +206,12 @@ class Estimator:
             with blas_controller().limit(limits=self.blas_threads):
                 return self.code.call(name, *args)
 
-    def prepare(self):
+    def prepare(self, loop: str = "run"):
         """Compile the entry points (in a child process, if the cache lacks them) and
         load them from the cache, always in the same order, so that every process runs
-        the same machine code (see ``rgraph.cache``). Runs on the first call."""
+        the same machine code (see ``rgraph.cache``). Runs on the first call; ``loop``
+        is the loop entry point that call needs (``run``, or ``run_batch`` for several
+        streams), and the other is compiled when first used."""
         dt, P, B = self.dtype, self.n_params, 1
         th, g = np.zeros(P, dt), np.zeros(P, dt)
         states, E = self.new_state(B, 1)
@@ -217,8 +221,8 @@ class Estimator:
         ws, rs, losses = np.zeros((0, B), dt), np.zeros((0, B), np.bool_), np.zeros((0, B), dt)
         rng = np.random.default_rng(0)
         opt, hp = np.zeros(1 + 2 * P, dt), SGD(0.0).hyper()
-        calls = [("run", (th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0, 1,
-                          False)),
+        calls = [(loop, (th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0, 1,
+                         False)),
                  ("evaluate", (th, states, xs, ys, ws, rs, losses))]
         if self.spec.flushes:
             calls.append(("flush_all", (th, E, g, rng)))

@@ -3,8 +3,10 @@ templates, the online loop, the optimizers' rules and the loss, put together by 
 ``ModuleBuilder`` (``codegen``).
 
 The module's entry points (its ``__all__``) are ``run`` (a chunk of online steps for a
-batch of streams), ``evaluate`` (forward only) and, for estimators with work pending at
-segment ends, ``flush_all``.
+batch of streams, one stream after the other), ``evaluate`` (forward only), for
+estimators with work pending at segment ends ``flush_all``, and for estimators with a
+batch step (compiled backends) ``run_batch``: the same loop stepping all the streams at
+once, their products GEMMs over the batch. Each entry point is compiled on first use.
 """
 from __future__ import annotations
 
@@ -23,20 +25,29 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
                        aliases={"rg_loss": loss_helper,
                                 **backend.aliases(dtype)},
                        describe=_describer(lay), reserved=reserved)
-    choices = spec.module_choices()
-    templates = [(t, "estimator") for t in spec.templates()] + \
+    # a batch of streams stepped at once (its products GEMMs over the streams) where
+    # the estimator has a batch step and the backend compiles loops
+    batch = spec.batch_templates() if backend.jit else []
+    choices = {**spec.module_choices(), "BATCHED": False}
+    templates = [(t, "estimator") for t in spec.templates() + batch] + \
         [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
         [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
     entry = ["run", "evaluate"]
+    if batch:       # the loop over a batch: its own entry point, compiled when first used
+        templates.append((Template(loop.run, "run_batch"), "loop"))
+        entry.append("run_batch")
     if spec.flushes:
         templates.append((Template(loop.flush_all, "flush_all"), "loop"))
         entry.append("flush_all")
     kernels = spec.base_kernels() + spec.kernels()
+    if batch:
+        kernels += spec.batch_kernels(kernels)
     constants = {**spec.base_constants(), **spec.constants()}
     helpers = backend.helpers()
     mb.reserve(list(backend.import_names()) + list(helpers) + ["DT", "FASTMATH"]
                + list(constants) + [k.name for k in kernels]
-               + [t.name for t, _ in templates] + ["est_scratch", "opt_update"])
+               + [t.name for t, _ in templates]
+               + ["est_scratch", "est_scratch_batch", "opt_update"])
     mb.imports(backend.IMPORTS)
     mb._add(f"{mb.g('DT')} = {mb.g('np')}.{dtype}", "sizes")
     for name, value in constants.items():
@@ -51,9 +62,16 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     layout = spec.scratch_layout()
     scratch = spec.used_scratch()
     state = spec.state_layout()
+    batch_layout = spec.batch_scratch_layout()
+    batch_scratch = spec.used_scratch(batch=True) if batch else []
     for t, section in templates:
-        mb.template(t, section, choices, state, scratch)
+        batched = t.name == "run_batch"
+        mb.template(t, section, {**choices, "BATCHED": batched}, state,
+                    batch_scratch if t.role == "batch" else scratch)
     mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
+    if batch:
+        mb.rendered("est_scratch_batch",
+                    _scratch_source(mb, batch_layout, batch_scratch, "B"), "estimator")
     mb.source("opt_update", update_source(), "loop")
     mb.helpers(helpers)
     return mb.render(entry), {e: mb.g(e) for e in entry}
@@ -76,12 +94,20 @@ def build_kernels(lay, kernels: list, backend, title: str) -> tuple[str, dict]:
     return mb.render([k.name for k in kernels]), {k.name: mb.g(k.name) for k in kernels}
 
 
-def _scratch_source(mb, layout, names) -> str:
-    """``est_scratch``: the named buffers, allocated once per call of the loop."""
+def _scratch_source(mb, layout, names, rows=None) -> str:
+    """``est_scratch``: the named buffers, allocated once per call of the loop; with
+    ``rows`` (``est_scratch_batch(B)``), each with a leading row per stream."""
     np_, dt = mb.g("np"), mb.g("DT")
-    items = [f"{np_}.zeros(({', '.join(str(d) for d in layout[n])}"
-             f"{',' if len(layout[n]) == 1 else ''}), {dt})" for n in names]
+    items = []
+    for n in names:
+        dims = ((rows,) if rows else ()) + tuple(str(d) for d in layout[n])
+        items.append(f"{np_}.zeros(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
+                     f"{dt})")
     lines = tuple_lines("    return (", items, ")", "            ")
+    if rows:
+        return (f"def est_scratch_batch({rows}):\n"
+                f'    """The scratch buffers of one step of {rows} streams (a row each): '
+                f'{", ".join(names)}."""\n' + "\n".join(lines) + "\n")
     return (f"def est_scratch():\n"
             f'    """The scratch buffers of one step: {", ".join(names)}."""\n'
             + "\n".join(lines) + "\n")

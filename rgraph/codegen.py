@@ -164,9 +164,12 @@ class Template:
     """A template function as it goes into a module: ``fn`` (a function, or the source
     of one) emitted under ``name``.
 
-    With ``role`` ("step", "flush" or "reset") its signature is the role's, and its
-    keyword-only parameters name the estimator-state views and scratch buffers it uses
-    (unpacked by generated lines)."""
+    With ``role`` ("step", "flush", "reset" or "batch") its signature is the role's, and
+    its keyword-only parameters name the estimator-state views and scratch buffers it
+    uses (unpacked by generated lines). A "batch" template steps every stream at once:
+    its scratch buffers have a row per stream, and it reaches a stream's state through
+    "part" templates, which take the stream's ``E`` among parameters of their own and
+    name its state views as keyword-only parameters."""
 
     fn: object
     name: str
@@ -177,6 +180,8 @@ ROLES = {
     "step": ("th", "s", "E", "x", "y", "w", "g", "rng", "W"),
     "flush": ("th", "E", "g", "rng", "W"),
     "reset": ("E",),
+    "batch": ("th", "states", "E", "x", "y", "w", "g", "rng", "losses", "W"),
+    "part": None,
 }
 
 
@@ -437,12 +442,23 @@ class ModuleBuilder:
             params = [a.arg for a in fn.args.args]
             unpack = []
         else:
-            params = list(ROLES[t.role])
             positional = [a.arg for a in fn.args.args]
-            expected = [p for p in params if p not in ("E", "W")]
-            if positional != expected:
-                raise CodegenError(f"{where}: a {t.role} template takes ({', '.join(expected)},"
-                                   f" *, <state and scratch names>), got ({', '.join(positional)})")
+            if t.role == "part":
+                params = positional
+                if "E" not in params:
+                    raise CodegenError(f"{where}: a part template takes its stream's "
+                                       f"state E as a parameter")
+                scratch = []
+            else:
+                params = list(ROLES[t.role])
+                expected = [p for p in params
+                            if p != "W" and (p != "E" or t.role == "batch")]
+                if positional != expected:
+                    raise CodegenError(f"{where}: a {t.role} template takes "
+                                       f"({', '.join(expected)}, *, <state and scratch "
+                                       f"names>), got ({', '.join(positional)})")
+                if t.role == "batch":
+                    state_layout = {}
             kwonly = self.needs(t, choices)
             unknown = [n for n in kwonly if n not in state_layout and n not in scratch]
             state = [n for n in kwonly if n in state_layout]

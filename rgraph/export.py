@@ -27,7 +27,7 @@ from . import export_driver
 from .codegen import Namer, rename
 from .errors import RGraphError
 
-ENTRY = ("run", "flush_all", "evaluate")   # the generated module's functions we call
+ENTRY = ("run", "run_batch", "flush_all", "evaluate")   # the generated module's functions we call
 _HEADER = re.compile(r"^#.*(do not edit|content hash)", re.IGNORECASE)
 
 
@@ -187,7 +187,7 @@ def free_names(source: str) -> set:
 # ------------------------------------------------------------------ constants
 CONSTANTS = ("INFO", "PARAMS", "_LOSS", "_DTYPE", "_N_PARAMS", "_N_STATE", "_N_IN", "_N_OUT",
              "_BLOCKS", "_INITS", "_E_BASE", "_E_PER_K", "_K_FIXED", "_SEGMENTED", "_WHOLE",
-             "_FLUSHES", "_OPTIMIZERS")
+             "_FLUSHES", "_BATCHED", "_OPTIMIZERS")
 
 
 def constants(est) -> dict:
@@ -217,6 +217,7 @@ def constants(est) -> dict:
         "_SEGMENTED": repr(bool(spec.segment)),
         "_WHOLE": repr(bool(spec.whole_sequence)),
         "_FLUSHES": repr(bool(spec.flushes)),
+        "_BATCHED": repr("run_batch" in est.entry_points),
         "_OPTIMIZERS": repr(optimizer_layouts()),
     }
     assert tuple(out) == CONSTANTS, "driver_names() must list every constant"

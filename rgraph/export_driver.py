@@ -2,8 +2,8 @@
 copies, unchanged and not jitted, after the generated module in the file it writes.
 
 They are never called here. In the exported file the generated module's compiled entry
-points ``run``, ``evaluate`` and (``_FLUSHES``) ``flush_all`` exist (see
-``rgraph.training.loop``), ``np`` is
+points ``run``, ``evaluate``, (``_FLUSHES``) ``flush_all`` and (``_BATCHED``)
+``run_batch`` exist (see ``rgraph.training.loop``), ``np`` is
 numpy, and ``export.py`` defines these constants above the functions:
 
 * ``INFO``: cell, estimator, loss, dtype, backend and sizes (documentation);
@@ -18,7 +18,8 @@ numpy, and ``export.py`` defines these constants above the functions:
   numbers, for segment length K; ``_K_FIXED``: K, or None when K is the chunk's length;
   ``_SEGMENTED``: parameters update every K steps (else every step); ``_WHOLE``: train's
   default chunk is the whole stream (exact BPTT); ``_FLUSHES``: the estimator has work
-  pending at segment ends (``flush_all``);
+  pending at segment ends (``flush_all``); ``_BATCHED``: the module steps several
+  streams at once (``run_batch``);
 * ``_OPTIMIZERS``: name -> (default hyper-parameters, layout of the hyper-parameter
   vector ``hp`` of the compiled loop: a hyper-parameter's name or a constant per entry).
 
@@ -328,9 +329,10 @@ def train(params, xs, ys, optimizer="sgd", batch=1, seed=0, weights=None, resets
             rs_n |= run_state["reset_rng"].random(rs_n.shape) < reset_prob
         losses = np.zeros((n, batch), dtype=_DTYPE)
         with np.errstate(all="ignore"):
-            code = run(th, run_state["states"], run_state["E"], xs[sl], ys[sl], ws[sl],
-                       rs_n, run_state["rng"], run_state["g"], run_state["opt"], hp,
-                       losses, step, update_every, True)
+            loop = run_batch if _BATCHED and batch > 1 else run     # as rgraph does
+            code = loop(th, run_state["states"], run_state["E"], xs[sl], ys[sl], ws[sl],
+                        rs_n, run_state["rng"], run_state["g"], run_state["opt"], hp,
+                        losses, step, update_every, True)
             _raise_if_bad(code, losses, step, "train")
             wsum = ws[sl].sum(axis=1)
             curve[sl] = np.where(wsum > 0, losses.sum(axis=1) / wsum, np.nan)

@@ -274,7 +274,8 @@ class Ew:
 class Kernel:
     """A generated function: its name, buffer arguments, docstring and statements.
 
-    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D).
+    ``matrix`` is True when tangents carry K columns (``vd``/``thd`` are 2-D);
+    ``streams`` names the arguments with a leading stream axis (see ``batched``).
     """
 
     name: str
@@ -282,6 +283,7 @@ class Kernel:
     doc: str
     matrix: bool = False
     body: list = field(default_factory=list)
+    streams: tuple = ()
 
     def __repr__(self):
         return f"Kernel({self.name!r}, args={self.args}, {len(self.body)} statements)"
@@ -385,3 +387,96 @@ def drop_dead_writes(body: list, keep: list) -> list:
         if b > a + 1 and all(j in dead for j in range(a + 1, b)):
             dead.add(a)
     return [st for i, st in enumerate(body) if i not in dead]
+
+
+# ------------------------------------------------------------------------ streams
+
+@dataclass(frozen=True)
+class ForStreams:
+    """``body`` for each stream of the batch in turn: inside, a per-stream buffer's Ref
+    indexes that stream's row (see ``batched``)."""
+
+    body: tuple
+
+    def reads(self):
+        return tuple(r for st in self.body for r in st.reads())
+
+    def writes(self):
+        return tuple(r for st in self.body for r in st.writes())
+
+
+@dataclass(frozen=True)
+class OverStreams:
+    """A product done once for all the streams: a ``MatVec`` or ``MatVecT`` with a
+    shared matrix becomes one GEMM with the streams as the columns of its vectors
+    (``W @ [a_1 ... a_B]``), and an ``Outer`` into a shared block sums the streams'
+    outer products in one GEMM (``Σ_b z̄_b a_bᵀ``)."""
+
+    st: object
+
+    def reads(self):
+        return self.st.reads()
+
+    def writes(self):
+        return self.st.writes()
+
+
+def batched(k: Kernel, name: str, shared=("th", "const")) -> Kernel:
+    """The kernel over a batch of streams: every buffer not in ``shared`` gets a leading
+    stream axis (``v`` is (B, NV)). Products with a shared matrix run once for all the
+    streams (``OverStreams``); the other statements run per stream (``ForStreams``).
+
+    A shared buffer may only be added to (``+=``): the streams' contributions sum, as
+    the gradient's do. An ``Outer`` into a shared block is a sum over the streams too.
+    """
+    if k.matrix:
+        raise ValueError(f"kernel {k.name}: batching a kernel with K tangent columns "
+                         f"is not supported")
+    shared = frozenset(shared)
+
+    def own(r):
+        return isinstance(r, Ref) and r.buf not in shared
+
+    def over(st):
+        if isinstance(st, MatVec):
+            return not own(st.W) and own(st.a) and own(st.out)
+        if isinstance(st, MatVecT):
+            return not own(st.W) and own(st.z_bar) and own(st.a_bar)
+        if isinstance(st, Outer):
+            return not own(st.W_bar) and own(st.z_bar) and own(st.a)
+        return False
+
+    body, run = [], []
+
+    def close_run():
+        notes = []              # the comments ending a run describe what follows it
+        while run and isinstance(run[-1], Comment):
+            notes.insert(0, run.pop())
+        if run:
+            body.append(ForStreams(tuple(run)))
+        body.extend(notes)
+        run.clear()
+
+    for st in k.body:
+        if over(st):
+            close_run()
+            body.append(OverStreams(st))
+            continue
+        for r in st.writes():
+            if not own(r) and not _adds(st, r):
+                raise ValueError(f"kernel {k.name}: {type(st).__name__} overwrites the "
+                                 f"shared buffer {r.buf} ({r!r}); over a batch of "
+                                 f"streams a shared buffer can only be added to")
+        run.append(st)
+    close_run()
+    return Kernel(name, k.args, k.doc + " For every stream of a batch (one row each).",
+                  False, body, tuple(a for a in k.args if a not in shared))
+
+
+def _adds(st, r) -> bool:
+    """Whether statement st only adds into r (never overwrites it)."""
+    if isinstance(st, (Comment, MatVecT)):
+        return True
+    if isinstance(st, Ew):
+        return all(acc for ref, _, acc in st.stores + st.col_stores if ref == r)
+    return bool(getattr(st, "acc", False)) and not isinstance(st, (Clear, Identity))

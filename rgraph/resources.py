@@ -88,6 +88,11 @@ def memory(spec, dtype="float64", K: int | None = None) -> Memory:
             K = spec.segment_length(None)
         except ValueError:          # the whole sequence (bptt, dodge without a window)
             K = None
+    # a batch step's scratch has a row per stream (compiled backends; the numpy backend
+    # steps the streams one by one and needs less)
+    batch = spec.batch_scratch_layout()
+    stream.update({f"{n} (batch step)": _floats(batch[n])
+                   for n in spec.used_scratch(batch=True)})
     layout = spec.scratch_layout()
     shared = {n: _floats(layout[n]) for n in spec.used_scratch()}
     P = lay.n_params

@@ -103,13 +103,34 @@ class EstimatorSpec:
         return {**self.choices(), "FLUSHES": self.flushes,
                 "RESETS": any(t.role == "reset" for t in self.templates())}
 
-    def used_scratch(self) -> list[str]:
+    def used_scratch(self, batch=False) -> list[str]:
         """The scratch buffers (``scratch_layout()`` names, in its order) the module's
         ``est_scratch`` allocates: those the role templates read (``rgraph.resources``
-        counts memory from them)."""
+        counts memory from them); with ``batch``, those of ``est_scratch_batch``."""
         choices = self.module_choices()
+        if batch:
+            used = {n for t in self.batch_templates() if t.role == "batch"
+                    for n in template_needs(t, choices)}
+            return [n for n in self.batch_scratch_layout() if n in used]
         used = {n for t in self.templates() if t.role for n in template_needs(t, choices)}
         return [n for n in self.scratch_layout() if n in used]
+
+    # -- a batch of streams at once (compiled backends)
+    def batch_templates(self) -> list[Template]:
+        """A "batch" template that steps every stream at once, and the "part" templates
+        it calls for what is each stream's own; [] (the default): the loop steps the
+        streams one by one. Kernels over the batch (``kernel.batched``) make its
+        products GEMMs over the streams."""
+        return []
+
+    def batch_kernels(self, kernels: list) -> list:
+        """The kernels over the batch the batch template calls, built from the
+        module's one-stream ``kernels``."""
+        return []
+
+    def batch_scratch_layout(self) -> dict:
+        """The batch template's scratch buffers, name -> shape of one stream's row."""
+        return {}
 
     def update_every(self, T: int | None = None) -> int:
         """Steps between parameter updates (a segment length, or 1)."""

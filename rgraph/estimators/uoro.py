@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autodiff
+from .. import kernel as K
 from ..analysis import NO_RECURRENT
 from ..autodiff import ParamTangents
 from ..codegen import Template, index
@@ -125,6 +126,82 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v
         count[0] += 1.0
     gather_new(v, s)
     return loss
+
+
+def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, u, qu, sd,
+               hs, js, dw, c, thd):
+    """``uoro_step_terms`` for B streams at once: the forward pass, the backprop, H_t s̃
+    and the noise's passes are each one kernel over the batch, whose products are GEMMs
+    (W @ [a_1 ... a_B]); what is each stream's own (s̃, w̃ and Algorithm 1's normalizers)
+    is done stream by stream (``uoro_seed``, ``uoro_close``)."""
+    B = states.shape[0]
+    for b in range(B):
+        rg_copy(v[b, 0:S], states[b])
+        rg_copy(v[b, S:S + X], x[b])
+    forward_b(th, v)
+    rg_zero2(vb)
+    for b in range(B):
+        losses[b] = rg_loss(v[b, OUT_OFF:OUT_OFF + NOUT], y[b], ybar[b], w[b])
+        rg_axpy(vb[b, OUT_OFF:OUT_OFF + NOUT], 1.0, ybar[b])
+    vjp_out_b(th, v, vb, g)
+    # the noise, drawn in the order the one-stream step draws it
+    for b in range(B):
+        for r in range(RANK):
+            rg_rademacher(rng, u[b, r])
+    for r in range(RANK):
+        # H_t s̃_{t-1} for every stream, and δs · s̃_{t-1}
+        for b in range(B):
+            c[b] = uoro_seed(E[b], r, vb[b, 0:S], sd[b])
+        jvp_state_b(th, v, sd, vd, hs)
+        # noise at the cut, pushed forward to the new state: J^s_z Q u
+        for b in range(B):
+            if WITH_Q:
+                rg_matvec(qu[b], Q0.reshape((NZ, NZ)), u[b, r])
+            else:
+                rg_copy(qu[b], u[b, r])
+        if STATE_CUT:
+            js = qu     # the cut is s_t itself: J^s_z = I
+        else:
+            for b in range(B):      # (no parameter is in z: thd is empty)
+                seed_z(qu[b], vd[b], js[b], thd[b])
+            jvp_z_b(th, v, vd, js)
+        # ... and pulled back: ν = uᵀ Q⁻¹ ∂z/∂p at the products, the biases' in dw
+        if WITH_Q:
+            for b in range(B):
+                rg_matvec(qu[b], Q0_INV_T.reshape((NZ, NZ)), u[b, r])
+        rg_zero2(vb2)
+        for b in range(B):
+            seed_z_bar(qu[b], vb2[b], dw[b])
+        if not NU_AT_PRODUCTS:
+            vjp_z_b(th, v, vb2, dw)
+        for b in range(B):
+            uoro_close(E[b], r, g, v[b], vb[b], vb2[b], dw[b], hs[b], js[b], c[b])
+    for b in range(B):
+        gather_new(v[b], states[b])
+
+
+def uoro_seed(E, r, ds, seed, *, s_tilde):
+    """One stream's δs · s̃_r / RANK; s̃_r copied into the jvp's seed."""
+    rg_copy(seed, s_tilde[r])
+    return rg_dot(ds, s_tilde[r]) / RANK
+
+
+def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
+    """One stream's rank-one pair r after the batch's passes: Algorithm 1's normalizers,
+    s̃_r = ρ0 H s̃_r + ρ1 J^s_z Q u, and one pass over the recurrent blocks for the
+    gradient estimate and w̃_r (as in ``uoro_step_terms``)."""
+    rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
+    if FIXED_RHO1:
+        rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
+    else:
+        rho1 = math.sqrt(terms_norm(v, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
+    rg_axpby(s_tilde[r], rho0, hs, 0.0)
+    rg_axpy(s_tilde[r], rho1, js)
+    wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, dw, c, r == 0, 1.0 / rho1,
+                            1.0 / rho0)
+    if FIXED_RHO1:
+        if r == RANK - 1:
+            count[0] += 1.0
 
 
 def uorot_flush(th, g, rng, *, wnorm, s_tilde, w_tilde, pos, traj, ybars, vd, vb, thb,
@@ -276,6 +353,33 @@ class ProjectedUORO(EstimatorSpec):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
                 Template(uoro_step if self.groups is None else uoro_step_terms, "est_step",
                          "step")]
+
+    def batch_templates(self):
+        if self.groups is None:     # the general step (uoro_step) runs stream by stream
+            return []
+        return [Template(uoro_batch, "est_batch", "batch"),
+                Template(uoro_seed, "uoro_seed", "part"),
+                Template(uoro_close, "uoro_close", "part")]
+
+    def batch_kernels(self, kernels):
+        by = {k.name: k for k in kernels}
+        one = ("th", "const")
+        out = [K.batched(by["forward"], "forward_b", one),
+               K.batched(by["vjp_out"], "vjp_out_b", one + ("thb",)),
+               K.batched(by["jvp_state"], "jvp_state_b", one)]
+        if "jvp_z" in by:
+            out.append(K.batched(by["jvp_z"], "jvp_z_b", one))
+        if not self.nu_at_products:
+            out.append(K.batched(by["vjp_z"], "vjp_z_b", one))
+        return out
+
+    def batch_scratch_layout(self):
+        lay, nz = self.lay, self.space.dim
+        return {"v": (lay.n_values,), "vd": (lay.n_values,), "vb": (lay.n_values,),
+                "vb2": (lay.n_values,), "ybar": (self.nout,), "u": (self.rank, nz),
+                "qu": (nz,), "sd": (lay.n_state,), "hs": (lay.n_state,),
+                "js": (lay.n_state,), "dw": (lay.n_params,), "c": (),
+                "thd": (0,)}
 
     def rendered(self, mb):
         if self.groups is None:

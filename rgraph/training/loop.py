@@ -17,9 +17,11 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
     """Steps t0.. of B streams; estimates accumulate in g, and with train θ takes a step
     every update_every steps. Returns 0, or ±(t + 1) at a non-finite loss/gradient."""
     T, B = xs.shape[0], xs.shape[1]
-    W = est_scratch()
+    if BATCHED:
+        W = est_scratch_batch(B)
+    else:
+        W = est_scratch()
     for t in range(T):
-        bad = False
         for b in range(B):
             if resets[t, b]:
                 if FLUSHES:
@@ -29,12 +31,14 @@ def run(th, states, E, xs, ys, ws, resets, rng, g, opt, hp, losses, t0, update_e
                     est_reset(E[b])
                 else:
                     rg_zero(E[b])
-            loss = est_step(th, states[b], E[b], xs[t, b], ys[t, b], ws[t, b], g, rng, W)
-            losses[t, b] = loss
-            if not math.isfinite(loss):
-                bad = True
-        if bad:
-            return t + 1
+            if not BATCHED:
+                losses[t, b] = est_step(th, states[b], E[b], xs[t, b], ys[t, b], ws[t, b],
+                                        g, rng, W)
+        if BATCHED:     # every stream at once
+            est_batch(th, states, E, xs[t], ys[t], ws[t], g, rng, losses[t], W)
+        for b in range(B):
+            if not math.isfinite(losses[t, b]):
+                return t + 1
         if (t0 + t + 1) % update_every == 0:
             if FLUSHES:
                 for b in range(B):
