@@ -210,7 +210,7 @@ class Scope:
         self._cols = None
         self._nstreams = None
         self._b = None
-        self._flat = {}
+        self._rows = {}
         self.stream = None      # the stream index, inside a loop over the streams
 
     @property
@@ -230,14 +230,11 @@ class Scope:
                                  f".shape[0]")
         return self._nstreams
 
-    def flat(self, arg: str) -> tuple[str, str]:
-        """A per-stream (B, N) argument as one flat array, and its row length (locals,
-        defined on first use): what a GEMM over the streams indexes."""
-        if arg not in self._flat:
-            a, n = self.namer.claim(arg + "_flat"), self.namer.claim(arg + "_row")
-            self.prologue += [f"{a} = {arg}.reshape(-1)", f"{n} = {arg}.shape[1]"]
-            self._flat[arg] = (a, n)
-        return self._flat[arg]
+    def row(self, arg: str) -> str:
+        """The name of one stream's row of a per-stream argument (a local)."""
+        if arg not in self._rows:
+            self._rows[arg] = self.namer.claim(self.arg[arg] + "_b")
+        return self._rows[arg]
 
     @property
     def stream_index(self) -> str:

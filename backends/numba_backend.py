@@ -185,15 +185,23 @@ def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
 HELPERS.update(split_defs(GEMM.format(dt="float64", kind=ord("d"))))
 HELPERS.update(split_defs(GEMM.format(dt="float32", kind=ord("s"))))
 
-# C = op(A) @ op(B) + beta C on row-major blocks of flat arrays: X's block starts at x0
-# and its rows are ldx apart; op(X) is X transposed when tx. The products of a batch of
-# streams (``kernel.OverStreams``) go through it.
+# C = A @ B + beta C on 2-D views whose rows or whose columns are contiguous (a block of
+# a row-major array, or the transpose of one: ``W.T``), without copies: BLAS with the
+# views' leading dimensions. The products of a batch of streams (``kernel.OverStreams``)
+# go through it.
 GEMM_B = '''
-def rg_gemm_{dt}(ta, tb, m, n, k, A, a0, lda, B, b0, ldb, beta, C, c0, ldc):
+def rg_gemm_{dt}(A, B, C, beta):
+    m, k = A.shape
+    n = B.shape[1]
+    z = A.itemsize
+    ta = A.strides[1] != z          # A is the transpose of a row-major block
+    tb = B.strides[1] != z
+    lda = (A.strides[1] if ta else A.strides[0]) // z
+    ldb = (B.strides[1] if tb else B.strides[0]) // z
     al = np.ones(1, dtype=np.{dt})
     be = np.full(1, beta, dtype=np.{dt})
     _rg_xxgemm_{dt}({kind}, 116 if tb else 110, 116 if ta else 110, n, m, k, al.ctypes,
-                    B[b0:].ctypes, ldb, A[a0:].ctypes, lda, be.ctypes, C[c0:].ctypes, ldc)
+                    B.ctypes, ldb, A.ctypes, lda, be.ctypes, C.ctypes, C.strides[0] // z)
 '''
 HELPERS.update(split_defs(GEMM_B.format(dt="float64", kind=ord("d"))))
 HELPERS.update(split_defs(GEMM_B.format(dt="float32", kind=ord("s"))))
@@ -269,7 +277,7 @@ class NumbaBackend(Backend):
         """buf[idx] (column col); inside a loop over streams, the stream's row of a
         per-stream buffer."""
         if sc.stream is not None and r.buf in sc.k.streams:
-            return f"{sc.buf(r)}[{sc.stream}, {idx}]"
+            return f"{sc.row(r.buf)}[{idx}]"
         return f"{sc.buf(r)}[{idx}, {col}]" if col is not None else f"{sc.buf(r)}[{idx}]"
 
     def view(self, r: K.Ref, sc, as_matrix=False) -> str:
@@ -314,43 +322,42 @@ class NumbaBackend(Backend):
 
     # ------------------------------------------------------------- streams
     def st_ForStreams(self, st, sc):
+        """The statements for each stream, on its rows of the per-stream buffers (1-D
+        views, so that each statement indexes as in a one-stream kernel)."""
         b = sc.stream_index
+        used = {r.buf for x in st.body for r in x.reads() + x.writes()
+                if isinstance(r, K.Ref) and r.buf in sc.k.streams}
+        bufs = [a for a in sc.k.args if a in used]
         sc.stream = b
         body = self.statements(list(st.body), sc)
         sc.stream = None
-        return [f"for {b} in range({sc.nstreams}):"] + ["    " + ln for ln in body]
+        bind = [f"{sc.row(a)} = {sc.arg[a]}[{b}]" for a in bufs]
+        return [f"for {b} in range({sc.nstreams}):"] + ["    " + ln for ln in bind + body]
 
     def st_OverStreams(self, st, sc):
-        """One GEMM for every stream (``kernel.OverStreams``): a per-stream buffer is a
-        (B, N) array whose rows are its streams."""
-        p, B = st.st, sc.nstreams
+        """One GEMM for every stream (``kernel.OverStreams``) on views: a per-stream
+        buffer's block is a (B, n) view whose rows are the streams, W a (rows, cols)
+        view of θ (``.T``: its transpose)."""
+        p = st.st
 
-        def flat(r):            # (array, first element, row stride)
-            if r.buf in sc.k.streams:
-                arr, row = sc.flat(sc.buf(r))
-                return arr, self.base(r, sc), row
-            return sc.buf(r), self.base(r, sc), None
+        def rows(r, n=None):      # the streams' blocks of r, one row each
+            base = self.base(r, sc)
+            return f"{sc.buf(r)}[:, {base}:{index(base, str(n or r.n))}]"
 
-        def call(ta, tb, m, n, k, A, Bm, beta, C, note):
-            (a, a0, lda), (b, b0, ldb), (c, c0, ldc) = A, Bm, C
-            g = sc.g("rg_gemm")
-            return [f"{g}({ta}, {tb}, {m}, {n}, {k},  # {note}",
-                    f"{' ' * (len(g) + 1)}{a}, {a0}, {lda},  {b}, {b0}, {ldb},  {beta},  "
-                    f"{c}, {c0}, {ldc})"]
+        def call(A, B, C, beta):
+            return [f"{sc.g('rg_gemm')}({A}, {B}, {C}, {beta})"]
 
-        if isinstance(p, K.MatVec):     # out_b (+)= W[:, col0:] a_b
-            w, w0, _ = flat(p.W)
-            w0 = index(w0, str(p.col0)) if p.col0 else w0
-            return call(0, 1, B, p.W.n, p.a.n, flat(p.a), (w, w0, p.W.cols),
-                        1.0 if p.acc else 0.0, flat(p.out), "every stream's W a")
-        if isinstance(p, K.MatVecT):    # a_bar_b += Wᵀ z_bar_b
-            w, w0, _ = flat(p.W)
-            return call(0, 0, B, p.W.cols, p.W.n, flat(p.z_bar), (w, w0, p.W.cols), 1.0,
-                        flat(p.a_bar), "every stream's Wᵀ z̄")
+        if isinstance(p, K.MatVec):     # out_b (+)= W[:, col0:] a_b, every stream
+            W = self.view(p.W, sc, True)
+            if not p.all_columns:
+                W += f"[:, {p.col0}:{p.col0 + p.a.n}]"
+            return call(rows(p.a), f"{W}.T", rows(p.out), 1.0 if p.acc else 0.0)
+        if isinstance(p, K.MatVecT):    # a_bar_b += Wᵀ z_bar_b, every stream
+            return call(rows(p.z_bar, p.W.n), self.view(p.W, sc, True),
+                        rows(p.a_bar, p.W.cols), 1.0)
         # W_bar (+)= Σ_b z_bar_b a_bᵀ
-        c, c0, _ = flat(p.W_bar)
-        return call(1, 0, p.W_bar.n, p.W_bar.cols, B, flat(p.z_bar), flat(p.a),
-                    1.0 if p.acc else 0.0, (c, c0, p.W_bar.cols), "Σ over streams of z̄ aᵀ")
+        return call(f"{rows(p.z_bar, p.W_bar.n)}.T", rows(p.a, p.W_bar.cols),
+                    self.view(p.W_bar, sc, True), 1.0 if p.acc else 0.0)
 
     def st_Clear(self, st, sc):
         two_d = sc.k.matrix and st.dst.is_tangent

@@ -67,7 +67,7 @@ class Estimator:
         self.spec = make_spec(estimator, lay, schedule(lay), self.analysis, **options)
         self.name = self.spec.describe()
         # refuse, with the figure, what could never be allocated (one stream)
-        self.memory = memory(self.spec, self.dtype)
+        self.memory = memory(self.spec, self.dtype, batch_step=get_backend(backend).jit)
         check_fits(self.memory, 1, cell.name, force=force_memory,
                    fix="force_memory=True (rgraph train --force-memory)")
         self.backend = get_backend(backend)

@@ -75,9 +75,11 @@ class Memory:
         return nbytes(self.per_stream())
 
 
-def memory(spec, dtype="float64", K: int | None = None) -> Memory:
+def memory(spec, dtype="float64", K: int | None = None, batch_step: bool = True) -> Memory:
     """The memory of an estimator spec (``est.spec``), from its declared buffers.
-    ``K``: the segment length where the spec's depends on the run (BPTT)."""
+    ``K``: the segment length where the spec's depends on the run (BPTT);
+    ``batch_step``: the module steps several streams at once where the spec can (a
+    compiled backend), with a row of scratch per stream."""
     lay = spec.lay
     state = spec.state_layout()
     stream = {"cell state": lay.n_state}
@@ -88,11 +90,10 @@ def memory(spec, dtype="float64", K: int | None = None) -> Memory:
             K = spec.segment_length(None)
         except ValueError:          # the whole sequence (bptt, dodge without a window)
             K = None
-    # a batch step's scratch has a row per stream (compiled backends; the numpy backend
-    # steps the streams one by one and needs less)
-    batch = spec.batch_scratch_layout()
-    stream.update({f"{n} (batch step)": _floats(batch[n])
-                   for n in spec.used_scratch(batch=True)})
+    if batch_step:      # a batch step's scratch has a row per stream
+        batch = spec.batch_scratch_layout()
+        stream.update({f"{n} (batch step)": _floats(batch[n])
+                       for n in spec.used_scratch(batch=True)})
     layout = spec.scratch_layout()
     shared = {n: _floats(layout[n]) for n in spec.used_scratch()}
     P = lay.n_params

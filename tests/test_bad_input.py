@@ -617,13 +617,19 @@ def _compile(name):
 class TestMemory:
     @pytest.mark.parametrize("name", lstm_estimators())
     def test_the_figures_are_what_is_allocated(self, name):
-        """Per stream: exactly the bytes new_state allocates; once: exactly what the
-        module's est_scratch allocates, plus parameters, gradient and moments."""
+        """Per stream: exactly the bytes new_state allocates (and, where the numba
+        module steps the streams at once, its row of est_scratch_batch); once: exactly
+        what the module's est_scratch allocates, plus parameters, gradient and moments."""
         est = _compile(name)
         T = 7
         states, E = est.new_state(3, T)
         K = est.spec.segment_length(T)
         assert est.memory.per_stream(K) * 3 == states.nbytes + E.nbytes
+        jit = compiled("lstm", name, "numba") if name in ("uoro", "kf-rtrl") else est
+        batch = getattr(jit.module, "est_scratch_batch", None)     # (its Python code)
+        rows = sum(a.nbytes for a in batch.py_func(3)) if batch else 0
+        assert name != "uoro" or rows > 0
+        assert jit.memory.per_stream(K) * 3 == states.nbytes + E.nbytes + rows
         scratch = sum(a.nbytes for a in est.module.est_scratch())
         P = est.n_params
         assert est.memory.shared_bytes() == scratch + 8 * (P + P + 1 + 2 * P)
