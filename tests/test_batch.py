@@ -116,3 +116,32 @@ def test_uoro_general_step_is_stream_by_stream():
     """Cho's GRU (no one-term-per-parameter structure) keeps the one-stream step."""
     src = compiled("gru", "uoro", backend="numba").source
     assert "est_batch" not in src and "def est_step" in src
+
+
+@pytest.mark.parametrize("name,opts", [("uoro", {}),
+                                       ("projected-uoro", {"projection": "preactivation"})])
+def test_uoro_batch_step_is_unbiased(name, opts):
+    """Over many seeds, the mean of the batch step's estimate (B streams on the same
+    sequence, each with its own noise: the sum estimates B times the gradient) is the
+    exact gradient, along the exact gradient and two random directions."""
+    from test_estimators import exact_case
+    xs, ys, p, exact = exact_case("lstm")
+    est = compiled("lstm", name, "numba", **opts)
+    rec = [b.name for b in est.blocks if b.recurrent]
+    g0 = np.concatenate([exact[k].ravel() for k in rec])
+    rng = np.random.default_rng(12345)
+    dirs = np.stack([g0 / np.linalg.norm(g0), rng.standard_normal(g0.size),
+                     rng.standard_normal(g0.size)])
+    B, T = 4, xs.shape[0]
+    xb, yb = np.repeat(xs[:, None], B, 1), np.repeat(ys[:, None], B, 1)
+    th, stats = est.pack(p), []
+    for seed in range(300):
+        g = _run(est, th, xb, yb, np.zeros((T, B), bool), seed=seed)[0] / B
+        gd = est.unpack(g)
+        for k in exact:
+            if k not in rec:       # the readout's gradient is exact
+                np.testing.assert_allclose(gd[k], exact[k], rtol=1e-9, atol=1e-12)
+        stats.append(dirs @ np.concatenate([gd[k].ravel() for k in rec]))
+    stats = np.array(stats)
+    z = np.abs(stats.mean(0) - dirs @ g0) / (stats.std(0, ddof=1) / np.sqrt(len(stats)))
+    assert np.all(z < 4.0), z
