@@ -28,6 +28,9 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     # a batch of streams stepped at once (its products GEMMs over the streams) where
     # the estimator has a batch step and the backend compiles loops
     batch = spec.batch_templates() if backend.jit else []
+    if batch and spec.flushes:
+        raise ValueError(f"{spec.describe()}: a batch step for an estimator with work "
+                         f"pending at segment ends is not supported")
     choices = {**spec.module_choices(), "BATCHED": False}
     templates = [(t, "estimator") for t in spec.templates() + batch] + \
         [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
@@ -100,6 +103,9 @@ def _scratch_source(mb, layout, names, rows=None) -> str:
     np_, dt = mb.g("np"), mb.g("DT")
     items = []
     for n in names:
+        if layout[n] is None:       # the one-stream scratch, once
+            items.append(f"{mb.g('est_scratch')}()")
+            continue
         dims = ((rows,) if rows else ()) + tuple(str(d) for d in layout[n])
         items.append(f"{np_}.zeros(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                      f"{dt})")

@@ -168,8 +168,9 @@ class Template:
     its keyword-only parameters name the estimator-state views and scratch buffers it
     uses (unpacked by generated lines). A "batch" template steps every stream at once:
     its scratch buffers have a row per stream, and it reaches a stream's state through
-    "part" templates, which take the stream's ``E`` among parameters of their own and
-    name its state views as keyword-only parameters."""
+    "part" templates, which take the stream's ``E`` (and the one-stream scratch ``W``)
+    among parameters of their own and name its state views (and scratch buffers) as
+    keyword-only parameters."""
 
     fn: object
     name: str
@@ -181,7 +182,7 @@ ROLES = {
     "flush": ("th", "E", "g", "rng", "W"),
     "reset": ("E",),
     "batch": ("th", "states", "E", "x", "y", "w", "g", "rng", "losses", "W"),
-    "part": None,
+    "part": None,       # parameters of its own, with its stream's E (and W: scratch)
 }
 
 
@@ -448,7 +449,8 @@ class ModuleBuilder:
                 if "E" not in params:
                     raise CodegenError(f"{where}: a part template takes its stream's "
                                        f"state E as a parameter")
-                scratch = []
+                if "W" not in params:       # W: the one-stream scratch
+                    scratch = []
             else:
                 params = list(ROLES[t.role])
                 expected = [p for p in params

@@ -93,7 +93,7 @@ def memory(spec, dtype="float64", K: int | None = None, batch_step: bool = True)
     if batch_step:      # a batch step's scratch has a row per stream
         batch = spec.batch_scratch_layout()
         stream.update({f"{n} (batch step)": _floats(batch[n])
-                       for n in spec.used_scratch(batch=True)})
+                       for n in spec.used_scratch(batch=True) if batch[n] is not None})
     layout = spec.scratch_layout()
     shared = {n: _floats(layout[n]) for n in spec.used_scratch()}
     P = lay.n_params

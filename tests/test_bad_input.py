@@ -625,9 +625,10 @@ class TestMemory:
         states, E = est.new_state(3, T)
         K = est.spec.segment_length(T)
         assert est.memory.per_stream(K) * 3 == states.nbytes + E.nbytes
-        jit = compiled("lstm", name, "numba") if name in ("uoro", "kf-rtrl") else est
+        jit = compiled("lstm", name, "numba") if name in ("uoro", "kf-rtrl", "rtrl") else est
         batch = getattr(jit.module, "est_scratch_batch", None)     # (its Python code)
-        rows = sum(a.nbytes for a in batch.py_func(3)) if batch else 0
+        rows = sum(a.nbytes for a in batch.py_func(3) if not isinstance(a, tuple)) \
+            if batch else 0     # (a tuple: the one-stream scratch, allocated once)
         assert name != "uoro" or rows > 0
         assert jit.memory.per_stream(K) * 3 == states.nbytes + E.nbytes + rows
         scratch = sum(a.nbytes for a in est.module.est_scratch())

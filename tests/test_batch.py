@@ -15,7 +15,7 @@ from rgraph.layout import Layout
 from rgraph.schedule import schedule
 from rgraph.training.optim import SGD
 
-from conftest import compiled
+from conftest import ZOO, compiled, params_for
 
 CELLS = {"lstm": lambda: rg.cells.lstm(3, 5, 3),
          "gru_pytorch": lambda: rg.cells.gru(3, 4, 3, form="pytorch"),
@@ -112,10 +112,38 @@ def test_uoro_batch_step_equals_stream_by_stream(cell_name, name, opts):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
 
 
-def test_uoro_general_step_is_stream_by_stream():
-    """Cho's GRU (no one-term-per-parameter structure) keeps the one-stream step."""
-    src = compiled("gru", "uoro", backend="numba").source
-    assert "est_batch" not in src and "def est_step" in src
+@pytest.mark.parametrize("cell_name,name", [
+    ("lstm", "kf-rtrl"), ("lstm", "rtrl"), ("lstm", "ok(2)"), ("rhn", "snap-1"),
+    ("lstm", "e-prop"), ("gru", "uoro")])
+def test_batch_of_forward_passes_then_each_streams_rest(cell_name, name):
+    """Every estimator whose step is forward_and_backprop, then its own work, then
+    gather_new gets the forward pass and backprop of the whole batch as GEMMs
+    (common.batch_step), then each stream's rest in the one-stream order: the same
+    numbers as stepping the streams one by one (Cho's GRU's UORO takes this path: its
+    terms are not one per parameter)."""
+    rng = np.random.default_rng(1)
+    T, B = 10, 3
+    n_in = ZOO[cell_name]().nodes[0].shape[0]
+    xs = rng.standard_normal((T, B, n_in))
+    ys = rng.integers(0, 3, (T, B))
+    resets = np.zeros((T, B), bool)
+    resets[4, 1] = True
+    out = []
+    for backend in ("numba", "numpy"):
+        est = compiled(cell_name, name, backend)
+        assert ("def est_rest(" in est.source) == (backend == "numba")
+        out.append(_run(est, est.pack(params_for(est, 3)), xs, ys, resets))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("name,opts", [("dodge", {}), ("tbptt(4)", {}),
+                                       ("e-prop", {"feedback": "random"})])
+def test_steps_of_another_form_go_stream_by_stream(name, opts):
+    """A step that keeps θ's cotangents apart (DODGE, random-feedback e-prop) or works
+    at segment ends (truncated BPTT) has no batch step: run steps the streams in turn."""
+    src = compiled("lstm", name, "numba", **opts).source
+    assert "run_batch" not in src and "def est_step" in src
 
 
 @pytest.mark.parametrize("name,opts", [("uoro", {}),

@@ -24,11 +24,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import autodiff
+from .. import kernel as K
 from ..analysis import Analysis
 from ..autodiff import CotangentSpec, ParamTangents, TangentSpec
 from ..codegen import Template, template_needs
 from ..layout import Layout
 from ..schedule import Block
+from . import common
 
 
 class EstimatorSpec:
@@ -118,19 +120,33 @@ class EstimatorSpec:
     # -- a batch of streams at once (compiled backends)
     def batch_templates(self) -> list[Template]:
         """A "batch" template that steps every stream at once, and the "part" templates
-        it calls for what is each stream's own; [] (the default): the loop steps the
-        streams one by one. Kernels over the batch (``kernel.batched``) make its
-        products GEMMs over the streams."""
-        return []
+        it calls for what is each stream's own; [] where the loop steps the streams one
+        by one. Kernels over the batch (``kernel.batched``) make its products GEMMs over
+        the streams. The default, for a step of the form ``forward_and_backprop``, the
+        rest, ``gather_new``: the forward pass and backprop for the whole batch, then
+        each stream's rest of the step (``common.batch_step``, ``common.rest_of_step``).
+        """
+        step = next(t for t in self.templates() if t.role == "step")
+        rest = common.rest_of_step(step.fn, self.module_choices())
+        if rest is None or self.flushes:
+            return []
+        return [Template(common.forward_and_backprop_b, "forward_and_backprop_b"),
+                Template(common.batch_step, "est_batch", "batch"),
+                Template(rest, "est_rest", "part")]
 
     def batch_kernels(self, kernels: list) -> list:
         """The kernels over the batch the batch template calls, built from the
         module's one-stream ``kernels``."""
-        return []
+        by = {k.name: k for k in kernels}
+        return [K.batched(by["forward"], "forward_b", ("th", "const")),
+                K.batched(by["vjp_out"], "vjp_out_b", ("th", "const", "thb"))]
 
     def batch_scratch_layout(self) -> dict:
-        """The batch template's scratch buffers, name -> shape of one stream's row."""
-        return {}
+        """The batch template's scratch buffers, name -> shape of one stream's row
+        (``W1``: the one-stream scratch of ``est_scratch``, allocated once)."""
+        lay = self.lay
+        return {"v": (lay.n_values,), "vb": (lay.n_values,), "ybar": (self.nout,),
+                "W1": None}
 
     def update_every(self, T: int | None = None) -> int:
         """Steps between parameter updates (a segment length, or 1)."""

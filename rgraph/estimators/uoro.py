@@ -135,15 +135,7 @@ def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, 
     (W @ [a_1 ... a_B]); what is each stream's own (s̃, w̃ and Algorithm 1's normalizers)
     is done stream by stream (``uoro_seed``, ``uoro_close``)."""
     B = states.shape[0]
-    for b in range(B):
-        rg_copy(v[b, 0:S], states[b])
-        rg_copy(v[b, S:S + X], x[b])
-    forward_b(th, v)
-    rg_zero2(vb)
-    for b in range(B):
-        losses[b] = rg_loss(v[b, OUT_OFF:OUT_OFF + NOUT], y[b], ybar[b], w[b])
-        rg_axpy(vb[b, OUT_OFF:OUT_OFF + NOUT], 1.0, ybar[b])
-    vjp_out_b(th, v, vb, g)
+    forward_and_backprop_b(th, states, x, y, w, v, vb, g, ybar, losses)
     # the noise, drawn in the order the one-stream step draws it
     for b in range(B):
         for r in range(RANK):
@@ -355,13 +347,16 @@ class ProjectedUORO(EstimatorSpec):
                          "step")]
 
     def batch_templates(self):
-        if self.groups is None:     # the general step (uoro_step) runs stream by stream
-            return []
-        return [Template(uoro_batch, "est_batch", "batch"),
+        if self.groups is None:     # the general step: forward and backprop batched
+            return super().batch_templates()
+        return [Template(common.forward_and_backprop_b, "forward_and_backprop_b"),
+                Template(uoro_batch, "est_batch", "batch"),
                 Template(uoro_seed, "uoro_seed", "part"),
                 Template(uoro_close, "uoro_close", "part")]
 
     def batch_kernels(self, kernels):
+        if self.groups is None:
+            return super().batch_kernels(kernels)
         by = {k.name: k for k in kernels}
         one = ("th", "const")
         out = [K.batched(by["forward"], "forward_b", one),
@@ -374,6 +369,8 @@ class ProjectedUORO(EstimatorSpec):
         return out
 
     def batch_scratch_layout(self):
+        if self.groups is None:
+            return super().batch_scratch_layout()
         lay, nz = self.lay, self.space.dim
         return {"v": (lay.n_values,), "vd": (lay.n_values,), "vb": (lay.n_values,),
                 "vb2": (lay.n_values,), "ybar": (self.nout,), "u": (self.rank, nz),
