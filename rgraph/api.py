@@ -67,10 +67,10 @@ class Estimator:
         self.spec = make_spec(estimator, lay, schedule(lay), self.analysis, **options)
         self.name = self.spec.describe()
         # refuse, with the figure, what could never be allocated (one stream)
-        self.memory = memory(self.spec, self.dtype, batch_step=get_backend(backend).jit)
+        self.backend = get_backend(backend)
+        self.memory = memory(self.spec, self.dtype, batch_step=self.backend.jit)
         check_fits(self.memory, 1, cell.name, force=force_memory,
                    fix="force_memory=True (rgraph train --force-memory)")
-        self.backend = get_backend(backend)
         flush = ", flush_all (pending segments)" if self.spec.flushes else ""
         src, self.entry_points = build_module(
             self.spec, self.backend, LOSSES[loss], str(self.dtype),

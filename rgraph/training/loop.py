@@ -5,7 +5,9 @@ The module builder checks the names they use against the module (the sizes ``S``
 estimator's ``est_step`` / ``est_flush`` / ``est_reset`` and ``est_scratch``) and
 resolves their static choices (the optimizers' ``opt_update`` comes from
 ``optim``): ``FLUSHES`` (the estimator has work pending at segment
-ends) and ``RESETS`` (it has a reset of its own rather than zeroing its state). Under
+ends), ``RESETS`` (it has a reset of its own rather than zeroing its state) and
+``BATCHED`` (``run_batch``: ``est_batch`` steps every stream at once, on the scratch of
+``est_scratch_batch``). Under
 numba each one is ``@njit``: a whole chunk of training steps, for every stream of the
 batch, is one call.
 """
