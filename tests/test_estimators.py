@@ -66,20 +66,22 @@ def test_gru_projections_unbiased():
 
 class BrokenUORO(ProjectedUORO):
     """UORO with one deliberate mistake in its update of w̃ (multiplying by ρ1 where
-    Algorithm 1 divides), in whichever step template the cell gets (the tanh RNN's is
-    the one-pass ``uoro_step_terms``): the unbiasedness test must catch it."""
+    Algorithm 1 divides), in whichever template the cell's step does it with (the tanh
+    RNN's one-pass step in ``uoro_close``, which the batch step shares): the
+    unbiasedness test must catch it."""
 
     name = "broken-uoro"
 
     def templates(self):
-        out = []
+        out, broke = [], 0
         for t in super().templates():
-            if t.role == "step":
-                src = template_source(t.fn)
+            src = template_source(t.fn)
+            if "1.0 / rho1," in src:
                 broken = src.replace("1.0 / rho1,", "rho1,")
-                assert src.count("1.0 / rho1,") == 1 and "1.0 / rho1," not in broken
-                t = Template(broken, t.name, t.role)
+                assert src.count("1.0 / rho1,") == 1
+                t, broke = Template(broken, t.name, t.role), broke + 1
             out.append(t)
+        assert broke == 1
         return out
 
 

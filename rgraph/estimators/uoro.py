@@ -81,8 +81,8 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
     return loss
 
 
-def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb,
-                    vb2, thd, ybar, u, qu, hs, js, dw):
+def uoro_step_terms(th, s, x, y, w, g, rng, *, s_tilde, v, vd, vb, vb2, thd, ybar, u, qu,
+                    hs, js, dw):
     """One step of UORO for one stream, rank RANK, with the noise at the cut z. Every
     recurrent parameter is one product's matrix or one bias, so for a product p = W @ â
     ∂l/∂W and uᵀ J^z_W are kept as the cotangents ζ_p and ν_p of p, and each parameter
@@ -113,17 +113,7 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v
             vjp_z(th, v, vb2, dw)
         # Algorithm 1's normalizers (|uᵀ J^z_θ| from the norms of ν and â), then one
         # pass over the recurrent blocks for the gradient estimate and w̃
-        rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
-        if FIXED_RHO1:
-            rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
-        else:
-            rho1 = math.sqrt(terms_norm(v, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
-        rg_axpby(s_tilde[r], rho0, hs, 0.0)
-        rg_axpy(s_tilde[r], rho1, js)
-        wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, dw, c, r == 0, 1.0 / rho1,
-                                1.0 / rho0)
-    if FIXED_RHO1:
-        count[0] += 1.0
+        uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c)
     gather_new(v, s)
     return loss
 
@@ -179,9 +169,9 @@ def uoro_seed(E, r, ds, seed, *, s_tilde):
 
 
 def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
-    """One stream's rank-one pair r after the batch's passes: Algorithm 1's normalizers,
-    s̃_r = ρ0 H s̃_r + ρ1 J^s_z Q u, and one pass over the recurrent blocks for the
-    gradient estimate and w̃_r (as in ``uoro_step_terms``)."""
+    """One stream's rank-one pair r after the step's passes (``uoro_step_terms``, or
+    ``uoro_batch`` for every stream): Algorithm 1's normalizers, s̃_r = ρ0 H s̃_r + ρ1
+    J^s_z Q u, and one pass over the recurrent blocks for the gradient estimate and w̃_r."""
     rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
     if FIXED_RHO1:
         rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
@@ -342,17 +332,19 @@ class ProjectedUORO(EstimatorSpec):
         return out
 
     def templates(self):
+        if self.groups is None:
+            return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                    Template(uoro_step, "est_step", "step")]
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(uoro_step if self.groups is None else uoro_step_terms, "est_step",
-                         "step")]
+                Template(uoro_step_terms, "est_step", "step"),
+                Template(uoro_close, "uoro_close", "part")]
 
     def batch_templates(self):
         if self.groups is None:     # the general step: forward and backprop batched
             return super().batch_templates()
         return [Template(common.forward_and_backprop_b, "forward_and_backprop_b"),
                 Template(uoro_batch, "est_batch", "batch"),
-                Template(uoro_seed, "uoro_seed", "part"),
-                Template(uoro_close, "uoro_close", "part")]
+                Template(uoro_seed, "uoro_seed", "part")]
 
     def batch_kernels(self, kernels):
         if self.groups is None:
