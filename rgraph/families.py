@@ -40,6 +40,15 @@ class Family:
     reason: str = ""                  # why not
     memory: Memory | None = None      # its buffers
     flops: int = 0                    # per online step (the cost model above)
+    batch: str = ""                   # what runs as GEMMs over a batch of streams
+
+
+def _batch(spec) -> str:
+    """What of a step runs once for a batch of streams (compiled backends)."""
+    batch = spec.batch_templates()
+    if not batch:
+        return "one by one"
+    return "fwd + bwd" if any(t.name == "est_rest" for t in batch) else "fwd + bwd + jvp"
 
 
 def _flops(spec, lay, analysis) -> int:
@@ -87,7 +96,7 @@ def families(analysis, dtype="float64") -> list[Family]:
             out.append(Family(name, False, _why(str(e))))
             continue
         out.append(Family(spec.describe(), True, "", memory(spec, dtype),
-                          int(_flops(spec, lay, analysis))))
+                          int(_flops(spec, lay, analysis)), _batch(spec)))
     return out
 
 
@@ -112,12 +121,14 @@ def snap_levels(analysis) -> list[tuple]:
 def report_lines(analysis, dtype="float64") -> list[str]:
     """The families section of ``Analysis.report``."""
     lines = [f"estimator families: memory ({dtype}) per stream (x batch) and once "
-             f"(scratch, parameters, optimizer), flop per online step (rgraph.families):",
-             f"  {'estimator':<26}{'per stream':>22}{'once':>12}{'flop/step':>16}"]
+             f"(scratch, parameters, optimizer), flop per online step, and what of a step "
+             f"runs as GEMMs over a batch of streams (rgraph.families):",
+             f"  {'estimator':<26}{'per stream':>22}{'once':>12}{'flop/step':>16}"
+             f"  {'batch of streams'}"]
     for f in families(analysis, dtype):
         if f.applies:
             lines.append(f"  {f.name:<26}{f.memory.describe_stream():>22}"
-                         f"{nbytes(f.memory.shared_bytes()):>12}{f.flops:>16,}")
+                         f"{nbytes(f.memory.shared_bytes()):>12}{f.flops:>16,}  {f.batch}")
         else:
             lines.append(f"  {f.name:<26}  does not apply: {f.reason}")
     levels = snap_levels(analysis)

@@ -173,3 +173,16 @@ def test_uoro_batch_step_is_unbiased(name, opts):
     stats = np.array(stats)
     z = np.abs(stats.mean(0) - dirs @ g0) / (stats.std(0, ddof=1) / np.sqrt(len(stats)))
     assert np.all(z < 4.0), z
+
+
+def test_the_report_says_what_runs_over_a_batch():
+    """rg.analyze(cell).report() says, per estimator, what of a step runs as GEMMs over
+    a batch of streams."""
+    report = rg.analyze(CELLS["lstm"]()).report()
+    rows = {ln.split()[0]: ln for ln in report.splitlines()[
+        report.splitlines().index(next(ln for ln in report.splitlines()
+                                       if "batch of streams" in ln and "estimator" in ln)):]
+            if ln.startswith("  ")}
+    assert rows["uoro"].endswith("fwd + bwd + jvp")
+    assert rows["kf-rtrl"].endswith("fwd + bwd") and rows["rtrl"].endswith("fwd + bwd")
+    assert rows["dodge"].endswith("one by one") and rows["bptt"].endswith("one by one")
