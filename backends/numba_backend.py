@@ -194,14 +194,18 @@ def rg_gemm_{dt}(A, B, C, beta):
     m, k = A.shape
     n = B.shape[1]
     z = A.itemsize
-    ta = A.strides[1] != z          # A is the transpose of a row-major block
-    tb = B.strides[1] != z
-    lda = (A.strides[1] if ta else A.strides[0]) // z
-    ldb = (B.strides[1] if tb else B.strides[0]) // z
+    # a view whose columns are not contiguous is the transpose of a row-major block; a
+    # stride along a dimension of length 1 is never used, and BLAS wants the leading
+    # dimension at least the row length then
+    ta = A.strides[1] != z and k > 1
+    tb = B.strides[1] != z and n > 1
+    lda = max(A.strides[1] // z, m) if ta else max(A.strides[0] // z, k)
+    ldb = max(B.strides[1] // z, k) if tb else max(B.strides[0] // z, n)
+    ldc = max(C.strides[0] // z, n)
     al = np.ones(1, dtype=np.{dt})
     be = np.full(1, beta, dtype=np.{dt})
     _rg_xxgemm_{dt}({kind}, 116 if tb else 110, 116 if ta else 110, n, m, k, al.ctypes,
-                    B.ctypes, ldb, A.ctypes, lda, be.ctypes, C.ctypes, C.strides[0] // z)
+                    B.ctypes, ldb, A.ctypes, lda, be.ctypes, C.ctypes, ldc)
 '''
 HELPERS.update(split_defs(GEMM_B.format(dt="float64", kind=ord("d"))))
 HELPERS.update(split_defs(GEMM_B.format(dt="float32", kind=ord("s"))))

@@ -186,3 +186,20 @@ def test_the_report_says_what_runs_over_a_batch():
     assert rows["uoro"].endswith("fwd + bwd + jvp")
     assert rows["kf-rtrl"].endswith("fwd + bwd") and rows["rtrl"].endswith("fwd + bwd")
     assert rows["dodge"].endswith("one by one") and rows["bptt"].endswith("one by one")
+
+
+def test_one_input_and_one_output():
+    """A product with one column (W_ih of one input: its transpose is one row) or one
+    row (a readout of one output) over the batch: BLAS needs leading dimensions at least
+    the row length there, whatever the unused stride is."""
+    rng = np.random.default_rng(2)
+    T, B = 9, 4
+    xs, ys = rng.standard_normal((T, B, 1)), rng.standard_normal((T, B, 1))
+    resets = np.zeros((T, B), bool)
+    out = []
+    for backend in ("numba", "numpy"):
+        est = rg.compile(rg.cells.tanh_rnn(1, 4, 1, form="pytorch"), "uoro", loss="mse",
+                         backend=backend)
+        out.append(_run(est, est.pack(est.init_params(3)), xs, ys, resets))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
