@@ -66,7 +66,8 @@ def test_variance_and_bench_commands(tmp_path):
     assert "kf-rtrl" in r.stdout and "cos mean" in r.stdout
     assert (tmp_path / "variance.png").exists() and (tmp_path / "variance.csv").exists()
     r = rgraph("bench", "--cells", "tanh", "--sizes", "8", "--batches", "1",
-               "--estimators", "uoro;kf-rtrl", "--seconds", "0.02", "--repeats", "1")
+               "--estimators", "uoro;kf-rtrl", "--seconds", "0.02", "--repeats", "1",
+               "--no-jax")          # the JAX column: tests/test_bench.py
     assert "speed-up" in r.stdout and "kf-rtrl" in r.stdout and "GEMM" in r.stdout
 
 
