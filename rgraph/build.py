@@ -31,7 +31,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     if batch and spec.flushes:
         raise ValueError(f"{spec.describe()}: a batch step for an estimator with work "
                          f"pending at segment ends is not supported")
-    choices = {**spec.module_choices(), "BATCHED": False}
+    choices = spec.module_choices()
     templates = [(t, "estimator") for t in spec.templates() + batch] + \
         [(Template(loop.run, "run"), "loop"), (Template(loop.evaluate, "evaluate"), "loop")] + \
         [(Template(cls.rule, cls.rule.__name__), "loop") for cls in OPTIMIZERS.values()]
@@ -68,8 +68,7 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     batch_layout = spec.batch_scratch_layout()
     batch_scratch = spec.used_scratch(batch=True) if batch else []
     for t, section in templates:
-        batched = t.name == "run_batch"
-        mb.template(t, section, {**choices, "BATCHED": batched}, state,
+        mb.template(t, section, {**choices, "BATCHED": t.name == "run_batch"}, state,
                     batch_scratch if t.role == "batch" else scratch)
     mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
     if batch:

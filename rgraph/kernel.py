@@ -479,4 +479,4 @@ def _adds(st, r) -> bool:
         return True
     if isinstance(st, Ew):
         return all(acc for ref, _, acc in st.stores + st.col_stores if ref == r)
-    return bool(getattr(st, "acc", False)) and not isinstance(st, (Clear, Identity))
+    return bool(getattr(st, "acc", False))      # Clear and Identity have no acc

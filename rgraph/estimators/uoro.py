@@ -349,26 +349,23 @@ class ProjectedUORO(EstimatorSpec):
     def batch_kernels(self, kernels):
         if self.groups is None:
             return super().batch_kernels(kernels)
+        # the forward pass and backprop (the base's), then H_t s̃ and the noise's passes
         by = {k.name: k for k in kernels}
-        one = ("th", "const")
-        out = [K.batched(by["forward"], "forward_b", one),
-               K.batched(by["vjp_out"], "vjp_out_b", one + ("thb",)),
-               K.batched(by["jvp_state"], "jvp_state_b", one)]
+        out = super().batch_kernels(kernels) + [K.batched(by["jvp_state"], "jvp_state_b")]
         if "jvp_z" in by:
-            out.append(K.batched(by["jvp_z"], "jvp_z_b", one))
+            out.append(K.batched(by["jvp_z"], "jvp_z_b"))
         if not self.nu_at_products:
-            out.append(K.batched(by["vjp_z"], "vjp_z_b", one))
+            out.append(K.batched(by["vjp_z"], "vjp_z_b"))
         return out
 
     def batch_scratch_layout(self):
         if self.groups is None:
             return super().batch_scratch_layout()
         lay, nz = self.lay, self.space.dim
-        return {"v": (lay.n_values,), "vd": (lay.n_values,), "vb": (lay.n_values,),
-                "vb2": (lay.n_values,), "ybar": (self.nout,), "u": (self.rank, nz),
-                "qu": (nz,), "sd": (lay.n_state,), "hs": (lay.n_state,),
-                "js": (lay.n_state,), "dw": (lay.n_params,), "c": (),
-                "thd": (0,)}
+        return {**super().batch_scratch_layout(), "vd": (lay.n_values,),
+                "vb2": (lay.n_values,), "u": (self.rank, nz), "qu": (nz,),
+                "sd": (lay.n_state,), "hs": (lay.n_state,), "js": (lay.n_state,),
+                "dw": (lay.n_params,), "c": (), "thd": (0,)}
 
     def rendered(self, mb):
         if self.groups is None:
