@@ -331,11 +331,15 @@ class Analysis:
                    for j, x in enumerate(n.args) if x == a)
 
     def _sum_of(self, node) -> int:
-        """The sum a term reaches unscaled: up through additions while it is the only use."""
+        """The sum a term reaches unscaled: up through additions while it is the only use.
+        A node read outside the step (a new state or an output) is a use the graph's
+        edges do not show: the climb stops there, or the sums above it (``v_new - 0.5``
+        after ``v_new = 0.9 v + W z``) would hide the paths into that state."""
         g = self.graph
+        external = set(self.layout.new_state) | set(self.layout.output_ids)
         while True:
             users = list(g.successors(node))
-            if len(users) != 1 or not self._adds(users[0], node) or \
+            if node in external or len(users) != 1 or not self._adds(users[0], node) or \
                     self.layout.is_view(users[0]):
                 return node
             node = users[0]

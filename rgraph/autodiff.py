@@ -63,7 +63,9 @@ class TangentSpec:
     inject: op nodes whose tangent is exactly the caller's rows, whatever their operands'
     tangents (the inputs z of the downstream map of a projection cut); with
     ``identity`` it is the identity instead, known symbolically (the z nodes take
-    consecutive columns in the order given: KF-RTRL's D_t = ∂s_t/∂z_t).
+    consecutive columns in the order given: KF-RTRL's D_t = ∂s_t/∂z_t), *plus* what the
+    other injections push into it: a z that another z feeds (nested sums) gets the
+    total derivative, ∂s_t/∂z_1 through z_2 included.
     targets: nodes whose tangents the caller reads (None: the new states).
     matrix: K tangent columns instead of one.
     """
@@ -89,6 +91,9 @@ class CotangentSpec:
     overwrite: bool = False
     skip: frozenset = frozenset()   # parameters whose cotangents are not formed (the
     #                                 caller reads those of the products they enter)
+    stop: frozenset = frozenset()   # op nodes whose cotangents are formed in vb but not
+    #                                 pulled back further: the partial derivative with
+    #                                 them held fixed (SnAp's and e-prop's ∂l_t/∂s_t)
 
     def __post_init__(self):
         unknown = set(self.wrt) - {"params", "state", "input"}
@@ -170,6 +175,10 @@ def jvp(lay: Layout, sched: tuple[Block, ...], name: str, spec: TangentSpec) -> 
         inject_cols[z] = col
         col += lay.nodes[z].size
     inject = set(spec.inject)
+    # identity injections another injection feeds: their identity is written out and
+    # the tangents arriving from the others are added to it
+    fed = {z for z in inject if z in lay.live_from(inject - {z})} if spec.identity \
+        else set()
     if (spec.params is ParamTangents.IDENTITY or spec.identity) and not spec.matrix:
         raise GraphError("an identity tangent needs matrix tangents")
     rec = set(lay.rec_ids)
@@ -204,11 +213,12 @@ def jvp(lay: Layout, sched: tuple[Block, ...], name: str, spec: TangentSpec) -> 
             return K.Basis(inject_cols[b] + lay.loc[a].off - lay.loc[b].off, n.size)
         return lay.ref(a, "vd")
 
-    if spec.identity:     # an identity read by a structural op is written out
-        for z in spec.inject:
+    if spec.identity:     # an identity read by a structural op, or itself (or a view
+        for z in spec.inject:     # of it) a target the caller reads, is written out
             readers = [c for v in _views_of(lay, z) for c in lay.g.successors(v)
                        if c in act and not lay.is_view(c)]
-            if any(not isinstance(lay.nodes[c].op, ops.Elementwise) for c in readers):
+            if any(not isinstance(lay.nodes[c].op, ops.Elementwise) for c in readers) or \
+                    any(lay.base(t) == z for t in targets) or z in fed:
                 materialized.add(z)
                 k.body.append(K.Comment(f"{lay.nodes[z].name}_dot = the identity"))
                 k.body.append(K.Identity(lay.ref(z, "vd"), inject_cols[z]))
@@ -222,19 +232,22 @@ def jvp(lay: Layout, sched: tuple[Block, ...], name: str, spec: TangentSpec) -> 
         if not any(m in act for m in block.nodes):
             continue
         if block.fused:
-            st = _ew_jvp(lay, block.nodes, act, dot, inject, set(targets), only_nd)
+            st = _ew_jvp(lay, block.nodes, act, dot, inject, set(targets), only_nd, fed)
             if st is not None:
                 k.body.append(st)
             continue
         n = lay.nodes[block.key]
-        if n.id in inject:
+        if n.id in inject and n.id not in fed:
             continue       # an injection keeps its prefilled rows
         out = lay.ref(n.id, "vd")
         # the last operand first: a product's W a' assigns, then W' a adds (a ParamTangent
         # that assigned would clear its output first)
         parts = [st for j, a in reversed(list(enumerate(n.args))) if dot(a) is not ZERO
                  for st in n.op.jvp(j, out, [lay.ref(a) for a in n.args], dot(a))]
-        if parts:
+        if parts and n.id in fed:       # added to its identity
+            k.body.append(_comment(lay, n.id, "tangent (added to the identity) of "))
+            k.body.extend(replace(st, acc=True) for st in parts)
+        elif parts:
             k.body.append(_comment(lay, n.id, "tangent of "))
             k.body.extend(_sum_into(out, parts))
     for st in lay.states:    # new states that do not own their storage: copy to nd
@@ -316,7 +329,7 @@ def _partial(n, j, val, partials):
     return p
 
 
-def _ew_jvp(lay, allm, act, dot, inject, targets, only_nd):
+def _ew_jvp(lay, allm, act, dot, inject, targets, only_nd, fed=frozenset()):
     mem = [m for m in allm if m in act]
     region = set(allm)
     val = _Values(lay)
@@ -334,10 +347,12 @@ def _ew_jvp(lay, allm, act, dot, inject, targets, only_nd):
 
     for m in mem:
         n = lay.nodes[m]
-        if m in inject:     # its tangent is what the caller put in (or the identity)
-            tangent_of(m)
-            continue
         terms = []
+        if m in inject:     # its tangent is what the caller put in (or the identity)
+            own = tangent_of(m)
+            if m not in fed:
+                continue
+            terms.append(own)   # plus what the other injections push into it
         for j, a in enumerate(n.args):
             d = dsym.get(a) if a in region else tangent_of(a)
             if d is not None:
@@ -367,7 +382,8 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
         src |= set(lay.state_ids)
     if "input" in spec.wrt:
         src |= {x.id for x in lay.inputs}
-    act = lay.live_from(src) & lay.needed_for(spec.seeds)
+    stop = set(spec.stop)
+    act = lay.live_from(src | stop, stop) & lay.needed_for(spec.seeds, stop)
     wrt = [w for w in ("params", "state", "input") if w in spec.wrt]
     k = K.Kernel(name, ("th", "v", "vb", "thb"),
                  f"Cotangents of {wrt} from those of {lay.names(spec.seeds)}: vb holds the "
@@ -384,11 +400,13 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
         if not any(m in act for m in block.nodes):
             continue
         if block.fused:
-            st = _ew_vjp(lay, block.nodes, act, bar, set(spec.seeds))
+            st = _ew_vjp(lay, block.nodes, act, bar, set(spec.seeds), stop)
             if st is not None:
                 k.body.append(st)
             continue
         n = lay.nodes[block.key]
+        if n.id in stop:
+            continue       # its cotangent stays in vb, held fixed
         args = [lay.ref(a) for a in n.args]
         out_bar = lay.ref(n.id, "vb")
         parts = [st.transpose() for j, a in enumerate(n.args) if bar(a) is not ZERO
@@ -431,7 +449,7 @@ def _overwrite_params(lay, body, skip=frozenset()):
     return missing + out
 
 
-def _ew_vjp(lay, allm, act, bar, seeds):
+def _ew_vjp(lay, allm, act, bar, seeds, stop=frozenset()):
     mem = [m for m in allm if m in act]
     region = set(allm)
     val = _Values(lay)
@@ -450,6 +468,9 @@ def _ew_vjp(lay, allm, act, bar, seeds):
         b = _dummy(f"{n.name}_bar")
         body.append((b, sp.Add(*contrib[m])))
         notes.append((b, _describe(lay, m)))
+        if m in stop:       # held fixed: its cotangent is stored, not pulled back
+            stores.append((lay.ref(m, "vb"), b, False))
+            continue
         for j, a in enumerate(n.args):
             if a in region:
                 if a not in act:

@@ -500,6 +500,11 @@ class Cell:
         if new_value.node.shape != state.node.shape:
             raise ShapeError(f"update of state '{state.name}' {state.node.shape} with node "
                              f"'{new_value.name}' {new_value.node.shape}: shapes differ")
+        if new_value.node.kind == "param":
+            raise GraphError(f"update of state '{state.name}': its new value is the parameter "
+                             f"'{new_value.name}' itself; a parameter is read by the step, "
+                             f"not carried as a state: use it in an expression (e.g. "
+                             f"1.0 * {new_value.name}) or make '{state.name}' a parameter")
         if new_value.node.id in self._auto:
             auto = f"{state.name}_new"
             if auto not in self._names:
@@ -515,6 +520,10 @@ class Cell:
             raise GraphError(f"output {name!r} must be a value of cell '{self.name}'")
         if len(value.node.shape) != 1:
             raise ShapeError(f"output {name!r} has shape {value.node.shape}; outputs are vectors")
+        if value.node.kind == "param":
+            raise GraphError(f"output {name!r} is the parameter '{value.name}' itself; an "
+                             f"output is computed by the step: use it in an expression "
+                             f"(e.g. 1.0 * {value.name})")
         if value.node.id in self._auto and name not in self._names:
             self.name_node(value, name)
         self.outputs[name] = value.node.id

@@ -178,15 +178,21 @@ class Layout:
         return r.in_buf("vd", role=role)
 
     # ------------------------------------------------------------- reachability
-    def live_from(self, sources) -> set:
-        """Nodes reachable from ``sources`` (inclusive)."""
+    def live_from(self, sources, stop=()) -> set:
+        """Nodes reachable from ``sources`` (inclusive); with ``stop``, along paths that
+        do not pass through a node of ``stop`` (they may end at one)."""
+        if stop:
+            return _reach(self.g.successors, sources, set(stop))
         live = set()
         for s in sources:
             live |= nx.descendants(self.g, s) | {s}
         return live
 
-    def needed_for(self, targets) -> set:
-        """Nodes that ``targets`` depend on (inclusive)."""
+    def needed_for(self, targets, stop=()) -> set:
+        """Nodes that ``targets`` depend on (inclusive); with ``stop``, along paths that
+        do not pass through a node of ``stop`` (they may start at one)."""
+        if stop:
+            return _reach(self.g.predecessors, targets, set(stop))
         need = set()
         for t in targets:
             need |= nx.ancestors(self.g, t) | {t}
@@ -200,6 +206,21 @@ class Layout:
 
     def names(self, ids) -> list[str]:
         return [self.nodes[i].name for i in ids]
+
+
+def _reach(step, sources, stop) -> set:
+    """The nodes reached from ``sources`` by ``step`` (successors or predecessors),
+    never stepping on from a node of ``stop`` that is not itself a source."""
+    seen, todo = set(sources), list(sources)
+    while todo:
+        a = todo.pop()
+        if a in stop and a not in sources:
+            continue
+        for b in step(a):
+            if b not in seen:
+                seen.add(b)
+                todo.append(b)
+    return seen
 
 
 def _block(buf, off, node) -> K.Ref:

@@ -41,9 +41,9 @@ def _product(a, b):
 
 def patterns(lay: Layout, sources, targets, cut=()):
     """The structural pattern of ∂targets/∂sources (boolean CSR, rows the targets'
-    entries stacked, columns the sources'). A source that is an op node starts from
-    the identity, whatever its operands (an injection); ``cut`` lists product nodes
-    whose input operand is ignored."""
+    entries stacked, columns the sources'): total derivatives, so a source that is an
+    op node is the identity plus what the other sources push into it (nested sums);
+    ``cut`` lists product nodes whose input operand is ignored."""
     offs, ncol = {}, 0
     for src in sources:
         offs[src] = ncol
@@ -57,9 +57,9 @@ def patterns(lay: Layout, sources, targets, cut=()):
     cut = set(cut)
     for nid in lay.topo:
         n = lay.nodes[nid]
-        if n.kind != "op" or nid in pat:
+        if n.kind != "op":
             continue
-        acc = None
+        acc = pat.get(nid)
         shapes = [lay.nodes[a].shape for a in n.args]
         for j, a in enumerate(n.args):
             if pat.get(a) is None or (nid in cut and j == 1):

@@ -66,10 +66,11 @@ class EstimatorSpec:
         k.args = args
         return k
 
-    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False, skip=()):
+    def vjp(self, name, seeds, wrt=("params", "state"), overwrite=False, skip=(),
+            stop=()):
         return autodiff.vjp(self.lay, self.sched, name,
                             CotangentSpec(tuple(seeds), frozenset(wrt), overwrite,
-                                          frozenset(skip)))
+                                          frozenset(skip), frozenset(stop)))
 
     # -- what subclasses define
     def kernels(self) -> list:

@@ -30,8 +30,6 @@ readout's gradient stays exact.
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
-from functools import cached_property
-
 import numpy as np
 import scipy.sparse as sps
 
@@ -48,9 +46,8 @@ FEEDBACKS = ("symmetric", "random")
 # times ∂m_q/∂u_q (an elementwise parameter), or times 1 (a bias)
 MATRIX, ELEMENTWISE, BIAS = 0, 1, 2
 
-
 def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
-                vf, fnd, Ls, T, gb):
+                vf, fnd, Ls, T, gb, vs):
     """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
     if RANDOM_FEEDBACK:
         rg_zero(gb)
@@ -59,7 +56,16 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
         rg_matvec(Ls, FEEDBACK, ybar)          # learning signal B ∂l/∂y
     else:
         loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-        gather_new(vb, Ls)                     # learning signal ∂l_t/∂s_t
+        if OWN_SIGNAL:
+            # ∂l_t/∂s_t with the new states held apart (one feeds another, or the loss
+            # reads s_{t-1} past them): the loss's backprop stopped at the new states;
+            # vs[:S] keeps ∂l_t/∂s_{t-1} along the paths that bypass s_t
+            rg_zero(vs)
+            rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])
+            vjp_signal(th, v, vs, g)
+            gather_new(vs, Ls)                 # learning signal ∂l_t/∂s_t
+        else:
+            gather_new(vb, Ls)                 # learning signal ∂l_t/∂s_t
     # ∂s_t/∂z at the sums the recurrent parameters enter
     jvp_z_m(th, v, vz, DZ)
     if COMPRESSED_D:
@@ -79,10 +85,9 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
         for r in range(ELEMENTWISE_BLOCKS.shape[0] // 2):
             thd[ELEMENTWISE_BLOCKS[2 * r]:ELEMENTWISE_BLOCKS[2 * r + 1]] = 1.0
         jvp_factors(th, v, thd, vf, fnd)
-    sparse_update(J, Dm, DZ, v, vf, Ls, g, T)
+    sparse_update(J, Dm, DZ, v, vf, Ls, g, T, vs)
     gather_new(v, s)
     return loss
-
 
 def needed_D(Dm, Dc, vd, seed, DZ, th):
     """D[i, j] on the needed entries: D̂[i, j] (column j's colour of the compressed jvp)
@@ -96,14 +101,20 @@ def needed_D(Dm, Dc, vd, seed, DZ, th):
             d += DZ[i, T_Z[t]] * th[T_W[t]] * a
         Dm[i, j] = d
 
-
-def sparse_update(J, Dm, DZ, v, vf, Ls, g, T):
+def sparse_update(J, Dm, DZ, v, vf, Ls, g, T, vs):
     """Every run: T = D[R, R] J_run; the gradient; J_run = T + ∂s/∂z_q[R] ⊗ factor."""
     for run in range(NRUNS):
         r0, r1 = RUN_ROWS[run], RUN_ROWS[run + 1]
         nr = r1 - r0
         t0, k, j0 = RUN_THETA[run], RUN_K[run], RUN_J[run]
         zq, kind, f0 = RUN_Z[run], RUN_KIND[run], RUN_FACTOR[run]
+        if BYPASS:
+            # (∂l_t/∂s_{t-1} past s_t) J_{t-1}: the loss's paths that bypass the new state
+            for b in range(nr):
+                lb = vs[ROWS[r0 + b]]
+                if lb != 0.0:
+                    for c in range(k):
+                        g[t0 + c] += lb * J[j0 + b * k + c]
         # T = D[R, R] J_{t-1}[R, θ0:θ0+k], row by row (contiguous in c)
         for a in range(nr):
             ia = ROWS[r0 + a]
@@ -138,7 +149,6 @@ def sparse_update(J, Dm, DZ, v, vf, Ls, g, T):
                 for c in range(k):
                     g[t0 + c] += la * J[j0 + a * k + c]
 
-
 class SparseInfluence(EstimatorSpec):
     """J on a fixed mask (see the module docstring); subclasses choose D and the mask."""
 
@@ -162,6 +172,30 @@ class SparseInfluence(EstimatorSpec):
             lay, cut=self.products if self.cut_products else ()))
         self.runs = self._runs()
         self.plan = self._needed_D()
+        self.bypass, self.own_signal = self._signal()
+
+    def _signal(self):
+        """(bypass, own signal): whether the loss reads s_{t-1} along a path that
+        avoids the new states, and whether ∂l_t/∂s_t needs a backprop of its own (the
+        full cotangent of a new state that feeds another one, a stacked cell's lower
+        layer, counts the upper layer's path twice)."""
+        if self.feedback == "random":
+            return False, False
+        lay = self.lay
+        new = set(lay.new_state)
+        out = lay.loss_output_id
+        bypass = any(st in lay.needed_for([out], new) and st not in new
+                     for st in lay.state_ids)
+        feeds = any(a != b and a in lay.needed_for([b]) for a in new for b in new)
+        own = bypass or feeds
+        views = [lay.nodes[a].name for a in new if own and lay.is_view(a)]
+        if views:
+            raise NotApplicable(
+                f"{self.name} does not apply to cell '{lay.cell.name}': its learning "
+                f"signal ∂l_t/∂s_t holds each new state fixed, and the new state "
+                f"'{views[0]}' is a slice of another node; give it a node of its own "
+                f"(e.g. 1.0 * {views[0]}) or use rtrl, uoro or bptt")
+        return bypass, own
 
     def make_mask(self, D, I):
         raise NotImplementedError
@@ -216,11 +250,7 @@ class SparseInfluence(EstimatorSpec):
         colors = sparsity.color_columns(stacked)
         if self.cut_products:
             products = []
-        if self.nested:
-            dz = sps.hstack([sparsity.patterns(lay, [z], lay.new_state)
-                                      for z in self.sums]).tocsr()
-        else:
-            dz = sparsity.patterns(lay, self.sums, lay.new_state)
+        dz = sparsity.patterns(lay, self.sums, lay.new_state)
         zcol = self.zcol
         K_I, K_J, K_HAT, K_PTR = [], [], [], [0]
         T_Z, T_W, T_A, T_SEED = [], [], [], []
@@ -266,21 +296,16 @@ class SparseInfluence(EstimatorSpec):
         fb = "" if self.feedback == "symmetric" else ", random feedback"
         return f"{self.label}{fb}"
 
-    @cached_property
-    def nested(self) -> bool:
-        """Some sum feeds another (Cho's GRU: z_h = W_h (r * h) after z_r): an injection
-        at one would hide the other's paths, so each sum gets a jvp of its own."""
-        sums = set(self.sums)
-        return any(sums & self.lay.needed_for([z]) - {z} for z in sums)
-
     def kernels(self):
         ks = [self.D_kernel()]
-        if self.nested:
-            ks += [self.jvp(f"jvp_z_m{i}", seeds=[], inject=(z,), matrix=True,
-                            identity=True) for i, z in enumerate(self.sums)]
-        else:
-            ks.append(self.jvp("jvp_z_m", seeds=[], inject=tuple(self.sums), matrix=True,
-                               identity=True))
+        if self.own_signal:
+            ks.append(self.vjp("vjp_signal", [self.lay.loss_output_id],
+                               wrt=("state",) if self.bypass else (),
+                               stop=self.lay.new_state))
+        # ∂s_t/∂z at every sum at once: a sum that another feeds (Cho's GRU: z_h =
+        # W_h (r * h) after z_r) adds what arrives to its identity
+        ks.append(self.jvp("jvp_z_m", seeds=[], inject=tuple(self.sums), matrix=True,
+                           identity=True))
         elementwise = [t["node"] for t in self.terms if t["kind"] == ELEMENTWISE]
         if elementwise:
             ks.append(self.jvp("jvp_factors", seeds=[], params=ParamTangents.DENSE,
@@ -323,6 +348,7 @@ class SparseInfluence(EstimatorSpec):
 
     def choices(self):
         return {"RANDOM_FEEDBACK": self.feedback == "random",
+                "OWN_SIGNAL": self.own_signal, "BYPASS": self.bypass,
                 "COMPRESSED_D": self.plan is not None,
                 "ELEMENTWISE_PARAMS": any(t["kind"] == ELEMENTWISE for t in self.terms)}
 
@@ -335,10 +361,10 @@ class SparseInfluence(EstimatorSpec):
         width = max((len(r[0]) * r[2] for r in self.runs), default=1)
         cols = S if self.plan is None else max(self.plan["NCOLORS"], 1)
         return {**self.base_scratch(), "vd": (lay.n_values, cols), "Dm": (S, S),
-                "Dc": (S, cols), "seed": (S, cols), "vz": (lay.n_values, max(lay.nodes[z].size for z in self.sums)
-                                   if self.nested else self.nz), "DZ": (S, self.nz),
+                "Dc": (S, cols), "seed": (S, cols), "vz": (lay.n_values, self.nz),
+                "DZ": (S, self.nz),
                 "thd": (lay.n_rec,), "vf": (lay.n_values,), "fnd": (S,), "Ls": (S,),
-                "T": (width,), "gb": (lay.n_params,)}
+                "T": (width,), "gb": (lay.n_params,), "vs": (lay.n_values,)}
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
@@ -348,19 +374,6 @@ class SparseInfluence(EstimatorSpec):
 
     def rendered(self, mb):
         out = {}
-        if self.nested:       # ∂s_t/∂z one sum at a time, into its columns of DZ
-            local = mb.namer.child()
-            th, v, vz, DZ = (local.claim(x) for x in ("th", "v", "vz", "DZ"))
-            lines = [f"def jvp_z_m({th}, {v}, {vz}, {DZ}):",
-                     '    """∂s_t/∂z for every sum, one jvp per sum (the sums are '
-                     'nested)."""']
-            col = 0
-            for i, z in enumerate(self.sums):
-                n = self.lay.nodes[z].size
-                lines.append(f"    {mb.g(f'jvp_z_m{i}')}({th}, {v}, {vz}[:, 0:{n}], "
-                             f"{DZ}[:, {col}:{col + n}])   # {self.lay.nodes[z].name}")
-                col += n
-            out["jvp_z_m"] = "\n".join(lines) + "\n"
         if self.feedback == "random":
             np_, math_ = mb.g("np"), mb.g("math")
             S, nout = self.lay.n_state, self.nout
@@ -370,7 +383,6 @@ class SparseInfluence(EstimatorSpec):
                                f"{self.feedback_seed}).standard_normal(({S}, {nout})) / "
                                f"{math_}.sqrt({nout})).astype({mb.g('DT')})\n")
         return out
-
 
 class SnAp(SparseInfluence):
     name = "snap"
@@ -386,7 +398,6 @@ class SnAp(SparseInfluence):
     def label(self) -> str:
         return f"snap-{self.level}"
 
-
 class EProp(SparseInfluence):
     name = "e-prop"
     cut_products = True
@@ -394,10 +405,8 @@ class EProp(SparseInfluence):
     def make_mask(self, D, I):
         return sparsity.closure(D, I)
 
-
 class RFLO(EProp):
     name = "rflo"
-
 
 def entry_terms(lay, analysis, who) -> list[dict]:
     """How each recurrent parameter enters the step, for the sparse estimators: one dict
