@@ -455,11 +455,13 @@ def _ew_vjp(lay, allm, act, bar, seeds, stop=frozenset()):
     val = _Values(lay)
     loads, partials, body, stores, notes = [], [], [], [], []
     contrib: dict[int, list] = {}
+    loaded = set()
     for m in mem:   # cotangent arriving from outside the region (or a seed)
         if m in seeds or _consumers_outside(lay, m, region, act):
             s = _dummy(f"{lay.nodes[m].name}_bar")
             loads.append((s, lay.ref(m, "vb")))
             contrib[m] = [s]
+            loaded.add(m)
     ext_order = []
     for m in reversed(mem):
         n = lay.nodes[m]
@@ -468,8 +470,9 @@ def _ew_vjp(lay, allm, act, bar, seeds, stop=frozenset()):
         b = _dummy(f"{n.name}_bar")
         body.append((b, sp.Add(*contrib[m])))
         notes.append((b, _describe(lay, m)))
-        if m in stop:       # held fixed: its cotangent is stored, not pulled back
-            stores.append((lay.ref(m, "vb"), b, False))
+        if m in stop:       # held fixed: its cotangent is stored (unless it is just
+            if len(contrib[m]) > 1 or m not in loaded:     # what vb holds), not pulled
+                stores.append((lay.ref(m, "vb"), b, False))  # back
             continue
         for j, a in enumerate(n.args):
             if a in region:

@@ -39,6 +39,9 @@ def z_scores(est, p, xs, ys, exact, n=N_SEEDS, seed0=0):
         stats.append(dirs @ flat(g))
     stats = np.array(stats)
     se = stats.std(0, ddof=1) / np.sqrt(n)
+    # an estimator with no variance on a cell (no recurrence to estimate) is exact: its
+    # error is round-off, measured against a floor rather than a zero standard error
+    se = np.maximum(se, 1e-11 * (np.abs(dirs @ g0) + 1.0))
     return np.abs(stats.mean(0) - dirs @ g0) / se
 
 

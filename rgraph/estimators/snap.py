@@ -47,7 +47,7 @@ FEEDBACKS = ("symmetric", "random")
 MATRIX, ELEMENTWISE, BIAS = 0, 1, 2
 
 def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
-                vf, fnd, Ls, T, gb, vs):
+                vf, Ls, T, gb, vs):
     """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
     if RANDOM_FEEDBACK:
         rg_zero(gb)
@@ -81,10 +81,11 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
             seed[i, i] = 1.0
         jvp_D(th, v, seed, vd, Dm)
     if ELEMENTWISE_PARAMS:
-        # ∂m/∂u of the elementwise parameters: a jvp with their tangent set to one
+        # ∂m/∂u of the elementwise parameters: a jvp with their tangent set to one (a
+        # node m that is a new state keeps its tangent in the new-state part, vf[NV:])
         for r in range(ELEMENTWISE_BLOCKS.shape[0] // 2):
             thd[ELEMENTWISE_BLOCKS[2 * r]:ELEMENTWISE_BLOCKS[2 * r + 1]] = 1.0
-        jvp_factors(th, v, thd, vf, fnd)
+        jvp_factors(th, v, thd, vf[0:NV], vf[NV:NV + S])
     sparse_update(J, Dm, DZ, v, vf, Ls, g, T, vs)
     gather_new(v, s)
     return loss
@@ -168,8 +169,13 @@ class SparseInfluence(EstimatorSpec):
         self.terms = entry_terms(lay, analysis, self.name)
         self.sums = sorted({t["sum"] for t in self.terms}, key=lay.pos.get)
         self.products = [t["node"] for t in self.terms if t["kind"] == MATRIX]
-        self.mask = self.make_mask(*sparsity.step_patterns(
-            lay, cut=self.products if self.cut_products else ()))
+        # e-prop's D̂ drops the paths through the recurrent products; its I_t is exact,
+        # those paths within the step included (a lower layer's weight reaching the
+        # layer above through the product that reads its new value)
+        D, I = sparsity.step_patterns(lay)
+        if self.cut_products:
+            D = sparsity.step_patterns(lay, cut=self.products)[0]
+        self.mask = self.make_mask(D, I)
         self.runs = self._runs()
         self.plan = self._needed_D()
         self.bypass, self.own_signal = self._signal()
@@ -222,12 +228,18 @@ class SparseInfluence(EstimatorSpec):
                     assert np.array_equal(np.sort(other), np.sort(rows))
                 rows = np.sort(rows)
                 factor = {MATRIX: lay.loc[t.get("input", -1)].off if t["kind"] == MATRIX
-                          else 0, ELEMENTWISE: lay.loc[t["node"]].off + q, BIAS: 0}
+                          else 0, ELEMENTWISE: self._factor(t["node"]) + q, BIAS: 0}
                 runs.append((rows, t0, k, joff, zcol[t["sum"]] + q, t["kind"],
                              factor[t["kind"]]))
                 joff += len(rows) * k
         self.nj = joff
         return runs
+
+    def _factor(self, node) -> int:
+        """Where ``jvp_factors`` leaves an elementwise node's tangent in vf: its rows of
+        the values' tangents, or (a new state's) of the new state's, after them."""
+        ref = self.lay.ref(node, "vd")
+        return ref.off if ref.buf == "vd" else self.lay.n_values + ref.off
 
     def _needed_D(self):
         """The tables of ``needed_D`` (None: D_t is cheaper whole). D = D̂ + Σ_z ∂s/∂z ·
@@ -363,7 +375,7 @@ class SparseInfluence(EstimatorSpec):
         return {**self.base_scratch(), "vd": (lay.n_values, cols), "Dm": (S, S),
                 "Dc": (S, cols), "seed": (S, cols), "vz": (lay.n_values, self.nz),
                 "DZ": (S, self.nz),
-                "thd": (lay.n_rec,), "vf": (lay.n_values,), "fnd": (S,), "Ls": (S,),
+                "thd": (lay.n_rec,), "vf": (lay.n_values + S,), "Ls": (S,),
                 "T": (width,), "gb": (lay.n_params,), "vs": (lay.n_values,)}
 
     def templates(self):
