@@ -223,10 +223,23 @@ def feedforward_into_recurrent():
     return c
 
 
+def readout_through_a_function():
+    """A linear new state read by the readout through tanh: the loss's backprop kept
+    its cotangent inside a fused loop, and SnAp's learning signal read zero there."""
+    c = rg.Cell("tanh_readout")
+    x = c.input("x", 2)
+    h = c.state("h", 3)
+    h_new = c.param("W", (3, 2)) @ x + c.param("U", (3, 3)) @ h
+    c.update(h, h_new)
+    c.output("y", c.param("V", (2, 3)) @ rg.tanh(h_new))
+    return c
+
+
 REGRESSIONS = {"leaky2": leaky2, "leaky2_reset": lambda: leaky2(True),
                "two_layer": two_layer, "bypass": readout_past_the_state,
                "elementwise_state": elementwise_state,
-               "ff_into_rec": feedforward_into_recurrent}
+               "ff_into_rec": feedforward_into_recurrent,
+               "tanh_readout": readout_through_a_function}
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))

@@ -56,16 +56,13 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
         rg_matvec(Ls, FEEDBACK, ybar)          # learning signal B ∂l/∂y
     else:
         loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-        if OWN_SIGNAL:
-            # ∂l_t/∂s_t with the new states held apart (one feeds another, or the loss
-            # reads s_{t-1} past them): the loss's backprop stopped at the new states;
-            # vs[:S] keeps ∂l_t/∂s_{t-1} along the paths that bypass s_t
-            rg_zero(vs)
-            rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])
-            vjp_signal(th, v, vs, g)
-            gather_new(vs, Ls)                 # learning signal ∂l_t/∂s_t
-        else:
-            gather_new(vb, Ls)                 # learning signal ∂l_t/∂s_t
+        # learning signal ∂l_t/∂s_t, the new states held apart: the loss's backprop
+        # stopped at the new states (vs[:S] keeps ∂l_t/∂s_{t-1} along the paths that
+        # bypass s_t)
+        rg_zero(vs)
+        rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])
+        vjp_signal(th, v, vs, g)
+        gather_new(vs, Ls)
     # ∂s_t/∂z at the sums the recurrent parameters enter
     jvp_z_m(th, v, vz, DZ)
     if COMPRESSED_D:
@@ -178,30 +175,31 @@ class SparseInfluence(EstimatorSpec):
         self.mask = self.make_mask(D, I)
         self.runs = self._runs()
         self.plan = self._needed_D()
-        self.bypass, self.own_signal = self._signal()
+        self.bypass = self._signal()
 
-    def _signal(self):
-        """(bypass, own signal): whether the loss reads s_{t-1} along a path that
-        avoids the new states, and whether ∂l_t/∂s_t needs a backprop of its own (the
-        full cotangent of a new state that feeds another one, a stacked cell's lower
-        layer, counts the upper layer's path twice)."""
+    def _signal(self) -> bool:
+        """Whether the loss reads s_{t-1} along a path that avoids the new states (with
+        symmetric feedback). The learning signal ∂l_t/∂s_t has a backprop of its own
+        (``vjp_signal``), because the loss's backprop does not hold the new states
+        apart: a new state inside a fused loop (read by ``tanh(h_new)``) keeps its
+        cotangent in a register, and one that feeds another (a stacked cell's lower
+        layer) would count the upper layer's path twice."""
         if self.feedback == "random":
-            return False, False
+            return False
         lay = self.lay
         new = set(lay.new_state)
         out = lay.loss_output_id
         bypass = any(st in lay.needed_for([out], new) and st not in new
                      for st in lay.state_ids)
         feeds = any(a != b and a in lay.needed_for([b]) for a in new for b in new)
-        own = bypass or feeds
-        views = [lay.nodes[a].name for a in new if own and lay.is_view(a)]
-        if views:
+        views = [lay.nodes[a].name for a in new if lay.is_view(a)]
+        if views and (bypass or feeds):
             raise NotApplicable(
                 f"{self.name} does not apply to cell '{lay.cell.name}': its learning "
                 f"signal ∂l_t/∂s_t holds each new state fixed, and the new state "
                 f"'{views[0]}' is a slice of another node; give it a node of its own "
                 f"(e.g. 1.0 * {views[0]}) or use rtrl, uoro or bptt")
-        return bypass, own
+        return bypass
 
     def make_mask(self, D, I):
         raise NotImplementedError
@@ -310,7 +308,7 @@ class SparseInfluence(EstimatorSpec):
 
     def kernels(self):
         ks = [self.D_kernel()]
-        if self.own_signal:
+        if self.feedback == "symmetric":
             ks.append(self.vjp("vjp_signal", [self.lay.loss_output_id],
                                wrt=("state",) if self.bypass else (),
                                stop=self.lay.new_state))
@@ -360,7 +358,7 @@ class SparseInfluence(EstimatorSpec):
 
     def choices(self):
         return {"RANDOM_FEEDBACK": self.feedback == "random",
-                "OWN_SIGNAL": self.own_signal, "BYPASS": self.bypass,
+                "BYPASS": self.bypass,
                 "COMPRESSED_D": self.plan is not None,
                 "ELEMENTWISE_PARAMS": any(t["kind"] == ELEMENTWISE for t in self.terms)}
 
