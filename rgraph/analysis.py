@@ -47,6 +47,30 @@ class ProjectionSpace:
                 f"~{self.cost.get('flops', 0):,} flop/step)")
 
 
+ENTRY_KINDS = ("matrix", "bias", "elementwise", "other")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One use of a recurrent parameter in the step (an edge from it to a node).
+
+    kind: ``"matrix"``, the matrix of a product ``W @ a`` (``input`` is a);
+    ``"bias"``, added elementwise and unscaled (∂node/∂θ = I); ``"elementwise"``, an
+    elementwise operand of the node's size otherwise (IndRNN's ``u * h``, a gain);
+    ``"other"``, anything else (a slice of it, a broadcast, the input of a product).
+    ``sum``: the sum the node reaches unscaled (``Analysis._sum_of``), None for
+    "other". Every question of how parameters enter (the Kronecker verdict, UORO's
+    one pass, SnAp's and e-prop's run tables) is a query on these records."""
+
+    param: str
+    param_id: int
+    kind: str
+    node: int
+    input: str | None = None
+    input_id: int | None = None
+    sum: int | None = None
+
+
 @dataclass(frozen=True)
 class Term:
     """One way a recurrent parameter enters the step: the matrix of ``W @ a`` (``input``
@@ -98,6 +122,16 @@ class KroneckerVerdict:
     def input(self) -> str | None:
         """â when there is one group (the common case), else None."""
         return self.groups[0].input if len(self.groups) == 1 else None
+
+    @property
+    def z_ids(self) -> list:
+        """Every group's sums, in order: the columns of D_t = ∂s_t/∂z."""
+        return [z for grp in self.groups for z in grp.z_ids]
+
+    @property
+    def nz(self) -> int:
+        """The number of columns of D_t."""
+        return sum(grp.dim_z for grp in self.groups)
 
     @property
     def is_sum(self) -> bool:
@@ -293,33 +327,69 @@ class Analysis:
 
     # ------------------------------------------------------- affine preactivations
     @cached_property
+    def entries(self) -> tuple[Entry, ...]:
+        """One ``Entry`` per use of a recurrent parameter, parameters in layout order,
+        each one's uses in topological order."""
+        g, nodes, lay = self.graph, self.cell.nodes, self.layout
+        out = []
+        for p in self._rec_ids():
+            for c in sorted(g.successors(p), key=lay.pos.get):
+                n = nodes[c]
+                name = nodes[p].name
+                if isinstance(n.op, ops.MatMul) and n.args[0] == p:
+                    a = n.args[1]
+                    out.append(Entry(name, p, "matrix", c, nodes[a].name, a,
+                                     self._sum_of(c)))
+                elif isinstance(n.op, ops.Elementwise) and n.shape == nodes[p].shape \
+                        and not lay.is_view(c):
+                    kind = "bias" if self._adds(c, p) else "elementwise"
+                    out.append(Entry(name, p, kind, c, sum=self._sum_of(c)))
+                else:
+                    out.append(Entry(name, p, "other", c))
+        return tuple(out)
+
+    def entries_of(self, param) -> list[Entry]:
+        """The uses of one recurrent parameter (by node id or name)."""
+        return [e for e in self.entries if param in (e.param_id, e.param)]
+
+    @cached_property
+    def one_term_each(self) -> tuple | None:
+        """The Kronecker groups, if every recurrent parameter enters exactly one term (a
+        product's matrix or a bias of one sum) and the terms' inputs are free of θ
+        within the step: then uᵀ J^z_θ is Σ_terms ν_q ⊗ â and UORO visits each block
+        once. None otherwise (weight sharing, or no such structure)."""
+        if not self.kronecker.ok:
+            return None
+        if any(len(self.entries_of(p)) != 1 for p in self._rec_ids()):
+            return None
+        return self.kronecker.groups
+
+    @cached_property
     def terms(self) -> tuple[list, KroneckerVerdict | None]:
         """(the terms of every recurrent parameter, or a refusal naming the first that
         enters otherwise: elementwise but not as an added bias, or through a structural
         op other than a product's matrix)."""
-        g, nodes = self.graph, self.cell.nodes
+        nodes = self.cell.nodes
         out = []
-        for p in self._rec_ids():
-            for c in sorted(g.successors(p), key=self.layout.pos.get):
-                n = nodes[c]
-                if isinstance(n.op, ops.MatMul) and n.args[0] == p:
-                    out.append(Term(nodes[p].name, p, c, nodes[n.args[1]].name, n.args[1],
-                                    self._sum_of(c)))
-                elif self._adds(c, p):
-                    out.append(Term(nodes[p].name, p, p, None, None, self._sum_of(c)))
-                else:
-                    why = (f"enters elementwise at node '{n.name}' ({self.cell.describe(n)}) "
-                           f"other than as a bias added to a preactivation"
-                           if isinstance(n.op, ops.Elementwise) else
-                           f"enters through {type(n.op).__name__.lower()} at node "
-                           f"'{n.name}' ({self.cell.describe(n)})")
-                    return out, KroneckerVerdict(
-                        False,
-                        f"parameter '{nodes[p].name}' {why}; KF-RTRL needs every recurrent "
-                        f"parameter as the matrix of a product W @ a or as a bias added to "
-                        f"one. Use an estimator that needs no Kronecker structure: uoro, "
-                        f"projected-uoro, snap-1, e-prop, dodge or rtrl",
-                        offending=n.name, path=(nodes[p].name, n.name))
+        for e in self.entries:
+            p, c, n = e.param_id, e.node, nodes[e.node]
+            if e.kind == "matrix":
+                out.append(Term(e.param, p, c, e.input, e.input_id, e.sum))
+            elif e.kind == "bias":
+                out.append(Term(e.param, p, p, None, None, e.sum))
+            else:
+                why = (f"enters elementwise at node '{n.name}' ({self.cell.describe(n)}) "
+                       f"other than as a bias added to a preactivation"
+                       if isinstance(n.op, ops.Elementwise) else
+                       f"enters through {type(n.op).__name__.lower()} at node "
+                       f"'{n.name}' ({self.cell.describe(n)})")
+                return out, KroneckerVerdict(
+                    False,
+                    f"parameter '{nodes[p].name}' {why}; KF-RTRL needs every recurrent "
+                    f"parameter as the matrix of a product W @ a or as a bias added to "
+                    f"one. Use an estimator that needs no Kronecker structure: uoro, "
+                    f"projected-uoro, snap-1, e-prop, dodge or rtrl",
+                    offending=n.name, path=(nodes[p].name, n.name))
         return out, None
 
     def _adds(self, c, a) -> bool:

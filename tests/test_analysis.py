@@ -82,3 +82,37 @@ def test_readout_and_recurrent_split():
     an = rg.analyze(rg.cells.tanh_rnn(3, 4, 2))
     assert an.recurrent == ["W"] and an.readout == ["V", "b"]
     assert an.graph.number_of_nodes() == len(an.cell.nodes)
+
+
+def test_entries_one_record_per_use_of_a_recurrent_parameter():
+    """rg.analyze(cell).entries: each use of a recurrent parameter with its kind, node,
+    product input and sum; the Kronecker terms, UORO's one-pass condition and the
+    sparse families' tables are queries on it."""
+    c = rg.Cell("entries")
+    x = c.input("x", 2)
+    h, m = c.state("h", 3), c.state("m", 3)
+    W, b, u, P = (c.param("W", (3, 2)), c.param("b", (3,)), c.param("u", (3,)),
+                  c.param("P", (3,)))
+    h_new = rg.tanh(W @ x + b + u * h)
+    m_new = rg.concat(P, h)[0:3] + W @ x * 0.5       # P through a concat; W again
+    c.update(h, h_new)
+    c.update(m, m_new)
+    c.output("y", c.param("V", (2, 3)) @ h_new)
+    an = rg.analyze(c)
+    kinds = {(e.param, e.kind) for e in an.entries}
+    assert kinds == {("W", "matrix"), ("b", "bias"), ("u", "elementwise"), ("P", "other")}
+    uses_W = an.entries_of("W")
+    assert len(uses_W) == 2 and all(e.input == "x" for e in uses_W)
+    sums = {c.nodes[e.sum].name for e in an.entries if e.param == "b"}
+    assert len(sums) == 1 and all(e.sum is None for e in an.entries_of("P"))
+    assert not an.kronecker.ok and "'u'" in an.kronecker.reason
+    assert an.one_term_each is None
+    with pytest.raises(rg.NotApplicable, match="parameter 'W' is used by 2 nodes"):
+        rg.compile(c, "snap-1", backend="numpy")
+
+
+def test_one_term_each_on_a_framework_cell():
+    an = rg.analyze(rg.cells.tanh_rnn(3, 4, 3, form="pytorch"))
+    assert sorted(e.kind for e in an.entries) == ["bias", "bias", "matrix", "matrix"]
+    assert an.one_term_each == an.kronecker.groups
+    assert an.kronecker.z_ids == [z for g in an.kronecker.groups for z in g.z_ids]

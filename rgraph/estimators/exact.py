@@ -18,7 +18,7 @@ from ..codegen import Template, index
 from ..sparsity import association, patterns
 from . import common, hprod
 from .base import EstimatorSpec, positive_int
-from .kfrtrl import kron_pieces
+from .kron import kron_pieces
 
 
 # ------------------------------------------------------------------------ RTRL
@@ -70,8 +70,7 @@ class RTRL(EstimatorSpec):
         self.explicit = bool(k.ok and self.assoc.explicit and lay.n_rec)
         if self.explicit:
             self.groups = k.groups
-            self.z_ids = [z for grp in self.groups for z in grp.z_ids]
-            self.nz = sum(grp.dim_z for grp in self.groups)
+            self.z_ids, self.nz = k.z_ids, k.nz
 
     def kernels(self):
         if not self.explicit:

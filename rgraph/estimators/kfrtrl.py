@@ -21,6 +21,7 @@ from ..errors import NotApplicable
 from ..sparsity import association
 from . import common, hprod
 from .base import EstimatorSpec
+from .kron import kron_pieces
 
 
 def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA):
@@ -67,8 +68,7 @@ class KFRTRL(EstimatorSpec):
             raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
                                 f"{k.reason}")
         self.groups = k.groups
-        self.z_ids = [z for grp in self.groups for z in grp.z_ids]
-        self.nz = sum(grp.dim_z for grp in self.groups)
+        self.z_ids, self.nz = k.z_ids, k.nz
         self.na = sum(grp.dim_input for grp in self.groups)
         self.assoc = association(lay, self.nz)      # how H_t A_{t-1} is formed
 
@@ -173,29 +173,6 @@ class KFRTRL(EstimatorSpec):
                     f"{s2} / {p2} * {D}[{i}, {c}]"]
         return {"kron_gradient": "\n".join(grad) + "\n", "kron_update": "\n".join(upd) + "\n",
                 **hprod.rendered(mb, lay, self.assoc)}
-
-
-def kron_pieces(lay, groups, mb):
-    """Per input group: its columns of A (c0, c1), its offset in u, its sums with their
-    columns, and â's pieces as (array, first index, length, u offset) (a bias's piece is
-    the constant 1: array None)."""
-    col = uoff = 0
-    for grp in groups:
-        c0, sums = col, []
-        for q, ts in zip(grp.z_ids, grp.terms, strict=True):
-            sums.append((lay.nodes[q], col, ts))
-            col += lay.nodes[q].shape[0]
-        pieces, off = {}, uoff
-        for a in grp.inputs:
-            r = lay.loc[a]
-            arr, at = (mb.user_name(r.anchor), r.delta) if r.buf == "const" else \
-                ("v", index(mb.offset(r.anchor, r.aoff), r.delta))
-            pieces[a] = (arr, at, r.n, off)
-            off += r.n
-        if grp.bias:
-            pieces[None] = (None, None, 1, off)
-        yield grp, c0, col, sums, pieces
-        uoff += grp.dim_input
 
 
 def _term(t) -> str:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sps
 
-from .. import ops, sparsity
+from .. import sparsity
 from ..autodiff import ParamTangents
 from ..codegen import Template
 from ..errors import NotApplicable
@@ -44,7 +44,7 @@ from .base import EstimatorSpec, positive_int
 FEEDBACKS = ("symmetric", "random")
 # how a run's immediate Jacobian is formed: ∂s/∂z_q times a_c (a product's input),
 # times ∂m_q/∂u_q (an elementwise parameter), or times 1 (a bias)
-MATRIX, ELEMENTWISE, BIAS = 0, 1, 2
+RUN_KINDS = {"matrix": 0, "elementwise": 1, "bias": 2}
 
 def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
                 vf, Ls, T, gb, vs):
@@ -164,8 +164,8 @@ class SparseInfluence(EstimatorSpec):
             raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
                                 f"{NO_RECURRENT}")
         self.terms = entry_terms(lay, analysis, self.name)
-        self.sums = sorted({t["sum"] for t in self.terms}, key=lay.pos.get)
-        self.products = [t["node"] for t in self.terms if t["kind"] == MATRIX]
+        self.sums = sorted({t.sum for t in self.terms}, key=lay.pos.get)
+        self.products = [t.node for t in self.terms if t.kind == "matrix"]
         # e-prop's D̂ drops the paths through the recurrent products; its I_t is exact,
         # those paths within the step included (a lower layer's weight reaching the
         # layer above through the product that reads its new value)
@@ -215,9 +215,9 @@ class SparseInfluence(EstimatorSpec):
         self.nz, self.zcol = col, zcol
         runs, joff = [], 0
         for t in self.terms:
-            blk = lay.block_of(t["param"])
-            m = lay.nodes[t["param"]].shape[0]
-            k = blk.size // m if t["kind"] == MATRIX else 1
+            blk = lay.block_of(t.param_id)
+            m = lay.nodes[t.param_id].shape[0]
+            k = blk.size // m if t.kind == "matrix" else 1
             for q in range(m):
                 t0 = blk.off + q * k
                 rows = mask.indices[mask.indptr[t0]:mask.indptr[t0 + 1]]
@@ -225,10 +225,11 @@ class SparseInfluence(EstimatorSpec):
                     other = mask.indices[mask.indptr[t0 + c]:mask.indptr[t0 + c + 1]]
                     assert np.array_equal(np.sort(other), np.sort(rows))
                 rows = np.sort(rows)
-                factor = {MATRIX: lay.loc[t.get("input", -1)].off if t["kind"] == MATRIX
-                          else 0, ELEMENTWISE: self._factor(t["node"]) + q, BIAS: 0}
-                runs.append((rows, t0, k, joff, zcol[t["sum"]] + q, t["kind"],
-                             factor[t["kind"]]))
+                factor = {"matrix": lambda: lay.loc[t.input_id].off,
+                          "elementwise": lambda: self._factor(t.node) + q,
+                          "bias": lambda: 0}[t.kind]()
+                runs.append((rows, t0, k, joff, zcol[t.sum] + q, RUN_KINDS[t.kind],
+                             factor))
                 joff += len(rows) * k
         self.nj = joff
         return runs
@@ -248,13 +249,13 @@ class SparseInfluence(EstimatorSpec):
         lay, S = self.lay, self.lay.n_state
         entries = sorted({(int(i), int(j)) for run in self.runs
                           for i in run[0] for j in run[0]})
-        products = [t for t in self.terms if t["kind"] == MATRIX]
+        products = [t for t in self.terms if t.kind == "matrix"]
         for t in products:
-            if lay.ref(t["input"], "vd").buf not in ("sd", "vd"):
+            if lay.ref(t.input_id, "vd").buf not in ("sd", "vd"):
                 return None
-        cut = [t["node"] for t in products]
+        cut = [t.node for t in products]
         hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tolil()
-        A = {t["node"]: sparsity.patterns(lay, lay.state_ids, [t["input"]], cut).tocsc()
+        A = {t.node: sparsity.patterns(lay, lay.state_ids, [t.input_id], cut).tocsc()
              for t in products}
         stacked = sps.vstack([hat.tocsr()] + list(A.values()))
         colors = sparsity.color_columns(stacked)
@@ -267,16 +268,16 @@ class SparseInfluence(EstimatorSpec):
         for i, j in entries:
             zs = set(dz.indices[dz.indptr[i]:dz.indptr[i + 1]].tolist())
             for t in products:
-                W = lay.block_of(t["param"])
-                m, k = lay.nodes[t["param"]].shape
-                a_rows = A[t["node"]].indices[A[t["node"]].indptr[j]:
-                                              A[t["node"]].indptr[j + 1]]
-                ref = lay.ref(t["input"], "vd")
+                W = lay.block_of(t.param_id)
+                m, k = lay.nodes[t.param_id].shape
+                a_rows = A[t.node].indices[A[t.node].indptr[j]:
+                                              A[t.node].indptr[j + 1]]
+                ref = lay.ref(t.input_id, "vd")
                 for q in range(m):
-                    if zcol[t["sum"]] + q not in zs:
+                    if zcol[t.sum] + q not in zs:
                         continue
                     for c in a_rows:
-                        T_Z.append(zcol[t["sum"]] + q)
+                        T_Z.append(zcol[t.sum] + q)
                         T_W.append(W.off + q * k + int(c))
                         T_A.append(ref.off + int(c))
                         T_SEED.append(int(ref.buf == "sd"))
@@ -316,7 +317,7 @@ class SparseInfluence(EstimatorSpec):
         # W_h (r * h) after z_r) adds what arrives to its identity
         ks.append(self.jvp("jvp_z_m", seeds=[], inject=tuple(self.sums), matrix=True,
                            identity=True))
-        elementwise = [t["node"] for t in self.terms if t["kind"] == ELEMENTWISE]
+        elementwise = [t.node for t in self.terms if t.kind == "elementwise"]
         if elementwise:
             ks.append(self.jvp("jvp_factors", seeds=[], params=ParamTangents.DENSE,
                                targets=tuple(elementwise)))
@@ -326,8 +327,8 @@ class SparseInfluence(EstimatorSpec):
         """D_t whole (e-prop: D̂_t), or D̂ and the products' inputs compressed."""
         if self.plan is not None:
             targets = list(self.lay.new_state) + [
-                t["input"] for t in self.terms if t["kind"] == MATRIX
-                and self.lay.ref(t["input"], "vd").buf == "vd"]
+                t.input_id for t in self.terms if t.kind == "matrix"
+                and self.lay.ref(t.input_id, "vd").buf == "vd"]
             return self.jvp("jvp_D", inject=tuple(self.products), matrix=True,
                             targets=tuple(dict.fromkeys(targets)))
         if self.cut_products:
@@ -337,10 +338,10 @@ class SparseInfluence(EstimatorSpec):
     def constants(self):
         rows = [r for run in self.runs for r in run[0]]
         ptr = np.cumsum([0] + [len(run[0]) for run in self.runs])
-        elementwise = [t for t in self.terms if t["kind"] == ELEMENTWISE]
+        elementwise = [t for t in self.terms if t.kind == "elementwise"]
         blocks = [x for t in elementwise for x in
-                  (self.lay.block_of(t["param"]).off,
-                   self.lay.block_of(t["param"]).off + self.lay.block_of(t["param"]).size)]
+                  (self.lay.block_of(t.param_id).off,
+                   self.lay.block_of(t.param_id).off + self.lay.block_of(t.param_id).size)]
         out = {"NRUNS": len(self.runs),
                "RUN_ROWS": np.array(ptr, dtype=np.int64),
                "ROWS": np.array(rows, dtype=np.int64),
@@ -360,7 +361,7 @@ class SparseInfluence(EstimatorSpec):
         return {"RANDOM_FEEDBACK": self.feedback == "random",
                 "BYPASS": self.bypass,
                 "COMPRESSED_D": self.plan is not None,
-                "ELEMENTWISE_PARAMS": any(t["kind"] == ELEMENTWISE for t in self.terms)}
+                "ELEMENTWISE_PARAMS": any(t.kind == "elementwise" for t in self.terms)}
 
     def state_layout(self):
         return {"J": (self.nj,)}
@@ -418,12 +419,12 @@ class EProp(SparseInfluence):
 class RFLO(EProp):
     name = "rflo"
 
-def entry_terms(lay, analysis, who) -> list[dict]:
-    """How each recurrent parameter enters the step, for the sparse estimators: one dict
-    per parameter with its kind (MATRIX, ELEMENTWISE, BIAS), the consuming node, the sum
-    it reaches unscaled and, for a matrix, the product's input. Refuses, naming the
-    node, a parameter that enters otherwise."""
-    g, nodes = lay.g, lay.nodes
+def entry_terms(lay, analysis, who) -> list:
+    """The analysis' entries of the recurrent parameters (``Analysis.entries``), one
+    per parameter, for the sparse estimators. Refuses, naming the node, a parameter
+    that enters otherwise than once, as a product's matrix, a bias or an elementwise
+    vector of its node's size."""
+    nodes = lay.nodes
     rec = set(lay.rec_ids)
     out = []
 
@@ -435,30 +436,24 @@ def entry_terms(lay, analysis, who) -> list[dict]:
 
     for p in lay.rec_ids:
         name = nodes[p].name
-        users = list(g.successors(p))
-        if len(users) != 1:
-            refuse(f"parameter '{name}' is used by {len(users)} nodes "
-                   f"({', '.join(nodes[u].name for u in users)})")
-        c = users[0]
-        n = nodes[c]
-        if isinstance(n.op, ops.MatMul) and n.args[0] == p:
-            a = n.args[1]
-            if lay.loc[a].buf != "v":
-                refuse(f"the input of the product '{n.name}' is a {nodes[a].kind}")
+        es = analysis.entries_of(p)
+        if len(es) != 1:
+            refuse(f"parameter '{name}' is used by {len(es)} nodes "
+                   f"({', '.join(nodes[e.node].name for e in es)})")
+        e = es[0]
+        n = nodes[e.node]
+        if e.kind == "matrix":
+            if lay.loc[e.input_id].buf != "v":
+                refuse(f"the input of the product '{n.name}' is a {nodes[e.input_id].kind}")
             if n.args.count(p) != 1:
                 refuse(f"parameter '{name}' is both operands of '{n.name}'")
-            out.append({"param": p, "kind": MATRIX, "node": c, "input": a,
-                        "sum": analysis._sum_of(c)})
-        elif isinstance(n.op, ops.Elementwise) and n.shape == nodes[p].shape \
-                and not lay.is_view(c):
+        elif e.kind in ("bias", "elementwise"):
             others = [a for a in n.args if a != p and a in rec]
             if others:
                 refuse(f"node '{n.name}' combines parameters '{name}' and "
                        f"'{nodes[others[0]].name}' elementwise")
-            kind = BIAS if analysis._adds(c, p) else ELEMENTWISE
-            out.append({"param": p, "kind": kind, "node": c,
-                        "sum": analysis._sum_of(c)})
         else:
             refuse(f"parameter '{name}' enters at node '{n.name}' "
                    f"({lay.cell.describe(n)})")
+        out.append(e)
     return out

@@ -30,7 +30,7 @@ from ..errors import NotApplicable
 from . import common
 from .base import EstimatorSpec, positive_int
 from .exact import segment_kernels, segment_layout
-from .kfrtrl import kron_pieces
+from .kron import kron_pieces
 
 
 def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb, thd,
@@ -259,7 +259,7 @@ class ProjectedUORO(EstimatorSpec):
             if not np.all(np.isfinite(Q0)) or np.linalg.cond(Q0) > 1e12:
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
-        self.groups = _one_term_each(analysis) if self.space.kind != "parameter" else None
+        self.groups = analysis.one_term_each if self.space.kind != "parameter" else None
         # uᵀ Q⁻¹ J^z_θ; with one term per parameter, only the biases' (the matrices' stay
         # as ν at the products): nothing at all when the cut is the products themselves
         self.vjp_z = None if self.space.kind == "parameter" else self.vjp(
@@ -500,18 +500,3 @@ def uoro(lay, sched, analysis, T=1, **opts) -> EstimatorSpec:
     if positive_int(T, "uoro: T") > 1:
         return UOROT(lay, sched, analysis, T=T, **opts)
     return UORO(lay, sched, analysis, **opts)
-
-
-def _one_term_each(analysis):
-    """The Kronecker groups, if every recurrent parameter enters exactly one term (a
-    product's matrix or a bias of one sum) and the terms' inputs are free of θ within
-    the step: then uᵀ J^z_θ is Σ_terms ν_q ⊗ â and UORO visits each block once
-    (``uoro_step_terms``). None otherwise (weight sharing, or no such structure)."""
-    k = analysis.kronecker
-    if not k.ok:
-        return None
-    params = [t.param_id for grp in k.groups for ts in grp.terms for t in ts]
-    if len(params) != len(set(params)) or \
-            set(params) != set(analysis.layout.rec_ids):
-        return None
-    return k.groups
