@@ -125,13 +125,15 @@ def report_lines(analysis, dtype="float64") -> list[str]:
              f"runs as GEMMs over a batch of streams (rgraph.families):",
              f"  {'estimator':<26}{'per stream':>22}{'once':>12}{'flop/step':>16}"
              f"  {'batch of streams'}"]
-    for f in families(analysis, dtype):
+    fams = families(analysis, dtype)
+    for f in fams:
         if f.applies:
             lines.append(f"  {f.name:<26}{f.memory.describe_stream():>22}"
                          f"{nbytes(f.memory.shared_bytes()):>12}{f.flops:>16,}  {f.batch}")
         else:
             lines.append(f"  {f.name:<26}  does not apply: {f.reason}")
-    levels = snap_levels(analysis)
+    # the masks only where SnAp runs: "saturates: equals RTRL" is a claim about its code
+    levels = snap_levels(analysis) if fams[FAMILIES.index("snap-1")].applies else []
     if levels:
         lines += ["", "SnAp-n masks (influence entries kept, of those RTRL keeps):"]
         for n, kept, full, sat in levels:

@@ -284,10 +284,20 @@ def test_named_shapes_compile_in_numba_and_match_numpy(name, cell):
 
 
 def test_the_report_claims_only_what_the_code_does():
-    """SnAp-2 on the stacked cell: the report says it saturates, and it equals RTRL."""
+    """SnAp-2 on the stacked cell: the report says it saturates, and it equals RTRL;
+    where SnAp does not apply (a shared weight), the report shows no mask for it."""
     cell = two_layer()
     report = rg.analyze(cell).report()
     assert "snap-2: 259 of 259 (saturates: equals RTRL)" in report
+    shared = rg.Cell("shared")
+    x = shared.input("x", 2)
+    h = shared.state("h", 3)
+    W = shared.param("W", (3, 3))
+    h_new = rg.tanh(W @ h + shared.param("U", (3, 2)) @ x + W @ rg.tanh(h))
+    shared.update(h, h_new)
+    shared.output("y", shared.param("V", (2, 3)) @ h_new)
+    text = rg.analyze(shared).report()
+    assert "snap-1" in text and "does not apply" in text and "SnAp-n masks" not in text
     xs, ys = data(cell, 0)
     rtrl = rg.compile(cell, "rtrl", backend="numpy")
     p = rtrl.init_params(0)
