@@ -46,6 +46,7 @@ FEEDBACKS = ("symmetric", "random")
 # times ∂m_q/∂u_q (an elementwise parameter), or times 1 (a bias)
 RUN_KINDS = {"matrix": 0, "elementwise": 1, "bias": 2}
 
+
 def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
                 vf, Ls, T, gb, vs):
     """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
@@ -87,6 +88,7 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
     gather_new(v, s)
     return loss
 
+
 def needed_D(Dm, Dc, vd, seed, DZ, th):
     """D[i, j] on the needed entries: D̂[i, j] (column j's colour of the compressed jvp)
     plus, for every product z = W a the entry reaches, ∂s_i/∂z_q W[q, c] Â[c, j]."""
@@ -98,6 +100,7 @@ def needed_D(Dm, Dc, vd, seed, DZ, th):
             a = seed[T_A[t], col] if T_SEED[t] else vd[T_A[t], col]
             d += DZ[i, T_Z[t]] * th[T_W[t]] * a
         Dm[i, j] = d
+
 
 def sparse_update(J, Dm, DZ, v, vf, Ls, g, T, vs):
     """Every run: T = D[R, R] J_run; the gradient; J_run = T + ∂s/∂z_q[R] ⊗ factor."""
@@ -147,6 +150,7 @@ def sparse_update(J, Dm, DZ, v, vf, Ls, g, T, vs):
                 for c in range(k):
                     g[t0 + c] += la * J[j0 + a * k + c]
 
+
 class SparseInfluence(EstimatorSpec):
     """J on a fixed mask (see the module docstring); subclasses choose D and the mask."""
 
@@ -175,9 +179,9 @@ class SparseInfluence(EstimatorSpec):
         self.mask = self.make_mask(D, I)
         self.runs = self._runs()
         self.plan = self._needed_D()
-        self.bypass = self._signal()
+        self.bypass = self._bypass()
 
-    def _signal(self) -> bool:
+    def _bypass(self) -> bool:
         """Whether the loss reads s_{t-1} along a path that avoids the new states (with
         symmetric feedback). The learning signal ∂l_t/∂s_t has a backprop of its own
         (``vjp_signal``), because the loss's backprop does not hold the new states
@@ -395,6 +399,7 @@ class SparseInfluence(EstimatorSpec):
                                f"{math_}.sqrt({nout})).astype({mb.g('DT')})\n")
         return out
 
+
 class SnAp(SparseInfluence):
     name = "snap"
 
@@ -409,6 +414,7 @@ class SnAp(SparseInfluence):
     def label(self) -> str:
         return f"snap-{self.level}"
 
+
 class EProp(SparseInfluence):
     name = "e-prop"
     cut_products = True
@@ -416,8 +422,10 @@ class EProp(SparseInfluence):
     def make_mask(self, D, I):
         return sparsity.closure(D, I)
 
+
 class RFLO(EProp):
     name = "rflo"
+
 
 def entry_terms(lay, analysis, who) -> list:
     """The analysis' entries of the recurrent parameters (``Analysis.entries``), one
