@@ -47,9 +47,6 @@ class ProjectionSpace:
                 f"~{self.cost.get('flops', 0):,} flop/step)")
 
 
-ENTRY_KINDS = ("matrix", "bias", "elementwise", "other")
-
-
 @dataclass(frozen=True)
 class Entry:
     """One use of a recurrent parameter in the step (an edge from it to a node).

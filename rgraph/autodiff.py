@@ -383,7 +383,7 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
     if "input" in spec.wrt:
         src |= {x.id for x in lay.inputs}
     stop = set(spec.stop)
-    act = lay.live_from(src | stop, stop) & lay.needed_for(spec.seeds, stop)
+    act = lay.live_from(src | stop) & lay.needed_for(spec.seeds, stop)
     wrt = [w for w in ("params", "state", "input") if w in spec.wrt]
     k = K.Kernel(name, ("th", "v", "vb", "thb"),
                  f"Cotangents of {wrt} from those of {lay.names(spec.seeds)}: vb holds the "

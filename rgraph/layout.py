@@ -178,11 +178,8 @@ class Layout:
         return r.in_buf("vd", role=role)
 
     # ------------------------------------------------------------- reachability
-    def live_from(self, sources, stop=()) -> set:
-        """Nodes reachable from ``sources`` (inclusive); with ``stop``, along paths that
-        do not pass through a node of ``stop`` (they may end at one)."""
-        if stop:
-            return _reach(self.g.successors, sources, set(stop))
+    def live_from(self, sources) -> set:
+        """Nodes reachable from ``sources`` (inclusive)."""
         live = set()
         for s in sources:
             live |= nx.descendants(self.g, s) | {s}
@@ -192,7 +189,7 @@ class Layout:
         """Nodes that ``targets`` depend on (inclusive); with ``stop``, along paths that
         do not pass through a node of ``stop`` (they may start at one)."""
         if stop:
-            return _reach(self.g.predecessors, targets, set(stop))
+            return _reach(targets, set(stop), self.g.predecessors)
         need = set()
         for t in targets:
             need |= nx.ancestors(self.g, t) | {t}
@@ -208,9 +205,9 @@ class Layout:
         return [self.nodes[i].name for i in ids]
 
 
-def _reach(step, sources, stop) -> set:
-    """The nodes reached from ``sources`` by ``step`` (successors or predecessors),
-    never stepping on from a node of ``stop`` that is not itself a source."""
+def _reach(sources, stop, step) -> set:
+    """The nodes reached from ``sources`` by ``step`` (predecessors), never stepping on
+    from a node of ``stop`` that is not itself a source."""
     seen, todo = set(sources), list(sources)
     while todo:
         a = todo.pop()
