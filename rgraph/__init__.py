@@ -11,7 +11,7 @@ api (compile, total_gradient) -> training (optimizers, loop, Trainer, checkpoint
 """
 __version__ = "0.1.0"
 
-from . import cells, plots
+from . import cells, families, plots      # families: the report's families table
 from .analysis import analyze
 from .api import Estimator, compile
 from .checks import check_derivatives, compare_backends

@@ -23,6 +23,10 @@ from .errors import GraphError
 from .graph import Cell
 
 INF = float("inf")
+# what layers above add to ``Analysis.report``: functions analysis -> lines (the
+# families table, ``rgraph.families``: it builds estimator specs, which import this
+# module, so it enters its section here instead of being imported)
+REPORT_SECTIONS: list = []
 NO_RECURRENT = ("the cell has no recurrent parameter: only the readout learns, and its "
                 "gradient is exact (bptt, rtrl and dodge give it; projected UORO and KF-RTRL "
                 "have nothing to estimate)")
@@ -537,8 +541,8 @@ class Analysis:
                                  f"H_t first needs the Kronecker structure for F_t)")
                     continue
                 lines.append(f"  {what} {a.describe(f'{K:,}')}")
-        from .families import report_lines     # the families build estimator specs
-        lines += [""] + report_lines(self)
+        for section in REPORT_SECTIONS:
+            lines += [""] + section(self)
         return "\n".join(lines)
 
 

@@ -3,39 +3,32 @@
 For every family the table builds the estimator's spec on the cell (nothing is
 compiled): a family that does not apply says why (the spec's own refusal), one that
 does gives its memory (``resources.memory``: per stream and once, from the buffers the
-spec declares, the same declarations the generated code allocates) and a flop count
-per online step from a cost model:
+spec declares, the same declarations the generated code allocates) and its flops per
+online step (the spec's ``flops()``, its cost model: see each estimator). The families
+are the registry's (``rgraph.estimators``), each spec's ``shown`` instances in registry
+order, so a registered estimator appears here without a line in this file.
 
-    F        the forward step (``Layout.flops``)
-    base     3F: forward, loss and backprop through the step (every estimator)
-    H X      a state tangent of K columns pushed through one step, by the cheaper
-             association (``sparsity.association``: through the step's jvp, or H_t
-             formed first)
-    rtrl     base + H G (K = P) + 4 S P
-    tbptt    base + 2F               (one backward step per step, at segment ends)
-    uoro     the projection space's cost (``Analysis._cost``)
-    kf-rtrl  base + H A (K = |z|) + 4 S |z|
-    ok(r)    base + H A (K = r |z|) + 2 (r+1)(2r+1) S |z|   (Gram and recombination)
-    snap, e-prop   base + H I (K = S) + Σ_runs 2 |R| k (|R| + 2)   (D_t, then the runs)
-    dodge    base + 2F k
+This module adds the table to ``Analysis.report`` (``analysis.REPORT_SECTIONS``): the
+analysis cannot import it, since the estimators it builds import the analysis.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .analysis import REPORT_SECTIONS
 from .errors import GraphError, NotApplicable
+from .estimators import make_spec, shown
 from .resources import Memory, memory, nbytes
 from .schedule import schedule
-from .sparsity import association
+from . import sparsity
 
-FAMILIES = ("rtrl", "bptt", "tbptt(16)", "uoro", "projected-uoro", "kf-rtrl", "ok(2)",
-            "snap-1", "snap-2", "e-prop", "rflo", "dodge")
 SNAP_LEVELS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
 class Family:
-    name: str
+    key: str                          # the name it is built from ("snap-1")
+    name: str                         # its spec's description, or the key
     applies: bool
     reason: str = ""                  # why not
     memory: Memory | None = None      # its buffers
@@ -51,52 +44,19 @@ def _batch(spec) -> str:
     return "fwd + bwd" if any(t.name == "est_rest" for t in batch) else "fwd + bwd + jvp"
 
 
-def _flops(spec, lay, analysis) -> int:
-    from .estimators.exact import RTRL, TBPTT
-    from .estimators.kfrtrl import KFRTRL
-    from .estimators.ok import OK
-    from .estimators.snap import SparseInfluence
-    from .estimators.uoro import ProjectedUORO
-    from .estimators.dodge import DODGE
-    F, S, P = lay.flops(), lay.n_state, lay.n_rec
-    base = 3 * F
-
-    def push(K):        # H X for K columns, by the cheaper association
-        return association(lay, K).flops
-
-    if isinstance(spec, RTRL):
-        return base + push(P) + 4 * S * P
-    if isinstance(spec, TBPTT):
-        return base + 2 * F
-    if isinstance(spec, ProjectedUORO):
-        return spec.space.cost["flops"]
-    if isinstance(spec, OK):
-        r = spec.rank
-        return base + push(r * spec.nz) + 2 * (r + 1) * (2 * r + 1) * S * spec.nz
-    if isinstance(spec, KFRTRL):
-        return base + push(spec.nz) + 4 * S * spec.nz
-    if isinstance(spec, SparseInfluence):
-        return base + push(S) + sum(2 * len(r[0]) * r[2] * (len(r[0]) + 2)
-                                      for r in spec.runs)
-    if isinstance(spec, DODGE):
-        return base + 2 * F * spec.k
-    return base + 4 * F
-
-
 def families(analysis, dtype="float64") -> list[Family]:
-    """Every family on the analysed cell, in ``FAMILIES`` order."""
-    from .estimators import make_spec
+    """Every registered family on the analysed cell, in registry order."""
     lay = analysis.layout
     sched = schedule(lay)
     out = []
-    for name in FAMILIES:
+    for key in shown():
         try:
-            spec = make_spec(name, lay, sched, analysis)
+            spec = make_spec(key, lay, sched, analysis)
         except (NotApplicable, GraphError) as e:
-            out.append(Family(name, False, _why(str(e))))
+            out.append(Family(key, key, False, _why(str(e))))
             continue
-        out.append(Family(spec.describe(), True, "", memory(spec, dtype),
-                          int(_flops(spec, lay, analysis)), _batch(spec)))
+        out.append(Family(key, spec.describe(), True, "", memory(spec, dtype),
+                          int(spec.flops()), _batch(spec)))
     return out
 
 
@@ -108,7 +68,6 @@ def _why(message: str) -> str:
 
 def snap_levels(analysis) -> list[tuple]:
     """(level n, kept entries, RTRL's reachable entries, saturates) for SnAp-n."""
-    from . import sparsity
     lay = analysis.layout
     if not lay.rec_blocks:
         return []
@@ -133,10 +92,14 @@ def report_lines(analysis, dtype="float64") -> list[str]:
         else:
             lines.append(f"  {f.name:<26}  does not apply: {f.reason}")
     # the masks only where SnAp runs: "saturates: equals RTRL" is a claim about its code
-    levels = snap_levels(analysis) if fams[FAMILIES.index("snap-1")].applies else []
+    levels = snap_levels(analysis) if any(f.applies and f.key.startswith("snap")
+                                          for f in fams) else []
     if levels:
         lines += ["", "SnAp-n masks (influence entries kept, of those RTRL keeps):"]
         for n, kept, full, sat in levels:
             note = "saturates: equals RTRL" if sat else f"{kept / full:.1%}"
             lines.append(f"  snap-{n}: {kept:,} of {full:,} ({note})")
     return lines
+
+
+REPORT_SECTIONS.append(report_lines)

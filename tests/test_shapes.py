@@ -31,7 +31,7 @@ import rgraph as rg
 from rgraph import ops, sparsity
 from rgraph.estimators import exact as exact_mod
 from rgraph.estimators import kfrtrl as kfrtrl_mod
-from rgraph.families import FAMILIES, families, snap_levels
+from rgraph.families import families, snap_levels
 
 from cellgen import shaped_cells, usable
 
@@ -113,7 +113,7 @@ def check_exact_paths(cell, seed, backend="numpy"):
                 r = max(grp.dim_input for grp in an.kronecker.groups)
                 go = compile_("ok", rank=r).total_gradient(p, xs, ys, seed=1)
                 assert rel(go, gb) < 1e-6, ("ok", r, explicit, str(cell))
-    applies = dict(zip(FAMILIES, (f.applies for f in families(an)), strict=True))
+    applies = {f.key: f.applies for f in families(an)}
     for n, _, _, saturates in snap_levels(an):
         if saturates and applies["snap-1"]:
             gs = compile_(f"snap-{n}").total_gradient(p, xs, ys)
@@ -342,7 +342,7 @@ def test_generated_cells_numba_equals_numpy_thorough(cell, seed):
     assume(an.recurrent)
     xs, ys = data(cell, seed)
     names = ["rtrl", "snap-2", "e-prop"] + (["kf-rtrl"] if an.kronecker.ok else [])
-    applies = dict(zip(FAMILIES, (f.applies for f in families(an)), strict=True))
+    applies = {f.key: f.applies for f in families(an)}
     for name in names:
         if name in applies and not applies[name]:
             continue

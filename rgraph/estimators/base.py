@@ -12,7 +12,19 @@ cell's ``Layout`` (memory), ``schedule`` and ``Analysis``, and says
   templates branch on (resolved when the module is generated, so only what the options
   select is emitted);
 * ``templates()``: its ``step`` (and ``flush`` / ``reset``) template functions, plain
-  Python in the estimator's file, reading like the paper's algorithm.
+  Python in the estimator's file, reading like the paper's algorithm;
+* ``flops()``: its cost model, flops per online step (the families table);
+
+and, as class attributes the registry, the report and the command line read, what a
+user can ask of it:
+
+* ``options``: its keyword options (``Option``: name, help, how a command line reads it);
+* ``argument``: the option its name carries in brackets (``Argument``: ``tbptt(16)``);
+* ``aliases``: other spellings of its name; ``shown``: the instances the families table
+  lists (``("snap-1", "snap-2")``; default: the registered name).
+
+A function that chooses one of several specs from the options (``uoro`` with T > 1 is
+UORO-T) declares the same through ``chooser``.
 
 Templates see the module's names: ``S``, ``X``, ``NV``, ``NP``, ``NR``, ``OUT_OFF``,
 ``NOUT``, ``DT``, the kernels, the ``rg_*`` helpers, ``rg_loss`` and the estimator's own
@@ -20,6 +32,9 @@ constants. A step template takes ``(th, s, x, y, w, g, rng, *, <state and scratc
 advance s in place, add this step's gradient estimate into g, return the loss.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -30,13 +45,36 @@ from ..autodiff import CotangentSpec, ParamTangents, TangentSpec
 from ..codegen import Template, template_needs
 from ..layout import Layout
 from ..schedule import Block
+from ..sparsity import association
 from . import common
+from .names import Argument
+
+
+@dataclass(frozen=True)
+class Option:
+    """A keyword option of an estimator (``rg.compile(cell, "ok", rank=4)``): what it
+    does, and how the command line reads it: ``read`` parses the flag's text (None: the
+    API only, e.g. an array), ``choices`` lists its values where they are few, ``flag``
+    names the flag where it is not ``--<name>``."""
+    name: str
+    help: str
+    read: Callable[[str], object] | None = int
+    choices: tuple = ()
+    flag: str = ""
+
+    @property
+    def cli_flag(self) -> str:
+        return "--" + (self.flag or self.name.replace("_", "-"))
 
 
 class EstimatorSpec:
     """One estimator applied to one cell. Subclasses fill in the pieces."""
 
     name = "base"
+    options: tuple[Option, ...] = ()
+    argument: Argument | None = None
+    aliases: tuple[str, ...] = ()
+    shown: tuple[str, ...] = ()       # the families table's instances (default: its name)
     segment = False         # keeps a trajectory; its flush does the work at segment ends
     exact = False           # deterministic and equal to the true gradient
     stochastic = False      # draws random numbers
@@ -160,6 +198,20 @@ class EstimatorSpec:
     def describe(self) -> str:
         return self.name
 
+    def flops(self) -> int:
+        """Flops per online step, by the estimator's cost model (every registered spec
+        declares one: the registry refuses a spec without)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no flop model")
+
+    def base_flops(self) -> int:
+        """What every estimator does each step: the forward step, the loss and the
+        backprop through the step, 3 F."""
+        return 3 * self.lay.flops()
+
+    def push_flops(self, K: int) -> int:
+        """H_t X for a state tangent of K columns, by the cheaper association."""
+        return association(self.lay, K).flops
+
     # -- shared pieces
     def base_kernels(self) -> list:
         lay = self.lay
@@ -184,3 +236,19 @@ def positive_int(value, what, lo=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
         raise ValueError(f"{what} must be an integer >= {lo}, got {value!r}")
     return int(value)
+
+
+def chooser(*specs: type[EstimatorSpec], argument: Argument | None = None,
+            aliases: tuple[str, ...] = (), shown: tuple[str, ...] = ()):
+    """Declare a function that builds one of ``specs`` from its options (``uoro``: UORO,
+    or UORO-T for T > 1) as the registry reads a spec: its options are theirs (each once,
+    in order), its bracketed argument, aliases and families-table instances as given."""
+    def declare(fn):
+        seen = {}
+        for spec in specs:
+            for opt in spec.options:
+                seen.setdefault(opt.name, opt)
+        fn.options, fn.specs = tuple(seen.values()), specs
+        fn.argument, fn.aliases, fn.shown = argument, aliases, shown
+        return fn
+    return declare

@@ -26,7 +26,7 @@ from .. import autodiff
 from ..autodiff import ParamTangents
 from ..codegen import Template
 from . import common
-from .base import EstimatorSpec, positive_int
+from .base import EstimatorSpec, Option, chooser, positive_int
 from .exact import segment_kernels, segment_layout
 
 
@@ -117,6 +117,10 @@ class DODGE(EstimatorSpec):
 
     name = "dodge"
     stochastic = True
+    options = (Option("directions", "how directions are drawn", read=str,
+                      choices=("random", "partitioned", "candidate")),
+               Option("k", "number of directions", flag="k-dirs"),
+               Option("window", "steps a direction is held"))
 
     def __init__(self, lay, sched, analysis, directions="random", k=1, window=None, **opts):
         super().__init__(lay, sched, analysis, **opts)
@@ -132,6 +136,10 @@ class DODGE(EstimatorSpec):
     def describe(self):
         return f"dodge[{self.directions}, k={self.k}]" if self.k > 1 or \
             self.directions != "random" else "dodge"
+
+    def flops(self):
+        """base + 2 F k: the parameters' tangent along k directions."""
+        return self.base_flops() + 2 * self.lay.flops() * self.k
 
     def kernels(self):
         return dodge_kernels(self, matrix=True)
@@ -168,6 +176,11 @@ class DODGECandidate(EstimatorSpec):
 
     name = "dodge"
     segment = True
+    options = (Option("window", "steps a direction is held"),
+               Option("candidate", "'tbptt', 'average' or a dict of recurrent parameter "
+                                   "arrays", read=None),
+               Option("candidate_k", "the truncation of the TBPTT candidate", read=None),
+               Option("beta", "the moving average's weight ('average')", read=None))
 
     def __init__(self, lay, sched, analysis, window=None, candidate="tbptt",
                  candidate_k=None, beta=0.1, **opts):
@@ -205,6 +218,10 @@ class DODGECandidate(EstimatorSpec):
     def describe(self):
         c = self.candidate + (f"({self.candidate_k})" if self.candidate_k else "")
         return f"dodge[candidate {c}]"
+
+    def flops(self):
+        """base + 2 F (the window's backprop) + 2 F (the tangent along the candidate)."""
+        return self.base_flops() + 4 * self.lay.flops()
 
     def kernels(self):
         return dodge_kernels(self, matrix=False) + segment_kernels(self)
@@ -257,6 +274,7 @@ def dodge_kernels(spec, matrix: bool) -> list:
             autodiff.gather(lay, "out_dot", [lay.loss_output_id], "vd", matrix=matrix)]
 
 
+@chooser(DODGE, DODGECandidate)
 def dodge(lay, sched, analysis, directions="random", **opts) -> EstimatorSpec:
     """``dodge``: random or partitioned directions, or a candidate direction."""
     if directions == "candidate":

@@ -17,7 +17,8 @@ from ..autodiff import ParamTangents
 from ..codegen import Template, index
 from ..sparsity import association, patterns
 from . import common, hprod
-from .base import EstimatorSpec, positive_int
+from .base import EstimatorSpec, Option, positive_int
+from .names import Argument, parse_truncation
 from .kron import kron_pieces
 
 
@@ -71,6 +72,11 @@ class RTRL(EstimatorSpec):
         if self.explicit:
             self.groups = k.groups
             self.z_ids, self.nz = k.z_ids, k.nz
+
+    def flops(self):
+        """base + H G (P columns) + 4 S P (F_t added, the gradient's L_t G_t)."""
+        S, P = self.lay.n_state, self.lay.n_rec
+        return self.base_flops() + self.push_flops(P) + 4 * S * P
 
     def kernels(self):
         if not self.explicit:
@@ -162,12 +168,18 @@ def segment_layout(spec: EstimatorSpec) -> dict:
 
 
 class TBPTT(EstimatorSpec):
+    """Backprop through the last k steps, every k steps (segments of k)."""
     name = "tbptt"
     segment = True
+    options = (Option("k", "the truncation length (also written tbptt(K))", read=None),)
+    argument = Argument("(", "k", parse_truncation, "tbptt(K), K the truncation length")
+    shown = ("tbptt(16)",)
 
     def __init__(self, lay, sched, analysis, k=None, **opts):
         super().__init__(lay, sched, analysis, **opts)
-        self.k = None if k is None else positive_int(k, "tbptt: truncation k")
+        if k is None:
+            raise ValueError("tbptt needs a truncation length: 'tbptt(16)' or k=16")
+        self.k = positive_int(k, "tbptt: truncation k")
 
     @property
     def exact(self):
@@ -180,6 +192,10 @@ class TBPTT(EstimatorSpec):
 
     def describe(self):
         return "bptt" if self.k is None else f"tbptt({self.k})"
+
+    def flops(self):
+        """base + 2 F: one backward step per step, taken at the segment's end."""
+        return self.base_flops() + 2 * self.lay.flops()
 
     def kernels(self):
         return segment_kernels(self)
@@ -203,5 +219,13 @@ class TBPTT(EstimatorSpec):
                 Template(tbptt_flush, "est_flush", "flush")]
 
 
-def BPTT(lay, sched, analysis, **opts):
-    return TBPTT(lay, sched, analysis, k=None, **opts)
+class BPTT(TBPTT):
+    """Backprop through the whole sequence: one segment per run, the exact gradient."""
+    name = "bptt"
+    options = ()
+    argument = None
+    shown = ()
+
+    def __init__(self, lay, sched, analysis, **opts):
+        EstimatorSpec.__init__(self, lay, sched, analysis, **opts)
+        self.k = None

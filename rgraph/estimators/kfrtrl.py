@@ -60,6 +60,7 @@ def kf_step_explicit(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA
 class KFRTRL(EstimatorSpec):
     name = "kf-rtrl"
     stochastic = True
+    aliases = ("kfrtrl",)
 
     def __init__(self, lay, sched, analysis, **opts):
         super().__init__(lay, sched, analysis, **opts)
@@ -74,6 +75,10 @@ class KFRTRL(EstimatorSpec):
 
     def describe(self):
         return "kf-rtrl" + (f"[{len(self.groups)} groups]" if len(self.groups) > 1 else "")
+
+    def flops(self):
+        """base + H A (|z| columns) + 4 S |z|."""
+        return self.base_flops() + self.push_flops(self.nz) + 4 * self.lay.n_state * self.nz
 
     def kernels(self):
         return [self.jvp("jvp_state_m", matrix=True),

@@ -10,11 +10,25 @@ the command line all read.
 
 The name is case-insensitive and ``_`` reads as ``-`` (``KF_RTRL`` is ``kf-rtrl``);
 node names are kept as written. Whether the name is registered is the registry's
-check (``make_spec``); this module knows only the syntax.
+check (``make_spec``); this module knows only the syntax. Which names take a bracketed
+argument, and the other spellings of names, are the estimators' own declarations: the
+registry (``rgraph.estimators``) enters them in ``ARGUMENTS`` and ``ALIASES``.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Argument:
+    """The option an estimator's name carries in brackets: its bracket ("(" or "["), the
+    option it sets, how its text is read, and the form (for messages)."""
+    bracket: str
+    option: str
+    read: Callable[[str], object]
+    form: str
 
 
 def _positive(what):
@@ -38,19 +52,14 @@ def parse_projection(text: str):
     return items[0] if len(items) == 1 else items
 
 
-# the estimators whose name takes an argument: its opening bracket, the option it sets,
-# how it is read, and the form (for messages)
-ARGUMENTS = {
-    "tbptt": ("(", "k", parse_truncation, "tbptt(K), K the truncation length"),
-    "snap": ("(", "level", _positive("level"), "snap(N) or snap-N, N the level"),
-    "ok": ("(", "rank", _positive("rank"), "ok(R), R the rank"),
-    "projected-uoro": ("[", "projection", parse_projection,
-                       "projected-uoro[SPACE or NODES], a space (state, preactivation, "
-                       "parameter) or comma-separated node names"),
-}
+parse_level = _positive("level")                       # snap's N
+parse_rank = _positive("rank")                         # ok's R
+
+# registered name -> the Argument its name takes, and other spelling -> registered name
+# (the registry's entries)
+ARGUMENTS: dict[str, Argument] = {}
+ALIASES: dict[str, str] = {}
 _CLOSE = {"(": ")", "[": "]"}
-# other spellings of a name
-ALIASES = {"eprop": "e-prop", "kfrtrl": "kf-rtrl", "snap-n": "snap"}
 _SNAP_LEVEL = re.compile(r"snap-(\d+)")
 _NAME = re.compile(r"([A-Za-z][\w-]*)\s*(?:\((.*)\)|\[(.*)\])?", re.DOTALL)
 
@@ -72,20 +81,20 @@ def parse_estimator(name) -> tuple[str, dict]:
     level = _SNAP_LEVEL.fullmatch(key)
     if level and arg is None:       # snap-2: snap at level 2
         try:
-            return "snap", {"level": _positive("level")(level.group(1))}
+            return "snap", {"level": parse_level(level.group(1))}
         except ValueError as e:
             raise ValueError(f"estimator {name!r}: {e}; write snap-N or snap(N)") from None
     if arg is None:
         return key, {}
-    if key not in ARGUMENTS or ARGUMENTS[key][0] != bracket:
-        forms = " and ".join(form.split(",")[0] for _, _, _, form in ARGUMENTS.values())
+    if key not in ARGUMENTS or ARGUMENTS[key].bracket != bracket:
+        forms = " and ".join(a.form.split(",")[0] for a in ARGUMENTS.values())
         raise ValueError(f"estimator {name!r}: {key} takes no {bracket}...{_CLOSE[bracket]} "
                          f"in its name (only {forms} do); pass its options as keywords")
-    _, option, read, form = ARGUMENTS[key]
+    a = ARGUMENTS[key]
     try:
-        return key, {option: read(arg)}
+        return key, {a.option: a.read(arg)}
     except ValueError as e:
-        raise ValueError(f"estimator {name!r}: {e}; write {form}") from None
+        raise ValueError(f"estimator {name!r}: {e}; write {a.form}") from None
 
 
 def split_estimators(text: str, sep: str = ",") -> list[str]:

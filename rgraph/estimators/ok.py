@@ -30,7 +30,8 @@ import numpy as np
 
 from ..codegen import Template, index
 from . import common
-from .base import positive_int
+from .base import Option, positive_int
+from .names import Argument, parse_rank
 from .kfrtrl import KFRTRL
 
 
@@ -150,6 +151,10 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
 
 class OK(KFRTRL):
     name = "ok"
+    aliases = ()
+    options = (Option("rank", "Kronecker pairs per input group"),)
+    argument = Argument("(", "rank", parse_rank, "ok(R), R the rank")
+    shown = ("ok(2)",)
 
     def __init__(self, lay, sched, analysis, rank=2, **opts):
         super().__init__(lay, sched, analysis, **opts)      # refuses as KF-RTRL does
@@ -158,6 +163,12 @@ class OK(KFRTRL):
     def describe(self):
         groups = f", {len(self.groups)} groups" if len(self.groups) > 1 else ""
         return f"ok(r={self.rank}{groups})"
+
+    def flops(self):
+        """base + H A (r |z| columns) + 2 (r+1)(2r+1) S |z| (Gram and recombination)."""
+        r, S = self.rank, self.lay.n_state
+        return self.base_flops() + self.push_flops(r * self.nz) + \
+            2 * (r + 1) * (2 * r + 1) * S * self.nz
 
     def constants(self):
         cols, inputs = [0], [0]

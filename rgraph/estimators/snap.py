@@ -39,7 +39,8 @@ from ..codegen import Template
 from ..errors import NotApplicable
 from ..analysis import NO_RECURRENT
 from . import common
-from .base import EstimatorSpec, positive_int
+from .base import EstimatorSpec, Option, positive_int
+from .names import Argument, parse_level
 
 FEEDBACKS = ("symmetric", "random")
 # how a run's immediate Jacobian is formed: ∂s/∂z_q times a_c (a product's input),
@@ -156,6 +157,11 @@ class SparseInfluence(EstimatorSpec):
 
     cut_products = False      # e-prop: D̂ drops the paths through recurrent products
 
+    options = (Option("feedback", "the learning signal ∂l/∂s (symmetric, the default) or a "
+                                  "fixed random matrix times ∂l/∂y (random)", read=str,
+                      choices=FEEDBACKS),
+               Option("feedback_seed", "the seed of the random feedback matrix", read=None))
+
     def __init__(self, lay, sched, analysis, feedback="symmetric", feedback_seed=0,
                  **opts):
         super().__init__(lay, sched, analysis, **opts)
@@ -180,6 +186,12 @@ class SparseInfluence(EstimatorSpec):
         self.runs = self._runs()
         self.plan = self._needed_D()
         self.bypass = self._bypass()
+
+    def flops(self):
+        """base + H I (S columns: D_t) + Σ_runs 2 |R| k (|R| + 2): each run's rows of
+        D_t J_{t-1}, its immediate term and its share of the gradient."""
+        return self.base_flops() + self.push_flops(self.lay.n_state) + \
+            sum(2 * len(rows) * k * (len(rows) + 2) for rows, _, k, *_ in self.runs)
 
     def _bypass(self) -> bool:
         """Whether the loss reads s_{t-1} along a path that avoids the new states (with
@@ -402,6 +414,11 @@ class SparseInfluence(EstimatorSpec):
 
 class SnAp(SparseInfluence):
     name = "snap"
+    options = (Option("level", "the level n (also written snap-N)", read=None),
+               *SparseInfluence.options)
+    argument = Argument("(", "level", parse_level, "snap(N) or snap-N, N the level")
+    aliases = ("snap-n",)
+    shown = ("snap-1", "snap-2")
 
     def __init__(self, lay, sched, analysis, level=1, **opts):
         self.level = positive_int(level, "snap: level n")
@@ -417,6 +434,7 @@ class SnAp(SparseInfluence):
 
 class EProp(SparseInfluence):
     name = "e-prop"
+    aliases = ("eprop",)
     cut_products = True
 
     def make_mask(self, D, I):
@@ -425,6 +443,7 @@ class EProp(SparseInfluence):
 
 class RFLO(EProp):
     name = "rflo"
+    aliases = ()
 
 
 def entry_terms(lay, analysis, who) -> list:

@@ -28,7 +28,8 @@ from ..autodiff import ParamTangents
 from ..codegen import Template, index
 from ..errors import NotApplicable
 from . import common
-from .base import EstimatorSpec, positive_int
+from .base import EstimatorSpec, Option, chooser, positive_int
+from .names import Argument, parse_projection
 from .exact import segment_kernels, segment_layout
 from .kron import kron_pieces
 
@@ -235,6 +236,19 @@ class ProjectedUORO(EstimatorSpec):
 
     name = "projected-uoro"
     stochastic = True
+    options = (
+        Option("projection", "the cut: state, preactivation, parameter or comma-separated "
+                             "node names (default: the analysis's choice)",
+               read=parse_projection),
+        Option("rank", "rank-one pairs, averaged"),
+        Option("Q0", "a fixed invertible matrix of the projection space (dim x dim)",
+               read=None),
+        Option("alpha", "a fixed ρ1 = alpha (t+1)^-alpha_power instead of Algorithm 1's",
+               read=None),
+        Option("alpha_power", "the decay of a fixed ρ1", read=None))
+    argument = Argument("[", "projection", parse_projection,
+                        "projected-uoro[SPACE or NODES], a space (state, preactivation, "
+                        "parameter) or comma-separated node names")
 
     def __init__(self, lay, sched, analysis, projection=None, rank=1, Q0=None, alpha=None,
                  alpha_power=0.0, **opts):
@@ -270,6 +284,10 @@ class ProjectedUORO(EstimatorSpec):
     def describe(self):
         extra = f", rank {self.rank}" if self.rank > 1 else ""
         return f"{self.name}[{self.space.label}{extra}]"
+
+    def flops(self):
+        """The projection space's cost (``Analysis`` prices every cut the same way)."""
+        return self.space.cost["flops"]
 
     def kernels(self):
         lay, z, kind = self.lay, list(self.space.ids), self.space.kind
@@ -433,6 +451,8 @@ class UORO(ProjectedUORO):
     """Plain UORO: projection in state space (Tallec & Ollivier Alg. 1)."""
 
     name = "uoro"
+    options = tuple(o for o in ProjectedUORO.options if o.name != "projection")
+    argument = None
 
     def __init__(self, lay, sched, analysis, rank=1, **opts):
         if "projection" in opts:
@@ -451,6 +471,8 @@ class UOROT(EstimatorSpec):
     name = "uoro"
     stochastic = True
     segment = True
+    options = (Option("rank", "rank-one pairs, averaged"),
+               Option("T", "steps per transition (UORO-T)"))
 
     def __init__(self, lay, sched, analysis, rank=1, T=2, **opts):
         for opt in ("Q0", "alpha", "alpha_power", "projection"):
@@ -462,6 +484,13 @@ class UOROT(EstimatorSpec):
                                 f"{NO_RECURRENT}")
         self.rank = positive_int(rank, "uoro: rank")
         self.T = positive_int(T, "uoro: T", lo=2)
+
+    def flops(self):
+        """base + 2 F (the block's backprop) + per pair: s̃ pushed and ν pulled back
+        through each step (one column each way) and the O(S + P) updates."""
+        lay, r = self.lay, self.rank
+        return self.base_flops() + 2 * lay.flops() + self.push_flops(r) + \
+            r * (2 * lay.flops() + 4 * (lay.n_state + lay.n_rec))
 
     def kernels(self):
         lay = self.lay
@@ -495,6 +524,7 @@ class UOROT(EstimatorSpec):
         return f"uoro[{f'rank {self.rank}, ' if self.rank > 1 else ''}T={self.T}]"
 
 
+@chooser(UORO, UOROT)
 def uoro(lay, sched, analysis, T=1, **opts) -> EstimatorSpec:
     """``uoro``: plain UORO, or UORO-T for T > 1."""
     if positive_int(T, "uoro: T") > 1:
