@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import MemoryRefused
+from .training.optim import state_size
 
 
 def _floats(shape, K: int = 1) -> int:
@@ -97,7 +98,7 @@ def memory(spec, dtype="float64", K: int | None = None, batch_step: bool = True)
     layout = spec.scratch_layout()
     shared = {n: _floats(layout[n]) for n in spec.used_scratch()}
     P = lay.n_params
-    shared.update({"parameters": P, "gradient": P, "optimizer moments": 1 + 2 * P})
+    shared.update({"parameters": P, "gradient": P, "optimizer moments": state_size(P)})
     return Memory(spec.describe(), np.dtype(dtype).itemsize, stream, per_k, shared,
                   K if per_k else None)
 

@@ -2,13 +2,17 @@
 
 The compiled loop reads an optimizer's hyper-parameters from one float array
 (``hyper()``): ``[kind, lr, decay, clip, weight_decay, <the rule's own>...]``, and keeps
-its state in ``opt = [step, <up to 2 NP numbers of the rule's own>]``. ``lr / (1 + decay * sqrt(k))``
+its state in ``opt = [step, <the rule's own: moments numbers per parameter>]``, sized
+for the registered optimizer with the most (``state_size``). ``lr / (1 + decay * sqrt(k))``
 at update k is Tallec & Ollivier's schedule (decay 0: constant); ``clip`` > 0 rescales
 the batch-mean gradient to at most that global norm. Each optimizer's ``rule`` is a
 template function (one update, after the schedule and clipping that ``opt_update``
 shares); every generated module carries the rules of all registered optimizers and
-``opt_update`` dispatches on ``kind``, so one compiled module trains with any of them. Adding an optimizer is a class and its rule in this file, and a line in
-``OPTIMIZERS``.
+``opt_update`` dispatches on ``kind``, so one compiled module trains with any of them. Adding an optimizer is a class and its
+rule in this file, and a line in ``OPTIMIZERS``: the command line's ``--optimizer``,
+the memory figures and the exported module's ``train`` read the registry. A class takes
+the learning rate first and ``decay`` and ``clip`` as keywords (what a command line
+sets), and says in ``moments`` how many numbers per parameter its rule keeps.
 """
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
@@ -56,6 +60,7 @@ class SGD:
     weight_decay: float = 0.0
 
     rule = staticmethod(sgd_rule)
+    moments = 0
 
     def hyper(self) -> np.ndarray:
         _check(self)
@@ -73,6 +78,7 @@ class Adam:
     weight_decay: float = 0.0
 
     rule = staticmethod(adam_rule)
+    moments = 2                       # m and v
 
     def hyper(self) -> np.ndarray:
         _check(self)
@@ -83,6 +89,22 @@ class Adam:
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def state_size(n_params: int) -> int:
+    """The length of the optimizer state ``opt`` for ``n_params`` parameters: the step,
+    and room for the registered rule that keeps the most numbers per parameter (one
+    compiled module trains with any optimizer)."""
+    return 1 + max(cls.moments for cls in OPTIMIZERS.values()) * n_params
+
+
+def make(name: str, lr: float, **hyper):
+    """The optimizer ``name`` (a key of ``OPTIMIZERS``) with learning rate ``lr`` and
+    the other hyper-parameters given; ValueError, one line, for an unknown name."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](lr, **hyper)
 
 
 def kind(opt) -> float:
