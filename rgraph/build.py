@@ -50,8 +50,10 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     mb.reserve(list(backend.import_names()) + list(helpers) + ["DT", "FASTMATH"]
                + list(constants) + [k.name for k in kernels]
                + [t.name for t, _ in templates]
-               + ["est_scratch", "est_scratch_batch", "opt_update"])
+               + ["est_scratch", "est_scratch_batch", "opt_update", "Scratch",
+                  "ScratchBatch", "namedtuple"])
     mb.imports(backend.IMPORTS)
+    mb.imports("from collections import namedtuple\n")     # the scratch, by name
     mb._add(f"{mb.g('DT')} = {mb.g('np')}.{dtype}", "sizes")
     for name, value in constants.items():
         mb.constant(name, value)
@@ -70,10 +72,9 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
     for t, section in templates:
         mb.template(t, section, {**choices, "BATCHED": t.name == "run_batch"}, state,
                     batch_scratch if t.role == "batch" else scratch)
-    mb.rendered("est_scratch", _scratch_source(mb, layout, scratch), "estimator")
+    _scratch(mb, layout, scratch)
     if batch:
-        mb.rendered("est_scratch_batch",
-                    _scratch_source(mb, batch_layout, batch_scratch, "B"), "estimator")
+        _scratch(mb, batch_layout, batch_scratch, "B")
     mb.source("opt_update", update_source(), "loop")
     mb.helpers(helpers)
     return mb.render(entry), {e: mb.g(e) for e in entry}
@@ -96,10 +97,12 @@ def build_kernels(lay, kernels: list, backend, title: str) -> tuple[str, dict]:
     return mb.render([k.name for k in kernels]), {k.name: mb.g(k.name) for k in kernels}
 
 
-def _scratch_source(mb, layout, names, rows=None) -> str:
-    """``est_scratch``: the named buffers, allocated once per call of the loop; with
-    ``rows`` (``est_scratch_batch(B)``), each with a leading row per stream."""
+def _scratch(mb, layout, names, rows=None):
+    """``est_scratch``: the named buffers of one step (a named tuple, ``Scratch``, that
+    templates read by name: ``v, vd = W.v, W.vd``), allocated once per call of the
+    loop; with ``rows``, ``est_scratch_batch(B)``: each with a leading row per stream."""
     np_, dt = mb.g("np"), mb.g("DT")
+    kind, fn = ("ScratchBatch", "est_scratch_batch") if rows else ("Scratch", "est_scratch")
     items = []
     for n in names:
         if layout[n] is None:       # the one-stream scratch, once
@@ -108,14 +111,14 @@ def _scratch_source(mb, layout, names, rows=None) -> str:
         dims = ((rows,) if rows else ()) + tuple(str(d) for d in layout[n])
         items.append(f"{np_}.zeros(({', '.join(dims)}{',' if len(dims) == 1 else ''}), "
                      f"{dt})")
-    lines = tuple_lines("    return (", items, ")", "            ")
-    if rows:
-        return (f"def est_scratch_batch({rows}):\n"
-                f'    """The scratch buffers of one step of {rows} streams (a row each): '
-                f'{", ".join(names)}."""\n' + "\n".join(lines) + "\n")
-    return (f"def est_scratch():\n"
-            f'    """The scratch buffers of one step: {", ".join(names)}."""\n'
-            + "\n".join(lines) + "\n")
+    what = f"one step of {rows} streams (a row each)" if rows else "one step"
+    mb._add("\n".join(tuple_lines(f"{mb.g(kind)} = {mb.g('namedtuple')}({kind!r}, (",
+                                  [repr(n) for n in names], "))", "    ")) + "\n",
+            "estimator", {mb.g(kind)})
+    lines = tuple_lines(f"    return {mb.g(kind)}(", items, ")", "        ")
+    mb.rendered(fn, f"def {mb.g(fn)}({rows or ''}):\n"
+                    f'    """The scratch buffers of {what}, by name."""\n'
+                + "\n".join(lines) + "\n", "estimator")
 
 
 def _shape(n) -> str:

@@ -31,6 +31,7 @@ import builtins
 import inspect
 import io
 import keyword
+import re
 import symtable
 import textwrap
 import tokenize
@@ -261,17 +262,19 @@ def layout_size(layout: dict, K: int = 1) -> int:
     return sum(_shape_size(s, K) for s in layout.values())
 
 
-def _views(layout: dict, arg: str, names) -> list[str]:
+def _views(mb, layout: dict, arg: str, names) -> list[str]:
     """Generated lines binding ``names`` to views of the flat array ``arg`` laid out as
-    ``layout`` (fixed-size entries first, then the ones with a "K" dimension)."""
+    ``layout`` (fixed-size entries first, then the ones with a "K" dimension), each
+    from the module-level offset named after it (``E_S_TILDE``)."""
     fixed = [(n, s) for n, s in layout.items() if "K" not in s]
     per_k = [(n, s) for n, s in layout.items() if "K" in s]
     nfix = layout_size(dict(fixed))
     views, pos = {}, 0
     for n, s in fixed:
-        views[n] = _slice(arg, str(pos), str(pos + _shape_size(s)), s)
+        at = mb.state_offset(n, pos, s)
+        views[n] = _slice(arg, at, f"{at} + {_shape_size(s)}", s)
         pos += _shape_size(s)
-    off = str(pos)
+    off = mb.state_offset(per_k[0][0], pos, per_k[0][1]) if per_k else ""
     for n, s in per_k:
         end = f"{off} + K * {_shape_size(s)}"
         views[n] = _slice(arg, off, end, s)
@@ -283,9 +286,10 @@ def _views(layout: dict, arg: str, names) -> list[str]:
     return lines
 
 
-def _unpack(names, scratch) -> str:
-    """The line binding ``names`` to their scratch buffers (items of the tuple W)."""
-    return f"{', '.join(names)} = " + ", ".join(f"W[{scratch.index(n)}]" for n in names)
+def _unpack(names) -> str:
+    """The line binding ``names`` to their scratch buffers (fields of the named tuple
+    W)."""
+    return f"{', '.join(names)} = " + ", ".join(f"W.{n}" for n in names)
 
 
 def _slice(arg, start, end, shape):
@@ -340,6 +344,8 @@ class ModuleBuilder:
         self.aliases = dict(aliases or {})
         self.describe = describe or (lambda name: "")
         self.offsets: dict[str, int] = {}
+        self.state_offsets: dict[str, int] = {}
+        self.template_names: dict[str, str] = {}    # a template's own name -> its name here
         self.user_globals: set[str] = set()     # user names defined at module level
 
     def reserve(self, names):
@@ -362,6 +368,17 @@ class ModuleBuilder:
         elif self.offsets[anchor] != value:
             raise CodegenError(f"node '{anchor}' is placed at two offsets ({value} and "
                                f"{self.offsets[anchor]})")
+        return name
+
+    def state_offset(self, buffer: str, value: int, shape) -> str:
+        """The module-level constant holding where a stream's estimator state buffer
+        starts in its flat E (``E_S_TILDE = 1``), defined once."""
+        name = self.g(f"E_{buffer.upper()}")
+        if name not in self.state_offsets:
+            self.state_offsets[name] = value
+            dims = ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "")
+            self._add(f"{name} = {value}  # {buffer} ({dims}) in a stream's state E",
+                      "sizes", {name})
         return name
 
     def rendered(self, name: str, src: str, section: str):
@@ -467,14 +484,14 @@ class ModuleBuilder:
             if unknown:
                 raise CodegenError(f"{where}: {unknown} are neither estimator state "
                                    f"{list(state_layout)} nor scratch {scratch}")
-            unpack = _views(state_layout, "E", state) if state else []
+            unpack = _views(self, state_layout, "E", state) if state else []
             bufs = [n for n in kwonly if n in scratch]
             while bufs:                     # the scratch buffers, as many as fit a line
                 k = len(bufs)
-                while k > 1 and len(_unpack(bufs[:k], scratch)) > 84:
+                while k > 1 and len(_unpack(bufs[:k])) > 84:
                     k -= 1
                 part, bufs = bufs[:k], bufs[k:]
-                unpack.append(_unpack(part, scratch))
+                unpack.append(_unpack(part))
         indent = " " * (fn.body[0].col_offset)
         header = f"def {t.name}({', '.join(params)}):\n"
         text = (header + "".join(lines[head_end:doc_end])
@@ -486,6 +503,7 @@ class ModuleBuilder:
         for p in params:          # parameters and locals are the template's own
             mapping.pop(p, None)
         text = rename(text, mapping)
+        self.template_names[template_name(t.fn).split(" (")[0]] = self.g(t.name)
         self._add(text, section, {self.g(t.name)})
 
     def _check_calls(self, src, where):
@@ -566,6 +584,11 @@ class ModuleBuilder:
         if block:
             reach(names_in(block)[1])
         kept = [d for d in self.defs if id(d) in keep]
+        # a docstring names a template by the name it has in this module
+        refs = re.compile(r"``(" + "|".join(map(re.escape, self.template_names)) + r")``") \
+            if self.template_names else None
+        for d in kept if refs else ():
+            d.text = refs.sub(lambda m: f"``{self.template_names[m.group(1)]}``", d.text)
         out = [self._docstring(), ""]
         for sec in SECTIONS:
             items = sorted((d for d in kept if d.section == sec), key=lambda d: d.order)

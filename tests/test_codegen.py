@@ -157,7 +157,8 @@ def module_names(src):
                                        "tbptt(4)", "rtrl", "dodge", "uoro(T=3)"])
 def test_every_definition_is_used(estimator, backend):
     """Every function is called in the module or exported; no function is empty; no
-    module-level constant is dead."""
+    module-level constant is dead; scratch and estimator state are read by name, and a
+    docstring names only what the module (or the function itself) defines."""
     opts = {"T": 3} if estimator == "uoro(T=3)" else {}
     name = "uoro" if opts else estimator
     src = rg.compile(rg.cells.lstm(3, 4, 3), name, backend=backend, **opts).source
@@ -173,6 +174,12 @@ def test_every_definition_is_used(estimator, backend):
         body = [s for s in fn.body if not (isinstance(s, ast.Expr) and
                                            isinstance(s.value, ast.Constant))]
         assert body and not all(isinstance(s, ast.Pass) for s in body), fn.name
+        own = {a.arg for a in fn.args.args} | \
+            {x.id for x in ast.walk(fn) if isinstance(x, ast.Name)}
+        for ref in re.findall(r"``(\w+)``", ast.get_docstring(fn) or ""):
+            assert ref in funcs or ref in assigned or ref in own, (fn.name, ref)
+    assert not re.search(r"\bW\[\d", src), "scratch unpacked by position"
+    assert not re.search(r"\bE\[\d", src), "estimator state sliced at a literal offset"
 
 
 def test_modules_are_specialized_when_generated(lstm16):

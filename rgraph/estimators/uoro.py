@@ -170,9 +170,9 @@ def uoro_seed(E, r, ds, seed, *, s_tilde):
 
 
 def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
-    """One stream's rank-one pair r after the step's passes (``uoro_step_terms``, or
-    ``uoro_batch`` for every stream): Algorithm 1's normalizers, s̃_r = ρ0 H s̃_r + ρ1
-    J^s_z Q u, and one pass over the recurrent blocks for the gradient estimate and w̃_r."""
+    """One stream's rank-one pair r after the step's passes (this stream's, or every
+    stream's at once): Algorithm 1's normalizers, s̃_r = ρ0 H s̃_r + ρ1 J^s_z Q u, and one
+    pass over the recurrent blocks for the gradient estimate and w̃_r."""
     rho0 = math.sqrt(wnorm[r] / (rg_nrm2(hs) + EPS)) + EPS
     if FIXED_RHO1:
         rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
