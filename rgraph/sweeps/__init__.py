@@ -22,7 +22,8 @@ from .engine import (_BUILD_LOCK, COMPILE_KEYS, CURVE_ROWS, VALID_SEED, _warm_ma
 from .grid import (DEFAULT_VALID_STEPS, FOLDER_ONLY, RECORDS, SweepError, canonical, grid,
                    group_id, load_records, parse_estimators, parse_seeds, parse_values,
                    records_dir, run_config_of, run_id, sweep_config, write_record)
-from .summary import METRICS, groups, plot_summary, summary_rows, summary_table, write_summary
+from .summary import (METRICS, groups, plot_summary, summary_rows, summary_table,
+                      write_summary)
 
 __all__ = ["SWEEP_OPTIONS", "check_configs", "sweep", "COMPILE_KEYS", "CURVE_ROWS",
            "VALID_SEED", "dask_client", "failed_record", "one_blas_thread", "params_sha256",

@@ -91,8 +91,8 @@ def _unique(values, name):
 def parse_estimators(names) -> list[str]:
     """Estimator names ("uoro,tbptt(16)" or a list); an unknown or malformed one fails
     here, before anything runs."""
-    from .estimators import known
-    from .estimators.names import split_estimators
+    from ..estimators import known
+    from ..estimators.names import split_estimators
     names = split_estimators(names, ",") if isinstance(names, str) else list(names)
     names = [n.strip() for n in names if n.strip()]
     if not names:
