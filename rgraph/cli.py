@@ -2,8 +2,8 @@
 
 Every subcommand has ``--help``; bad options and unreadable files get a one-line error
 (exit status 2), never a traceback. A training run's options become a ``RunConfig``
-(``rgraph.run``: the defaults, the checks, the run itself); this module only reads the
-command line and prints.
+(``rgraph.run``: a run's defaults and checks, what it is made of, its folder); this
+module reads the command line, drives the run and prints.
 """
 from __future__ import annotations
 

@@ -63,6 +63,9 @@ class RunConfig:
     full_curve: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.estimator_options, dict):
+            raise ConfigError(f"must be a mapping of option names to values, got "
+                              f"{self.estimator_options!r}", "estimator_options")
         object.__setattr__(self, "estimator_options", dict(self.estimator_options))
         self._check()
 

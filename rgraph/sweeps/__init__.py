@@ -16,6 +16,9 @@ comparison).
 * ``driver``: ``sweep`` (``rg.sweep``), from keyword options or ``RunConfig``s.
 """
 from .driver import SWEEP_OPTIONS, check_configs, sweep
+# two private names keep their old path: warm_cache's child runs
+# "from rgraph.sweeps import _warm_main", and threaded workers' builds take turns on
+# _BUILD_LOCK (rgraph.variance's too)
 from .engine import (_BUILD_LOCK, COMPILE_KEYS, CURVE_ROWS, VALID_SEED, _warm_main,
                      dask_client, failed_record, one_blas_thread, params_sha256, run_one,
                      run_sweep, validation_data, warm_cache)

@@ -17,7 +17,7 @@ SWEEP_OPTIONS = tuple(k for k in RUN_OPTIONS if k not in (*GRID_KEYS, *FOLDER_ON
 def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=None,
           out="runs/sweep", client=None, scheduler=None, workers=None, serial=False,
           retry_failed=False, progress=True, valid_steps=DEFAULT_VALID_STEPS,
-          force_memory=False, log=print, configs=None, **options) -> list[dict]:
+          log=print, force_memory=False, configs=None, **options) -> list[dict]:
     """Run a sweep and return its records (one per run, in grid order).
 
     ``cell``, ``task``: as for ``rgraph train`` (a built-in name or "file.py:function",
@@ -29,7 +29,8 @@ def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=Non
     run (their run-folder options do not apply). The runs go to ``client`` (a
     ``dask.distributed.Client``), else to ``scheduler`` (an address), else to a new local
     cluster of ``workers`` processes; ``serial=True`` runs them here, in order. Records
-    are written under ``out/records``; ``out/summary.csv`` and ``summary.png`` follow."""
+    are written under ``out/records``; ``out/summary.csv`` and ``summary.png`` follow.
+    ``force_memory``: as ``rgraph train --force-memory``."""
     if isinstance(cell, (list, tuple)):
         configs, cell = cell, None
     if configs is None:
