@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import (BUILTIN, RUN_OPTIONS, ConfigError, RunConfig, build_run,
+from .run import (BUILTIN, CHECKPOINT, RUN_OPTIONS, ConfigError, RunConfig, build_run,
                    default_run_dir, estimator_options, load_cell, make_task, make_trainer,
-                   new_run_dir, read_config, start_run_dir, write_config, write_run_outputs)
+                   new_run_dir, read_config, start_run_dir, train_in_folder, write_config,
+                   write_run_outputs)
 from .run.config import BACKENDS, FORMS, NONLINEARITIES, OPTIMIZERS
 from .sweeps.grid import DEFAULT_VALID_STEPS
 
@@ -148,7 +149,7 @@ def cmd_train(args):
             new_run_dir(default_run_dir(cfg), cfg)
     tr = make_trainer(cfg, est, halt_on_divergence=args.halt_on_divergence,
                       force_memory=args.force_memory)
-    ck = run_dir / "checkpoint.npz"
+    ck = run_dir / CHECKPOINT
     if args.resume:
         if not ck.exists():
             old = " (its checkpoint.pkl is a pickle, which rgraph no longer loads: loading " \
@@ -166,36 +167,22 @@ def cmd_train(args):
     def on_sigint(signum, frame):
         stop["flag"] = True
     old = signal.signal(signal.SIGINT, on_sigint)
-    last_ck = [tr.step]
-
-    def between_chunks(trainer, mean):
-        # with --halt-on-divergence, no checkpoint is written while the loss is above
-        # the divergence threshold: the one kept is from before the divergence began
-        if trainer.step - last_ck[0] >= cfg.checkpoint_every and \
-                not (args.halt_on_divergence and trainer.health.suspect):
-            trainer.save(ck)
-            last_ck[0] = trainer.step
-        return stop["flag"] or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds)
-    t0 = time.perf_counter()
-    n_div = len(tr.divergences)
     try:
-        remaining = cfg.steps - tr.step
         with warnings.catch_warnings():
             warnings.simplefilter("always", TrainingWarning)
             warnings.showwarning = _warning_line
-            if remaining > 0:
-                tr.run_task(task, remaining, progress=not args.quiet, callback=between_chunks)
+            end = train_in_folder(tr, task, cfg, run_dir,
+                                  halt_on_divergence=args.halt_on_divergence,
+                                  max_seconds=args.max_seconds, progress=not args.quiet,
+                                  stop=lambda: stop["flag"])
     finally:
         signal.signal(signal.SIGINT, old)
-        halted = args.halt_on_divergence and len(tr.divergences) > n_div
-        if not halted:
-            tr.save(ck)
     write_run_outputs(run_dir, tr, task, est, cfg)
-    if halted:
-        ev = tr.divergences[n_div]
-        print(f"halted at step {tr.step:,}: the loss diverged from step {ev['began']:,}; "
-              f"kept {ck} from step {last_ck[0]:,}, before the divergence (params.npz and "
-              f"curve.csv show the diverged run)", file=sys.stderr)
+    if end.halted:
+        print(f"halted at step {tr.step:,}: the loss diverged from step "
+              f"{end.divergence['began']:,}; kept {ck} from step {end.checkpoint_step:,}, "
+              f"before the divergence (params.npz and curve.csv show the diverged run)",
+              file=sys.stderr)
         return 1
     if tr.step < cfg.steps:
         print(f"stopped at step {tr.step:,}; continue with: rgraph train --resume {run_dir}")
