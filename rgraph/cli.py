@@ -1,16 +1,15 @@
 """The ``rgraph`` command: inspect a cell, train it, measure variance and speed, demo.
 
 Every subcommand has ``--help``; bad options and unreadable files get a one-line error
-(exit status 2), never a traceback.
+(exit status 2), never a traceback. A training run's options become a ``RunConfig``
+(``rgraph.run``: a run's defaults and checks, what it is made of, its folder); this
+module reads the command line, drives the run and prints.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import inspect
-import json
 import os
-import shutil
 import sys
 import time
 import warnings
@@ -18,7 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
+from .run import (BUILTIN, CHECKPOINT, RUN_OPTIONS, ConfigError, RunConfig, build_run,
+                   default_run_dir, estimator_options, load_cell, make_task, make_trainer,
+                   new_run_dir, read_config, start_run_dir, train_in_folder, write_config,
+                   write_run_outputs)
+from .run.config import BACKENDS, FORMS, NONLINEARITIES, OPTIMIZERS
+from .sweeps.grid import DEFAULT_VALID_STEPS
+
+RUN = RunConfig()           # the defaults of a run, as the help texts quote them
 ESTIMATOR_HELP = ("uoro, projected-uoro[SPACE or NODES], kf-rtrl, ok(R) (rank R), snap-N "
                   "(SnAp level N), e-prop, rflo, dodge, rtrl, bptt, tbptt(K); "
                   "'rgraph inspect CELL' lists which apply and what each costs")
@@ -28,55 +34,9 @@ class CLIError(Exception):
     """A user mistake on the command line: printed as one line, exit status 2."""
 
 
-# ---------------------------------------------------------------------------- cells
-def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
-    """A built-in cell name, or ``path/to/file.py:function`` (called with
-    (n_in, hidden, n_out) when it takes three arguments, else with none). ``form``
-    ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru."""
-    import rgraph as rg
-    form = kw.get("form")
-    if form and form != "concat" and spec not in rg.cells.FRAMEWORK_FORMS:
-        raise CLIError(f"--form {form}: only the built-in cells "
-                       f"{', '.join(c for c in BUILTIN if c in rg.cells.FRAMEWORK_FORMS)} "
-                       f"have a PyTorch form")
-    if spec in BUILTIN:
-        if spec == "influence":
-            return rg.cells.influence_balancing(hidden if hidden else 23,
-                                                kw.get("n_minus") or 13)
-        fn = rg.cells.CELLS[spec]
-        extra = {"nonlinearity": kw["nonlinearity"]} if spec == "rhn" and \
-            kw.get("nonlinearity") else {}
-        if form:
-            extra["form"] = form
-        return fn(n_in, hidden, n_out, **extra)
-    if ":" not in spec:
-        raise CLIError(f"unknown cell {spec!r}: use one of {', '.join(BUILTIN)} or "
-                       f"path/to/file.py:function")
-    path, func = spec.rsplit(":", 1)
-    if path in BUILTIN:
-        raise CLIError(f"{spec!r}: built-in cells take their sizes as options, e.g. "
-                       f"'{path} --hidden {func}' (see --n-in, --hidden, --n-out)")
-    if not os.path.isfile(path):
-        raise CLIError(f"cannot read {path!r}: no such file")
-    try:
-        mspec = importlib.util.spec_from_file_location(Path(path).stem, path)
-        mod = importlib.util.module_from_spec(mspec)
-        mspec.loader.exec_module(mod)
-    except Exception as e:  # the user's file failed to import
-        raise CLIError(f"cannot import {path!r}: {type(e).__name__}: {e}") from None
-    fn = getattr(mod, func, None)
-    if not callable(fn):
-        raise CLIError(f"{path!r} has no function {func!r}")
-    try:
-        nparams = len(inspect.signature(fn).parameters)
-        cell = fn(n_in, hidden, n_out) if nparams >= 3 else fn()
-    except rg.RGraphError as e:
-        raise CLIError(f"{spec}: {e}") from None
-    except Exception as e:
-        raise CLIError(f"{spec}: {type(e).__name__}: {e}") from None
-    if not isinstance(cell, rg.Cell):
-        raise CLIError(f"{spec} returned {type(cell).__name__}, not an rgraph Cell")
-    return cell
+def config_line(e: ConfigError) -> str:
+    """A ``ConfigError`` as the command line says it: the field as its option."""
+    return f"--{e.key.replace('_', '-')} {e.problem}" if e.key else str(e)
 
 
 def check_estimator(name: str) -> str:
@@ -88,19 +48,6 @@ def check_estimator(name: str) -> str:
     except (ValueError, TypeError) as e:
         raise CLIError(str(e)) from None
     return name
-
-
-def estimator_options(args) -> dict:
-    from .estimators.names import parse_projection
-    opts = {}
-    for key in ("projection", "rank", "T", "k_dirs", "window", "directions", "feedback"):
-        val = getattr(args, key, None)
-        if val is None:
-            continue
-        if key == "projection":       # a space, a node name, or node names: "h_new,c_new"
-            val = parse_projection(val)
-        opts["k" if key == "k_dirs" else key] = val
-    return opts
 
 
 # ----------------------------------------------------------------------- commands
@@ -120,7 +67,7 @@ def cmd_inspect(args):
     if args.estimator:
         loss = "mse" if args.cell == "influence" else "softmax_xent"
         est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
-                         force_memory=args.force_memory, **estimator_options(args))
+                         force_memory=args.force_memory, **estimator_options(vars(args)))
         print(f"\n{est}")
         if args.source:
             print(f"# {est.path}\n")
@@ -133,80 +80,11 @@ def cmd_demo(args):
 
 
 # --------------------------------------------------------------------------- train
-def parse_kv(text: str | None) -> dict:
-    """"k=1,l=32" -> {"k": 1, "l": 32} (python literals, else strings)."""
-    import ast
-    out = {}
-    for part in filter(None, (text or "").split(",")):
-        if "=" not in part:
-            raise CLIError(f"bad argument {part!r}: write name=value (e.g. k=1,l=32)")
-        key, val = part.split("=", 1)
-        try:
-            out[key.strip()] = ast.literal_eval(val.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = val.strip()
-    return out
-
-
-def make_task(name, task_args, text):
-    from . import tasks
-    kw = parse_kv(task_args)
-    if name == "charlm":
-        if not text:
-            raise CLIError(f"--task charlm needs --text FILE ({tasks.example_text()})")
-        kw["path_or_text"] = Path(text)
-    try:
-        return tasks.make_task(name, **kw)
-    except (ValueError, TypeError) as e:
-        raise CLIError(str(e)) from None
-
-
-def build_run(cfg: dict, force_memory: bool = False):
-    """(cell, task, estimator) from a run's config (the command line, or config.json)."""
-    import rgraph as rg
-    task = make_task(cfg["task"], cfg.get("task_args"), cfg.get("text"))
-    if cfg["cell"] == "influence":
-        cell = rg.cells.influence_balancing(task.n, task.n_minus)
-    else:
-        cell = load_cell(cfg["cell"], task.n_in, cfg["hidden"], task.n_out,
-                         nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"))
-    est = rg.compile(cell, cfg["estimator"], loss=task.loss, backend=cfg["backend"],
-                     force_memory=force_memory, **cfg.get("estimator_options", {}))
-    return cell, task, est
-
-
-def run_config(args, **given) -> dict:
-    """A run's config (what config.json holds) from ``rgraph train``'s options; ``given``
-    replaces some of them (``rgraph sweep`` sets estimator, seed, hidden and lr per
-    run)."""
+def run_config(args, **given) -> RunConfig:
+    """The ``RunConfig`` of ``rgraph train``'s (or sweep's) options; ``given`` replaces
+    some of them. An option not given (None) takes the RunConfig's default."""
     a = {**vars(args), **given}
-    return {"cell": a["cell"] or "lstm", "hidden": a["hidden"],
-            "nonlinearity": a["nonlinearity"],
-            "form": a["form"],
-            "task": a["task"], "task_args": a["task_args"], "text": a["text"],
-            "estimator": a["estimator"],
-            "estimator_options": estimator_options(argparse.Namespace(**a)),
-            "backend": a["backend"], "steps": a["steps"] or 100000,
-            "batch": a["batch"], "optimizer": a["optimizer"], "lr": a["lr"],
-            "decay": a["decay"], "clip": a["clip"], "seed": a["seed"],
-            "chunk": a["chunk"], "reset_prob": a["reset_prob"],
-            "checkpoint_every": a.get("checkpoint_every"), "full_curve": a.get("full_curve")}
-
-
-def make_trainer(cfg: dict, est, **kw):
-    """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
-    ``rgraph sweep``); ``kw``: the trainer's other options (``halt_on_divergence``,
-    ``force_memory``)."""
-    return est.trainer(est.init_params(cfg["seed"]), optimizer_from(cfg), batch=cfg["batch"],
-                       seed=cfg["seed"], reset_prob=cfg["reset_prob"], chunk=cfg["chunk"],
-                       **kw)
-
-
-def optimizer_from(cfg):
-    import rgraph as rg
-    if cfg["optimizer"] == "sgd":
-        return rg.SGD(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
-    return rg.Adam(cfg["lr"], decay=cfg["decay"], clip=cfg["clip"])
+    return RunConfig.from_options(**{k: a.get(k) for k in RUN_OPTIONS})
 
 
 def check_counts(args, names):
@@ -218,94 +96,60 @@ def check_counts(args, names):
             raise CLIError(f"--{name.replace('_', '-')} must be >= 1, got {val}")
 
 
-def check_run_args(args):
-    """The checks of the options ``add_run_args`` adds (train and sweep)."""
-    check_counts(args, ("steps", "batch", "chunk"))
-    if not 0.0 <= args.reset_prob <= 1.0:
-        raise CLIError(f"--reset-prob must be in [0, 1], got {args.reset_prob}")
+def resume_config(args) -> tuple[RunConfig, Path]:
+    """``--resume RUN_DIR``: the run's config (with ``--steps``, if given, recorded in
+    its config.json) and its folder; a cell, task or estimator given must be the run's."""
+    run_dir = Path(args.resume)
+    try:
+        cfg = read_config(run_dir)
+    except (OSError, ValueError) as e:
+        raise CLIError(f"cannot resume from {str(run_dir)!r}: {e}") from None
+    for opt in ("cell", "task", "estimator"):
+        given, was = getattr(args, opt), getattr(cfg, opt)
+        if given is not None and given != was:
+            raise CLIError(f"--resume {str(run_dir)!r}: the run is {opt} {was!r}, "
+                           f"not {given!r}; resume without it, or start a new run")
+    if args.steps is not None and args.steps != cfg.steps:
+        cfg = cfg.replace(steps=args.steps)
+        write_config(run_dir, cfg)
+    return cfg, run_dir
 
 
-def new_run_dir(base: Path, cfg: dict) -> Path:
-    """Create a fresh run folder named ``base`` (or ``base-2``, ``base-3``, ... when that
-    exists: the creation is atomic, so runs started at once never share one) holding
-    the run's config.json."""
-    base.parent.mkdir(parents=True, exist_ok=True)
-    for k in range(1, 10000):
-        run_dir = base if k == 1 else base.with_name(f"{base.name}-{k}")
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            continue
-        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        return run_dir
-    raise CLIError(f"cannot create a run folder next to {str(base)!r}: 10,000 exist")
-
-
-def start_run_dir(run_dir: Path, cfg: dict) -> Path:
-    """The run folder ``--out`` names: created fresh, or (``--force``) replacing what is
-    there once the new run's folder is ready."""
-    if not run_dir.exists() or not any(run_dir.iterdir()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        return run_dir
-    fresh = new_run_dir(run_dir.with_name(run_dir.name + f".new{os.getpid()}"), cfg)
-    old = run_dir.with_name(run_dir.name + f".old{os.getpid()}")
-    os.replace(run_dir, old)
-    os.replace(fresh, run_dir)
-    shutil.rmtree(old)
-    return run_dir
+def check_new_run(args):
+    """A new run names its task and a known estimator; ``--out`` must not hold a run
+    unless ``--force``."""
+    if not args.task:
+        from .tasks import TASKS
+        raise CLIError(f"train needs --task ({', '.join(TASKS)})")
+    if not args.estimator:
+        raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
+    check_estimator(args.estimator)
+    if args.out:
+        run_dir = Path(args.out)
+        if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
+            raise CLIError(f"{str(run_dir)!r} already holds files (a run?); pick another "
+                           f"--out, or add --force to replace it")
 
 
 def cmd_train(args):
     import signal
     from .errors import TrainingWarning
-    check_run_args(args)
-    check_counts(args, ("checkpoint_every", "hidden", "n_in", "n_out"))
+    cfg = run_config(args)              # every option given is checked, resuming too
     if args.max_seconds is not None and not args.max_seconds > 0:
         raise CLIError(f"--max-seconds must be > 0, got {args.max_seconds}")
     if args.resume:
-        run_dir = Path(args.resume)
-        try:
-            cfg = json.loads((run_dir / "config.json").read_text())
-        except (OSError, ValueError) as e:
-            raise CLIError(f"cannot resume from {str(run_dir)!r}: {e}") from None
-        for opt in ("cell", "task", "estimator"):
-            given = getattr(args, opt)
-            if given is not None and given != cfg[opt]:
-                raise CLIError(f"--resume {str(run_dir)!r}: the run is {opt} {cfg[opt]!r}, "
-                               f"not {given!r}; resume without it, or start a new run")
-        if args.steps and args.steps != cfg["steps"]:
-            cfg["steps"] = args.steps
-            (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        cfg, run_dir = resume_config(args)
     else:
-        if not args.task:
-            from .tasks import TASKS
-            raise CLIError(f"train needs --task ({', '.join(TASKS)})")
-        if not args.estimator:
-            raise CLIError("train needs --estimator (e.g. kf-rtrl, uoro, tbptt(16))")
-        check_estimator(args.estimator)
-        cfg = run_config(args)
-        if args.out:
-            run_dir = Path(args.out)
-            if run_dir.exists() and any(run_dir.iterdir()) and not args.force:
-                raise CLIError(f"{str(run_dir)!r} already holds files (a run?); pick another "
-                               f"--out, or add --force to replace it")
+        check_new_run(args)
     # bad options, and buffers that cannot fit, fail here, before any folder exists
     cell, task, est = build_run(cfg, args.force_memory)
-    est.check_memory(cfg["batch"], cfg["chunk"], force=args.force_memory)
+    est.check_memory(cfg.batch, cfg.chunk, force=args.force_memory)
     if not args.resume:
-        if args.out:
-            run_dir = start_run_dir(run_dir, cfg)
-        else:
-            now = time.time()
-            stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now)) + \
-                f"-{int(now * 1000) % 1000:03d}"
-            est_name = cfg["estimator"].replace("(", "").replace(")", "")
-            run_dir = new_run_dir(Path("runs") / f"{cfg['cell']}-{cfg['task']}-{est_name}-"
-                                                 f"s{cfg['seed']}-{stamp}", cfg)
+        run_dir = start_run_dir(Path(args.out), cfg) if args.out else \
+            new_run_dir(default_run_dir(cfg), cfg)
     tr = make_trainer(cfg, est, halt_on_divergence=args.halt_on_divergence,
                       force_memory=args.force_memory)
-    ck = run_dir / "checkpoint.npz"
+    ck = run_dir / CHECKPOINT
     if args.resume:
         if not ck.exists():
             old = " (its checkpoint.pkl is a pickle, which rgraph no longer loads: loading " \
@@ -313,7 +157,7 @@ def cmd_train(args):
                 if (run_dir / "checkpoint.pkl").exists() else ""
             raise CLIError(f"{str(run_dir)!r} has no checkpoint.npz to resume from{old}")
         tr.load(ck, task)
-        print(f"resuming {run_dir} at step {tr.step:,} of {cfg['steps']:,}")
+        print(f"resuming {run_dir} at step {tr.step:,} of {cfg.steps:,}")
     else:
         print(f"{est} on {task!r}; writing to {run_dir}")
         if args.halt_on_divergence:     # a good checkpoint to keep if the run diverges
@@ -323,38 +167,24 @@ def cmd_train(args):
     def on_sigint(signum, frame):
         stop["flag"] = True
     old = signal.signal(signal.SIGINT, on_sigint)
-    last_ck = [tr.step]
-
-    def between_chunks(trainer, mean):
-        # with --halt-on-divergence, no checkpoint is written while the loss is above
-        # the divergence threshold: the one kept is from before the divergence began
-        if trainer.step - last_ck[0] >= cfg["checkpoint_every"] and \
-                not (args.halt_on_divergence and trainer.health.suspect):
-            trainer.save(ck)
-            last_ck[0] = trainer.step
-        return stop["flag"] or (args.max_seconds and time.perf_counter() - t0 > args.max_seconds)
-    t0 = time.perf_counter()
-    n_div = len(tr.divergences)
     try:
-        remaining = cfg["steps"] - tr.step
         with warnings.catch_warnings():
             warnings.simplefilter("always", TrainingWarning)
             warnings.showwarning = _warning_line
-            if remaining > 0:
-                tr.run_task(task, remaining, progress=not args.quiet, callback=between_chunks)
+            end = train_in_folder(tr, task, cfg, run_dir,
+                                  halt_on_divergence=args.halt_on_divergence,
+                                  max_seconds=args.max_seconds, progress=not args.quiet,
+                                  stop=lambda: stop["flag"])
     finally:
         signal.signal(signal.SIGINT, old)
-        halted = args.halt_on_divergence and len(tr.divergences) > n_div
-        if not halted:
-            tr.save(ck)
     write_run_outputs(run_dir, tr, task, est, cfg)
-    if halted:
-        ev = tr.divergences[n_div]
-        print(f"halted at step {tr.step:,}: the loss diverged from step {ev['began']:,}; "
-              f"kept {ck} from step {last_ck[0]:,}, before the divergence (params.npz and "
-              f"curve.csv show the diverged run)", file=sys.stderr)
+    if end.halted:
+        print(f"halted at step {tr.step:,}: the loss diverged from step "
+              f"{end.divergence['began']:,}; kept {ck} from step {end.checkpoint_step:,}, "
+              f"before the divergence (params.npz and curve.csv show the diverged run)",
+              file=sys.stderr)
         return 1
-    if tr.step < cfg["steps"]:
+    if tr.step < cfg.steps:
         print(f"stopped at step {tr.step:,}; continue with: rgraph train --resume {run_dir}")
         return 130 if stop["flag"] else 0
     return 0
@@ -363,42 +193,6 @@ def cmd_train(args):
 def _warning_line(message, category, filename, lineno, file=None, line=None):
     """Training warnings on the command line: one line each, no source line."""
     print(f"rgraph train: warning: {message}", file=sys.stderr, flush=True)
-
-
-def write_run_outputs(run_dir, tr, task, est, cfg):
-    """curve.csv, params.npz, curve.png and a summary line."""
-    from .plots import learning_curves, moving_average
-    from .training.trainer import curve_rows
-    curve = task.to_unit(np.asarray(tr.curve, dtype=float))
-    curve = np.atleast_1d(curve)
-    w = max(1, min(1000, len(curve) // 20))
-    ma = moving_average(np.nan_to_num(curve, nan=np.nanmean(curve) if len(curve) else 0.0), w)
-    unit = task.unit.replace('/', '_per_')
-    with open(run_dir / "curve.csv", "w") as f:
-        if cfg.get("full_curve"):       # one row per step
-            f.write(f"step,loss_{unit},moving_average_{w}\n")
-            for t, c in enumerate(curve):
-                m = ma[t - w + 1] if t >= w - 1 else ""
-                f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
-        else:                           # at most 1,000 rows: means over equal blocks
-            f.write(f"step,loss_{unit}_block_mean\n")
-            for t, c in zip(*curve_rows(curve), strict=True):
-                f.write(f"{t},{c:.6g}\n")
-    np.savez(run_dir / "params.npz", **tr.params)
-    title = f"{est.name} on {task!r}, {cfg['cell']}-{cfg['hidden']}"
-    learning_curves({est.name: curve}, run_dir / "curve.png", task.optimum, title,
-                    ylabel=task.unit)
-    tail = float(np.nanmean(curve[-max(1, len(curve) // 10):])) if len(curve) else np.nan
-    line = f"step {tr.step:,}: recent loss {tail:.4g} {task.unit}"
-    if getattr(task, "optimum", None) is not None:
-        line += f" (optimum {task.optimum:.4g})"
-    if hasattr(task, "valid"):
-        vx, vy = task.valid()
-        line += f"; validation {task.to_unit(est.loss(tr.params, vx, vy)):.4g} {task.unit}"
-    if hasattr(task, "T") and getattr(task, "curriculum", False):
-        line += f"; copy length T = {tr.tasks[0].T}"
-    print(line)
-    print(f"wrote {run_dir}/curve.csv, curve.png, params.npz, checkpoint.npz")
 
 
 # ------------------------------------------------------------------------ variance
@@ -470,15 +264,14 @@ def cmd_sweep(args):
             raise CLIError(f"sweep needs --task ({', '.join(TASKS)})")
         if sum(map(bool, (args.scheduler, args.workers, args.serial))) > 1:
             raise CLIError("give one of --scheduler, --workers and --serial")
-        check_run_args(args)
+        run = run_config(args, hidden=None, lr=None)     # the grid sets these two
         check_counts(args, ("workers", "valid_steps"))
         estimators = sw.parse_estimators(args.estimators or "")
         seeds = sw.parse_seeds(args.seeds)
-        hidden = sw.parse_values(args.hidden, int, "hidden")
-        lrs = sw.parse_values(args.lr, float, "lr")
-        base = sw.sweep_config(run_config(args, estimator=None, seed=None, hidden=None,
-                                          lr=None), args.valid_steps)
-        cfgs = sw.grid(base, estimators, seeds, hidden, lrs)
+        hidden = None if args.hidden is None else sw.parse_values(args.hidden, int, "hidden")
+        lrs = None if args.lr is None else sw.parse_values(args.lr, float, "lr")
+        cfgs = sw.grid(sw.sweep_config(run, args.valid_steps), estimators, seeds, hidden,
+                       lrs)
         sw.check_configs(cfgs)
         res = sw.run_sweep(cfgs, args.out, scheduler=args.scheduler, workers=args.workers,
                            serial=args.serial, retry_failed=args.retry_failed,
@@ -508,15 +301,14 @@ def add_sweep_parser(sub):
                    help="comma-separated, e.g. uoro,tbptt(16),projected-uoro[preactivation]")
     p.add_argument("--seeds", "--seed", dest="seeds", default="0",
                    help="seeds A-B (e.g. 0-7), or comma-separated (default 0)")
-    p.add_argument("--hidden", "-n", default="32",
-                   help="state sizes, comma-separated (default 32)")
-    p.add_argument("--lr", default="1e-3", help="learning rates, comma-separated "
-                                                "(default 1e-3)")
+    p.add_argument("--hidden", "-n",
+                   help=f"state sizes, comma-separated (default {RUN.hidden})")
+    p.add_argument("--lr", help=f"learning rates, comma-separated (default {RUN.lr:g})")
     add_run_args(p)
-    p.add_argument("--valid-steps", type=int, default=10000, metavar="N",
-                   help="each run's validation loss: on the task's validation split, "
-                        "else on N steps of a held-out stream, the same for every run "
-                        "(default 10000)")
+    p.add_argument("--valid-steps", type=int, default=DEFAULT_VALID_STEPS, metavar="N",
+                   help=f"each run's validation loss: on the task's validation split, "
+                        f"else on N steps of a held-out stream, the same for every run "
+                        f"(default {DEFAULT_VALID_STEPS})")
     p.add_argument("--out", "-o", help="the sweep's folder (records/, summary.csv, "
                                        "summary.png)")
     where = p.add_argument_group("where the runs go (default: a local Dask cluster of "
@@ -579,7 +371,7 @@ def cmd_export(args):
     loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
     est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
                      dtype=args.dtype, force_memory=args.force_memory,
-                     **estimator_options(args))
+                     **estimator_options(vars(args)))
     try:
         path = est.export(args.output)
     except ExportError as e:
@@ -655,13 +447,13 @@ def add_cell_args(p, hidden=16):
     p.add_argument("--hidden", "-n", type=int, default=hidden,
                    help=f"state size per state vector (default {hidden})")
     p.add_argument("--n-out", type=int, default=8, help="output size (default 8)")
-    p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"],
+    p.add_argument("--nonlinearity", choices=NONLINEARITIES,
                    help="rhn only: the non-linearity")
     add_form_arg(p)
 
 
 def add_form_arg(p):
-    p.add_argument("--form", choices=["concat", "pytorch"],
+    p.add_argument("--form", choices=FORMS,
                    help="tanh, lstm, gru: concat (default, one matrix on [h; x; 1]) or "
                         "pytorch (weight_ih, weight_hh, bias_ih, bias_hh, PyTorch's gates)")
 
@@ -669,11 +461,11 @@ def add_form_arg(p):
 def add_cell_positional(p):
     p.add_argument("cell", nargs="?", default=None,
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
-                        f"(default lstm)")
+                        f"(default {RUN.cell})")
 
 
 def add_estimator_args(p):
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--backend", choices=BACKENDS, default=RUN.backend)
     p.add_argument("--force-memory", action="store_true",
                    help="compile (and train) even where the estimator's buffers exceed the "
                         "memory this machine has available (refused by default, with the "
@@ -696,21 +488,22 @@ def add_run_args(p):
     """The options of a training run that ``rgraph train`` and ``rgraph sweep`` share
     (train adds the cell, size, estimator, lr and seed of its one run)."""
     from .tasks import TASKS
-    p.add_argument("--nonlinearity", choices=["tanh", "2sigmoid-1"], help="rhn only")
+    p.add_argument("--nonlinearity", choices=NONLINEARITIES, help="rhn only")
     add_form_arg(p)
     p.add_argument("--task", "-t", choices=list(TASKS))
     p.add_argument("--task-args", help="task options, e.g. k=1,l=32 (anbn) or "
                                        "n=23,n_minus=13 (influence)")
     p.add_argument("--text", help="charlm: the text file")
     add_estimator_args(p)
-    p.add_argument("--steps", type=int, help="online steps per stream (default 100000)")
-    p.add_argument("--batch", type=int, default=1, help="independent streams (default 1)")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="adam")
-    p.add_argument("--decay", type=float, default=0.0,
-                   help="lr / (1 + decay sqrt(t)) schedule (default 0: constant)")
-    p.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
-    p.add_argument("--chunk", type=int, default=1000, help="steps per compiled call")
-    p.add_argument("--reset-prob", type=float, default=0.0,
+    p.add_argument("--steps", type=int,
+                   help=f"online steps per stream (default {RUN.steps})")
+    p.add_argument("--batch", type=int, help=f"independent streams (default {RUN.batch})")
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--decay", type=float,
+                   help=f"lr / (1 + decay sqrt(t)) schedule (default {RUN.decay:g}: constant)")
+    p.add_argument("--clip", type=float, help=f"gradient norm clip ({RUN.clip:g}: off)")
+    p.add_argument("--chunk", type=int, help="steps per compiled call")
+    p.add_argument("--reset-prob", type=float,
                    help="reset the state with this probability per step (Mujika §5.2)")
 
 
@@ -738,13 +531,13 @@ def build_parser():
                                    "to the run folder; Ctrl-C saves and stops; --resume "
                                    "continues number for number.")
     add_cell_positional(p)
-    p.add_argument("--hidden", "-n", type=int, default=32, help="state size (default 32)")
+    p.add_argument("--hidden", "-n", type=int, help=f"state size (default {RUN.hidden})")
     p.add_argument("--estimator", "-e", help=ESTIMATOR_HELP)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, help=f"learning rate (default {RUN.lr:g})")
+    p.add_argument("--seed", type=int)
     add_run_args(p)
-    p.add_argument("--checkpoint-every", type=int, default=20000, metavar="N",
-                   help="save a checkpoint every N steps (default 20000)")
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help=f"save a checkpoint every N steps (default {RUN.checkpoint_every})")
     p.add_argument("--out", help="run folder (default runs/CELL-TASK-ESTIMATOR-sSEED-TIME, "
                                  "made unique); an existing run is never overwritten")
     p.add_argument("--force", action="store_true",
@@ -862,6 +655,9 @@ def main(argv=None):
         code = args.func(args)
     except CLIError as e:
         print(f"rgraph {args.command}: {e}", file=sys.stderr)
+        return 2
+    except ConfigError as e:
+        print(f"rgraph {args.command}: {config_line(e)}", file=sys.stderr)
         return 2
     except (rg.RGraphError, ValueError, TypeError, OSError) as e:
         print(f"rgraph {args.command}: {type(e).__name__}: {e}", file=sys.stderr)

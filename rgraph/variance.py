@@ -76,7 +76,7 @@ def _gradients(cell, name, opts, loss, backend, params, xs, ys, seeds, rec):
     """The recurrent parameters' total gradients of one estimator for ``seeds``, one
     row each (a task of a distributed ``variance``: compiled, or loaded from rgraph's
     cache, once per worker process)."""
-    from .sweeps import _BUILD_LOCK         # builds take turns in a threaded worker
+    from .sweeps.engine import _BUILD_LOCK  # builds take turns in a threaded worker
     key = (str(cell), name, repr(sorted(opts.items(), key=str)), loss, backend)
     with _BUILD_LOCK:
         est = _WORKER_ESTIMATORS.get(key)

@@ -1,5 +1,6 @@
 """The rgraph command, end to end (small sizes)."""
 import json
+import re
 from pathlib import Path
 
 from rgraph.cli import main
@@ -75,3 +76,94 @@ def test_demo_runs_to_the_end_and_leaves_a_plot(tmp_path):
     r = rgraph("demo", "--seconds", "1", "--hidden", "8", "--out", str(tmp_path))
     assert "valid bpc" in r.stdout and (tmp_path / "demo.png").exists()
     assert Path(tmp_path / "curves.csv").read_text().startswith("step,kf-rtrl,uoro")
+
+
+# ------------------------------------------------------------------- RunConfig
+def _train_args(*argv):
+    from rgraph.cli import build_parser
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_config_json_is_the_run_config_and_round_trips(tmp_path):
+    """config.json is RunConfig.to_json of the options given (version 1 first), and it
+    reads back to the same RunConfig."""
+    from rgraph.cli import run_config
+    from rgraph.run import CONFIG_VERSION, RunConfig, read_config
+    argv = ["tanh", "-n", "4", "--task", "brackets", "-e", "tbptt(4)", "--steps", "40",
+            "--backend", "numpy", "--seed", "3", "--lr", "0.01", "--optimizer", "sgd",
+            "--reset-prob", "0.5", "--full-curve", "-q"]
+    out = tmp_path / "run"
+    assert main(["train", *argv, "--out", str(out)]) == 0
+    text = (out / "config.json").read_text()
+    cfg = read_config(out)
+    assert cfg == run_config(_train_args(*argv)) == RunConfig.from_json(cfg.to_json())
+    assert text == cfg.to_json() and next(iter(json.loads(text))) == "version"
+    assert (cfg.version, cfg.seed, cfg.lr, cfg.optimizer, cfg.full_curve) == \
+        (CONFIG_VERSION, 3, 0.01, "sgd", True)
+    assert cfg.estimator_options == {} and cfg.checkpoint_every == 20000
+
+
+def test_the_command_lines_defaults_are_run_configs():
+    """An option not given is None on the command line and RunConfig's default in the
+    run; the one default argparse holds (--backend, shared with inspect and export) is
+    RunConfig's; the help quotes RunConfig's defaults."""
+    from rgraph.cli import build_parser, run_config
+    from rgraph.run import RUN_OPTIONS, RunConfig
+    args = _train_args("--task", "anbn", "-e", "uoro")
+    assert run_config(args) == RunConfig(task="anbn", estimator="uoro")
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
+    assert given == {"task": "anbn", "estimator": "uoro", "backend": RunConfig().backend,
+                     "full_curve": RunConfig().full_curve}
+    sweep = build_parser().parse_args(["sweep", "tanh", "--task", "anbn", "--out", "x"])
+    assert run_config(sweep, hidden=None, lr=None) == RunConfig(cell="tanh", task="anbn")
+    out = rgraph("train", "--help").stdout
+    assert f"(default {RunConfig().steps})" in out and \
+        f"(default {RunConfig().checkpoint_every})" in out
+
+
+def test_run_config_checks_its_values_and_keys():
+    import pytest
+
+    from rgraph.run import ConfigError, RunConfig
+    with pytest.raises(ConfigError, match=r"^steps must be >= 1, got 0$") as e:
+        RunConfig(steps=0)
+    assert e.value.key == "steps"
+    for bad, msg in [(dict(reset_prob=1.5), "reset_prob must be in [0, 1]"),
+                     (dict(optimizer="rmsprop"), "optimizer must be one of sgd, adam"),
+                     (dict(hidden=2.5), "hidden must be an integer"),
+                     (dict(lr=float("inf")), "lr must be a finite number"),
+                     (dict(version=2), "version is 2"),
+                     (dict(estimator_options={"rnak": 2}), "unknown option 'rnak'")]:
+        with pytest.raises(ConfigError, match=re.escape(msg)):
+            RunConfig(**bad)
+    with pytest.raises(ConfigError, match=r"unknown key 'hiden' in a run config") as e:
+        RunConfig.from_dict({"cell": "tanh", "hiden": 4})
+    assert len(str(e.value).splitlines()) == 1 and e.value.key is None
+    with pytest.raises(TypeError, match="unknown run option 'hiden'"):
+        RunConfig.from_options(hiden=4)
+    assert RunConfig.from_options(k_dirs=4, projection="h_new,c_new").estimator_options == \
+        {"k": 4, "projection": ["h_new", "c_new"]}
+
+
+def test_an_old_config_without_a_version_resumes_and_a_bad_key_is_one_line(tmp_path,
+                                                                           capsys):
+    """A config.json from before the version field (and before form, checkpoint_every and
+    full_curve) resumes, and is written back as version 1; an unknown key refuses to
+    resume, naming the key."""
+    from rgraph.run import RunConfig, read_config
+    out = tmp_path / "run"
+    assert main(["train", "tanh", "-n", "4", "--task", "brackets", "-e", "tbptt(4)",
+                 "--steps", "40", "--backend", "numpy", "--out", str(out), "-q"]) == 0
+    new = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in new.items()
+           if k not in ("version", "form", "checkpoint_every", "full_curve")}
+    (out / "config.json").write_text(json.dumps(old, indent=2) + "\n")
+    assert RunConfig.from_dict(old) == RunConfig.from_dict(new) == read_config(out)
+    assert main(["train", "--resume", str(out), "--steps", "60", "-q"]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**new, "steps": 60}
+    (out / "config.json").write_text(json.dumps({**old, "bogus": 1}))
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown key 'bogus'" in err, err
+    assert err.startswith(f"rgraph train: cannot resume from {str(out)!r}")

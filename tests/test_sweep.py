@@ -20,6 +20,7 @@ import pytest
 import rgraph as rg
 from rgraph import sweeps
 from rgraph.cli import main
+from rgraph.run import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,9 +190,8 @@ def test_sweep_on_the_cluster_matches_serial_survives_a_killed_worker_and_skips(
 
 def _base(steps):
     """The config rgraph sweep builds from GRID (for the expected run ids)."""
-    from rgraph.cli import build_parser, run_config
-    a = build_parser().parse_args(["train", "tanh", "--task", "anbn", "--steps", steps])
-    return sweeps.sweep_config(run_config(a, hidden=4), 500)
+    return sweeps.sweep_config(RunConfig(cell="tanh", task="anbn", hidden=4,
+                                         steps=int(steps)), 500)
 
 
 def test_a_failed_run_is_recorded_the_sweep_goes_on_and_summarize_rebuilds(tmp_path,
@@ -297,3 +297,56 @@ def test_grid_parsing_and_stable_ids():
     assert sweeps.group_id(a) == sweeps.group_id({**a, "seed": 2})
     with pytest.raises(sweeps.SweepError, match="given twice"):
         sweeps.parse_seeds("0-2,1")
+
+
+def test_the_python_api_takes_run_configs(tmp_path):
+    """rg.sweep(list of RunConfigs) runs exactly those runs: the same records as the grid
+    given by keywords; mixing the two forms, or a run without an estimator, is refused."""
+    quiet = dict(serial=True, progress=False, log=lambda *a: None, valid_steps=100)
+    base = RunConfig(cell="tanh", task="anbn", hidden=4, steps=300, estimator="uoro",
+                     checkpoint_every=7)          # a run-folder option: not a sweep's
+    got = rg.sweep([base.replace(seed=1), base], out=tmp_path / "c", **quiet)
+    want = rg.sweep(cell="tanh", task="anbn", hidden=4, steps=300, estimators="uoro",
+                    seeds=[1, 0], out=tmp_path / "k", **quiet)
+    assert [r["id"] for r in got] == [r["id"] for r in want] and len(got) == 2
+    assert [r["result"]["params_sha256"] for r in got] == \
+        [r["result"]["params_sha256"] for r in want]
+    assert "version" not in got[0]["config"] and "checkpoint_every" not in got[0]["config"]
+    with pytest.raises(TypeError, match="not both: drop task, steps"):
+        rg.sweep([base], task="anbn", steps=10, out=tmp_path / "x", **quiet)
+    with pytest.raises(sweeps.SweepError, match=r"configs\[0\] has no estimator"):
+        rg.sweep(configs=[base.replace(estimator=None)], out=tmp_path / "x", **quiet)
+    with pytest.raises(TypeError, match=r"configs\[1\] is a dict, not a RunConfig"):
+        rg.sweep([base, {"cell": "tanh"}], out=tmp_path / "x", **quiet)
+    with pytest.raises(sweeps.SweepError, match="unknown estimator 'uorro'"):
+        rg.sweep([base.replace(estimator="uorro")], out=tmp_path / "x", **quiet)
+    with pytest.raises(TypeError, match=r"unknown options \['seed'\]"):
+        rg.sweep(task="anbn", seed=3, out=tmp_path / "x", **quiet)
+    assert not (tmp_path / "x").exists()
+
+
+def test_run_ids_are_those_of_configs_before_run_config():
+    """A sweep run's config has no version and no run-folder options, so a folder of
+    records written before RunConfig existed keeps its ids (and is not run again)."""
+    cfg = sweeps.sweep_config(RunConfig(cell="tanh", task="anbn", steps=500,
+                                        estimator="uoro", hidden=4,
+                                        estimator_options={"rank": 2}), 100)
+    assert sweeps.run_id(cfg) == "b69a790e2a557fd4"
+    assert sweeps.run_config_of(cfg) == RunConfig(cell="tanh", task="anbn", steps=500,
+                                                  estimator="uoro", hidden=4,
+                                                  estimator_options={"rank": 2})
+
+
+def test_the_run_layer_and_sweeps_use_no_argparse():
+    """rg.sweep takes keywords or RunConfigs: no module of rgraph.run or rgraph.sweeps
+    imports argparse, anywhere in the file."""
+    import ast
+    bad = []
+    for folder in ("run", "sweeps"):
+        for path in sorted((ROOT / "rgraph" / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module] if isinstance(node, ast.ImportFrom) else []
+                bad += [f"{path.name}: {n}" for n in names if n and n.split(".")[0] ==
+                        "argparse"]
+    assert (ROOT / "rgraph" / "sweeps" / "driver.py").exists() and not bad, bad

@@ -1,0 +1,186 @@
+"""``RunConfig``: one training run, as ``rgraph train`` writes it to ``config.json``.
+
+The defaults of a run live here and only here: the command line leaves an option it
+was not given as None and ``RunConfig.from_options`` fills it, and ``rg.sweep`` builds
+its runs the same way. Every value is checked when the config is made, so a bad one
+fails before anything is built, with a ``ConfigError`` naming the field.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+from ..errors import RGraphError
+
+# config.json's format; a config.json without a "version" (written before it had one)
+# has the same keys and reads as version 1
+CONFIG_VERSION = 1
+BACKENDS = ("numba", "numpy")
+OPTIMIZERS = ("sgd", "adam")
+NONLINEARITIES = ("tanh", "2sigmoid-1")
+FORMS = ("concat", "pytorch")
+# rgraph train's estimator options (Python names) -> their keys in estimator_options
+ESTIMATOR_OPTIONS = {"projection": "projection", "rank": "rank", "T": "T", "k_dirs": "k",
+                     "window": "window", "directions": "directions", "feedback": "feedback"}
+
+
+class ConfigError(RGraphError):
+    """A run that cannot be made: a bad value (``key`` names the field), an unknown key,
+    a cell or task that cannot be built. One line, for the user."""
+
+    def __init__(self, problem: str, key: str | None = None):
+        super().__init__(f"{key} {problem}" if key else problem)
+        self.key, self.problem = key, problem
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A training run: the cell and its size, the task, the estimator, the optimizer,
+    the stream and the run folder's options. ``to_json`` is its config.json."""
+    version: int = CONFIG_VERSION
+    cell: str = "lstm"               # a built-in cell or path/to/file.py:function
+    hidden: int = 32
+    nonlinearity: str | None = None  # rhn only
+    form: str | None = None          # tanh, lstm, gru: "concat" or "pytorch"
+    task: str | None = None
+    task_args: str | None = None     # "k=1,l=32"
+    text: str | None = None          # charlm: the text file
+    estimator: str | None = None
+    estimator_options: dict = field(default_factory=dict, hash=False)
+    backend: str = "numba"
+    steps: int = 100000
+    batch: int = 1
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    decay: float = 0.0
+    clip: float = 0.0
+    seed: int = 0
+    chunk: int = 1000
+    reset_prob: float = 0.0
+    checkpoint_every: int = 20000    # the run folder's: a sweep's runs have none
+    full_curve: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.estimator_options, dict):
+            raise ConfigError(f"must be a mapping of option names to values, got "
+                              f"{self.estimator_options!r}", "estimator_options")
+        object.__setattr__(self, "estimator_options", dict(self.estimator_options))
+        self._check()
+
+    def _check(self):
+        if not _is_int(self.version) or not 1 <= self.version <= CONFIG_VERSION:
+            raise ConfigError(f"is {self.version!r}: this rgraph reads run configs of "
+                              f"version 1 to {CONFIG_VERSION} (a newer rgraph wrote it?)",
+                              "version")
+        for key in ("hidden", "steps", "batch", "chunk", "checkpoint_every"):
+            _count(key, getattr(self, key), 1)
+        _count("seed", self.seed, 0)
+        for key in ("cell", "task", "task_args", "text", "estimator"):
+            val = getattr(self, key)
+            if val is not None and not isinstance(val, str):
+                raise ConfigError(f"must be a string, got {val!r}", key)
+        if not self.cell:
+            raise ConfigError("must name a cell (e.g. lstm), got ''", "cell")
+        for key, allowed in (("backend", BACKENDS), ("optimizer", OPTIMIZERS),
+                             ("nonlinearity", (None, *NONLINEARITIES)),
+                             ("form", (None, *FORMS))):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"must be one of {', '.join(filter(None, allowed))}, got "
+                                  f"{getattr(self, key)!r}", key)
+        for key in ("lr", "decay", "clip"):
+            _number(key, getattr(self, key), 0.0, math.inf)
+        _number("reset_prob", self.reset_prob, 0.0, 1.0)
+        if not isinstance(self.full_curve, bool):
+            raise ConfigError(f"must be true or false, got {self.full_curve!r}", "full_curve")
+        bad = sorted(set(self.estimator_options) - set(ESTIMATOR_OPTIONS.values()))
+        if bad:
+            raise ConfigError(f"has unknown option {bad[0]!r} (the options: "
+                              f"{', '.join(ESTIMATOR_OPTIONS.values())})", "estimator_options")
+
+    # ------------------------------------------------------------------ conversions
+    @classmethod
+    def from_options(cls, **options) -> RunConfig:
+        """From ``rgraph train``'s options by their Python names, the estimator's options
+        flat (``rank=2``, ``k_dirs=4``); None is an option not given (its default)."""
+        given = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(given) - set(RUN_OPTIONS))
+        if unknown:
+            raise TypeError(f"unknown run option {unknown[0]!r}; the options: "
+                            f"{', '.join(RUN_OPTIONS)}")
+        fields = {k: v for k, v in given.items() if k not in ESTIMATOR_OPTIONS}
+        return cls(**fields, estimator_options=estimator_options(given))
+
+    def to_dict(self) -> dict:
+        """The config as config.json holds it (plain JSON values, the fields in order)."""
+        return {f.name: getattr(self, f.name) if f.name != "estimator_options"
+                else dict(self.estimator_options) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunConfig:
+        """The config a dict (a config.json) describes: a missing key takes its default
+        (a missing version is 1), an unknown key is an error naming it."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a run config is a JSON object, got {type(data).__name__}")
+        unknown = [k for k in data if k not in FIELDS]
+        if unknown:
+            raise ConfigError(f"unknown key {unknown[0]!r} in a run config (the keys: "
+                              f"{', '.join(FIELDS)}); remove it, or read it with the "
+                              f"rgraph that wrote it")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """config.json's text."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"a run config is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> RunConfig:
+        """A copy with some fields changed (and checked)."""
+        return dataclasses.replace(self, **changes)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+# what from_options takes: every field but the version, the estimator options flat
+RUN_OPTIONS = tuple(k for k in FIELDS if k not in ("version", "estimator_options")) + \
+    tuple(ESTIMATOR_OPTIONS)
+
+
+def estimator_options(options: dict) -> dict:
+    """The estimator's options among ``options`` (rgraph train's Python names: ``k_dirs``
+    is the estimator's ``k``; a projection is a space, a node, or "h_new,c_new")."""
+    from ..estimators.names import parse_projection
+    out = {}
+    for key, name in ESTIMATOR_OPTIONS.items():
+        val = options.get(key)
+        if val is None:
+            continue
+        out[name] = parse_projection(val) if key == "projection" and isinstance(val, str) \
+            else val
+    return out
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _count(key, val, low):
+    if not _is_int(val):
+        raise ConfigError(f"must be an integer, got {val!r}", key)
+    if val < low:
+        raise ConfigError(f"must be >= {low}, got {val}", key)
+
+
+def _number(key, val, low, high):
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+        raise ConfigError(f"must be a finite number, got {val!r}", key)
+    if not low <= val <= high:
+        raise ConfigError(f"must be {'>= 0' if high == math.inf else f'in [{low:g}, {high:g}]'}"
+                          f", got {val}", key)

@@ -1,0 +1,130 @@
+"""What a ``RunConfig`` names, made: the cell, the task, the compiled estimator, the
+optimizer and the trainer at step 0 (``rgraph train``, each run of a sweep, a resumed
+run: the same config always makes the same run)."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+from pathlib import Path
+
+from .config import ConfigError, RunConfig
+
+BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
+
+
+def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
+    """A built-in cell name, or ``path/to/file.py:function`` (called with
+    (n_in, hidden, n_out) when it takes three arguments, else with none). ``form``
+    ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru."""
+    from .. import cells
+    form = kw.get("form")
+    if form and form != "concat" and spec not in cells.FRAMEWORK_FORMS:
+        raise ConfigError(f"--form {form}: only the built-in cells "
+                          f"{', '.join(c for c in BUILTIN if c in cells.FRAMEWORK_FORMS)} "
+                          f"have a PyTorch form")
+    if spec in BUILTIN:
+        if spec == "influence":
+            return cells.influence_balancing(hidden if hidden else 23,
+                                             kw.get("n_minus") or 13)
+        fn = cells.CELLS[spec]
+        extra = {"nonlinearity": kw["nonlinearity"]} if spec == "rhn" and \
+            kw.get("nonlinearity") else {}
+        if form:
+            extra["form"] = form
+        return fn(n_in, hidden, n_out, **extra)
+    if ":" not in spec:
+        raise ConfigError(f"unknown cell {spec!r}: use one of {', '.join(BUILTIN)} or "
+                          f"path/to/file.py:function")
+    path, func = spec.rsplit(":", 1)
+    if path in BUILTIN:
+        raise ConfigError(f"{spec!r}: built-in cells take their sizes as options, e.g. "
+                          f"'{path} --hidden {func}' (see --n-in, --hidden, --n-out)")
+    return _cell_from_file(spec, path, func, n_in, hidden, n_out)
+
+
+def _cell_from_file(spec, path, func, n_in, hidden, n_out):
+    """The cell ``func`` in the file ``path`` builds; every failure is one line."""
+    from ..errors import RGraphError
+    from ..graph import Cell
+    if not os.path.isfile(path):
+        raise ConfigError(f"cannot read {path!r}: no such file")
+    try:
+        mspec = importlib.util.spec_from_file_location(Path(path).stem, path)
+        mod = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(mod)
+    except Exception as e:  # the user's file failed to import
+        raise ConfigError(f"cannot import {path!r}: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, func, None)
+    if not callable(fn):
+        raise ConfigError(f"{path!r} has no function {func!r}")
+    try:
+        nparams = len(inspect.signature(fn).parameters)
+        cell = fn(n_in, hidden, n_out) if nparams >= 3 else fn()
+    except RGraphError as e:
+        raise ConfigError(f"{spec}: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"{spec}: {type(e).__name__}: {e}") from None
+    if not isinstance(cell, Cell):
+        raise ConfigError(f"{spec} returned {type(cell).__name__}, not an rgraph Cell")
+    return cell
+
+
+def parse_kv(text: str | None) -> dict:
+    """"k=1,l=32" -> {"k": 1, "l": 32} (python literals, else strings)."""
+    import ast
+    out = {}
+    for part in filter(None, (text or "").split(",")):
+        if "=" not in part:
+            raise ConfigError(f"bad argument {part!r}: write name=value (e.g. k=1,l=32)")
+        key, val = part.split("=", 1)
+        try:
+            out[key.strip()] = ast.literal_eval(val.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = val.strip()
+    return out
+
+
+def make_task(name, task_args, text):
+    """The task ``name`` with its options (``task_args``: "k=1,l=32") and, for charlm,
+    the text file."""
+    from .. import tasks
+    kw = parse_kv(task_args)
+    if name == "charlm":
+        if not text:
+            raise ConfigError(f"--task charlm needs --text FILE ({tasks.example_text()})")
+        kw["path_or_text"] = Path(text)
+    try:
+        return tasks.make_task(name, **kw)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
+
+
+def build_run(cfg: RunConfig, force_memory: bool = False):
+    """(cell, task, estimator) of a run's config (the command line's, or config.json's)."""
+    from .. import cells
+    from ..api import compile as rg_compile
+    task = make_task(cfg.task, cfg.task_args, cfg.text)
+    if cfg.cell == "influence":
+        cell = cells.influence_balancing(task.n, task.n_minus)
+    else:
+        cell = load_cell(cfg.cell, task.n_in, cfg.hidden, task.n_out,
+                         nonlinearity=cfg.nonlinearity, form=cfg.form)
+    est = rg_compile(cell, cfg.estimator, loss=task.loss, backend=cfg.backend,
+                     force_memory=force_memory, **cfg.estimator_options)
+    return cell, task, est
+
+
+def make_trainer(cfg: RunConfig, est, **kw):
+    """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
+    ``rgraph sweep``); ``kw``: the trainer's other options (``halt_on_divergence``,
+    ``force_memory``)."""
+    return est.trainer(est.init_params(cfg.seed), optimizer_from(cfg), batch=cfg.batch,
+                       seed=cfg.seed, reset_prob=cfg.reset_prob, chunk=cfg.chunk, **kw)
+
+
+def optimizer_from(cfg: RunConfig):
+    """The optimizer of a run's config: SGD or Adam with its lr, decay and clip."""
+    from ..training.optim import SGD, Adam
+    kind = SGD if cfg.optimizer == "sgd" else Adam
+    return kind(cfg.lr, decay=cfg.decay, clip=cfg.clip)

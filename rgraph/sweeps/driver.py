@@ -1,0 +1,105 @@
+"""``rg.sweep``: a sweep from Python, as a grid of keyword options or as a list of
+``RunConfig``s; no command line involved."""
+from __future__ import annotations
+
+from ..run import RUN_OPTIONS, ConfigError, RunConfig, load_cell, make_task
+from .engine import run_sweep
+from .grid import (DEFAULT_VALID_STEPS, FOLDER_ONLY, SweepError, canonical, grid,
+                   parse_estimators, parse_seeds, parse_values, sweep_config)
+from .summary import write_summary
+
+# what sweep() takes by keyword beside the grid: the other options of a run (the grid
+# sets the estimator, size, lr and seed; a sweep run has no folder)
+GRID_KEYS = ("cell", "task", "estimator", "hidden", "lr", "seed")
+SWEEP_OPTIONS = tuple(k for k in RUN_OPTIONS if k not in (*GRID_KEYS, *FOLDER_ONLY))
+
+
+def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=None,
+          out="runs/sweep", client=None, scheduler=None, workers=None, serial=False,
+          retry_failed=False, progress=True, valid_steps=DEFAULT_VALID_STEPS,
+          log=print, force_memory=False, configs=None, **options) -> list[dict]:
+    """Run a sweep and return its records (one per run, in grid order).
+
+    ``cell``, ``task``: as for ``rgraph train`` (a built-in name or "file.py:function",
+    default lstm; a task name). ``estimators`` (names or "uoro,tbptt(16)", default uoro),
+    ``seeds`` ("0-7", a list, default 0), ``hidden`` and ``lr`` (a value or a list) make
+    the grid. ``options``: any other ``rgraph train`` option by its Python name
+    (``steps``, ``batch``, ``decay``, ``task_args``, ``rank``, ...). Or, instead of all
+    these, ``configs`` (also as the first argument): a list of ``RunConfig``s, one per
+    run (their run-folder options do not apply). The runs go to ``client`` (a
+    ``dask.distributed.Client``), else to ``scheduler`` (an address), else to a new local
+    cluster of ``workers`` processes; ``serial=True`` runs them here, in order. Records
+    are written under ``out/records``; ``out/summary.csv`` and ``summary.png`` follow.
+    ``force_memory``: as ``rgraph train --force-memory``."""
+    if isinstance(cell, (list, tuple)):
+        configs, cell = cell, None
+    if configs is None:
+        cfgs = _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options)
+    else:
+        grid_given = [k for k, v in (("cell", cell), ("task", task),
+                                     ("estimators", estimators), ("seeds", seeds),
+                                     ("hidden", hidden), ("lr", lr), *options.items())
+                      if v is not None]
+        if grid_given:
+            raise TypeError(f"sweep() takes RunConfigs or a grid's options, not both: drop "
+                            f"{', '.join(grid_given)}, or set them in the RunConfigs")
+        cfgs = _given_configs(configs, valid_steps)
+    check_configs(cfgs)
+    res = run_sweep(cfgs, out, client=client, scheduler=scheduler, workers=workers,
+                    serial=serial, retry_failed=retry_failed, progress=progress,
+                    force_memory=bool(force_memory), log=log)
+    write_summary(out)
+    return res["records"]
+
+
+def _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options):
+    """The sweep configs of a grid given by keywords (``sweep``'s first form)."""
+    if task is None:
+        from ..tasks import TASKS
+        raise SweepError(f"a sweep needs a task ({', '.join(TASKS)})")
+    unknown = sorted(set(options) - set(SWEEP_OPTIONS))
+    if unknown:
+        raise TypeError(f"sweep() got unknown options {unknown}; it takes rgraph train's "
+                        f"run options by their Python names: {', '.join(SWEEP_OPTIONS)}")
+    base = sweep_config(RunConfig.from_options(cell=cell, task=task, **options), valid_steps)
+    return grid(base, parse_estimators(("uoro",) if estimators is None else estimators),
+                parse_seeds("0" if seeds is None else seeds),
+                None if hidden is None else parse_values(hidden, int, "hidden"),
+                None if lr is None else parse_values(lr, float, "lr"))
+
+
+def _given_configs(configs, valid_steps):
+    """The sweep configs of a list of ``RunConfig``s (``sweep``'s second form): each
+    names a task and a known estimator."""
+    configs = list(configs)
+    if not configs:
+        raise SweepError("sweep() got no RunConfigs: give at least one run")
+    for i, c in enumerate(configs):
+        if not isinstance(c, RunConfig):
+            raise TypeError(f"sweep() configs[{i}] is a {type(c).__name__}, not a RunConfig "
+                            f"(rgraph.run.RunConfig)")
+        if c.task is None or c.estimator is None:
+            missing = "task" if c.task is None else "estimator"
+            raise SweepError(f"sweep() configs[{i}] has no {missing}: every run needs a task "
+                             f"and an estimator")
+    parse_estimators(list(dict.fromkeys(c.estimator for c in configs)))
+    return [sweep_config(c, valid_steps) for c in configs]
+
+
+def check_configs(cfgs):
+    """Fail now, in one line, on what would fail every run of a config: an unknown cell
+    or task, bad task options (cells are built, nothing is compiled)."""
+    seen = set()
+    for cfg in cfgs:
+        key = canonical({k: cfg.get(k) for k in ("cell", "hidden", "nonlinearity", "form",
+                                                 "task", "task_args", "text")})
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            t = make_task(cfg["task"], cfg.get("task_args"), cfg.get("text"))
+            if cfg["cell"] != "influence":
+                load_cell(cfg["cell"], t.n_in, cfg["hidden"], t.n_out,
+                          nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"))
+        except ConfigError as e:
+            raise SweepError(str(e)) from None
