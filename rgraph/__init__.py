@@ -21,6 +21,7 @@ from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     scalar_function, split)
 from .training import SGD, Adam, Trainer, TrainResult
+from .run import RunConfig
 from .sweeps import sweep
 from .variance import VarianceResult, variance, variance_vs_size
 
@@ -30,7 +31,7 @@ __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
-    "variance", "variance_vs_size", "VarianceResult", "sweep", "plots",
+    "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable", "MemoryRefused", "TrainingWarning", "DivergenceWarning",
     "InitWarning",

@@ -17,17 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .run import (BUILTIN, CHECKPOINT, RUN_OPTIONS, ConfigError, RunConfig, build_run,
+from .run import (BUILTIN, CHECKPOINT, ConfigError, RunConfig, build_run, run_options,
                    default_run_dir, estimator_options, load_cell, make_task, make_trainer,
                    new_run_dir, read_config, start_run_dir, train_in_folder, write_config,
                    write_run_outputs)
+from .estimators import command_line_options
 from .run.config import BACKENDS, FORMS, NONLINEARITIES, OPTIMIZERS
 from .sweeps.grid import DEFAULT_VALID_STEPS
 
 RUN = RunConfig()           # the defaults of a run, as the help texts quote them
-ESTIMATOR_HELP = ("uoro, projected-uoro[SPACE or NODES], kf-rtrl, ok(R) (rank R), snap-N "
-                  "(SnAp level N), e-prop, rflo, dodge, rtrl, bptt, tbptt(K); "
-                  "'rgraph inspect CELL' lists which apply and what each costs")
+
+
+def estimator_help() -> str:
+    """The registered estimators, each as its name is written (``ok(R)``)."""
+    from .estimators import ESTIMATORS
+    forms = [e.argument.form.split(",")[0] if e.argument else k
+             for k, e in ESTIMATORS.items()]
+    return (", ".join(forms) + "; 'rgraph inspect CELL' lists which apply and what each "
+            "costs")
 
 
 class CLIError(Exception):
@@ -84,7 +91,7 @@ def run_config(args, **given) -> RunConfig:
     """The ``RunConfig`` of ``rgraph train``'s (or sweep's) options; ``given`` replaces
     some of them. An option not given (None) takes the RunConfig's default."""
     a = {**vars(args), **given}
-    return RunConfig.from_options(**{k: a.get(k) for k in RUN_OPTIONS})
+    return RunConfig.from_options(**{k: a.get(k) for k in run_options()})
 
 
 def check_counts(args, names):
@@ -465,23 +472,16 @@ def add_cell_positional(p):
 
 
 def add_estimator_args(p):
-    p.add_argument("--backend", choices=BACKENDS, default=RUN.backend)
+    p.add_argument("--backend", choices=list(BACKENDS), default=RUN.backend)
     p.add_argument("--force-memory", action="store_true",
                    help="compile (and train) even where the estimator's buffers exceed the "
                         "memory this machine has available (refused by default, with the "
                         "figure)")
-    p.add_argument("--projection", help="projected-uoro: state, preactivation, parameter "
-                                        "or comma-separated node names")
-    p.add_argument("--rank", type=int, help="uoro: number of rank-one pairs; ok: Kronecker "
-                                            "pairs per input group")
-    p.add_argument("--T", type=int, help="uoro: steps per transition (UORO-T)")
-    p.add_argument("--directions", choices=["random", "partitioned", "candidate"],
-                   help="dodge: how directions are drawn")
-    p.add_argument("--k-dirs", type=int, help="dodge: number of directions")
-    p.add_argument("--window", type=int, help="dodge: steps a direction is held")
-    p.add_argument("--feedback", choices=["symmetric", "random"],
-                   help="e-prop, rflo, snap: the learning signal ∂l/∂s (symmetric, the "
-                        "default) or a fixed random matrix times ∂l/∂y (random)")
+    # the estimators' own options, as each declares them (rgraph.estimators): a number
+    # is read here, other text by the estimator's own reader (run.estimator_options)
+    for opt, text in command_line_options():
+        p.add_argument(opt.cli_flag, type=opt.read if opt.read in (int, float) else str,
+                       choices=opt.choices or None, help=text)
 
 
 def add_run_args(p):
@@ -498,7 +498,7 @@ def add_run_args(p):
     p.add_argument("--steps", type=int,
                    help=f"online steps per stream (default {RUN.steps})")
     p.add_argument("--batch", type=int, help=f"independent streams (default {RUN.batch})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS))
     p.add_argument("--decay", type=float,
                    help=f"lr / (1 + decay sqrt(t)) schedule (default {RUN.decay:g}: constant)")
     p.add_argument("--clip", type=float, help=f"gradient norm clip ({RUN.clip:g}: off)")
@@ -520,7 +520,7 @@ def build_parser():
                                    "--source, the generated code.")
     add_cell_args(p)
     add_estimator_args(p)
-    p.add_argument("--estimator", "-e", help=f"compile this estimator: {ESTIMATOR_HELP}")
+    p.add_argument("--estimator", "-e", help=f"compile this estimator: {estimator_help()}")
     p.add_argument("--source", action="store_true", help="print the generated module")
     p.add_argument("--dot", metavar="FILE", help="write the graph in Graphviz DOT")
     p.set_defaults(func=cmd_inspect)
@@ -532,7 +532,7 @@ def build_parser():
                                    "continues number for number.")
     add_cell_positional(p)
     p.add_argument("--hidden", "-n", type=int, help=f"state size (default {RUN.hidden})")
-    p.add_argument("--estimator", "-e", help=ESTIMATOR_HELP)
+    p.add_argument("--estimator", "-e", help=estimator_help())
     p.add_argument("--lr", type=float, help=f"learning rate (default {RUN.lr:g})")
     p.add_argument("--seed", type=int)
     add_run_args(p)
@@ -563,14 +563,14 @@ def build_parser():
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
     p.add_argument("--estimators", default="uoro,kf-rtrl",
-                   help=f"comma-separated, of: {ESTIMATOR_HELP} (e.g. uoro,kf-rtrl,snap-1,"
+                   help=f"comma-separated, of: {estimator_help()} (e.g. uoro,kf-rtrl,snap-1,"
                         f"projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
     p.add_argument("--steps", type=int, default=100, help="sequence length (default 100)")
     p.add_argument("--seeds", type=int, default=100, help="draws per estimator")
     p.add_argument("--text", help="a text file for the sequence (default: distant "
                                   "brackets)")
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--backend", choices=list(BACKENDS), default=RUN.backend)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/variance", help="folder for the PNG and CSV")
     p.add_argument("--scheduler", metavar="ADDRESS",
@@ -593,7 +593,7 @@ def build_parser():
     p.add_argument("--batches", default="1,32")
     p.add_argument("--estimators", default="uoro;kf-rtrl;tbptt(16);rtrl;dodge;"
                                             "projected-uoro[preactivation];snap-1;e-prop;ok(2)",
-                   help=f"semicolon-separated, of: {ESTIMATOR_HELP}")
+                   help=f"semicolon-separated, of: {estimator_help()}")
     p.add_argument("--seconds", type=float, default=0.5, help="per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="BLAS threads (default 1)")
@@ -611,7 +611,7 @@ def build_parser():
     add_cell_args(p)
     add_estimator_args(p)
     p.add_argument("--estimator", "-e", required=True,
-                   help=ESTIMATOR_HELP)
+                   help=estimator_help())
     p.add_argument("--output", "-o", required=True, metavar="FILE.py",
                    help="the module to write")
     p.add_argument("--loss", choices=["softmax_xent", "mse"],

@@ -108,10 +108,10 @@ def test_the_command_lines_defaults_are_run_configs():
     run; the one default argparse holds (--backend, shared with inspect and export) is
     RunConfig's; the help quotes RunConfig's defaults."""
     from rgraph.cli import build_parser, run_config
-    from rgraph.run import RUN_OPTIONS, RunConfig
+    from rgraph.run import RunConfig, run_options
     args = _train_args("--task", "anbn", "-e", "uoro")
     assert run_config(args) == RunConfig(task="anbn", estimator="uoro")
-    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in run_options() if getattr(args, k, None) is not None}
     assert given == {"task": "anbn", "estimator": "uoro", "backend": RunConfig().backend,
                      "full_curve": RunConfig().full_curve}
     sweep = build_parser().parse_args(["sweep", "tanh", "--task", "anbn", "--out", "x"])

@@ -10,7 +10,7 @@ to config.json) to its folder.
 this; ``rg.sweep`` takes keyword options or ``RunConfig``s. Nothing here imports the
 command line or the sweeps.
 """
-from .config import (CONFIG_VERSION, RUN_OPTIONS, ConfigError, RunConfig,
+from .config import (CONFIG_VERSION, run_options, ConfigError, RunConfig,
                      estimator_options)
 from .folders import (default_run_dir, new_run_dir, read_config, start_run_dir,
                       write_config, write_run_outputs)
@@ -18,7 +18,7 @@ from .loop import CHECKPOINT, Ended, train_in_folder
 from .make import (BUILTIN, build_run, load_cell, make_task, make_trainer, optimizer_from,
                    parse_kv)
 
-__all__ = ["CONFIG_VERSION", "RUN_OPTIONS", "ConfigError", "RunConfig", "estimator_options",
+__all__ = ["CONFIG_VERSION", "run_options", "ConfigError", "RunConfig", "estimator_options",
            "default_run_dir", "new_run_dir", "read_config", "start_run_dir", "write_config",
            "write_run_outputs", "BUILTIN", "build_run", "load_cell", "make_task",
            "make_trainer", "optimizer_from", "parse_kv", "CHECKPOINT", "Ended",

@@ -12,18 +12,23 @@ import json
 import math
 from dataclasses import dataclass, field
 
+from ..backends import BACKENDS
 from ..errors import RGraphError
+from ..estimators import command_line_options
+from ..training.optim import OPTIMIZERS
 
 # config.json's format; a config.json without a "version" (written before it had one)
 # has the same keys and reads as version 1
 CONFIG_VERSION = 1
-BACKENDS = ("numba", "numpy")
-OPTIMIZERS = ("sgd", "adam")
 NONLINEARITIES = ("tanh", "2sigmoid-1")
 FORMS = ("concat", "pytorch")
-# rgraph train's estimator options (Python names) -> their keys in estimator_options
-ESTIMATOR_OPTIONS = {"projection": "projection", "rank": "rank", "T": "T", "k_dirs": "k",
-                     "window": "window", "directions": "directions", "feedback": "feedback"}
+
+
+def estimator_flags() -> dict:
+    """rgraph train's estimator options, from the estimators' declarations: the Python
+    name (the flag's: ``k_dirs`` for ``--k-dirs``) -> the ``Option`` (its ``name`` is
+    the estimator's keyword, ``k``)."""
+    return {o.cli_flag[2:].replace("-", "_"): o for o, _ in command_line_options()}
 
 
 class ConfigError(RGraphError):
@@ -94,10 +99,11 @@ class RunConfig:
         _number("reset_prob", self.reset_prob, 0.0, 1.0)
         if not isinstance(self.full_curve, bool):
             raise ConfigError(f"must be true or false, got {self.full_curve!r}", "full_curve")
-        bad = sorted(set(self.estimator_options) - set(ESTIMATOR_OPTIONS.values()))
+        known = {o.name for o in estimator_flags().values()}
+        bad = sorted(set(self.estimator_options) - known)
         if bad:
             raise ConfigError(f"has unknown option {bad[0]!r} (the options: "
-                              f"{', '.join(ESTIMATOR_OPTIONS.values())})", "estimator_options")
+                              f"{', '.join(sorted(known))})", "estimator_options")
 
     # ------------------------------------------------------------------ conversions
     @classmethod
@@ -105,11 +111,12 @@ class RunConfig:
         """From ``rgraph train``'s options by their Python names, the estimator's options
         flat (``rank=2``, ``k_dirs=4``); None is an option not given (its default)."""
         given = {k: v for k, v in options.items() if v is not None}
-        unknown = sorted(set(given) - set(RUN_OPTIONS))
+        unknown = sorted(set(given) - set(run_options()))
         if unknown:
             raise TypeError(f"unknown run option {unknown[0]!r}; the options: "
-                            f"{', '.join(RUN_OPTIONS)}")
-        fields = {k: v for k, v in given.items() if k not in ESTIMATOR_OPTIONS}
+                            f"{', '.join(run_options())}")
+        flags = estimator_flags()
+        fields = {k: v for k, v in given.items() if k not in flags}
         return cls(**fields, estimator_options=estimator_options(given))
 
     def to_dict(self) -> dict:
@@ -148,22 +155,24 @@ class RunConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-# what from_options takes: every field but the version, the estimator options flat
-RUN_OPTIONS = tuple(k for k in FIELDS if k not in ("version", "estimator_options")) + \
-    tuple(ESTIMATOR_OPTIONS)
+
+
+def run_options() -> tuple:
+    """What ``from_options`` takes: every field but the version, and the registered
+    estimators' options flat, by their Python names."""
+    return tuple(k for k in FIELDS if k not in ("version", "estimator_options")) + \
+        tuple(estimator_flags())
 
 
 def estimator_options(options: dict) -> dict:
     """The estimator's options among ``options`` (rgraph train's Python names: ``k_dirs``
-    is the estimator's ``k``; a projection is a space, a node, or "h_new,c_new")."""
-    from ..estimators.names import parse_projection
+    is the estimator's ``k``), text read as the option declares (a projection "h_new,
+    c_new" is a list of node names)."""
     out = {}
-    for key, name in ESTIMATOR_OPTIONS.items():
+    for key, opt in estimator_flags().items():
         val = options.get(key)
-        if val is None:
-            continue
-        out[name] = parse_projection(val) if key == "projection" and isinstance(val, str) \
-            else val
+        if val is not None:
+            out[opt.name] = opt.read(val) if isinstance(val, str) else val
     return out
 
 

@@ -124,7 +124,7 @@ def make_trainer(cfg: RunConfig, est, **kw):
 
 
 def optimizer_from(cfg: RunConfig):
-    """The optimizer of a run's config: SGD or Adam with its lr, decay and clip."""
-    from ..training.optim import SGD, Adam
-    kind = SGD if cfg.optimizer == "sgd" else Adam
-    return kind(cfg.lr, decay=cfg.decay, clip=cfg.clip)
+    """The optimizer of a run's config (a name in the registry, ``optim.OPTIMIZERS``)
+    with its lr, decay and clip."""
+    from ..training.optim import make
+    return make(cfg.optimizer, cfg.lr, decay=cfg.decay, clip=cfg.clip)

@@ -15,7 +15,7 @@ comparison).
   the records alone (``write_summary``);
 * ``driver``: ``sweep`` (``rg.sweep``), from keyword options or ``RunConfig``s.
 """
-from .driver import SWEEP_OPTIONS, check_configs, sweep
+from .driver import sweep_options, check_configs, sweep
 # two private names keep their old path: warm_cache's child runs
 # "from rgraph.sweeps import _warm_main", and threaded workers' builds take turns on
 # _BUILD_LOCK (rgraph.variance's too)
@@ -28,7 +28,7 @@ from .grid import (DEFAULT_VALID_STEPS, FOLDER_ONLY, RECORDS, SweepError, canoni
 from .summary import (METRICS, groups, plot_summary, summary_rows, summary_table,
                       write_summary)
 
-__all__ = ["SWEEP_OPTIONS", "check_configs", "sweep", "COMPILE_KEYS", "CURVE_ROWS",
+__all__ = ["sweep_options", "check_configs", "sweep", "COMPILE_KEYS", "CURVE_ROWS",
            "VALID_SEED", "dask_client", "failed_record", "one_blas_thread", "params_sha256",
            "run_one", "run_sweep", "validation_data", "warm_cache", "DEFAULT_VALID_STEPS",
            "FOLDER_ONLY", "RECORDS", "SweepError", "canonical", "grid", "group_id",

@@ -2,7 +2,7 @@
 ``RunConfig``s; no command line involved."""
 from __future__ import annotations
 
-from ..run import RUN_OPTIONS, ConfigError, RunConfig, load_cell, make_task
+from ..run import ConfigError, RunConfig, run_options, load_cell, make_task
 from .engine import run_sweep
 from .grid import (DEFAULT_VALID_STEPS, FOLDER_ONLY, SweepError, canonical, grid,
                    parse_estimators, parse_seeds, parse_values, sweep_config)
@@ -11,7 +11,12 @@ from .summary import write_summary
 # what sweep() takes by keyword beside the grid: the other options of a run (the grid
 # sets the estimator, size, lr and seed; a sweep run has no folder)
 GRID_KEYS = ("cell", "task", "estimator", "hidden", "lr", "seed")
-SWEEP_OPTIONS = tuple(k for k in RUN_OPTIONS if k not in (*GRID_KEYS, *FOLDER_ONLY))
+
+
+def sweep_options() -> tuple:
+    """What ``sweep`` takes by keyword beside the grid (the registered estimators'
+    options included)."""
+    return tuple(k for k in run_options() if k not in (*GRID_KEYS, *FOLDER_ONLY))
 
 
 def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=None,
@@ -57,10 +62,10 @@ def _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, option
     if task is None:
         from ..tasks import TASKS
         raise SweepError(f"a sweep needs a task ({', '.join(TASKS)})")
-    unknown = sorted(set(options) - set(SWEEP_OPTIONS))
+    unknown = sorted(set(options) - set(sweep_options()))
     if unknown:
         raise TypeError(f"sweep() got unknown options {unknown}; it takes rgraph train's "
-                        f"run options by their Python names: {', '.join(SWEEP_OPTIONS)}")
+                        f"run options by their Python names: {', '.join(sweep_options())}")
     base = sweep_config(RunConfig.from_options(cell=cell, task=task, **options), valid_steps)
     return grid(base, parse_estimators(("uoro",) if estimators is None else estimators),
                 parse_seeds("0" if seeds is None else seeds),
