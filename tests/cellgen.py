@@ -96,3 +96,56 @@ def usable(cell) -> bool:
         return True
     except rg.GraphError:
         return False
+
+
+LAYER_KINDS = ("rnn", "lstm", "gru")
+
+
+@st.composite
+def framework_stacks(draw, max_layers=3, max_size=4):
+    """Stacked layers written as frameworks write them (``num_layers`` of torch.nn.RNN,
+    LSTM or GRU, kinds mixed): layer l reads layer l-1's *new* value through W_ih and
+    its own previous state through W_hh, each product with its bias (b_ih, b_hh: a bias
+    split across terms); sometimes every layer also reads the input (a shared input) and
+    the readout reads every layer's output."""
+    c = rg.Cell("stack")
+    n_in = draw(st.integers(1, 3))
+    x = c.input("x", n_in)
+    below, outs = x, []
+    shared = draw(st.booleans())
+    for layer in range(draw(st.integers(2, max_layers))):
+        kind = draw(st.sampled_from(LAYER_KINDS))
+        n = draw(st.integers(1, max_size))
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
+        h = c.state(f"h{layer}", n)
+
+        def W(name, m, k):
+            return c.param(f"{name}{layer}", (m, k))
+
+        def b(name, m):
+            return c.param(f"{name}{layer}", (m,))
+
+        gi = W("W_ih", gates * n, below.shape[0]) @ below + b("b_ih", gates * n)
+        if shared and layer:
+            gi = gi + W("W_x", gates * n, n_in) @ x
+        gh = W("W_hh", gates * n, n) @ h + b("b_hh", gates * n)
+        if kind == "rnn":
+            h_new = rg.tanh(gi + gh)
+        elif kind == "lstm":
+            cs = c.state(f"c{layer}", n)
+            i, f, g, o = rg.split(gi + gh, 4)
+            c_new = rg.sigmoid(f) * cs + rg.sigmoid(i) * rg.tanh(g)
+            h_new = rg.sigmoid(o) * rg.tanh(c_new)
+            c.update(cs, c_new)
+        else:
+            i_r, i_z, i_n = rg.split(gi, 3)
+            h_r, h_z, h_n = rg.split(gh, 3)
+            r, z = rg.sigmoid(i_r + h_r), rg.sigmoid(i_z + h_z)
+            cand = rg.tanh(i_n + r * h_n)
+            h_new = (1.0 - z) * cand + z * h
+        c.update(h, h_new)
+        outs.append(h_new)
+        below = h_new
+    read = rg.concat(*outs) if draw(st.booleans()) else outs[-1]
+    c.output("y", c.param("V", (2, read.shape[0])) @ read)
+    return c

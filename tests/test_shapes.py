@@ -33,7 +33,7 @@ from rgraph.estimators import exact as exact_mod
 from rgraph.estimators import kfrtrl as kfrtrl_mod
 from rgraph.families import families, snap_levels
 
-from cellgen import shaped_cells, usable
+from cellgen import framework_stacks, shaped_cells, usable
 
 T = 6
 CI = settings(max_examples=12, deadline=None, derandomize=True,
@@ -240,6 +240,36 @@ REGRESSIONS = {"leaky2": leaky2, "leaky2_reset": lambda: leaky2(True),
                "elementwise_state": elementwise_state,
                "ff_into_rec": feedforward_into_recurrent,
                "tanh_readout": readout_through_a_function}
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(framework_stacks(), st.integers(0, 2**16))
+def test_framework_stacks_every_exact_path_and_every_family(cell, seed):
+    """Stacked RNN, LSTM and GRU layers as frameworks write them (two and three layers,
+    kinds mixed, shared inputs, split biases): the exact paths agree, and every family
+    the report lists compiles and gives finite gradients of the parameters' shapes."""
+    check_exact_paths(cell, seed)
+
+
+@pytest.mark.slow
+@settings(max_examples=4, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(framework_stacks(max_size=3), st.integers(0, 2**16))
+def test_framework_stacks_every_family_on_numba(cell, seed):
+    """The long profile: on numba too, every family the report lists as applicable
+    compiles and runs, and gives numpy's numbers where it draws no random numbers."""
+    xs, ys = data(cell, seed)
+    for f in families(rg.analyze(cell)):
+        if not f.applies:
+            continue
+        a = rg.compile(cell, f.key, backend="numba")
+        p = a.init_params(seed)
+        g = a.total_gradient(p, xs, ys, seed=1)
+        assert set(g) == set(p) and all(np.isfinite(g[k]).all() for k in g), f.key
+        if not a.spec.stochastic:
+            b = rg.compile(cell, f.key, backend="numpy").total_gradient(p, xs, ys, seed=1)
+            assert rel(g, b) < 1e-10, (f.key, str(cell))
 
 
 @pytest.mark.parametrize("name", sorted(REGRESSIONS))
