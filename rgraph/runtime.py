@@ -62,7 +62,7 @@ def draw(scheme: str, shape: tuple, scale: float, rng) -> np.ndarray:
                       f"zeros, ones, identity or const")
 
 
-def init_params(inits, seed=0) -> dict:
+def draw_params(inits, seed=0) -> dict:
     """{name: float64 array} from ``inits``: (name, shape, scheme, scale, data) rows in
     the parameters' order, drawn from one generator as rgraph's
     ``Estimator.init_params(seed)`` does; scheme "array" holds a given value (data: the
@@ -294,10 +294,12 @@ class Model:
         with np.errstate(all="ignore"):
             return self.invoke(fn, *args)
 
-    def example_calls(self, loop="run"):
-        """(entry point, arguments) of zero-step calls of ``loop`` (``run`` or
-        ``run_batch``), ``evaluate`` and (if the estimator flushes) ``flush_all``: the
-        argument types every later call has, to compile the entry points for."""
+    def example_calls(self, first="run"):
+        """(entry point, arguments) of zero-step calls of the loop (``first`` if that is
+        ``run_batch``, else ``run``), ``evaluate`` and (if the estimator flushes)
+        ``flush_all``: the argument types every later call has, to compile the entry
+        points for."""
+        loop = first if first in ("run", "run_batch") else "run"
         dt, P, B = self.dtype, self.n_params, 1
         th, g = np.zeros(P, dt), np.zeros(P, dt)
         states, E = self.new_state(B, 1)
@@ -421,8 +423,8 @@ def per_step(losses, ws):
         return np.where(wsum > 0, losses.sum(axis=1) / wsum, np.nan)
 
 
-def train(model, optimizers, params, xs, ys, optimizer="sgd", batch=1, seed=0, weights=None,
-          resets=None, reset_prob=0.0, chunk=None, state=None, **options):
+def train_model(model, optimizers, params, xs, ys, optimizer="sgd", batch=1, seed=0,
+                weights=None, resets=None, reset_prob=0.0, chunk=None, state=None, **options):
     """Online training on a sequence; returns (new params, per-step losses).
 
     Every step advances the cell, forms the gradient estimate and (every step, or at
