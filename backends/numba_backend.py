@@ -7,11 +7,13 @@ but never ``nnan``/``ninf``, under which ``np.isnan`` of a real NaN returned Fal
 numpy's error model (a float division by zero gives inf, which the loop's finiteness
 checks report, instead of a branch per division that keeps every loop with a ``/``
 from vectorizing: Adam's update ran 8x slower); matrix tangents multiply through
-``np.dot(A, B, out)`` (BLAS GEMM, numpy's speed; the allocating form was 1.5x slower
-from n = 128) on contiguous row blocks, or through ``rg_gemm_rm`` (BLAS with a leading
-dimension) on a block of W's columns; every helper lives in the generated module itself,
-because numba's cache is keyed on one file's bytes and was seen to return stale code
-when a function in another file changed.
+``rg_gemm_rm`` (BLAS GEMM with a leading dimension, on W or a block of its columns,
+without a copy), streams through ``rg_gemm``: both call the CBLAS that numpy's wheels
+bundle, registered with LLVM in the module's set-up, not numba's ``np.dot``, which needs
+scipy (as fast as ``np.dot(A, B, out)`` and numba's scipy entry, and the same bits; a
+3x4 block's product 1.8x faster, no arrays made for alpha and beta); every helper lives
+in the generated module itself, because numba's cache is keyed on one file's bytes and
+was seen to return stale code when a function in another file changed.
 """
 from __future__ import annotations
 
@@ -409,9 +411,7 @@ class NumbaBackend(Backend):
         m, kk = st.W.n, st.a.n
         if st.a.is_tangent and sc.k.matrix:      # a matrix tangent: one GEMM on row blocks
             a, out = self.view(st.a, sc), self.view(st.out, sc)
-            if st.all_columns and not st.acc:
-                return [f"{sc.g('np')}.dot({self.view(st.W, sc, True)}, {a}, {out})"]
-            # a block of W's columns, or accumulating: BLAS with a leading dimension
+            # BLAS with a leading dimension: W or a block of its columns, no copy
             return [f"{sc.g('rg_gemm_rm')}({out}, {self.view(st.W, sc)}, {st.W.cols}, "
                     f"{st.col0}, {a}, {1.0 if st.acc else 0.0})"]
         col = j if st.col0 == 0 else f"{st.col0} + {j}"
