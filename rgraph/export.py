@@ -90,8 +90,8 @@ def module_text(est, stem: str = "model") -> str:
                               f"to export it")
     rt = runtime_source()
     tail = tail_text(est, entry)
-    free = free_names(tail) - reserved_names() - set(entry.values()) - {"np", "math", "__file__"} - \
-        set(dir(builtins))
+    free = free_names(tail) - reserved_names() - set(entry.values()) - \
+        {"np", "math", "__file__"} - set(dir(builtins))
     if free:
         raise ExportError(f"the export's own lines use undefined names {sorted(free)}")
     parts = [docstring(est, stem),
