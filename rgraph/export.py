@@ -26,7 +26,6 @@ import numpy as np
 from . import runtime
 from .errors import RGraphError
 
-ENTRY = ("run", "run_batch", "flush_all", "evaluate")   # the generated module's functions we call
 API = ["init_params", "total_gradient", "loss", "train"]
 _HEADER = re.compile(r"^#.*(do not edit|content hash)", re.IGNORECASE)
 

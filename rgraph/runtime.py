@@ -4,14 +4,13 @@ the generated module's compiled entry points.
 ``Model`` packs the parameters into the flat vector the compiled code reads, checks the
 data (``DataError``, naming what is wrong), sizes the states, and drives the generated
 module's ``run`` / ``run_batch``, ``evaluate`` and ``flush_all`` (see
-``rgraph.training.loop``) for ``total_gradient``, ``loss`` and ``train``; ``Run`` is a
-training run's state, advanced a piece of a chunk at a time; ``draw`` gives a
-parameter's initial value from its init scheme. rgraph's ``Estimator`` and ``Trainer``
-are built on them, and ``rgraph.export`` copies this file, unchanged, into the
-standalone module it writes: so this module imports nothing but numpy and math.
+``rgraph.training.loop``) for ``total_gradient`` and ``loss``; ``Run`` is a training
+run's state, advanced a piece of a chunk at a time (``train_model``: a run kept in a
+dict between calls, an exported module's ``train``); ``draw`` gives a parameter's
+initial value from its init scheme. rgraph's ``Estimator`` and ``Trainer`` are built on
+them, and ``rgraph.export`` copies this file, unchanged, into the standalone module it
+writes: so this module imports nothing but numpy and math.
 """
-import math
-
 import numpy as np
 
 

@@ -126,7 +126,7 @@ def exported(lstm_uoro, tmp_path_factory):
 
 
 def test_the_runtime_imports_only_numpy_and_math():
-    assert imported_modules(ex.runtime_source()) == {"math", "numpy"}
+    assert "numpy" in imported_modules(ex.runtime_source()) <= {"math", "numpy"}
     assert rg.DataError is runtime.DataError and rg.RGraphError is runtime.RGraphError
     assert issubclass(rg.ShapeError, runtime.RGraphError)
 
