@@ -85,8 +85,12 @@ def rgraph_side(est, T):
     return env["compute"](X, T, est.n_in, est.n_out)
 
 
-def python(*args, isolated=False):
+def python(*args, isolated=False, path=None):
+    """Run python with ``args``; ``path``: its PYTHONPATH (inherited by the processes it
+    starts, which ``-I`` does not isolate)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
     cmd = [sys.executable] + (["-I"] if isolated else []) + list(args)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
                          check=False)
@@ -165,8 +169,14 @@ def test_first_import_matches_rgraph_bit_for_bit(case, tmp_path):
     assert "_rg_xxgemm_float64(" in text            # the module calls BLAS
     path = est.export(tmp_path / "m.py")
     assert not (tmp_path / "__pycache__").exists()
+    # the child that compiles is not isolated: packages that fail to import come first
+    # on its path, so that it cannot lean on scipy or rgraph either
+    for pkg in ("scipy", "rgraph"):
+        (tmp_path / "absent" / pkg).mkdir(parents=True)
+        (tmp_path / "absent" / pkg / "__init__.py").write_text(
+            f"raise ImportError('{pkg} is not installed here')\n")
     stdout = python("-c", EXPORTED, str(tmp_path), "m", str(tmp_path / "ex.npz"), str(T),
-                    str(est.n_in), str(est.n_out), isolated=True)
+                    str(est.n_in), str(est.n_out), isolated=True, path=tmp_path / "absent")
     assert stdout.strip().splitlines()[-1] == "neither"
     assert any(p.suffix == ".nbi" for p in (tmp_path / "__pycache__").iterdir())
     got, ref = dict(np.load(tmp_path / "ex.npz")), rgraph_side(est, T)
