@@ -93,13 +93,14 @@ def module_text(est, stem: str = "model") -> str:
         {"np", "math", "__file__"} - set(dir(builtins))
     if free:
         raise ExportError(f"the export's own lines use undefined names {sorted(free)}")
+    scipy = est.backend.jit and uses_numba_linalg(body)
     parts = [docstring(est, stem),
              (f"# Exported by rgraph {version('rgraph')}: the generated module of {est.name}, "
               f"then rgraph's runtime, then this estimator's description."),
              "# Standalone: imports only math, numpy" +
-             (" and numba (with llvmlite, which numba installs)." if est.backend.jit
-              else ".")]
-    if est.backend.jit and uses_numba_linalg(body):
+             (" and numba (with llvmlite, which numba installs)" if est.backend.jit
+              else "") + ("; numba's np.dot needs scipy." if scipy else ".")]
+    if scipy:
         parts += [
             "try:   # numba runs numpy.dot and numpy.linalg, which this module's templates "
             "call, on scipy's BLAS",
@@ -280,8 +281,8 @@ def tail_text(est, entry: dict) -> str:
     lines.append((LOADER if est.backend.jit else DIRECT).rstrip("\n"))
     lines += ["", "",
               f"_MODEL = Model(_invoke, cell={m.cell!r}, loss={m.loss_name!r}, "
-              f"dtype={m.dtype.name!r}, n_in={m.n_in}, n_out={m.n_out}, "
-              f"n_state={m.n_state},",
+              f"dtype={m.dtype.name!r},",
+              f"               n_in={m.n_in}, n_out={m.n_out}, n_state={m.n_state},",
               f"               blocks={m.blocks!r},",
               f"               state={m.state!r}, segmented={m.segmented}, "
               f"whole={m.whole}, flushes={m.flushes}, batched={m.batched})",
@@ -303,7 +304,7 @@ def docstring(est, stem: str) -> str:
                  if uses_numba_linalg(generated_body(est.source)) else "numpy and numba")
         run = ("The first call compiles in a child process into numba's cache next to "
                "this file;\nevery process loads the code from there. One BLAS thread "
-               "(OPENBLAS_NUM_THREADS=1) is fastest.")
+               "(OPENBLAS_NUM_THREADS=1) is\nfastest.")
     else:
         needs, run = "numpy", "Plain numpy code: nothing is compiled."
     return "\n".join([
