@@ -7,11 +7,13 @@ but never ``nnan``/``ninf``, under which ``np.isnan`` of a real NaN returned Fal
 numpy's error model (a float division by zero gives inf, which the loop's finiteness
 checks report, instead of a branch per division that keeps every loop with a ``/``
 from vectorizing: Adam's update ran 8x slower); matrix tangents multiply through
-``np.dot(A, B, out)`` (BLAS GEMM, numpy's speed; the allocating form was 1.5x slower
-from n = 128) on contiguous row blocks, or through ``rg_gemm_rm`` (BLAS with a leading
-dimension) on a block of W's columns; every helper lives in the generated module itself,
-because numba's cache is keyed on one file's bytes and was seen to return stale code
-when a function in another file changed.
+``rg_gemm_rm`` (BLAS GEMM with a leading dimension, on W or a block of its columns,
+without a copy), streams through ``rg_gemm``: both call the CBLAS that numpy's wheels
+bundle, registered with LLVM in the module's set-up, not numba's ``np.dot``, which needs
+scipy (as fast as ``np.dot(A, B, out)`` and numba's scipy entry, and the same bits; a
+3x4 block's product 1.8x faster, no arrays made for alpha and beta); every helper lives
+in the generated module itself, because numba's cache is keyed on one file's bytes and
+was seen to return stale code when a function in another file changed.
 """
 from __future__ import annotations
 
@@ -36,13 +38,40 @@ class ScalarPrinter(PrinterRules, PythonCodePrinter):
 IMPORTS = f'''
 import math
 import numpy as np
-from numba import float32, float64, njit
-from numba.np.linalg import _BLAS
+from numba import njit, types
 
 FASTMATH = {FASTMATH}
 
-_rg_xxgemm_float64 = _BLAS().numba_xxgemm(float64)
-_rg_xxgemm_float32 = _BLAS().numba_xxgemm(float32)
+
+def _rg_cblas_gemm(kind):
+    """numpy's own BLAS's cblas_?gemm (64-bit integers; kind "d" or "s"), registered
+    with LLVM under the name the compiled code calls, so that numba can call it, cache
+    the caller, and load it in another process; needs neither scipy nor another BLAS."""
+    import ctypes
+    from llvmlite import binding
+    try:
+        from numpy._core import _multiarray_umath as linked
+    except ImportError:
+        from numpy.core import _multiarray_umath as linked
+    lib = ctypes.CDLL(linked.__file__)     # its symbols, and those of the BLAS it links
+    for symbol in ("scipy_cblas_" + kind + "gemm64_", "cblas_" + kind + "gemm64_"):
+        if hasattr(lib, symbol):
+            break
+    else:
+        raise ImportError("numba modules of rgraph call the 64-bit-integer CBLAS that "
+                          "numpy's wheels bundle (scipy_cblas_dgemm64_), which this numpy "
+                          "(" + np.__version__ + ") lacks: install numpy's wheel from "
+                          "PyPI (pip install numpy), or use the numpy backend")
+    name = "rg_cblas_" + kind + "gemm64"
+    binding.add_symbol(name, ctypes.cast(getattr(lib, symbol), ctypes.c_void_p).value)
+    real = types.float64 if kind == "d" else types.float32
+    i32, i64, ptr = types.int32, types.int64, types.voidptr
+    return types.ExternalFunction(name, types.void(i32, i32, i32, i64, i64, i64, real, ptr,
+                                                   i64, ptr, i64, real, ptr, i64))
+
+
+_rg_xxgemm_float64 = _rg_cblas_gemm("d")
+_rg_xxgemm_float32 = _rg_cblas_gemm("s")
 '''
 
 HELPERS = split_defs('''
@@ -170,20 +199,18 @@ def rg_allfinite(a):
 ''')
 
 # C (m, n) = A[:, col0:col0 + k] @ B (k, n) + beta C, A a flat row-major (m, lda) block:
-# numba's own entry to scipy's BLAS (the one np.dot uses, set up in IMPORTS), called with
-# leading dimensions so that a block of W's columns needs no copy. Column-major BLAS
-# computes C^T = B^T A^T.
+# numpy's BLAS (set up in IMPORTS), called with leading dimensions so that a block of
+# W's columns needs no copy. Column-major (102) BLAS computes C^T = B^T A^T; 111: no
+# transpose, 112: transpose.
 GEMM = '''
 def rg_gemm_rm_{dt}(C, A, lda, col0, B, beta):
     m, n = C.shape
     k = B.shape[0]
-    al = np.ones(1, dtype=np.{dt})
-    be = np.full(1, beta, dtype=np.{dt})
-    _rg_xxgemm_{dt}({kind}, 110, 110, n, m, k, al.ctypes, B.ctypes, n, A[col0:].ctypes, lda,
-                    be.ctypes, C.ctypes, n)
+    _rg_xxgemm_{dt}(102, 111, 111, n, m, k, 1.0, B.ctypes.data, n, A[col0:].ctypes.data,
+                    lda, beta, C.ctypes.data, n)
 '''
-HELPERS.update(split_defs(GEMM.format(dt="float64", kind=ord("d"))))
-HELPERS.update(split_defs(GEMM.format(dt="float32", kind=ord("s"))))
+HELPERS.update(split_defs(GEMM.format(dt="float64")))
+HELPERS.update(split_defs(GEMM.format(dt="float32")))
 
 # C = A @ B + beta C on 2-D views whose rows or whose columns are contiguous (a block of
 # a row-major array, or the transpose of one: ``W.T``), without copies: BLAS with the
@@ -202,13 +229,11 @@ def rg_gemm_{dt}(A, B, C, beta):
     lda = max(A.strides[1] // z, m) if ta else max(A.strides[0] // z, k)
     ldb = max(B.strides[1] // z, k) if tb else max(B.strides[0] // z, n)
     ldc = max(C.strides[0] // z, n)
-    al = np.ones(1, dtype=np.{dt})
-    be = np.full(1, beta, dtype=np.{dt})
-    _rg_xxgemm_{dt}({kind}, 116 if tb else 110, 116 if ta else 110, n, m, k, al.ctypes,
-                    B.ctypes, ldb, A.ctypes, lda, be.ctypes, C.ctypes, ldc)
+    _rg_xxgemm_{dt}(102, 112 if tb else 111, 112 if ta else 111, n, m, k, 1.0,
+                    B.ctypes.data, ldb, A.ctypes.data, lda, beta, C.ctypes.data, ldc)
 '''
-HELPERS.update(split_defs(GEMM_B.format(dt="float64", kind=ord("d"))))
-HELPERS.update(split_defs(GEMM_B.format(dt="float32", kind=ord("s"))))
+HELPERS.update(split_defs(GEMM_B.format(dt="float64")))
+HELPERS.update(split_defs(GEMM_B.format(dt="float32")))
 
 
 class NumbaBackend(Backend):
@@ -386,9 +411,7 @@ class NumbaBackend(Backend):
         m, kk = st.W.n, st.a.n
         if st.a.is_tangent and sc.k.matrix:      # a matrix tangent: one GEMM on row blocks
             a, out = self.view(st.a, sc), self.view(st.out, sc)
-            if st.all_columns and not st.acc:
-                return [f"{sc.g('np')}.dot({self.view(st.W, sc, True)}, {a}, {out})"]
-            # a block of W's columns, or accumulating: BLAS with a leading dimension
+            # BLAS with a leading dimension: W or a block of its columns, no copy
             return [f"{sc.g('rg_gemm_rm')}({out}, {self.view(st.W, sc)}, {st.W.cols}, "
                     f"{st.col0}, {a}, {1.0 if st.acc else 0.0})"]
         col = j if st.col0 == 0 else f"{st.col0} + {j}"

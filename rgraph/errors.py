@@ -1,8 +1,8 @@
-"""The errors rgraph raises. Every message names the node, the shapes and the fix."""
+"""The errors rgraph raises. Every message names the node, the shapes and the fix.
 
-
-class RGraphError(ValueError):
-    """Base class of every error rgraph raises on bad input."""
+``RGraphError`` and ``DataError`` are defined in ``rgraph.runtime`` (which an exported
+module carries, and which raises them) and are the same classes here."""
+from .runtime import DataError, RGraphError
 
 
 class ShapeError(RGraphError):
@@ -15,10 +15,6 @@ class GraphError(RGraphError):
 
 class NameError_(RGraphError):
     """A user name that is not a valid identifier, is reserved, or collides."""
-
-
-class DataError(RGraphError):
-    """Arrays passed at run time with the wrong shape, dtype, or non-finite values."""
 
 
 class NotApplicable(RGraphError):
@@ -41,3 +37,8 @@ class DivergenceWarning(TrainingWarning):
 class InitWarning(TrainingWarning):
     """The first loss is far above what predicting nothing would give (see
     ``training.health``)."""
+
+
+__all__ = ["RGraphError", "ShapeError", "GraphError", "NameError_", "DataError",
+           "NotApplicable", "MemoryRefused", "TrainingWarning", "DivergenceWarning",
+           "InitWarning"]

@@ -1,13 +1,15 @@
 """Standalone export: one compiled estimator, with its training loop, as one Python file
-that imports only math, numpy and numba (``est.export(path)``, ``rgraph export``).
+that needs only numpy (and numba, for the numba backend), not rgraph
+(``est.export(path)``, ``rgraph export``).
 
 The file is the estimator's generated module (``est.source``, minus its "do not edit"
-and content-hash header lines) followed by a driver: the constants that describe the
-parameter layout, the estimator state's size, the optimizers and the init schemes,
-then the plain Python functions of ``export_driver.py`` (``init_params``,
-``total_gradient``, ``loss``, ``train``), which call the generated module's compiled
-entry points ``run``, ``flush_all`` and ``evaluate``. Nothing in the file refers to
-rgraph, so it runs in a project that does not have it.
+and content-hash header lines), then ``rgraph/runtime.py`` copied unchanged (the
+parameter layout, data checks, init schemes and driver loop rgraph itself runs), then
+a few lines that describe this estimator to the runtime (``INFO``, ``PARAMS``, its
+``runtime.Model``) and offer ``init_params``, ``total_gradient``, ``loss`` and
+``train``. Under numba the entry points are compiled as rgraph compiles them: by a
+child process into numba's cache next to the file, then loaded from there (``LOADER``),
+so that the first process runs the machine code every later one, and rgraph, runs.
 """
 from __future__ import annotations
 
@@ -15,19 +17,16 @@ import ast
 from importlib.metadata import version
 import builtins
 import dataclasses
-import inspect
 import re
 import symtable
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from . import export_driver
-from .codegen import Namer, rename
+from . import runtime
 from .errors import RGraphError
 
-ENTRY = ("run", "run_batch", "flush_all", "evaluate")   # the generated module's functions we call
+API = ["init_params", "total_gradient", "loss", "train"]
 _HEADER = re.compile(r"^#.*(do not edit|content hash)", re.IGNORECASE)
 
 
@@ -55,10 +54,20 @@ def export(est, path) -> Path:
     return path
 
 
-def driver_names() -> set:
-    """The module-level names the driver defines (every generated module leaves them
-    free, so that the export can append the driver to any cell's module)."""
-    return {fn.__name__ for fn in export_driver.DRIVER} | set(CONSTANTS) | {"__all__"}
+def runtime_source() -> str:
+    """``rgraph/runtime.py``, as the exported file carries it."""
+    return Path(runtime.__file__).read_text(encoding="utf-8")
+
+
+def reserved_names() -> set:
+    """The module-level names the runtime and the export's own lines define (every
+    generated module leaves them free, so that the export can append them to any cell's
+    module); numpy and math are the exception: the runtime imports them as ``np`` and
+    ``math``, which generated modules bind to the same modules unless a node takes the
+    name (see ``module_text``)."""
+    own = top_level_names(runtime_source()) | top_level_names(LOADER) | set(TAIL) | \
+        set(API) | {"__all__"}
+    return own - {"np", "math"}
 
 
 def module_text(est, stem: str = "model") -> str:
@@ -69,38 +78,217 @@ def module_text(est, stem: str = "model") -> str:
     missing = [n for n in entry.values() if n not in defined]
     if missing:
         raise ExportError(f"the generated module of {est.name} lacks {missing}")
-    consts = constants(est)
-    funcs = [textwrap.dedent(inspect.getsource(fn)) for fn in export_driver.DRIVER]
-    driver = "\n\n".join(funcs)
-    mine = set(consts) | {fn.__name__ for fn in export_driver.DRIVER}
-    clash = sorted(mine & defined)
+    clash = sorted(reserved_names() & defined)
     if clash:
-        raise ExportError(f"the generated module of {est.name} already defines "
-                          f"{clash}")
-    free = free_names(driver) - mine - set(ENTRY) - {"np", "math"} - set(dir(builtins))
+        raise ExportError(f"the generated module of {est.name} already defines {clash}")
+    imported = imports_of(body)
+    for name, mod in (("np", "numpy"), ("math", "math")):
+        if name in defined and imported.get(name) != mod:
+            raise ExportError(f"cell '{est.cell.name}' has a node named {name!r}, which the "
+                              f"exported module's runtime needs for {mod}; rename the node "
+                              f"to export it")
+    rt = runtime_source()
+    tail = tail_text(est, entry)
+    free = free_names(tail) - reserved_names() - set(entry.values()) - \
+        {"np", "math", "__file__"} - set(dir(builtins))
     if free:
-        raise ExportError(f"the driver uses undefined names {sorted(free)}")
-    # numpy and math under names the generated module leaves free (a cell's node may be
-    # called np or math: the generated module then imports numpy under another name)
-    namer = Namer(defined | mine)
-    mods = {"np": namer.claim("np"), "math": namer.claim("math"), **entry}
-    driver = rename(driver, mods)
-    consts = {k: rename(v, mods) for k, v in consts.items()}
+        raise ExportError(f"the export's own lines use undefined names {sorted(free)}")
+    scipy = est.backend.jit and uses_numba_linalg(body)
     parts = [docstring(est, stem),
              (f"# Exported by rgraph {version('rgraph')}: the generated module of {est.name}, "
-              f"then a driver."),
-             "# Standalone: imports only math, numpy" + (" and numba." if est.backend.jit
-                                                         else "."),
-             body.rstrip("\n"), "", "",
-             "# " + "-" * 30 + " exported driver (plain Python around the compiled loop)",
-             "import math" + (f" as {mods['math']}" if mods["math"] != "math" else ""),
-             "import numpy" + (f" as {mods['np']}" if mods["np"] != "numpy" else ""), ""]
-    parts += [f"{name} = {value}" for name, value in consts.items()]
-    parts += ["", "", driver, "", "",
-              f"__all__ = {export_driver.ENTRY_POINTS + ['PARAMS', 'INFO']!r}", ""]
+              f"then rgraph's runtime, then this estimator's description."),
+             "# Standalone: imports only math, numpy" +
+             (" and numba (with llvmlite, which numba installs)" if est.backend.jit
+              else "") + ("; numba's np.dot needs scipy." if scipy else ".")]
+    if scipy:
+        parts += [
+            "try:   # numba runs numpy.dot and numpy.linalg, which this module's templates "
+            "call, on scipy's BLAS",
+            '    __import__("scipy.linalg.cython_blas")',
+            "except ImportError:",
+            f'    raise ImportError("{SCIPY_NEEDED}") from None']
+    parts += [body.rstrip("\n"), "", "",
+              "# " + "-" * 30 + " rgraph's runtime (rgraph/runtime.py, unchanged)",
+              rt.rstrip("\n"), "", "",
+              "# " + "-" * 30 + f" {est.name} on cell '{est.cell.name}'",
+              tail, ""]
     text = "\n".join(parts)
     compile(text, f"{stem}.py", "exec")      # a template or header change fails here
     return text
+
+
+SCIPY_NEEDED = ("this module's compiled code calls numpy.dot or numpy.linalg (in the "
+                "templates of KF-RTRL and OK), which numba runs on scipy's BLAS and "
+                "LAPACK: install scipy (pip install scipy), or export with the numpy "
+                "backend")
+
+
+def uses_numba_linalg(body: str) -> bool:
+    """Whether the generated module calls numpy.dot or numpy.linalg (which numba runs
+    through scipy)."""
+    alias = [n for n, mod in imports_of(body).items() if mod == "numpy"]
+    return any(isinstance(node, ast.Attribute) and node.attr in ("dot", "linalg")
+               and isinstance(node.value, ast.Name) and node.value.id in alias
+               for node in ast.walk(ast.parse(body)))
+
+
+def imports_of(source: str) -> dict:
+    """name -> module of a module's top-level ``import m [as name]`` statements."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                out[a.asname or a.name.split(".")[0]] = a.name
+    return out
+
+
+# --------------------------------------------------------- the export's own lines
+TAIL = ("INFO", "PARAMS", "_INITS", "_OPTIMIZERS", "_ENTRY", "_invoke", "_MODEL")
+
+LOADER = '''
+_CHILD = r"""
+import pickle, sys
+from numba.core.caching import NullCache
+from numba.core.dispatcher import Dispatcher
+path, name = sys.argv[1], sys.argv[2]
+requests = pickle.load(sys.stdin.buffer)
+with open(path, encoding="utf-8") as fh:
+    text = fh.read()
+module = type(sys)(name)
+module.__file__ = path
+sys.modules[name] = module
+exec(compile(text, path, "exec", dont_inherit=True), module.__dict__)
+# only the entry points go to the cache: the functions they call compile afresh into them
+for n, f in vars(module).items():
+    if isinstance(f, Dispatcher) and n not in {fn for fn, _ in requests}:
+        f._cache = NullCache()
+for fn, sig in requests:
+    getattr(module, fn).compile(sig)
+"""
+_LOADED = []
+
+
+def _invoke(fn, *args):
+    """Call the entry point ``fn`` (its role: run, run_batch, evaluate, flush_all) of
+    the module above, compiled as rgraph compiles it: on the first call a child process
+    compiles the entry points into numba's cache (next to this file, in __pycache__)
+    and this process loads them from there, like every later process. Code compiled in
+    the process that calls it was seen to round differently in the last bits."""
+    f = _ENTRY[fn]
+    if not _LOADED:
+        _load(_MODEL.example_calls(fn))
+        _LOADED.append(True)
+    if tuple(f.typeof_pyval(a) for a in args) not in f.overloads:
+        _load([(fn, args)])
+    return f(*args)
+
+
+def _load(calls):
+    """Compile (fn, example arguments) pairs in a child process, then load them."""
+    import pickle
+    import subprocess
+    import sys
+    import warnings
+    reqs = [(_ENTRY[fn], tuple(_ENTRY[fn].typeof_pyval(a) for a in args))
+            for fn, args in calls]
+    todo = [(f, sig) for f, sig in reqs if sig not in f.overloads]
+    if not todo:
+        return
+    done = subprocess.run([sys.executable, "-c", _CHILD, __file__, __name__],
+                          input=pickle.dumps([(f.__name__, sig) for f, sig in todo]),
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()[-20:]
+        raise RuntimeError(f"numba could not compile {__file__} in a child process:\\n"
+                           + "\\n".join(err))
+    for f, sig in todo:
+        f.compile(sig)
+        if not f.stats.cache_hits.get(sig):
+            warnings.warn(f"{__file__}: numba did not load {f.__name__} from its cache "
+                          f"(compiled it here instead): results may differ from rgraph's "
+                          f"in the last bits", stacklevel=3)
+'''
+
+DIRECT = '''
+
+def _invoke(fn, *args):
+    """Call the entry point ``fn`` (its role: run, run_batch, evaluate, flush_all) of
+    the module above."""
+    return _ENTRY[fn](*args)
+'''
+
+API_TEXT = '''
+
+def init_params(seed=0):
+    """Fresh parameters {name: float64 array} from each parameter's init scheme; the
+    same seed gives the same numbers as rgraph's ``Estimator.init_params(seed)``."""
+    return draw_params(_INITS, seed)
+
+
+def total_gradient(params, xs, ys, seed=0, weights=None, resets=None, return_loss=False):
+    """The sum over a sequence of the estimator's per-step gradient estimates at fixed
+    parameters, states starting at zero (loss: the sum of the per-step losses).
+
+    params: {name: array} (see PARAMS); xs: (T, n_in); ys: (T,) class ids for
+    softmax_xent, (T, n_out) targets for mse; weights: (T,) loss weights >= 0; resets:
+    (T,) booleans, zero the state before that step; seed: the estimator's noise
+    (``np.random.default_rng(seed)``). Returns {name: array} (and the summed loss with
+    return_loss=True)."""
+    return _MODEL.total_gradient(params, xs, ys, seed, weights, resets, return_loss)
+
+
+def loss(params, xs, ys, weights=None, resets=None):
+    """Mean per-step loss of a forward pass from zero state (no learning)."""
+    return _MODEL.loss(params, xs, ys, weights, resets)
+
+
+def train(params, xs, ys, optimizer="sgd", batch=1, seed=0, weights=None, resets=None,
+          reset_prob=0.0, chunk=None, state=None, **options):
+    """Online training on a sequence; returns (new params, per-step losses).
+
+    Every step advances the cell, forms the gradient estimate and (every step, or at
+    each segment's end for truncated BPTT) updates the parameters with the batch mean.
+    optimizer: "sgd" (lr=0.01, decay, clip, weight_decay) or "adam" (lr=0.001, beta1,
+    beta2, eps, decay, clip, weight_decay), options as keywords; the learning rate at
+    update k is lr / (1 + decay * sqrt(k)), clip > 0 caps the gradient's norm.
+    xs: (T, n_in), split into ``batch`` contiguous streams of T // batch steps, or
+    (T, batch, n_in); ys, weights, resets likewise (see total_gradient). seed: the
+    estimator's noise; reset_prob: zero a stream's state with this probability per
+    step. chunk: steps per compiled call (default 1000; for exact BPTT the whole
+    stream). losses[t]: the weighted mean loss of step t over the streams.
+    state: a dict, empty at first, that keeps the run (optimizer moments, cell and
+    estimator states, random generators, step count) between calls: calling again with
+    the returned params and the same dict continues the run as if it had not stopped."""
+    return train_model(_MODEL, _OPTIMIZERS, params, xs, ys, optimizer, batch, seed,
+                       weights, resets, reset_prob, chunk, state, **options)
+'''
+
+
+def tail_text(est, entry: dict) -> str:
+    """The export's own lines: this estimator's constants and model, the way into the
+    compiled entry points, and the functions the module offers."""
+    m = est.model
+    info = {"cell": est.cell.name, "estimator": est.name, "loss": est.loss_name,
+            "dtype": est.dtype.name, "backend": est.backend.name, "n_in": int(est.n_in),
+            "n_out": int(est.n_out), "n_state": int(est.n_state),
+            "n_params": int(est.n_params), "rgraph": version('rgraph')}
+    lines = [f"INFO = {info!r}",
+             f"PARAMS = {dict((name, shape) for name, _, shape, _ in m.blocks)!r}",
+             "_INITS = (\n" + "".join(f"    {r!r},\n" for r in init_specs(est)) + ")",
+             f"_OPTIMIZERS = {optimizer_layouts()!r}",
+             "_ENTRY = {" + ", ".join(f"{role!r}: {name}" for role, name in entry.items())
+             + "}"]
+    lines.append((LOADER if est.backend.jit else DIRECT).rstrip("\n"))
+    lines += ["", "",
+              f"_MODEL = Model(_invoke, cell={m.cell!r}, loss={m.loss_name!r}, "
+              f"dtype={m.dtype.name!r},",
+              f"               n_in={m.n_in}, n_out={m.n_out}, n_state={m.n_state},",
+              f"               blocks={m.blocks!r},",
+              f"               state={m.state!r}, segmented={m.segmented}, "
+              f"whole={m.whole}, flushes={m.flushes}, batched={m.batched})",
+              API_TEXT.rstrip("\n"), "", "",
+              f"__all__ = {API + ['PARAMS', 'INFO']!r}"]
+    return "\n".join(lines)
 
 
 def docstring(est, stem: str) -> str:
@@ -112,9 +300,11 @@ def docstring(est, stem: str) -> str:
     init = ("init_params(seed) draws as rgraph does." if not custom else
             f"init_params cannot draw {custom} (a Python init function).")
     if est.backend.jit:
-        needs = "numpy and numba"
-        run = ("Numba-compiled, cached next to this file (numba's np.dot needs scipy); one "
-               "BLAS\nthread (OPENBLAS_NUM_THREADS=1) is fastest.")
+        needs = ("numpy, numba and scipy (numba's np.dot)"
+                 if uses_numba_linalg(generated_body(est.source)) else "numpy and numba")
+        run = ("The first call compiles in a child process into numba's cache next to "
+               "this file;\nevery process loads the code from there. One BLAS thread "
+               "(OPENBLAS_NUM_THREADS=1) is\nfastest.")
     else:
         needs, run = "numpy", "Plain numpy code: nothing is compiled."
     return "\n".join([
@@ -182,79 +372,6 @@ def free_names(source: str) -> set:
     for child in symtable.symtable(source, "<driver>", "exec").get_children():
         walk(child)
     return out
-
-
-# ------------------------------------------------------------------ constants
-CONSTANTS = ("INFO", "PARAMS", "_LOSS", "_DTYPE", "_N_PARAMS", "_N_STATE", "_N_IN", "_N_OUT",
-             "_BLOCKS", "_INITS", "_E_BASE", "_E_PER_K", "_K_FIXED", "_SEGMENTED", "_WHOLE",
-             "_FLUSHES", "_BATCHED", "_OPTIMIZERS")
-
-
-def constants(est) -> dict:
-    """name -> Python source of each constant the driver reads (see export_driver)."""
-    blocks = tuple((b.name, int(b.off), tuple(int(d) for d in b.shape), int(b.size))
-                   for b in est.blocks)
-    base, per_k, k_fixed = state_size(est)
-    info = {"cell": est.cell.name, "estimator": est.name, "loss": est.loss_name,
-            "dtype": est.dtype.name, "backend": est.backend.name, "n_in": int(est.n_in),
-            "n_out": int(est.n_out), "n_state": int(est.n_state),
-            "n_params": int(est.n_params), "rgraph": version('rgraph')}
-    spec = est.spec
-    out = {
-        "INFO": repr(info),
-        "PARAMS": repr({name: shape for name, _, shape, _ in blocks}),
-        "_LOSS": repr(est.loss_name),
-        "_DTYPE": f"np.dtype({est.dtype.name!r})",
-        "_N_PARAMS": repr(int(est.n_params)),
-        "_N_STATE": repr(int(est.n_state)),
-        "_N_IN": repr(int(est.n_in)),
-        "_N_OUT": repr(int(est.n_out)),
-        "_BLOCKS": repr(blocks),
-        "_INITS": "(\n" + "".join(f"    {r!r},\n" for r in init_specs(est)) + ")",
-        "_E_BASE": repr(base),
-        "_E_PER_K": repr(per_k),
-        "_K_FIXED": repr(k_fixed),
-        "_SEGMENTED": repr(bool(spec.segment)),
-        "_WHOLE": repr(bool(spec.whole_sequence)),
-        "_FLUSHES": repr(bool(spec.flushes)),
-        "_BATCHED": repr("run_batch" in est.entry_points),
-        "_OPTIMIZERS": repr(optimizer_layouts()),
-    }
-    assert tuple(out) == CONSTANTS, "driver_names() must list every constant"
-    return out
-
-
-def state_size(est):
-    """(base, per_k, k_fixed): a stream's estimator state holds base + per_k * K numbers
-    for the segment length K, which is k_fixed or, when that is None, the number of
-    steps of a call. Measured through ``est.new_state`` and checked at several lengths."""
-    spec = est.spec
-    try:
-        k_fixed = int(spec.segment_length(None))
-    except (ValueError, TypeError):
-        k_fixed = None
-
-    def size(T):
-        return int(est.new_state(1, T)[1].shape[1])
-    probes = (1, 2, 7, 100)
-    ks = [spec.segment_length(T) for T in probes]
-    if k_fixed is None:
-        if ks != list(probes):
-            raise ExportError(f"{est.name}'s segment length is neither fixed nor "
-                              f"the sequence length ({dict(zip(probes, ks))})")
-        base, per_k = size(1) - (size(2) - size(1)), size(2) - size(1)
-    else:
-        if ks != [k_fixed] * len(probes):
-            raise ExportError(f"{est.name}'s segment length varies: "
-                              f"{dict(zip(probes, ks))}")
-        base, per_k = size(1), 0
-    for T in probes:
-        K = T if k_fixed is None else k_fixed
-        want_update = K if spec.segment else 1
-        if size(T) != base + per_k * K or spec.update_every(T) != want_update:
-            raise ExportError(f"{est.name}'s state size or update period is not "
-                              f"the affine form the exported driver supports")
-    return base, per_k, k_fixed
 
 
 def init_specs(est):

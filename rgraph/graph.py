@@ -21,6 +21,7 @@ import sympy as sp
 
 from . import ops, scalars
 from .errors import GraphError, NameError_, ShapeError
+from .runtime import draw
 
 def check_name(name, what: str) -> str:
     """Validate a user-given name: any Python identifier that is not a keyword. Names
@@ -410,7 +411,7 @@ class Cell:
         """A trainable parameter. ``init``: one of INITS, an array, or ``f(rng, shape)``.
 
         ``normal`` (the default) draws N(0, scale²/fan_in); ``uniform`` U(±scale/√fan_in);
-        fan_in is a matrix's column count and a vector's length (``param_fan_in``).
+        fan_in is a matrix's column count and a vector's length (``runtime.fan_in``).
         ``orthogonal`` stacks orthogonal square blocks (times scale); ``identity`` is
         scale·I (a vector: scale); ``zeros``, ``ones``; ``const`` fills with ``scale``.
         """
@@ -628,44 +629,18 @@ class Cell:
         return text
 
 
-def param_fan_in(shape) -> int:
-    """The fan-in ``normal`` and ``uniform`` scale by: a matrix's column count; a
-    vector's length (Keras's rule for one-dimensional weights: a bias or a gain draws
-    N(0, scale²/n), never N(0, scale²), so a vector of 64 entries starts near 0.1, not 1)."""
-    return int(shape[-1]) if len(shape) >= 1 else 1
-
-
 def init_param(node: Node, rng: np.random.Generator) -> np.ndarray:
-    """Draw a parameter's initial value from its init spec."""
+    """Draw a parameter's initial value from its init spec: a function (rng, shape) ->
+    array, an array, or a scheme of ``INITS`` (``runtime.draw``, fan-in as
+    ``runtime.fan_in``)."""
     init, scale = node.value
     shape = node.shape
-    fan_in = param_fan_in(shape)
     if callable(init):
         arr = np.asarray(init(rng, shape), dtype=np.float64)
     elif not isinstance(init, str):
         arr = np.array(init, dtype=np.float64)
-    elif init == "normal":
-        arr = rng.standard_normal(shape) * scale / np.sqrt(fan_in)
-    elif init == "uniform":
-        lim = scale / np.sqrt(fan_in)
-        arr = rng.uniform(-lim, lim, shape)
-    elif init == "orthogonal":
-        rows, cols = shape if len(shape) == 2 else (shape[0], 1)
-        if rows >= cols:   # stacked square orthogonal blocks
-            blocks = [np.linalg.qr(rng.standard_normal((cols, cols)))[0]
-                      for _ in range(-(-rows // cols))]
-            arr = np.concatenate(blocks)[:rows]
-        else:              # orthonormal rows
-            arr = np.linalg.qr(rng.standard_normal((cols, rows)))[0].T
-        arr = arr.reshape(shape) * scale
-    elif init == "zeros":
-        arr = np.zeros(shape)
-    elif init == "ones":
-        arr = np.ones(shape)
-    elif init == "identity":
-        arr = np.eye(*shape) * scale if len(shape) == 2 else np.ones(shape) * scale
-    else:  # const
-        arr = np.full(shape, scale)
+    else:
+        arr = draw(init, shape, scale, rng)
     if arr.shape != shape:
         raise ShapeError(f"param '{node.name}': init gave shape {arr.shape}, expected {shape}")
     return arr

@@ -1,10 +1,11 @@
 """Standalone export: est.export(path) and `rgraph export` write one module that runs
-without rgraph and gives rgraph's numbers.
+without rgraph (and without scipy) and gives rgraph's numbers.
 
-The bit-for-bit comparison runs both sides in fresh processes on numba's cached code
-(each side is warmed first): rgraph itself always runs the cached code, but the exported
-module is compiled by numba in the process that first imports it, and that process runs
-numba's in-memory code, which can differ from the cached object code in the last bit.
+The exported file carries ``rgraph/runtime.py`` unchanged: the same pack, data checks,
+init schemes and driver loop rgraph runs. Under numba it compiles its entry points the
+way rgraph does (a child process compiles into numba's cache, the caller loads from
+it), so a fresh process that imports it for the first time gets rgraph's numbers bit
+for bit.
 """
 import ast
 import importlib.util
@@ -17,41 +18,41 @@ import numpy as np
 import pytest
 
 import rgraph as rg
+from rgraph import export as ex
+from rgraph import runtime
 from rgraph.cli import main
 
 # What both sides compute: x.init_params, x.total_gradient, x.train (new params and
-# per-step losses) on the same data; results go to an .npz file.
-COMPUTE = r'''
-import sys
+# per-step losses, one stream and four) on the same data.
+COMPUTE = r"""
 import numpy as np
 
-def compute(x, out):
+def compute(x, T, n_in, n_out):
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 8, int(sys.argv[3]))
-    xs, ys = np.eye(8)[ids], np.roll(ids, 1)
-    ws = rng.uniform(0.5, 1.5, len(ids))
+    ids = rng.integers(0, n_out, T)
+    xs, ys = np.eye(n_in)[ids % n_in], np.roll(ids, 1)
+    ws = rng.uniform(0.5, 1.5, T)
     p = x.init_params(3)
     res = {"init_" + k: v for k, v in p.items()}
     g = x.total_gradient(p, xs, ys, seed=1, weights=ws)
     res.update({"grad_" + k: v for k, v in g.items()})
     pa, la = x.train(p, xs, ys, "adam", 4, 5, lr=1e-2)
     res.update({"adam_" + k: v for k, v in pa.items()}, adam_losses=la)
-    ps, ls = x.train(p, xs, ys, "sgd", 2, 7, lr=0.1, decay=0.03, clip=1.0)
+    ps, ls = x.train(p, xs, ys, "sgd", 1, 7, lr=0.1, decay=0.03, clip=1.0)
     res.update({"sgd_" + k: v for k, v in ps.items()}, sgd_losses=ls)
-    np.savez(out, **res)
-'''
+    return res
+"""
 
-# The exported side: rgraph cannot be imported (sys.modules entry None, and python -I
-# ignores PYTHONPATH and the user's site-packages).
-EXPORTED = COMPUTE + r'''
+# The exported side, in a fresh interpreter: neither rgraph nor scipy can be imported
+# (sys.modules entries None; python -I ignores PYTHONPATH and the user's site-packages),
+# and the module's folder holds no compiled code yet.
+EXPORTED = COMPUTE + r"""
+import sys
 sys.modules["rgraph"] = None
-try:
-    import rgraph  # noqa: F401
-    raise SystemExit("rgraph was importable")
-except ImportError:
-    pass
-sys.path.insert(0, sys.argv[1])
-import lstm_uoro as m
+sys.modules["scipy"] = None
+folder, name, out, T, n_in, n_out = sys.argv[1:7]
+sys.path.insert(0, folder)
+m = __import__(name)
 
 class X:
     init_params = staticmethod(m.init_params)
@@ -61,32 +62,35 @@ class X:
     def train(p, xs, ys, opt, batch, seed, **hyper):
         return m.train(p, xs, ys, optimizer=opt, batch=batch, seed=seed, **hyper)
 
-compute(X, sys.argv[2])
-print(",".join(sorted(k for k in sys.modules if k.split(".")[0] == "rgraph"
-                      and sys.modules[k] is not None)) or "no rgraph")
-'''
-
-# The rgraph side, through the public API.
-RGRAPH = COMPUTE + r'''
-import rgraph as rg
-est = rg.compile(rg.cells.lstm(8, 16, 8), "uoro", loss="softmax_xent")
-
-class X:
-    init_params = est.init_params
-    total_gradient = est.total_gradient
-
-    @staticmethod
-    def train(p, xs, ys, opt, batch, seed, **hyper):
-        r = est.train(p, xs, ys, optimizer=(rg.Adam if opt == "adam" else rg.SGD)(**hyper),
-                      batch=batch, seed=seed)
-        return r.params, r.losses
-
-compute(X, sys.argv[2])
-'''
+np.savez(out, **compute(X, int(T), int(n_in), int(n_out)))
+print(",".join(sorted(k for k in sys.modules if k.split(".")[0] in ("rgraph", "scipy")
+                      and sys.modules[k] is not None)) or "neither")
+"""
 
 
-def python(*args, isolated=False):
+def rgraph_side(est, T):
+    """COMPUTE through rgraph's API, in this process."""
+    env = {}
+    exec(COMPUTE, env)
+
+    class X:
+        init_params = est.init_params
+        total_gradient = est.total_gradient
+
+        @staticmethod
+        def train(p, xs, ys, opt, batch, seed, **hyper):
+            r = est.train(p, xs, ys, optimizer=(rg.Adam if opt == "adam" else rg.SGD)(
+                **hyper), batch=batch, seed=seed)
+            return r.params, r.losses
+    return env["compute"](X, T, est.n_in, est.n_out)
+
+
+def python(*args, isolated=False, path=None):
+    """Run python with ``args``; ``path``: its PYTHONPATH (inherited by the processes it
+    starts, which ``-I`` does not isolate)."""
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    if path is not None:
+        env["PYTHONPATH"] = str(path)
     cmd = [sys.executable] + (["-I"] if isolated else []) + list(args)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
                          check=False)
@@ -103,6 +107,16 @@ def load(path, name):
     return mod
 
 
+def imported_modules(text: str) -> set:
+    mods = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Import):
+            mods.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            mods.add(node.module.split(".")[0])
+    return mods
+
+
 @pytest.fixture(scope="module")
 def lstm_uoro():
     return rg.compile(rg.cells.lstm(8, 16, 8), "uoro", loss="softmax_xent")
@@ -115,48 +129,82 @@ def exported(lstm_uoro, tmp_path_factory):
     return d, path
 
 
-@pytest.fixture(scope="module")
-def results(lstm_uoro, exported, tmp_path_factory):
-    """(exported side, rgraph side) results, each computed in a fresh process on cached
-    compiled code."""
-    d, _ = exported
-    out = tmp_path_factory.mktemp("results")
-    python("-c", RGRAPH, str(d), str(out / "warm_rg.npz"), "8")        # warm both caches
-    python("-c", EXPORTED, str(d), str(out / "warm_ex.npz"), "8", isolated=True)
-    stdout = python("-c", EXPORTED, str(d), str(out / "ex.npz"), "400", isolated=True)
-    assert stdout.strip().splitlines()[-1] == "no rgraph"
-    python("-c", RGRAPH, str(d), str(out / "rg.npz"), "400")
-    return dict(np.load(out / "ex.npz")), dict(np.load(out / "rg.npz"))
+def test_the_runtime_imports_only_numpy_and_math():
+    assert "numpy" in imported_modules(ex.runtime_source()) <= {"math", "numpy"}
+    assert rg.DataError is runtime.DataError and rg.RGraphError is runtime.RGraphError
+    assert issubclass(rg.ShapeError, runtime.RGraphError)
 
 
-def test_the_file_imports_only_the_standard_library_numpy_numba(exported, lstm_uoro):
+def test_the_file_carries_the_runtime_unchanged(exported, lstm_uoro):
     _, path = exported
     text = path.read_text()
-    mods = set()
-    for node in ast.walk(ast.parse(text)):
-        if isinstance(node, ast.Import):
-            mods.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            mods.add(node.module.split(".")[0])
-    assert mods == {"collections", "math", "numpy", "numba"}    # namedtuple: the scratch
+    rt = ex.runtime_source()
+    assert text.count(rt.rstrip("\n")) == 1
+    assert text.count("def check_data(") == 1 and text.count("def draw(") == 1
+    # what the file imports: the runtime's and the generated module's modules, numba's
+    # llvmlite (the BLAS binding) and the standard library's (the loader's child)
+    assert imported_modules(text) == {"math", "numpy", "numba", "llvmlite", "ctypes",
+                                      "pickle", "subprocess", "sys", "warnings",
+                                      "collections"}      # namedtuple: the scratch
+    assert '__import__("scipy' not in text      # no check that scipy is there either
     doc = ast.get_docstring(ast.parse(text))
     assert "'lstm'" in doc and "uoro" in doc and "softmax_xent" in doc and "float64" in doc
+    assert "needs only numpy and numba" in doc and "child process" in doc
     assert len(doc.splitlines()) <= 14
     assert "do not edit" not in text.lower() and "content hash" not in text.lower()
 
 
-def test_total_gradient_and_training_match_rgraph_bit_for_bit(results, lstm_uoro):
-    ex, ref = results
-    assert sorted(ex) == sorted(ref)
-    names = [b.name for b in lstm_uoro.blocks]
-    assert sorted(k[len("grad_"):] for k in ex if k.startswith("grad_")) == sorted(names)
+CASES = {"lstm uoro": (lambda: rg.cells.lstm(8, 16, 8), "uoro", 400),
+         # a module that multiplies matrix tangents through BLAS (rg_gemm_rm)
+         "tanh_rnn rtrl": (lambda: rg.cells.tanh_rnn(3, 5, 4), "rtrl", 120)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_first_import_matches_rgraph_bit_for_bit(case, tmp_path):
+    """A fresh interpreter without rgraph or scipy imports the module from a folder
+    with no compiled code: its gradient and trained parameters are rgraph's, bit for
+    bit (the child compiles, the caller loads, as in rgraph)."""
+    cell, name, T = CASES[case]
+    est = rg.compile(cell(), name)
+    text = est.source
+    assert "_rg_xxgemm_float64(" in text            # the module calls BLAS
+    path = est.export(tmp_path / "m.py")
+    assert not (tmp_path / "__pycache__").exists()
+    # the child that compiles is not isolated: packages that fail to import come first
+    # on its path, so that it cannot lean on scipy or rgraph either
+    for pkg in ("scipy", "rgraph"):
+        (tmp_path / "absent" / pkg).mkdir(parents=True)
+        (tmp_path / "absent" / pkg / "__init__.py").write_text(
+            f"raise ImportError('{pkg} is not installed here')\n")
+    stdout = python("-c", EXPORTED, str(tmp_path), "m", str(tmp_path / "ex.npz"), str(T),
+                    str(est.n_in), str(est.n_out), isolated=True, path=tmp_path / "absent")
+    assert stdout.strip().splitlines()[-1] == "neither"
+    assert any(p.suffix == ".nbi" for p in (tmp_path / "__pycache__").iterdir())
+    got, ref = dict(np.load(tmp_path / "ex.npz")), rgraph_side(est, T)
+    assert sorted(got) == sorted(ref)
     for key in ref:
-        assert ex[key].shape == ref[key].shape, key
-        assert np.array_equal(ex[key], ref[key]), key
-    for n in names:     # training moved the parameters
-        assert not np.array_equal(ref["adam_" + n], ref["init_" + n]) or \
-            not np.any(ref["init_" + n])
-    assert ref["adam_losses"].shape == (100,) and ref["sgd_losses"].shape == (200,)
+        assert got[key].shape == ref[key].shape, key
+        assert np.array_equal(got[key], ref[key]), key
+    moved = [k for k in ref if k.startswith("adam_") and k != "adam_losses"
+             and not np.array_equal(ref[k], ref["init_" + k[5:]])]
+    assert moved and ref["sgd_losses"].shape == (T,) and ref["adam_losses"].shape == (T // 4,)
+    assert path.read_text().count("def _invoke") == 1
+
+
+def test_estimators_on_numbas_np_dot_name_scipy(tmp_path):
+    """KF-RTRL's template calls np.dot, which numba runs on scipy's BLAS: without scipy
+    the exported module says so on import, naming what to install."""
+    est = rg.compile(rg.cells.tanh_rnn(3, 4, 3), "kf-rtrl")
+    path = est.export(tmp_path / "kf.py")
+    assert "numpy, numba and scipy" in ast.get_docstring(ast.parse(path.read_text()))
+    code = ("import sys; sys.modules['scipy'] = None; sys.path.insert(0, sys.argv[1])\n"
+            "try:\n    import kf\nexcept ImportError as e:\n    print(e)\n")
+    out = python("-c", code, str(tmp_path), isolated=True)
+    assert "install scipy (pip install scipy)" in out and "numpy.dot" in out
+    # rgraph's numba GEMM itself needs no scipy
+    rtrl = rg.compile(rg.cells.tanh_rnn(3, 4, 3), "rtrl")
+    assert "_rg_xxgemm_float64(" in rtrl.source and "scipy" not in imported_modules(
+        rtrl.source) and not ex.uses_numba_linalg(rtrl.source)
 
 
 def test_entry_points_and_layout(exported, lstm_uoro):
@@ -270,25 +318,37 @@ def test_init_schemes_are_reproduced(tmp_path):
 
 
 def test_tbptt_numba_export(tmp_path):
-    """TBPTT(4) under numba, imported here: this process compiles the exported file
-    (numba's in-memory code) while the estimator runs cached code, so the two agree to
-    round-off (rtol 1e-12), not necessarily in the last bit."""
+    """TBPTT(4) under numba, imported here: the module's first call has a child compile
+    its entry points, and this process loads them, so it runs rgraph's machine code."""
     est = rg.compile(rg.cells.tanh_rnn(3, 5, 3), "tbptt(4)")
     m = load(est.export(tmp_path / "t.py"), "exported_tbptt")
     assert m.INFO["estimator"] == "tbptt(4)"
     xs, ys, _, _ = _data(3, 3, 80)
     p = est.init_params(0)
     g1, g2 = est.total_gradient(p, xs, ys, seed=1), m.total_gradient(p, xs, ys, seed=1)
-    assert all(np.allclose(g1[k], g2[k], rtol=1e-12, atol=1e-14) for k in g1)
+    assert all(np.array_equal(g1[k], g2[k]) for k in g1)
     r = est.train(p, xs, ys, optimizer=rg.SGD(0.05), batch=2, seed=0)
     q, losses = m.train(p, xs, ys, lr=0.05, batch=2, seed=0)
-    assert all(np.allclose(r.params[k], q[k], rtol=1e-12, atol=1e-14) for k in q)
-    assert np.allclose(r.losses, losses, rtol=1e-12)
+    assert all(np.array_equal(r.params[k], q[k]) for k in q)
+    assert np.array_equal(r.losses, losses)
     assert json.loads(json.dumps(m.INFO))["n_state"] == 5
+    with pytest.raises(m.DataError, match="xs has shape"):     # the runtime's own
+        m.loss(p, xs[:, :2], ys)
 
 
-def test_driver_free_names_are_checked():
-    from rgraph import export as ex
+def test_a_node_named_np_cannot_be_exported(tmp_path):
+    c = rg.Cell("np_cell")
+    x, h = c.input("x", 2), c.state("h", 3)
+    h_new = c.name_node(rg.tanh(c.param("W", (3, 5)) @ rg.concat(h, x)), "np")
+    c.update(h, h_new)
+    c.output("y", c.param("V", (2, 3)) @ h_new)
+    est = rg.compile(c, "rtrl")       # numba: the node's offset is a module-level name
+    assert "np = " in est.source
+    with pytest.raises(ex.ExportError, match="node named 'np'.*rename the node"):
+        est.export(tmp_path / "m.py")
+
+
+def test_free_names_and_module_parts():
     assert ex.free_names("def f(a):\n    return [np.x + b for b in a] + undefined\n") >= \
         {"np", "undefined"}
     assert "a" not in ex.free_names("def f(a):\n    def g():\n        return a\n    return g\n")

@@ -7,9 +7,12 @@ state. Steps run a chunk at a time inside one compiled call; chunks are aligned 
 global step count, so a run interrupted and resumed from a checkpoint continues number
 for number as if it had never stopped.
 
-The trainer drives a compiled ``Estimator`` (``rgraph.api``) through its methods only
-(``pack``, ``check_data``, ``new_state``, ``call``, ...), so this module does not import
-the API: ``api`` imports it to offer ``Estimator.trainer`` and ``Estimator.train``.
+A trainer is a ``runtime.Run`` (the run's arrays and generators, and the steps of one
+compiled call, which an exported module runs too) with what rgraph adds around it: data
+from tasks, the health checks, progress, callbacks and checkpoints. It drives a compiled
+``Estimator`` (``rgraph.api``) through its methods and its ``runtime.Model`` only, so
+this module does not import the API: ``api`` imports it to offer ``Estimator.trainer``
+and ``Estimator.train``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import DataError, DivergenceWarning, InitWarning
+from ..runtime import Run, per_step, positive_int
 from .checkpoints import CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
 from .health import START_STEPS, DivergenceMonitor, check_start, reference_loss
 from .optim import OPTIMIZERS, SGD
@@ -51,13 +55,7 @@ class TrainResult:
                 f"final loss ~{last:.4g})")
 
 
-def _positive_int(x, what):
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
-        raise ValueError(f"{what} must be a positive integer, got {x!r}")
-    return int(x)
-
-
-class Trainer:
+class Trainer(Run):
     """A resumable online training run of one compiled estimator.
 
     ``run(xs, ys)`` trains on given sequences; ``run_task(task, steps)`` draws the data
@@ -78,25 +76,13 @@ class Trainer:
         if not isinstance(self.optimizer, tuple(OPTIMIZERS.values())):
             names = " or ".join(f"rg.{c.__name__}(...)" for c in OPTIMIZERS.values())
             raise TypeError(f"optimizer must be {names}, got {self.optimizer!r}")
-        self.hp = self.optimizer.hyper()
-        self.batch = _positive_int(batch, "batch")
-        self.chunk = _positive_int(chunk, "chunk")
-        if not 0.0 <= reset_prob <= 1.0:
-            raise ValueError(f"reset_prob must be in [0, 1], got {reset_prob!r}")
-        self.reset_prob = float(reset_prob)
-        self.seed = int(seed)
-        self.th = est.pack(params)
-        est.check_memory(self.batch, self.chunk, force=force_memory)
-        self.opt = np.zeros(1 + 2 * est.n_params, dtype=est.dtype)
-        self.states, self.E = est.new_state(self.batch, self.chunk)
-        self.g = np.zeros(est.n_params, dtype=est.dtype)
-        # one generator per use, each consumed the same way however the steps are cut
-        # into chunks (so a resumed run draws exactly what an uninterrupted one would)
-        self.rng = np.random.default_rng(seed)                   # the estimator's noise
-        self.reset_rng = np.random.default_rng([seed, 1])         # random state resets
+        th = est.pack(params)
+        # refuse, with the figures, buffers that do not fit, before allocating them
+        est.check_memory(positive_int(batch, "batch"), positive_int(chunk, "chunk"),
+                         force=force_memory)
+        super().__init__(est.model, th, self.optimizer.hyper(), batch, seed, reset_prob,
+                         chunk)
         self.data_rngs = [np.random.default_rng([seed, 2, b]) for b in range(self.batch)]
-        self.update_every = est.spec.update_every(self.chunk)
-        self.step = 0
         self.curve: list[float] = []
         self.curve_steps: list[int] = []    # record="chunk": the step each mean ends at
         self.tasks = None
@@ -118,30 +104,12 @@ class Trainer:
         return self.est.unpack(self.th)
 
     # ------------------------------------------------------------------ running
-    def _streams(self, xs, ys, weights, resets):
-        xs = np.asarray(xs)
-        if xs.ndim == 3:
-            if xs.shape[1] != self.batch:
-                raise DataError(f"xs has {xs.shape[1]} streams but the trainer's batch is "
-                                f"{self.batch}")
-            return self.est.check_data(xs, ys, weights, resets, batch_axis=True)
-        xs, ys, ws, rs = self.est.check_data(xs, ys, weights, resets)
-        B = self.batch
-        T = xs.shape[0] // B
-        if T == 0:
-            raise DataError(f"{xs.shape[0]} steps cannot feed {B} streams")
-
-        def split(a):   # (T*B, 1, ...) -> (T, B, ...): stream b is the b-th contiguous part
-            a = a[:T * B, 0]
-            return np.ascontiguousarray(np.swapaxes(a.reshape((B, T) + a.shape[1:]), 0, 1))
-        return split(xs), split(ys), split(ws), split(rs)
-
     def run(self, xs, ys, weights=None, resets=None, progress=False, callback=None,
             record="step") -> TrainResult:
         """Continue training on (xs, ys): (T, n_in) split into ``batch`` contiguous
         streams, or (T, B, n_in). callback(trainer, chunk_mean_loss) is called between
         chunks; returning True stops. Returns the whole run's result so far."""
-        xs, ys, ws, rs = self._streams(xs, ys, weights, resets)
+        xs, ys, ws, rs = self.model.streams(xs, ys, weights, resets, self.batch)
 
         def source(done, n):
             sl = slice(done, done + n)
@@ -154,7 +122,7 @@ class Trainer:
         """Continue training for ``steps`` steps on a task's streams (``rgraph.tasks``).
         Sequence starts reset the state where the task marks them (the copy task); a
         task with a curriculum (``report``) hears the chunk's error in its unit."""
-        steps = _positive_int(steps, "steps")
+        steps = positive_int(steps, "steps")
         if task.n_in != self.est.n_in or task.n_out != self.est.n_out:
             raise DataError(f"task {task!r} has n_in={task.n_in}, n_out={task.n_out}; the "
                             f"cell has {self.est.n_in}, {self.est.n_out}")
@@ -195,29 +163,20 @@ class Trainer:
         done = 0
         try:
             while done < T:
-                n = min(self.chunk - (self.step % self.chunk), T - done)
+                n = self.piece(T - done)
                 xs, ys, ws, rs = source(done, n)
-                rs = rs.copy()
-                if self.reset_prob > 0:
-                    rs |= self.reset_rng.random(rs.shape) < self.reset_prob
+                rs = self.resets(rs)
                 if self.step == 0:
                     self._check_start(xs, ys, ws, rs, to_unit)
-                losses = np.zeros((n, self.batch), dtype=self.est.dtype)
-                code = self.est.call("run", self.th, self.states, self.E, xs, ys, ws, rs,
-                                     self.rng, self.g, self.opt, self.hp, losses, self.step,
-                                     self.update_every, True)
-                raise_if_bad(code, losses, self.step, "train")
-                wsum = ws.sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    per_step = np.where(wsum > 0, losses.sum(axis=1) / wsum, np.nan)
+                losses = self.advance(xs, ys, ws, rs)
+                steps = per_step(losses, ws)
                 mean = float(losses.sum() / max(float(ws.sum()), 1e-300))
                 if record == "step":
-                    self.curve.extend(per_step.tolist())
+                    self.curve.extend(steps.tolist())
                 else:
                     self.curve.append(mean)
-                    self.curve_steps.append(self.step + n)
-                ev = self.health.update(self.step, per_step, self._reference(ys, ws))
-                self.step += n
+                    self.curve_steps.append(self.step)
+                ev = self.health.update(self.step - n, steps, self._reference(ys, ws))
                 done += n
                 if bar is not None:
                     bar.update(n)
@@ -336,21 +295,6 @@ class Trainer:
         see ``checkpoints``)."""
         self.load_state_dict(read_checkpoint(path), task)
         return self
-
-
-def raise_if_bad(code, losses, t0, what):
-    """Turn the loop's status (see loop.run) into an error naming the step."""
-    if code == 0:
-        return
-    t = abs(int(code)) - 1
-    if code > 0:
-        b = int(np.argwhere(~np.isfinite(losses[t]))[0][0])
-        where = f"the loss became non-finite at step {t0 + t} (stream {b})"
-    else:
-        where = f"the gradient estimate became non-finite at the update after step {t0 + t}"
-    raise FloatingPointError(
-        f"{what}: {where}; lower the learning rate, clip gradients (optimizer clip=...), "
-        f"or check the data and the cell for overflow")
 
 
 def _progress(enabled, total, desc, unit="step"):
