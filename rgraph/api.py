@@ -24,6 +24,7 @@ from .layout import Layout
 from .resources import check_fits, memory
 from .runtime import Model
 from .schedule import schedule
+from .training.optim import state_size
 from .training.trainer import Trainer
 
 LOSSES = {name: loss.helper for name, loss in losses.LOSSES.items()}  # name -> helper
@@ -126,7 +127,7 @@ class Estimator:
                     for b in self.blocks],
             state=state_form(self.spec), segmented=self.spec.segment,
             whole=self.spec.whole_sequence, flushes=self.spec.flushes,
-            batched="run_batch" in self.entry_points)
+            batched="run_batch" in self.entry_points, opt_size=state_size(self.n_params))
 
     def __repr__(self):
         return (f"Estimator({self.name} on cell '{self.cell.name}', loss={self.loss_name}, "

@@ -285,7 +285,8 @@ def tail_text(est, entry: dict) -> str:
               f"               n_in={m.n_in}, n_out={m.n_out}, n_state={m.n_state},",
               f"               blocks={m.blocks!r},",
               f"               state={m.state!r}, segmented={m.segmented}, "
-              f"whole={m.whole}, flushes={m.flushes}, batched={m.batched})",
+              f"whole={m.whole}, flushes={m.flushes}, batched={m.batched},",
+              f"               opt_size={m.opt_size})",
               API_TEXT.rstrip("\n"), "", "",
               f"__all__ = {API + ['PARAMS', 'INFO']!r}"]
     return "\n".join(lines)
@@ -391,9 +392,9 @@ def init_specs(est):
 
 
 def optimizer_layouts() -> dict:
-    """name -> (defaults, layout) of rgraph's optimizers: the layout names, for each
-    entry of ``hyper()``, the field it holds, or the constant it is (found by giving
-    every field a distinct value)."""
+    """name -> (defaults, layout, bounds) of rgraph's optimizers: the layout names, for
+    each entry of ``hyper()``, the field it holds, or the constant it is (found by giving
+    every field a distinct value); bounds: each field's interval."""
     from .training.optim import OPTIMIZERS
     out = {}
     for name, cls in OPTIMIZERS.items():
@@ -406,5 +407,5 @@ def optimizer_layouts() -> dict:
         again = [defaults[e] if isinstance(e, str) else e for e in layout]
         if not np.array_equal(np.array(again, dtype=np.float64), cls().hyper()):
             raise ExportError(f"cannot read the layout of {cls.__name__}.hyper()")
-        out[name] = (defaults, layout)
+        out[name] = (defaults, layout, dict(cls.bounds))
     return out

@@ -106,30 +106,38 @@ def raise_if_bad(code, losses, t0, what):
         f"or check the data and the cell for overflow")
 
 
+def check_hyper(optimizer, values, bounds) -> None:
+    """Each of an optimizer's hyper-parameters ``values`` is a finite number in its
+    interval ``bounds[name]``, written "[0, inf)", "(0, inf)" or "[0, 1)"; ValueError,
+    one line, naming the first that is not."""
+    for key, val in values.items():
+        if isinstance(val, bool) or not isinstance(val, (int, float, np.integer,
+                                                         np.floating)) \
+                or not np.isfinite(val):
+            raise ValueError(f"{optimizer}: {key} must be a finite number, got {val!r}")
+        lo, hi = bounds[key][1:-1].split(",")
+        low, high = float(lo), float(hi)
+        inside = (low <= val if bounds[key][0] == "[" else low < val) and \
+            (val <= high if bounds[key][-1] == "]" else val < high)
+        if not inside:
+            raise ValueError(f"{optimizer}: {key} must be in {bounds[key]}, got {val!r}")
+
+
 def hyper(optimizer, options, optimizers) -> np.ndarray:
     """The compiled loop's hyper-parameter vector for ``optimizer`` (a name) with
-    ``options``; ``optimizers``: name -> (defaults, layout), the layout naming, per
-    entry of the vector, the option it holds or the constant it is."""
+    ``options``; ``optimizers``: name -> (defaults, layout, bounds), the layout naming,
+    per entry of the vector, the option it holds or the constant it is, the bounds each
+    option's interval (``check_hyper``)."""
     if optimizer not in optimizers:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got "
                          f"{optimizer!r}")
-    defaults, layout = optimizers[optimizer]
+    defaults, layout, bounds = optimizers[optimizer]
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ValueError(f"{optimizer} has no option(s) {unknown}; it takes "
                          f"{', '.join(defaults)}")
     values = {**defaults, **options}
-    for key, val in values.items():
-        if isinstance(val, bool) or not isinstance(val, (int, float, np.integer,
-                                                         np.floating)):
-            raise ValueError(f"{optimizer}: {key} must be a number, got {val!r}")
-    for key in ("lr", "decay", "clip", "weight_decay"):
-        if key in values and not (np.isfinite(values[key]) and values[key] >= 0):
-            raise ValueError(f"{optimizer}: {key} must be a finite number >= 0, got "
-                             f"{values[key]!r}")
-    if optimizer == "adam" and not (0 <= values["beta1"] < 1 and 0 <= values["beta2"] < 1
-                                    and values["eps"] > 0):
-        raise ValueError("adam: need 0 <= beta1, beta2 < 1 and eps > 0")
+    check_hyper(optimizer, values, bounds)
     return np.array([values[e] if isinstance(e, str) else e for e in layout],
                     dtype=np.float64)
 
@@ -146,10 +154,11 @@ class Model:
     ``segmented``: parameters update at each segment's end (else every step);
     ``whole``: a training chunk is the whole stream by default (exact BPTT);
     ``flushes``: the estimator has work pending at segment ends (``flush_all``);
-    ``batched``: the module steps several streams at once (``run_batch``)."""
+    ``batched``: the module steps several streams at once (``run_batch``); ``opt_size``:
+    the length of the optimizer state the compiled loop keeps."""
 
     def __init__(self, invoke, *, cell, loss, dtype, n_in, n_out, n_state, blocks, state,
-                 segmented, whole, flushes, batched):
+                 segmented, whole, flushes, batched, opt_size):
         self.invoke = invoke
         self.cell, self.loss_name, self.dtype = cell, loss, np.dtype(dtype)
         self.n_in, self.n_out, self.n_state = int(n_in), int(n_out), int(n_state)
@@ -158,6 +167,7 @@ class Model:
         self.state = state
         self.segmented, self.whole = bool(segmented), bool(whole)
         self.flushes, self.batched = bool(flushes), bool(batched)
+        self.opt_size = int(opt_size)
 
     # ------------------------------------------------------------- parameters
     def pack(self, params) -> np.ndarray:
@@ -307,7 +317,7 @@ class Model:
               else np.zeros((0, B, self.n_out), dt))
         ws, rs, losses = np.zeros((0, B), dt), np.zeros((0, B), np.bool_), np.zeros((0, B), dt)
         rng = np.random.default_rng(0)
-        opt, hp = np.zeros(1 + 2 * P, dt), np.zeros(5)
+        opt, hp = np.zeros(self.opt_size, dt), np.zeros(5)
         calls = [(loop, (th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0, 1,
                          False)),
                  ("evaluate", (th, states, xs, ys, ws, rs, losses))]
@@ -330,7 +340,7 @@ class Model:
         losses = np.zeros((T, 1), dtype=self.dtype)
         rng = np.random.default_rng(seed)
         # no update (train=False): the optimizer's vectors are never read
-        opt, hp = np.zeros(1 + 2 * self.n_params, dtype=self.dtype), np.zeros(5)
+        opt, hp = np.zeros(self.opt_size, dtype=self.dtype), np.zeros(5)
         bad = self.call("run", th, states, E, xs, ys, ws, rs, rng, g, opt, hp, losses, 0,
                         self.update_every(T), False)
         raise_if_bad(bad, losses, 0, "total_gradient")
@@ -367,7 +377,7 @@ class Run:
             raise ValueError(f"reset_prob must be in [0, 1], got {reset_prob!r}")
         self.reset_prob = float(reset_prob)
         self.seed = int(seed)
-        self.opt = np.zeros(1 + 2 * model.n_params, dtype=model.dtype)
+        self.opt = np.zeros(model.opt_size, dtype=model.dtype)
         self.states, self.E = model.new_state(self.batch, self.chunk)
         self.g = np.zeros(model.n_params, dtype=model.dtype)
         # one generator per use, each consumed the same way however the steps are cut

@@ -147,3 +147,30 @@ def test_a_bracketed_argument_reads_into_its_option():
         assert arg.option in {o.name for o in ESTIMATORS[name].options}, name
     assert parse_estimator("ok(3)") == ("ok", {"rank": 3})
     assert parse_estimator("kfrtrl") == ("kf-rtrl", {})
+
+
+def test_optimizers_declare_their_state_and_bounds_and_the_export_reads_them():
+    """The loop's optimizer state is sized by the registered rules' moments; the
+    exported module's hyper-parameters come from the same layouts and intervals."""
+    from rgraph import runtime
+    from rgraph.export import optimizer_layouts
+    from rgraph.training import optim
+    assert optim.state_size(10) == 1 + max(c.moments for c in optim.OPTIMIZERS.values()) * 10
+    est = rg.compile(rg.cells.tanh_rnn(3, 4, 3), "uoro", backend="numpy")
+    assert est.model.opt_size == optim.state_size(est.n_params)
+    layouts = optimizer_layouts()
+    assert set(layouts) == set(optim.OPTIMIZERS)
+    for name, cls in optim.OPTIMIZERS.items():
+        np.testing.assert_array_equal(runtime.hyper(name, {"lr": 0.5}, layouts),
+                                      cls(0.5).hyper())
+    for bad, msg in [({"lr": -1.0}, r"lr must be in \[0, inf\)"),
+                     ({"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
+                     ({"eps": 0.0}, r"eps must be in \(0, inf\)"),
+                     ({"clip": float("nan")}, "clip must be a finite number")]:
+        with pytest.raises(ValueError, match=msg):
+            runtime.hyper("adam", bad, layouts)
+        with pytest.raises(ValueError, match=msg):
+            optim.Adam(**{"lr": 1e-3, **bad}).hyper()
+    assert optim.make("sgd", 0.1, clip=1.0) == optim.SGD(0.1, clip=1.0)
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'; choose one of sgd"):
+        optim.make("rmsprop", 0.1)

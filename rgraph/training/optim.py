@@ -12,14 +12,18 @@ shares); every generated module carries the rules of all registered optimizers a
 rule in this file, and a line in ``OPTIMIZERS``: the command line's ``--optimizer``,
 the memory figures and the exported module's ``train`` read the registry. A class takes
 the learning rate first and ``decay`` and ``clip`` as keywords (what a command line
-sets), and says in ``moments`` how many numbers per parameter its rule keeps.
+sets), says in ``moments`` how many numbers per parameter its rule keeps and in
+``bounds`` the interval of each field.
 """
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..runtime import check_hyper
 
 
 def sgd_rule(th, g, opt, hp, lr, scale):
@@ -44,12 +48,15 @@ def adam_rule(th, g, opt, hp, lr, scale):
         g[i] = 0.0
 
 
+# the hyper-parameters every optimizer has, and their intervals
+SHARED_BOUNDS = {"lr": "[0, inf)", "decay": "[0, inf)", "clip": "[0, inf)",
+                 "weight_decay": "[0, inf)"}
+
+
 def _check(opt):
-    for name in ("lr", "decay", "clip", "weight_decay"):
-        val = getattr(opt, name)
-        if not np.isfinite(val) or val < 0:
-            raise ValueError(f"{type(opt).__name__}.{name} must be a finite number >= 0, "
-                             f"got {val!r}")
+    """Each field a finite number in its interval (``bounds``; the exported module's
+    ``train`` checks with the same function and intervals)."""
+    check_hyper(type(opt).__name__, dataclasses.asdict(opt), opt.bounds)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class SGD:
 
     rule = staticmethod(sgd_rule)
     moments = 0
+    bounds = SHARED_BOUNDS
 
     def hyper(self) -> np.ndarray:
         _check(self)
@@ -79,11 +87,10 @@ class Adam:
 
     rule = staticmethod(adam_rule)
     moments = 2                       # m and v
+    bounds = {**SHARED_BOUNDS, "beta1": "[0, 1)", "beta2": "[0, 1)", "eps": "(0, inf)"}
 
     def hyper(self) -> np.ndarray:
         _check(self)
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0):
-            raise ValueError(f"{self}: need 0 <= beta1, beta2 < 1 and eps > 0")
         return np.array([kind(self), self.lr, self.decay, self.clip, self.weight_decay,
                          self.beta1, self.beta2, self.eps])
 
