@@ -260,13 +260,25 @@ def entry_name(stem: str, backend: str, digest: str) -> str:
     return f"{stem}_{backend}_{digest}"
 
 
+# The registered backends, name -> Backend class: ``rgraph.backends`` hands over its
+# ``BACKENDS`` when imported (the cache finds an entry's backend by the name in the
+# entry's name, and the folders the backends' compilers write to).
+_BACKENDS: dict = {}
+
+
+def use_backends(registry: dict):
+    """Find the backends of entries and their compiled code in ``registry`` (the dict
+    itself: backends registered in it later are found too)."""
+    global _BACKENDS
+    _BACKENDS = registry
+
+
 def backend_of(name: str):
     """The registered backend an entry's name names (None: none registered by that
     name, e.g. one registered only for a test)."""
-    from .backends import BACKENDS, get_backend
     head = name.rpartition("_")[0]
-    found = [b for b in BACKENDS if head == b or head.endswith("_" + b)]
-    return get_backend(max(found, key=len)) if found else None
+    found = [b for b in _BACKENDS if head == b or head.endswith("_" + b)]
+    return _BACKENDS[max(found, key=len)]() if found else None
 
 
 class Entry:
@@ -500,8 +512,7 @@ class Item:
 def compiled_dirs(folder: Path) -> list[Path]:
     """The folders the registered backends' compilers write to for modules in
     ``folder`` (other than ``folder`` itself), those that exist."""
-    from .backends import BACKENDS, get_backend
-    dirs = {get_backend(b).compiled_dir(folder) for b in BACKENDS}
+    dirs = {cls().compiled_dir(folder) for cls in _BACKENDS.values()}
     return sorted(d for d in dirs if d is not None and d != folder and d.is_dir())
 
 
