@@ -1,12 +1,17 @@
 """Code printers, one module per target: ``numba`` (scalar loops, jitted, cached on disk)
-and ``numpy`` (array expressions, no compilation; the readable reference)."""
+and ``numpy`` (array expressions, no compilation; the readable reference). A backend is
+registered by its line in ``BACKENDS`` (name -> class); the compiled-code cache finds
+entries' backends there."""
 from __future__ import annotations
+
+from rgraph import cache
 
 from .base import Backend
 from .numba_backend import NumbaBackend
 from .numpy_backend import NumpyBackend
 
 BACKENDS = {"numba": NumbaBackend, "numpy": NumpyBackend}
+cache.use_backends(BACKENDS)
 
 
 def get_backend(name) -> Backend:

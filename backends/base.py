@@ -1,7 +1,11 @@
-"""What every backend shares: view declarations, element indexing, module loading.
+"""What every backend shares: the printer registry, view declarations, element
+indexing, its declared capabilities and the loading of its modules.
 
 A backend is a printer over ``rgraph.kernel`` statements. It knows nothing of graphs or
 analysis: it receives ``Kernel`` objects and template functions and returns source text.
+Each statement class has a printer method, registered with ``@prints``. A backend that
+compiles (``jit``) also provides a loader (``Loaded``'s subclass) that compiles and
+loads its modules through the cache's entries (``rgraph.cache``).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from sympy.core.function import Application
 
 from rgraph import kernel as K
 from rgraph import losses, scalars
-from rgraph.codegen import Namer
+from rgraph.codegen import CodegenError, Namer
 from rgraph.errors import GraphError
 
 VALUE_BUFS = ("th", "v")
@@ -62,6 +66,39 @@ class PrinterRules:
         return repr(float(e))
 
 
+def prints(*classes):
+    """Register the decorated method as the backend's printer of the kernel statements of
+    ``classes`` (``rgraph.kernel``): ``method(self, st, sc) -> list of lines``."""
+    def register(method):
+        method.prints = classes
+        return method
+    return register
+
+
+class Loaded:
+    """A generated module imported from the cache, and its functions, for a backend that
+    compiles nothing: ``call(name, *args)`` calls one as plain Python and ``prepare``
+    has nothing to do. A compiling backend's loader subclasses it: ``prepare(calls)``
+    compiles (if the cache lacks them) and loads the functions for the given (name,
+    example arguments) pairs, in order; ``call`` does the same for a new signature."""
+
+    def __init__(self, entry, module, text: str, in_process=False):
+        self.entry, self.module, self.text = entry, module, text
+        self.in_process = in_process
+        self.compiled_here = 0      # functions compiled by this process (or its children)
+        self.loaded = 0             # functions loaded from the cache
+
+    @property
+    def path(self):
+        return self.entry.py
+
+    def call(self, name, *args):
+        return getattr(self.module, name)(*args)
+
+    def prepare(self, calls):
+        """Nothing is compiled: the functions run as they are."""
+
+
 def split_defs(text: str) -> dict[str, str]:
     """Top-level function definitions in source text: name -> source of its ``def``."""
     lines = text.splitlines(keepends=True)
@@ -75,23 +112,69 @@ def split_defs(text: str) -> dict[str, str]:
 
 
 class Backend:
-    """Base printer. Subclasses implement the statement printers and hold the module's
+    """Base printer. Subclasses register a printer per kernel statement class
+    (``@prints``; ``PRINTERS``: statement class -> method name), hold the module's
     ``IMPORTS`` (import lines and module-level setup) and ``HELPERS`` (helper name ->
-    undecorated ``def`` source; ``compile_block`` compiles them)."""
+    undecorated ``def`` source; ``compile_block`` compiles them), and declare what they
+    can do:
+
+    * ``jit``: compiles its modules, which its ``loader`` compiles and loads;
+    * ``batch_step``: steps a batch of streams at once, its products GEMMs (prints
+      ``ForStreams`` and ``OverStreams``), where an estimator has a batch step;
+    * ``dtypes``: the float types its modules compute in;
+    * ``version()``: what its code runs on, for the modules' header."""
 
     name = "base"
     jit = False
+    batch_step = False
+    dtypes: tuple = ()
     offsets = False     # kernels index node offsets named at module level (else views)
     IMPORTS: str
     HELPERS: dict[str, str]
+    PRINTERS: dict
+
+    def __init_subclass__(cls, **kwargs):
+        """Collect the ``@prints`` methods (a subclass's own override its parents'), and
+        refuse a capability the class cannot back."""
+        super().__init_subclass__(**kwargs)
+        cls.PRINTERS = {c: name for klass in reversed(cls.__mro__)
+                        for name, f in vars(klass).items() for c in getattr(f, "prints", ())}
+        if cls.jit and cls.loader is Backend.loader:
+            raise TypeError(f"backend {cls.name}: jit = True needs a loader of its own "
+                            f"(define loader(), returning a subclass of Loaded)")
+        lacking = [c.__name__ for c in (K.ForStreams, K.OverStreams) if c not in cls.PRINTERS]
+        if cls.batch_step and lacking:
+            raise TypeError(f"backend {cls.name}: batch_step = True needs printers of "
+                            f"{', '.join(lacking)} (@prints)")
+
+    # ------------------------------------------------------------ capabilities
+    def version(self) -> str:
+        """What the generated code runs on, and its version (``numpy 2.1.0``)."""
+        raise NotImplementedError(f"backend {self.name} does not say what its code runs "
+                                  f"on; define version()")
+
+    def check_dtype(self, dtype: str):
+        """Refuse a float type the backend does not declare in ``dtypes``."""
+        if dtype not in self.dtypes:
+            raise ValueError(f"backend {self.name} does not compute in {dtype} (its dtypes: "
+                             f"{', '.join(self.dtypes) or 'none declared'}); choose one of "
+                             f"those, or another backend")
+
+    @property
+    def printed_as(self) -> str:
+        """The backend name whose printed forms the modules use: of the registered scalar
+        functions (``rgraph.scalars``, ``printed={name: form}``) and of the losses'
+        helpers. Its printer's ``BACKEND``: its own name, or an existing backend's to
+        print them as that one does."""
+        return self.printer.BACKEND
 
     # ------------------------------------------------------------ module parts
     def helpers(self) -> dict[str, str]:
         """Every helper a generated module may call, name -> undecorated source: the
         registered scalar functions' (``rgraph.scalars``), the losses' and the backend's
         own."""
-        own = {**losses.helpers(self.name), **self.HELPERS}
-        scalar = scalars.helpers(self.name)
+        own = {**losses.helpers(self.printed_as), **self.HELPERS}
+        scalar = scalars.helpers(self.printed_as)
         for name in sorted(scalar.keys() & own.keys()):
             raise GraphError(f"scalar function {name[len('rg_'):]!r} has the helper {name}, "
                              f"which a loss or the {self.name} backend defines too; register "
@@ -149,11 +232,15 @@ class Backend:
         return [ln for st in body for ln in self.statement(st, sc)]
 
     def statement(self, st, sc) -> list[str]:
-        meth = getattr(self, "st_" + type(st).__name__, None)
+        """The lines of one statement, from the printer registered for its class."""
+        meth = self.PRINTERS.get(type(st))
         if meth is None:
-            raise NotImplementedError(f"backend {self.name} cannot print {type(st).__name__}")
-        return meth(st, sc)
+            raise CodegenError(f"backend {self.name} has no printer for the kernel "
+                               f"statement {type(st).__name__}; register one with "
+                               f"@prints(kernel.{type(st).__name__})")
+        return getattr(self, meth)(st, sc)
 
+    @prints(K.Comment)
     def st_Comment(self, st, sc):
         return [f"# {ln}" for ln in st.text.splitlines()]
 
@@ -163,6 +250,18 @@ class Backend:
 
 
     # ----------------------------------------------------------------- loading
+    def compiled_dir(self, folder):
+        """The folder where the backend's compiler writes the code of the modules in the
+        cache folder ``folder``, as files named ``NAME.*`` after the module's entry
+        (None: it writes none). The cache checksums them in the entry's record and
+        counts, prunes and clears them with the entry."""
+        return None
+
+    def loader(self, entry, module, text: str, in_process=False) -> Loaded:
+        """The imported module ``module`` of the cache entry ``entry`` (``rgraph.cache``),
+        ready to call: a ``Loaded``."""
+        return Loaded(entry, module, text, in_process)
+
     def load(self, path, modname):
         """Import a generated module file (registered in sys.modules before executing,
         which numba's on-disk cache needs). The source is compiled directly, so nothing

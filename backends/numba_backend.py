@@ -24,7 +24,8 @@ from rgraph import kernel as K
 
 from rgraph.codegen import index, tuple_lines
 
-from .base import Backend, PrinterRules, split_defs, sym_kind, use_counts
+from . import numba_loader
+from .base import Backend, PrinterRules, prints, split_defs, sym_kind, use_counts
 
 FASTMATH = "{'reassoc', 'contract', 'arcp', 'nsz'}"
 
@@ -244,11 +245,24 @@ class NumbaBackend(Backend):
 
     name = "numba"
     jit = True
+    batch_step = True
+    dtypes = ("float64", "float32")
     ELEMENT = "_i"          # a per-element scalar: h_new_i is element i of h_new
     offsets = True          # the module defines one offset per node the kernels index
 
     def __init__(self):
         self.printer = ScalarPrinter({"fully_qualified_modules": True})
+
+    def version(self) -> str:
+        import numba
+        return f"numba {numba.__version__}"
+
+    def compiled_dir(self, folder):
+        return numba_loader.compiled_dir(folder)
+
+    def loader(self, entry, module, text, in_process=False):
+        """A child process compiles, every process loads (``numba_loader``)."""
+        return numba_loader.NumbaLoaded(entry, module, text, in_process)
 
     IMPORTS = IMPORTS
     HELPERS = HELPERS
@@ -350,6 +364,7 @@ class NumbaBackend(Backend):
             f"        {self.el(mvt.a_bar, j, sc)} += {self.el2(mvt.W, i, j, sc)} * {s}"]
 
     # ------------------------------------------------------------- streams
+    @prints(K.ForStreams)
     def st_ForStreams(self, st, sc):
         """The statements for each stream, on its rows of the per-stream buffers (1-D
         views, so that each statement indexes as in a one-stream kernel)."""
@@ -363,6 +378,7 @@ class NumbaBackend(Backend):
         bind = [f"{sc.row(a)} = {sc.arg[a]}[{b}]" for a in bufs]
         return [f"for {b} in range({sc.nstreams}):"] + ["    " + ln for ln in bind + body]
 
+    @prints(K.OverStreams)
     def st_OverStreams(self, st, sc):
         """One GEMM for every stream (``kernel.OverStreams``) on views: a per-stream
         buffer's block is a (B, n) view whose rows are the streams, W a (rows, cols)
@@ -388,11 +404,13 @@ class NumbaBackend(Backend):
         return call(f"{rows(p.z_bar, p.W_bar.n)}.T", rows(p.a, p.W_bar.cols),
                     self.view(p.W_bar, sc, True), 1.0 if p.acc else 0.0)
 
+    @prints(K.Clear)
     def st_Clear(self, st, sc):
         two_d = sc.k.matrix and st.dst.is_tangent
         return self.rows(st.dst, two_d, sc,
                          lambda i, c: f"{self.el(st.dst, i, sc, c)} = 0.0")
 
+    @prints(K.Identity)
     def st_Identity(self, st, sc):
         i, k = sc.idx["i"], sc.idx["k"]
         return [f"for {i} in range({st.dst.n}):",
@@ -400,12 +418,14 @@ class NumbaBackend(Backend):
                 f"        {self.el(st.dst, i, sc, k)} = 0.0",
                 f"    {self.el(st.dst, i, sc, f'{st.off} + {i}')} = 1.0"]
 
+    @prints(K.Copy)
     def st_Copy(self, st, sc):
         op = "+=" if st.acc else "="
         two_d = sc.k.matrix and st.src.is_tangent
         return self.rows(st.dst, two_d, sc, lambda i, c: f"{self.el(st.dst, i, sc, c)} {op} "
                                                          f"{self.el(st.src, i, sc, c)}")
 
+    @prints(K.MatVec)
     def st_MatVec(self, st, sc):
         j = sc.idx["j"]
         m, kk = st.W.n, st.a.n
@@ -426,6 +446,7 @@ class NumbaBackend(Backend):
                 f"        {s} += {self.el2(M, i, col, sc)} * {self.el(a, j, sc)}",
                 f"    {self.el(out, i, sc)} {'+=' if acc else '='} {s}"]
 
+    @prints(K.MatVecT)
     def st_MatVecT(self, st, sc):
         i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
         return [f"for {i} in range({st.W.n}):",
@@ -433,6 +454,7 @@ class NumbaBackend(Backend):
                 f"    for {j} in range({st.W.cols}):",
                 f"        {self.el(st.a_bar, j, sc)} += {self.el2(st.W, i, j, sc)} * {s}"]
 
+    @prints(K.Outer)
     def st_Outer(self, st, sc):
         i, j, s = sc.idx["i"], sc.idx["j"], sc.acc
         return [f"for {i} in range({st.W_bar.n}):",
@@ -441,6 +463,7 @@ class NumbaBackend(Backend):
                 f"        {self.el2(st.W_bar, i, j, sc)} {'+=' if st.acc else '='} {s} * "
                 f"{self.el(st.a, j, sc)}"]
 
+    @prints(K.ParamTangent)
     def st_ParamTangent(self, st, sc):
         i, j, k, s = sc.idx["i"], sc.idx["j"], sc.idx["k"], sc.acc
         out, a = st.out_dot, st.a
@@ -462,6 +485,7 @@ class NumbaBackend(Backend):
                     f"{self.el2(st.W_dot, i, j, sc, k)} * {s}"]
         return self._rows_times(out, st.W_dot, a, st.acc, j, out.n, kk, sc)
 
+    @prints(K.Ew)
     def st_Ew(self, st, sc):
         """One loop over the elements: each node's scalar on a line of its own, with
         the node's expression as a comment; loads and partials used once are inlined,

@@ -13,7 +13,7 @@ import sympy as sp
 
 from rgraph import kernel as K
 
-from .base import Backend, PrinterRules, split_defs, use_counts
+from .base import Backend, PrinterRules, prints, split_defs, use_counts
 
 
 class ArrayPrinter(PrinterRules, NumPyPrinter):
@@ -119,6 +119,8 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     jit = False
+    batch_step = False
+    dtypes = ("float64", "float32")
     ELEMENT = ""            # a symbol is the whole array of a node's elements
     offsets = False         # kernels declare views named after the nodes instead
     IMPORTS = IMPORTS
@@ -126,6 +128,10 @@ class NumpyBackend(Backend):
 
     def __init__(self):
         self.printer = ArrayPrinter({"fully_qualified_modules": True})
+
+    def version(self) -> str:
+        import numpy
+        return f"numpy {numpy.__version__}"
 
     # ------------------------------------------------------------- views
     def view_name(self, r: K.Ref, sc) -> str:
@@ -165,31 +171,38 @@ class NumpyBackend(Backend):
         return f"{s}[:, None]" if column else s
 
     # ------------------------------------------------------------- statements
+    @prints(K.Clear)
     def st_Clear(self, st, sc):
         return [f"{self.lhs(st.dst, sc)} = 0.0"]
 
+    @prints(K.Identity)
     def st_Identity(self, st, sc):
         n = st.dst.n
         np_ = sc.g("np")
         return [f"{self.lhs(st.dst, sc)} = 0.0",
                 f"{self.sl(st.dst, sc)}[{np_}.arange({n}), {st.off} + {np_}.arange({n})] = 1.0"]
 
+    @prints(K.Copy)
     def st_Copy(self, st, sc):
         return [f"{self.lhs(st.dst, sc)} {'+=' if st.acc else '='} {self.sl(st.src, sc)}"]
 
+    @prints(K.MatVec)
     def st_MatVec(self, st, sc):
         W = self.sl(st.W, sc) if st.all_columns else \
             f"{self.sl(st.W, sc)}[:, {st.col0}:{st.col0 + st.a.n}]"
         return [f"{self.lhs(st.out, sc)} {'+=' if st.acc else '='} {W} @ {self.sl(st.a, sc)}"]
 
+    @prints(K.MatVecT)
     def st_MatVecT(self, st, sc):
         return [f"{self.lhs(st.a_bar, sc)} += {self.sl(st.W, sc)}.T @ {self.sl(st.z_bar, sc)}"]
 
+    @prints(K.Outer)
     def st_Outer(self, st, sc):
         return [f"{self.lhs(st.W_bar, sc)} {'+=' if st.acc else '='} "
                 f"{sc.g('np')}.outer({self.sl(st.z_bar, sc)}, {self.sl(st.a, sc)})"
                 + (".ravel()" if not st.W_bar.cols else "")]
 
+    @prints(K.ParamTangent)
     def st_ParamTangent(self, st, sc):
         out, a, m = st.out_dot, st.a, st.out_dot.n
         kk = st.W_dot.cols
@@ -206,6 +219,7 @@ class NumpyBackend(Backend):
                     f"{Wd}.reshape(({m}, {kk}, {sc.cols})), {self.sl(a, sc)})"]
         return [f"{self.lhs(out, sc)} {op} {Wd}.reshape(({m}, {kk})) @ {self.sl(a, sc)}"]
 
+    @prints(K.Ew)
     def st_Ew(self, st, sc):
         """Whole-array statements, one per node; matrix tangents keep element factors as
         (n, 1) columns that broadcast over the tangent columns."""

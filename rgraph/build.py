@@ -5,8 +5,9 @@ templates, the online loop, the optimizers' rules and the loss, put together by 
 The module's entry points (its ``__all__``) are ``run`` (a chunk of online steps for a
 batch of streams, one stream after the other), ``evaluate`` (forward only), for
 estimators with work pending at segment ends ``flush_all``, and for estimators with a
-batch step (compiled backends) ``run_batch``: the same loop stepping all the streams at
-once, their products GEMMs over the batch. Each entry point is compiled on first use.
+batch step (on backends with ``batch_step``) ``run_batch``: the same loop stepping all
+the streams at once, their products GEMMs over the batch. Each entry point is compiled
+on first use.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
                                 **backend.aliases(dtype)},
                        describe=_describer(lay), reserved=reserved)
     # a batch of streams stepped at once (its products GEMMs over the streams) where
-    # the estimator has a batch step and the backend compiles loops
-    batch = spec.batch_templates() if backend.jit else []
+    # the estimator has a batch step and the backend declares one (batch_step)
+    batch = spec.batch_templates() if backend.batch_step else []
     if batch and spec.flushes:
         raise ValueError(f"{spec.describe()}: a batch step for an estimator with work "
                          f"pending at segment ends is not supported")

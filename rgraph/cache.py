@@ -1,26 +1,25 @@
-"""The compiled-code cache: generated modules and numba's object code, on disk.
+"""The compiled-code cache: generated modules and their backends' compiled code, on disk.
 
 One **entry** per generated module, in the cache folder (``$RGRAPH_CACHE_DIR``, else
 ``~/.cache/rgraph``)::
 
-    NAME.py                       the module (named by a hash of its text)
+    NAME.py                       the module (named by a hash of its text and its backend:
+                                  STEM_BACKEND_HASH)
     NAME.json                     the entry's record: what was compiled, for which CPU,
-                                  and the SHA-256 of every file numba wrote
+                                  and the SHA-256 of every file the backend's compiler wrote
     NAME.lock                     a lock file (flock), held while the entry changes
-    __pycache__/NAME.*.nbi|.nbc   numba's index and object code, one pair per entry point
+    COMPILED/NAME.*               the compiled code, in the folder the backend names
+                                  (``Backend.compiled_dir``; none for a backend that
+                                  compiles nothing)
 
-**Integrity.** The module's text is compared with the text rgraph generates, and numba's
-files with the checksums of the record, before anything is imported or loaded. A
-mismatch (a truncated or corrupted file) removes the entry's compiled code and rebuilds
-it, with one ``CacheWarning``. numba's files without a record (an interrupted compile,
-an older cache) are rebuilt silently.
+The cache stores and checks; the backend's loader (``Backend.loader``) compiles and
+loads, through the entry's lock, module check and record (``Entry``).
 
-**Determinism.** numba links a copy of every callee into each caller and re-optimizes
-it; in the process that compiles, calls resolve to the callees' own (once-optimized)
-code, while a process that loads the cache runs the copies inside the entry point's
-object code. With fastmath the two round differently. So the code is compiled in a
-child process and every process, the first included, loads it from the cache: all of
-them run the same machine code (``compile_in_child``).
+**Integrity.** The module's text is compared with the text rgraph generates, and the
+compiled files with the checksums of the record, before anything is imported or loaded.
+A mismatch (a truncated or corrupted file) removes the entry's compiled code and
+rebuilds it, with one ``CacheWarning``. Compiled files without a record (an interrupted
+compile, an older cache) are rebuilt silently.
 
 **Sharing.** Writes go through a temporary file and ``os.replace``; compiling and
 loading hold the entry's lock, so processes that compile the same module at once wait
@@ -37,10 +36,8 @@ import contextlib
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,21 +64,25 @@ class CacheWarning(UserWarning):
 
 
 class CompileError(RuntimeError):
-    """numba could not compile a generated module (a bug in rgraph: please report it)."""
+    """A backend's compiler could not compile a generated module (a bug in rgraph:
+    please report it)."""
 
 
 _warned: set = set()
 
 
 def warn(msg: str, key=None):
-    """One CacheWarning, attributed to the first caller outside rgraph (once per key)."""
+    """One CacheWarning, attributed to the first caller outside rgraph and its backends
+    (once per key)."""
     key = key or msg
     if key in _warned:
         return
     _warned.add(key)
-    here = str(Path(__file__).resolve().parent)
+    here = Path(__file__).resolve().parent
+    inside = (str(here), str((here / "backends").resolve()))
     frame, level = sys._getframe(1), 1
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(here):
+    while frame is not None and \
+            str(Path(frame.f_code.co_filename).resolve()).startswith(inside):
         frame, level = frame.f_back, level + 1
     warnings.warn(msg, CacheWarning, stacklevel=level + 1 if frame is not None else 2)
 
@@ -254,11 +255,39 @@ class Damaged(Exception):
     """An entry's record or a file it lists does not match (the message says which)."""
 
 
-class Entry:
-    """One generated module's files in one folder."""
+def entry_name(stem: str, backend: str, digest: str) -> str:
+    """The name of a module's entry: its stem, its backend's name and its text's hash."""
+    return f"{stem}_{backend}_{digest}"
 
-    def __init__(self, folder: Path, name: str):
+
+# The registered backends, name -> Backend class: ``rgraph.backends`` hands over its
+# ``BACKENDS`` when imported (the cache finds an entry's backend by the name in the
+# entry's name, and the folders the backends' compilers write to).
+_BACKENDS: dict = {}
+
+
+def use_backends(registry: dict):
+    """Find the backends of entries and their compiled code in ``registry`` (the dict
+    itself: backends registered in it later are found too)."""
+    global _BACKENDS
+    _BACKENDS = registry
+
+
+def backend_of(name: str):
+    """The registered backend an entry's name names (None: none registered by that
+    name, e.g. one registered only for a test)."""
+    head = name.rpartition("_")[0]
+    found = [b for b in _BACKENDS if head == b or head.endswith("_" + b)]
+    return _BACKENDS[max(found, key=len)]() if found else None
+
+
+class Entry:
+    """One generated module's files in one folder; ``backend`` (else the one its name
+    names) says where the compiled code lies."""
+
+    def __init__(self, folder: Path, name: str, backend=None):
         self.folder, self.name = Path(folder), name
+        self.backend = backend if backend is not None else backend_of(name)
         self.py = self.folder / f"{name}.py"
         self.record_path = self.folder / f"{name}.json"
         self.lock_path = self.folder / f"{name}.lock"
@@ -267,14 +296,9 @@ class Entry:
         return f"Entry({self.py})"
 
     @property
-    def numba_dir(self) -> Path:
-        """Where numba keeps this module's index and object code."""
-        from numba.core import config
-        if config.CACHE_DIR:
-            from numba.core.caching import _CacheLocator
-            return Path(config.CACHE_DIR) / _CacheLocator.get_suitable_cache_subpath(
-                str(self.py))
-        return self.folder / "__pycache__"
+    def compiled_dir(self) -> Path | None:
+        """Where the backend's compiler keeps this module's code (None: nowhere)."""
+        return self.backend.compiled_dir(self.folder) if self.backend is not None else None
 
     def lock(self, blocking=True):
         return file_lock(self.lock_path, blocking)
@@ -293,17 +317,21 @@ class Entry:
     def write_module(self, text: str):
         write_atomic(self.py, text.encode())
 
-    # ---------------------------------------------------------- numba's files
-    def numba_files(self) -> list[Path]:
-        d = self.numba_dir
+    # ----------------------------------------------------------- compiled code
+    def compiled_files(self) -> list[Path]:
+        """The files the backend's compiler wrote for this module (``NAME.*`` in its
+        ``compiled_dir``)."""
+        d = self.compiled_dir
+        if d is None:
+            return []
         try:
             return sorted(p for p in d.iterdir() if p.name.startswith(self.name + "."))
         except (FileNotFoundError, NotADirectoryError):
             return []
 
     def remove_compiled(self):
-        """numba's files and the record (the module stays)."""
-        for p in self.numba_files():
+        """The compiled files and the record (the module stays)."""
+        for p in self.compiled_files():
             _unlink(p)
         _unlink(self.record_path)
 
@@ -327,12 +355,14 @@ class Entry:
                 raise ValueError("not an rgraph cache record")
         except (ValueError, AttributeError) as e:
             raise Damaged(f"{self.record_path.name} is unreadable ({e})") from None
-        d, where = self.numba_dir, f"listed in {self.record_path.name}"
+        d, where = self.compiled_dir, f"listed in {self.record_path.name}"
         for fname, item in rec["files"].items():
-            if not (isinstance(fname, str) and fname.startswith(self.name + ".")
-                    and os.sep not in fname and isinstance(item, list) and len(item) == 2):
+            if not (d is not None and isinstance(fname, str)
+                    and fname.startswith(self.name + ".") and os.sep not in fname
+                    and isinstance(item, list) and len(item) == 2):
+                who = self.backend.name if self.backend is not None else "no backend"
                 raise Damaged(f"{self.record_path.name} lists {fname!r}, not one of "
-                              f"numba's files for {self.py.name}")
+                              f"the compiled files of {self.py.name} ({who})")
             size, digest = item
             p = d / fname
             try:
@@ -358,19 +388,19 @@ class Entry:
             self.remove_compiled()
             rec = None
         if rec is None:
-            for p in self.numba_files():
+            for p in self.compiled_files():
                 _unlink(p)
             return {"format": FORMAT, "module": self.py.name, "compiled": [], "files": {}}
         listed = set(rec["files"])
-        for p in self.numba_files():
+        for p in self.compiled_files():
             if p.name not in listed:
                 _unlink(p)
         return rec
 
     def write_record(self, rec: dict):
-        """Record every numba file of the module as it is now, and what was compiled."""
+        """Record every compiled file of the module as it is now, and what was compiled."""
         rec = dict(rec, files={p.name: [p.stat().st_size, sha256(p)]
-                               for p in self.numba_files() if ".tmp." not in p.name})
+                               for p in self.compiled_files() if ".tmp." not in p.name})
         write_atomic(self.record_path, (json.dumps(rec, indent=1) + "\n").encode())
         return rec
 
@@ -385,12 +415,13 @@ class Entry:
         return bool(rec and rec["compiled"])
 
     def copy_to(self, other: Entry):
-        """Copy module, record and numba's files (a read-only folder's entry into the
+        """Copy module, record and compiled files (a read-only folder's entry into the
         writable one)."""
-        dst = other.numba_dir
-        dst.mkdir(parents=True, exist_ok=True)
-        for p in self.numba_files():
-            if ".tmp." not in p.name:
+        files = [p for p in self.compiled_files() if ".tmp." not in p.name]
+        if files:
+            dst = other.compiled_dir
+            dst.mkdir(parents=True, exist_ok=True)
+            for p in files:
                 shutil.copy2(p, dst / p.name)
         shutil.copy2(self.py, other.py)
         shutil.copy2(self.record_path, other.record_path)
@@ -403,7 +434,7 @@ class Entry:
     # ----------------------------------------------------------- bookkeeping
     def files(self) -> list[Path]:
         return [p for p in (self.py, self.record_path, self.lock_path) if p.exists()] + \
-            self.numba_files()
+            self.compiled_files()
 
     def size(self) -> int:
         total = 0
@@ -423,29 +454,32 @@ class Entry:
 _LOADED: dict = {}
 
 
-def load(source: str, backend, stem: str, header: str, in_process=False) -> Loaded:
-    """Write ``header + source`` to the cache (once) and import it. ``in_process``: its
-    functions compile in this process, on their first call (modules whose numbers need
-    not repeat across processes: the derivative checks)."""
+def load(source: str, backend, stem: str, header: str, in_process=False):
+    """Write ``header + source`` to the cache (once), import it and hand it to the
+    backend's loader (``Backend.loader``: its ``module``, ``path``, ``prepare`` and
+    ``call``). ``in_process``: its functions compile in this process, on their first
+    call (modules whose numbers need not repeat across processes: the derivative
+    checks)."""
     digest = hashlib.sha256((header + source).encode()).hexdigest()[:16]
     text = header + f"# content hash: {digest}\n" + source
-    name = f"{stem}_{backend.name}_{digest}"
+    name = entry_name(stem, backend.name, digest)
     modname = f"rgraph_gen_{name}"
     if modname in _LOADED:
         return _LOADED[modname]
     loc = location()
-    entry = Entry(loc.write, name)
+    entry = Entry(loc.write, name, backend)
     with entry.lock():
         state = entry.module_state(text)
         if state != "ok":
             for folder in loc.read:          # complete in a read-only cache: copy it
-                ro = Entry(folder, name)
+                ro = Entry(folder, name, backend)
                 if ro.complete_for(text):
                     entry.remove_compiled()
                     ro.copy_to(entry)
                     state = "ok"
                     break
-        if loc.problem and not any(Entry(d, name).complete_for(text) for d in loc.read):
+        if loc.problem and not any(Entry(d, name, backend).complete_for(text)
+                                   for d in loc.read):
             fallback_warning(loc)       # silent only where a read-only cache serves it
         if state != "ok":
             if state == "damaged":
@@ -455,244 +489,14 @@ def load(source: str, backend, stem: str, header: str, in_process=False) -> Load
             entry.remove_compiled()
             entry.write_module(text)
             maybe_prune(entry.folder, keep={entry.name})
-        if not backend.jit and not entry.record_path.exists():
+        if not backend.jit and not entry.record_path.exists():   # nothing to compile
             entry.write_record({"format": FORMAT, "module": entry.py.name,
                                 "compiled": [], "files": {}})
         entry.touch()
         module = backend.load(str(entry.py), modname)
-    loaded = Loaded(entry, module, text, backend.jit, in_process)
-    if backend.jit and not in_process:
-        entry_points = set(getattr(module, "__all__", ()))
-        for name, f in loaded.dispatchers().items():
-            if name in entry_points:    # compiled by a child, loaded by prepare()
-                _allow_compile(f, False)
-            else:                       # called directly (debugging, tests): numba's
-                f._cache.save_overload = _unsaved   # usual way, but nothing it compiles
-                                                    # here goes to the cache
+    loaded = backend.loader(entry, module, text, in_process)
     _LOADED[modname] = loaded
     return loaded
-
-
-def target_id() -> str:
-    """This machine's compilation target as numba keys its cache (triple, CPU, features)."""
-    from numba.core.registry import cpu_target
-    magic = cpu_target.target_context.codegen().magic_tuple()
-    return hashlib.sha256(repr(magic).encode()).hexdigest()[:16]
-
-
-class Loaded:
-    """A generated module imported from the cache, and its compiled functions.
-
-    ``prepare(calls)`` makes sure the functions are compiled for the given example
-    arguments and loads them from the cache, in the given order; ``call(name, *args)``
-    calls one (compiling a new signature the same way). A jitted module's entry points
-    (its ``__all__``) never compile in this process (unless ``in_process``): a child
-    process compiles, this one loads (see the module's docstring). Inner functions called
-    directly from Python load or compile as numba does, without writing to the cache."""
-
-    def __init__(self, entry: Entry, module, text: str, jit: bool, in_process=False):
-        self.entry, self.module, self.text, self.jit = entry, module, text, jit
-        self.in_process = in_process
-        self.compiled_here = 0      # functions compiled by this process (or its children)
-        self.loaded = 0             # functions loaded from the cache
-
-    @property
-    def path(self) -> Path:
-        return self.entry.py
-
-    def dispatchers(self) -> dict:
-        from numba.core.dispatcher import Dispatcher
-        return {n: f for n, f in vars(self.module).items() if isinstance(f, Dispatcher)}
-
-    def call(self, name, *args):
-        f = getattr(self.module, name)
-        if not self.jit:
-            return f(*args)
-        if self.in_process:
-            if _signature(f, args) not in f.overloads:
-                self.prepare([(name, args)])
-            return f(*args)
-        try:
-            return f(*args)
-        except TypeError:      # compiling is disabled here: a signature not loaded yet
-            if _signature(f, args) in f.overloads:
-                raise
-        self.prepare([(name, args)])
-        return f(*args)
-
-    def prepare(self, calls):
-        """Compile (if the cache lacks them) and load ``calls``: (name, example args) or
-        (name, signature) pairs, in order."""
-        if not self.jit:
-            return
-        reqs = []
-        for name, args in calls:
-            f = getattr(self.module, name)
-            sig = args if _is_signature(args) else _signature(f, args)
-            if sig not in f.overloads:
-                reqs.append((name, sig))
-        if not reqs:
-            return
-        for attempt in (0, 1):
-            try:
-                self._prepare(reqs)
-                return
-            except _Retry as e:
-                if attempt:
-                    raise CompileError(str(e)) from None
-                warn(f"rgraph: compiled-code cache entry {self.entry.py.name}: {e}; "
-                     f"removed its compiled code, rebuilding",
-                     key=("retry", str(self.entry.py), str(e)))
-                with self.entry.lock():
-                    self.entry.remove_compiled()
-
-    def _prepare(self, reqs):
-        entry, target = self.entry, target_id()
-        with entry.lock() as fd:
-            if entry.module_state(self.text) != "ok":   # pruned or damaged since import
-                entry.remove_compiled()
-                entry.write_module(self.text)
-            rec = entry.checked_record()
-            have = {(c["function"], c["signature"], c["target"]) for c in rec["compiled"]}
-            missing = [(n, s) for n, s in reqs if (n, str(s), target) not in have]
-            if missing:
-                if self.in_process:
-                    self._load(reqs, allow_compile=True)
-                else:
-                    # compile every request, in order, in one child: its object code is
-                    # what this and every later process run
-                    compile_in_child(entry, self.module.__name__, reqs, fd,
-                                     meanwhile=_warm_numba)
-                self.compiled_here += len(missing)
-                rec["compiled"] += [{"function": n, "signature": str(s), "target": target}
-                                    for n, s in missing]
-                entry.write_record(rec)
-            if not self.in_process or not missing:
-                self._load(reqs, allow_compile=False)
-            entry.touch()
-
-    def _load(self, reqs, allow_compile):
-        """numba's ``compile(sig)`` for each request: a load from the cache, or (only
-        with ``allow_compile``) a compile here where the cache lacks it."""
-        for name, sig in reqs:
-            f = getattr(self.module, name)
-            if sig in f.overloads:
-                continue
-            _allow_compile(f, True)
-            if not allow_compile:       # a miss must not compile in this process
-                f._compiler.compile = _refuse
-            try:
-                f.compile(sig)
-            except _NotCached:
-                raise _Retry(f"numba's cache did not hold {name}{sig}") from None
-            except Exception as e:  # noqa: BLE001 (whatever numba raises on bad data)
-                raise _Retry(f"numba could not load {name} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
-                    from None
-            finally:
-                vars(f._compiler).pop("compile", None)
-                if not self.in_process:
-                    _allow_compile(f, False)
-            if not allow_compile:
-                self.loaded += 1
-
-
-class _Retry(Exception):
-    pass
-
-
-def _warm_numba():
-    """numba's one-time set-up of its target (what loading would do first), done while
-    the child compiles."""
-    from numba.core.registry import cpu_target
-    cpu_target.target_context.refresh()
-
-
-class _NotCached(Exception):
-    pass
-
-
-def _refuse(*args, **kwargs):
-    """Stands in for numba's compiler while loading: the cache must hold the code."""
-    raise _NotCached
-
-
-def _unsaved(sig, data):
-    """Stands in for numba's cache writes of functions called directly from Python: the
-    cache holds only what a child compiled (and the entry's record lists)."""
-
-
-def _allow_compile(f, allowed: bool):
-    """numba's switch for compiling at call time (``disable_compile`` without its
-    requirement that something be compiled already): off, a call with a signature not
-    loaded raises TypeError instead of compiling in this process."""
-    f._can_compile = allowed
-
-
-def _is_signature(x) -> bool:
-    from numba.core import types
-    return isinstance(x, tuple) and all(isinstance(t, types.Type) for t in x) and len(x) > 0
-
-
-def _signature(f, args) -> tuple:
-    return tuple(f.typeof_pyval(a) for a in args)
-
-
-CHILD = r"""
-import pickle, sys
-path, name = sys.argv[1], sys.argv[2]
-requests = pickle.load(sys.stdin.buffer)
-with open(path, encoding="utf-8") as fh:
-    text = fh.read()
-module = type(sys)(name)
-module.__file__ = path
-sys.modules[name] = module
-exec(compile(text, path, "exec", dont_inherit=True), module.__dict__)
-# functions only ever called from compiled code: nothing of theirs is cached (the entry
-# points carry a copy of their code, and no process loads them)
-from numba.core.caching import NullCache
-from numba.core.dispatcher import Dispatcher
-entry = set(getattr(module, "__all__", ())) | {fn for fn, _ in requests}
-for n, f in vars(module).items():
-    if isinstance(f, Dispatcher) and n not in entry:
-        f._cache = NullCache()
-for fn, sig in requests:
-    getattr(module, fn).compile(sig)
-"""
-
-
-def compile_in_child(entry: Entry, modname: str, reqs, lock_fd=None, meanwhile=None):
-    """numba compiles ``reqs`` ((function, signature), in order) of the module in a
-    fresh process and writes them to the cache; ``meanwhile()`` runs here while it does.
-    The child inherits the entry's lock, so the lock stays held until the child is gone,
-    even if this process is killed."""
-    payload = pickle.dumps(list(reqs))
-    fds = (lock_fd,) if isinstance(lock_fd, int) and not isinstance(lock_fd, bool) else ()
-    with tempfile.TemporaryFile() as errors:
-        try:
-            proc = subprocess.Popen([sys.executable, "-c", CHILD, str(entry.py), modname],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=errors, pass_fds=fds,
-                                    env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-        except OSError as e:
-            raise CompileError(f"cannot start a process to compile {entry.py}: "
-                               f"{e}") from None
-        try:
-            proc.stdin.write(payload)
-            proc.stdin.close()
-            if meanwhile is not None:
-                meanwhile()
-            proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        errors.seek(0)
-        err = errors.read().decode(errors="replace").strip().splitlines()
-    if proc.returncode != 0:
-        tail = "\n".join(err[-25:]) if err else f"exit status {proc.returncode}"
-        raise CompileError(f"numba could not compile {entry.py} (a bug in rgraph's "
-                           f"generated code; please report it):\n{tail}")
 
 
 # ------------------------------------------------------------ the whole folder
@@ -701,8 +505,15 @@ class Item:
     name: str
     size: int
     last_used: float
-    orphan: bool          # numba files or temporaries whose module is gone
+    orphan: bool          # compiled files or temporaries whose module is gone
     paths: list
+
+
+def compiled_dirs(folder: Path) -> list[Path]:
+    """The folders the registered backends' compilers write to for modules in
+    ``folder`` (other than ``folder`` itself), those that exist."""
+    dirs = {cls().compiled_dir(folder) for cls in _BACKENDS.values()}
+    return sorted(d for d in dirs if d is not None and d != folder and d.is_dir())
 
 
 def scan(folder: Path) -> list[Item]:
@@ -713,8 +524,7 @@ def scan(folder: Path) -> list[Item]:
         top = list(folder.iterdir())
     except (FileNotFoundError, NotADirectoryError):
         return []
-    pyc = folder / "__pycache__"
-    inner = list(pyc.iterdir()) if pyc.is_dir() else []
+    inner = [p for d in compiled_dirs(folder) for p in d.iterdir()]
     for p in top + inner:
         if p.is_dir():
             continue
@@ -823,6 +633,5 @@ def human(n: float) -> str:
     return f"{n:.1f}G"
 
 
-__all__ = ["CacheWarning", "CompileError", "Entry", "Loaded", "Location", "clear",
-           "configured_dir", "load", "location", "max_bytes", "parse_size", "prune",
-           "scan"]
+__all__ = ["CacheWarning", "CompileError", "Entry", "Location", "clear", "configured_dir",
+           "load", "location", "max_bytes", "parse_size", "prune", "scan"]
