@@ -87,6 +87,8 @@ class Estimator:
         dtype = np.dtype(dtype).name
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+        self.backend = get_backend(backend)
+        self.backend.check_dtype(dtype)
         self.cell = cell
         self.loss_name = loss
         # the GEMMs of a step are small: one BLAS thread is faster, and spinning BLAS
@@ -99,8 +101,7 @@ class Estimator:
         self.spec = make_spec(estimator, lay, schedule(lay), self.analysis, **options)
         self.name = self.spec.describe()
         # refuse, with the figure, what could never be allocated (one stream)
-        self.backend = get_backend(backend)
-        self.memory = memory(self.spec, self.dtype, batch_step=self.backend.jit)
+        self.memory = memory(self.spec, self.dtype, batch_step=self.backend.batch_step)
         check_fits(self.memory, 1, cell.name, force=force_memory,
                    fix="force_memory=True (rgraph train --force-memory)")
         flush = ", flush_all (pending segments)" if self.spec.flushes else ""

@@ -815,7 +815,7 @@ def damage(path, how):
 def entry_files(code):
     """The files of a tiny module's entry, by role."""
     e = code.entry
-    nb = {p.name.split(".", 1)[1]: p for p in e.numba_files()}
+    nb = {p.name.split(".", 1)[1]: p for p in e.compiled_files()}
     roles = {"module": e.py, "record": e.record_path, "lock": e.lock_path}
     for key, p in nb.items():        # e.g. scale-7.py311.nbi -> scale.nbi
         fn, ext = key.split("-")[0], key.rsplit(".", 1)[1]
@@ -874,7 +874,7 @@ class TestCache:
         assert "Traceback" not in stderr
         entry = cache.Entry(files[case]["module"].parent, files[case]["module"].stem)
         rec = entry.read_record()                      # ... and whole again
-        assert rec["compiled"] and set(rec["files"]) == {p.name for p in entry.numba_files()}
+        assert rec["compiled"] and set(rec["files"]) == {p.name for p in entry.compiled_files()}
 
     def test_an_intact_entry_loads_without_a_word(self, damaged):
         out, _, _ = damaged
@@ -903,11 +903,11 @@ class TestCache:
         monkeypatch.setenv("RGRAPH_CACHE_DIR", str(tmp_path))
         code = tiny("direct")
         assert run_tiny(code) == 12.0
-        before = {p.name: p.read_bytes() for p in code.entry.numba_files()}
+        before = {p.name: p.read_bytes() for p in code.entry.compiled_files()}
         x = np.ones(3, np.float32)               # a signature the cache does not hold
         code.module.scale(x, 2.0)                # compiled here, as numba would ...
         assert x.tolist() == [2.0, 2.0, 2.0]
-        assert {p.name: p.read_bytes() for p in code.entry.numba_files()} == before
+        assert {p.name: p.read_bytes() for p in code.entry.compiled_files()} == before
         assert code.entry.read_record()["compiled"]      # ... and the entry still checks
         with pytest.raises(TypeError):   # an entry point never compiles in this process:
             code.module.total(x, 2.0)
