@@ -243,3 +243,30 @@ def test_templates_are_checked_against_the_module():
 
     with pytest.raises(CodegenError, match="forward with 1 arguments"):
         mb.template(Template(wrong_call, "est_step", "step"), "estimator", {}, {}, ["v"])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("estimator,explicit", [("kf-rtrl", None), ("uoro", None),
+                                                ("rtrl", True), ("rtrl", False),
+                                                ("ok", None)])
+def test_no_local_shadows_a_module_name(monkeypatch, backend, estimator, explicit):
+    """No function of the module assigns a local under a module-level name (an LSTM's
+    node offsets ``c``, ``z``, ``W`` and ``b`` in numba's module; its views in numpy's
+    kernels): templates and helpers have such locals renamed, and no estimator writes
+    offsets a kernel does not read. RTRL is built with H_t G formed first and through
+    the step."""
+    import dataclasses
+
+    import rgraph.estimators.exact as exact
+    from rgraph import sparsity
+    if explicit is not None:
+        real = sparsity.association
+        monkeypatch.setattr(exact, "association", lambda lay, K: dataclasses.replace(
+            real(lay, K), explicit=explicit))
+    src = rg.compile(rg.cells.lstm(3, 4, 3), estimator, backend=backend).source
+    assert ("h_apply" in src) == bool(explicit) or explicit is None
+    _, assigned, _ = module_names(src)
+    for fn in (n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)):
+        local = {x.id for x in ast.walk(fn) if isinstance(x, ast.Name)
+                 and isinstance(x.ctx, ast.Store)}
+        assert not local & set(assigned), (fn.name, sorted(local & set(assigned)))

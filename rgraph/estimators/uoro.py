@@ -25,13 +25,12 @@ from .. import autodiff
 from .. import kernel as K
 from ..analysis import NO_RECURRENT
 from ..autodiff import ParamTangents
-from ..codegen import Template, index
+from ..codegen import Template
 from ..errors import NotApplicable
-from . import common
+from . import common, kron
 from .base import EstimatorSpec, Option, chooser, positive_int
 from .names import Argument, parse_projection
 from .exact import segment_kernels, segment_layout
-from .kron import kron_pieces
 
 
 def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb, thd,
@@ -83,12 +82,13 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
 
 
 def uoro_step_terms(th, s, x, y, w, g, rng, *, s_tilde, v, vd, vb, vb2, thd, ybar, u, qu,
-                    hs, js, dw):
+                    hs, js, dw, ahat):
     """One step of UORO for one stream, rank RANK, with the noise at the cut z. Every
     recurrent parameter is one product's matrix or one bias, so for a product p = W @ â
     ∂l/∂W and uᵀ J^z_W are kept as the cotangents ζ_p and ν_p of p, and each parameter
     block is visited once: g += ζ_p ⊗ â + (δs · s̃) w̃ and w̃ = w̃/ρ0 + (ν_p ⊗ â)/ρ1."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
+    kron_input(v, ahat)     # the products' inputs â, stacked
     for r in range(RANK):
         # δs · s̃_{t-1}, for the gradient estimate δθ + (δs · s̃) w̃ (added below)
         c = rg_dot(vb[0:S], s_tilde[r]) / RANK
@@ -114,21 +114,22 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, s_tilde, v, vd, vb, vb2, thd, yba
             vjp_z(th, v, vb2, dw)
         # Algorithm 1's normalizers (|uᵀ J^z_θ| from the norms of ν and â), then one
         # pass over the recurrent blocks for the gradient estimate and w̃
-        uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c)
+        uoro_close(E, r, g, ahat, vb, vb2, dw, hs, js, c)
     gather_new(v, s)
     return loss
 
 
 def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, u, qu, sd,
-               hs, js, dw, c, thd):
+               hs, js, dw, c, thd, ahat):
     """``uoro_step_terms`` for B streams at once: the forward pass, the backprop, H_t s̃
     and the noise's passes are each one kernel over the batch, whose products are GEMMs
     (W @ [a_1 ... a_B]); what is each stream's own (s̃, w̃ and Algorithm 1's normalizers)
     is done stream by stream (``uoro_seed``, ``uoro_close``)."""
     B = states.shape[0]
     forward_and_backprop_b(th, states, x, y, w, v, vb, g, ybar, losses)
-    # the noise, drawn in the order the one-stream step draws it
+    # the noise, drawn in the order the one-stream step draws it; the products' inputs
     for b in range(B):
+        kron_input(v[b], ahat[b])
         for r in range(RANK):
             rg_rademacher(rng, u[b, r])
     for r in range(RANK):
@@ -158,7 +159,7 @@ def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, 
         if not NU_AT_PRODUCTS:
             vjp_z_b(th, v, vb2, dw)
         for b in range(B):
-            uoro_close(E[b], r, g, v[b], vb[b], vb2[b], dw[b], hs[b], js[b], c[b])
+            uoro_close(E[b], r, g, ahat[b], vb[b], vb2[b], dw[b], hs[b], js[b], c[b])
     for b in range(B):
         gather_new(v[b], states[b])
 
@@ -169,7 +170,7 @@ def uoro_seed(E, r, ds, seed, *, s_tilde):
     return rg_dot(ds, s_tilde[r]) / RANK
 
 
-def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
+def uoro_close(E, r, g, ahat, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
     """One stream's rank-one pair r after the step's passes (this stream's, or every
     stream's at once): Algorithm 1's normalizers, s̃_r = ρ0 H s̃_r + ρ1 J^s_z Q u, and one
     pass over the recurrent blocks for the gradient estimate and w̃_r."""
@@ -177,10 +178,10 @@ def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_t
     if FIXED_RHO1:
         rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
     else:
-        rho1 = math.sqrt(terms_norm(v, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
+        rho1 = math.sqrt(terms_norm(ahat, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
     rg_axpby(s_tilde[r], rho0, hs, 0.0)
     rg_axpy(s_tilde[r], rho1, js)
-    wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, dw, c, r == 0, 1.0 / rho1,
+    wnorm[r] = terms_update(g, w_tilde[r], ahat, vb, vb2, dw, c, r == 0, 1.0 / rho1,
                             1.0 / rho0)
     if FIXED_RHO1:
         if r == RANK - 1:
@@ -323,10 +324,18 @@ class ProjectedUORO(EstimatorSpec):
         return {"WITH_Q": self.Q0 is not None, "STATE_CUT": self.space.kind == "state",
                 "PARAMETER_CUT": self.space.kind == "parameter",
                 "FIXED_RHO1": self.alpha is not None,
-                "NU_AT_PRODUCTS": self.nu_at_products}
+                "NU_AT_PRODUCTS": self.nu_at_products,
+                **(self._terms_choices() if self.groups is not None else {})}
+
+    def _terms_choices(self):
+        """FIXED_INPUTS (``kron_input``'s) and BIASES: a recurrent block is a bias."""
+        return {**kron.choices(self.lay, self.groups),
+                "BIASES": any(grp.bias for grp in self.groups)}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
+        if self.groups is not None:
+            out.update(self.terms_tables())
         if self.Q0 is not None:
             out.update({"NZ": self.space.dim, "Q0": self.Q0.ravel(),
                         "Q0_INV_T": np.linalg.inv(self.Q0).T.ravel()})
@@ -347,13 +356,21 @@ class ProjectedUORO(EstimatorSpec):
                "hs": (lay.n_state,), "js": (lay.n_state,), "dw": (lay.n_params,)}
         if self.groups is not None:
             out["vb2"] = (lay.n_values,)
+            out["ahat"] = (self._na(),)
         return out
+
+    def _na(self):
+        """The length of â (the products' inputs, stacked)."""
+        return sum(grp.dim_input for grp in self.groups)
 
     def templates(self):
         if self.groups is None:
             return [Template(common.forward_and_backprop, "forward_and_backprop"),
                     Template(uoro_step, "est_step", "step")]
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(kron.kron_input, "kron_input"),
+                Template(terms_norm, "terms_norm"),
+                Template(terms_update, "terms_update"),
                 Template(uoro_step_terms, "est_step", "step"),
                 Template(uoro_close, "uoro_close", "part")]
 
@@ -383,68 +400,58 @@ class ProjectedUORO(EstimatorSpec):
         return {**super().batch_scratch_layout(), "vd": (lay.n_values,),
                 "vb2": (lay.n_values,), "u": (self.rank, nz), "qu": (nz,),
                 "sd": (lay.n_state,), "hs": (lay.n_state,), "js": (lay.n_state,),
-                "dw": (lay.n_params,), "c": (), "thd": (0,)}
+                "dw": (lay.n_params,), "c": (), "thd": (0,), "ahat": (self._na(),)}
 
-    def rendered(self, mb):
-        if self.groups is None:
-            return {}
-        lay = self.lay
-        local = mb.namer.child()
-        g, wt, v, zb, nb, dw, c, first, a, b, i, j, p, t, zi, ni, acc, aj = (
-            local.claim(x) for x in ("g", "wt", "v", "zb", "nb", "dw", "c", "first", "a",
-                                     "b", "i", "j", "p", "t", "zi", "ni", "acc", "aj"))
-        sqrt, dot = f"{mb.g('math')}.sqrt", mb.g("rg_dot")
-        norm = [f"def terms_norm({v}, {nb}, {dw}):",
-                '    """|uᵀ J^z_θ|: Σ_p |ν_p|² |â|² over the products (each matrix is one '
-                'outer product), plus the biases\' |dw|²."""',
-                f"    {acc} = 0.0"]
-        upd = [f"def terms_update({g}, {wt}, {v}, {zb}, {nb}, {dw}, {c}, {first}, {a}, {b}):",
-               '    """Per recurrent block: g += ζ_p ⊗ â (once; a bias\'s is in g already) + '
-               'c w̃, and w̃ = b w̃ + a ν_p ⊗ â (a bias: + a dw); returns |w̃|."""',
-               f"    {acc} = 0.0"]
+    def terms_tables(self) -> dict:
+        """The recurrent blocks, for ``terms_norm`` and ``terms_update``: per product
+        (``UORO_PRODUCTS``) its matrix's offset in th (w̃'s blocks follow th's
+        recurrent blocks, both from 0), rows, input length, the product's offset in v
+        (ζ_p in vb, ν_p in vb2) and its input's offset in â; per bias (``UORO_BIASES``)
+        its offset in th and length."""
+        ts = kron.terms(self.lay, self.groups)
+        out = {"UORO_PRODUCTS": tuple((t.param, t.rows, t.na, t.node, t.uo) for t in ts
+                                      if not t.term.is_bias),
+               **kron.constants(self.lay, self.groups)}
+        if any(t.term.is_bias for t in ts):
+            out["UORO_BIASES"] = tuple((t.param, t.rows) for t in ts if t.term.is_bias)
+        return out
 
-        def at(nid):            # a node's first row in v, vb and vb2
-            r = lay.loc[nid]
-            return index(mb.offset(r.anchor, r.aoff), r.delta)
 
-        for _, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
-            for q, _, ts in sums:
-                for tm in ts:
-                    blk = lay.block_of(tm.param_id)
-                    # w̃'s blocks follow th's recurrent blocks (both start at 0)
-                    off = mb.offset(blk.name, blk.off, param=True)
-                    m = blk.shape[0]
-                    if tm.is_bias:
-                        norm.append(f"    {acc} += {dot}({dw}[{off}:{off} + {m}], "
-                                    f"{dw}[{off}:{off} + {m}])")
-                        upd += [f"    # {tm.param} (a bias of {q.name})",
-                                f"    for {i} in range({m}):",
-                                f"        {p} = {off} + {i}",
-                                f"        {g}[{p}] += {c} * {wt}[{p}]",
-                                f"        {t} = {b} * {wt}[{p}] + {a} * {dw}[{p}]",
-                                f"        {wt}[{p}] = {t}",
-                                f"        {acc} += {t} * {t}"]
-                        continue
-                    p0 = at(tm.node)
-                    arr, a0, na, _ = pieces[tm.input_id]
-                    src = v if arr == "v" else arr
-                    norm.append(f"    {acc} += {dot}({nb}[{p0}:{p0} + {m}], {nb}[{p0}:{p0} + "
-                                f"{m}]) * {dot}({src}[{a0}:{a0} + {na}], {src}[{a0}:{a0} + "
-                                f"{na}])")
-                    upd += [f"    # {tm.param} @ {tm.input} (into {q.name})",
-                            f"    for {i} in range({m}):",
-                            f"        {zi} = {zb}[{index(p0, i)}] if {first} else 0.0",
-                            f"        {ni} = {a} * {nb}[{index(p0, i)}]",
-                            f"        for {j} in range({na}):",
-                            f"            {p} = {off} + {i} * {na} + {j}",
-                            f"            {aj} = {src}[{index(a0, j)}]",
-                            f"            {g}[{p}] += {zi} * {aj} + {c} * {wt}[{p}]",
-                            f"            {t} = {b} * {wt}[{p}] + {ni} * {aj}",
-                            f"            {wt}[{p}] = {t}",
-                            f"            {acc} += {t} * {t}"]
-        norm.append(f"    return {sqrt}({acc})")
-        upd.append(f"    return {sqrt}({acc})")
-        return {"terms_norm": "\n".join(norm) + "\n", "terms_update": "\n".join(upd) + "\n"}
+def terms_norm(ahat, nb, dw):
+    """|uᵀ J^z_θ|: Σ_p |ν_p|² |â_p|² over the products (each matrix's is one outer
+    product), plus the biases' |dw|²."""
+    acc = 0.0
+    for p, m, na, z, a in UORO_PRODUCTS:
+        acc += rg_dot(nb[z:z + m], nb[z:z + m]) * rg_dot(ahat[a:a + na], ahat[a:a + na])
+    if BIASES:
+        for p, m in UORO_BIASES:
+            acc += rg_dot(dw[p:p + m], dw[p:p + m])
+    return math.sqrt(acc)
+
+
+def terms_update(g, wt, ahat, zb, nb, dw, c, first, a, b):
+    """Per recurrent block: g += ζ_p ⊗ â_p (once; a bias's is in g already) + c w̃, and
+    w̃ = b w̃ + a ν_p ⊗ â_p (a bias: + a dw); returns |w̃|."""
+    acc = 0.0
+    for p0, m, na, z, a0 in UORO_PRODUCTS:
+        for i in range(m):
+            zi = zb[z + i] if first else 0.0
+            ni = a * nb[z + i]
+            for j in range(na):
+                p = p0 + i * na + j
+                aj = ahat[a0 + j]
+                g[p] += zi * aj + c * wt[p]
+                t = b * wt[p] + ni * aj
+                wt[p] = t
+                acc += t * t
+    if BIASES:
+        for p0, m in UORO_BIASES:
+            for p in range(p0, p0 + m):
+                g[p] += c * wt[p]
+                t = b * wt[p] + a * dw[p]
+                wt[p] = t
+                acc += t * t
+    return math.sqrt(acc)
 
 
 class UORO(ProjectedUORO):
