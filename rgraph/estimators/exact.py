@@ -44,11 +44,9 @@ def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar,
     G_old, G_new = (G, G2) if which[0] == 0.0 else (G2, G)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     rg_gemv_t(g[0:NR], G_old, vb[0:S])
-    # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t from its coloured columns, then one GEMM
-    # per run of its dense columns; D_t = ∂s_t/∂z_t, the identity injected at the sums
-    h_seed(Hs)
-    jvp_state_m(th, v, Hs, vdH, Hc)
-    h_apply(Hc, G_old, G_new)
+    # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t formed first; D_t = ∂s_t/∂z_t, the
+    # identity injected at the sums
+    h_times(th, v, G_old, G_new, Hs, vdH, Hc)
     jvp_z_m(th, v, vd, D)
     kron_input(v, ahat)
     kron_immediate(ahat, D, G_new)

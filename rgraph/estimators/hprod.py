@@ -7,8 +7,8 @@ association the cost model picks (``sparsity.association``):
   run of dense columns and a row update per entry of the sparse columns, from tables of
   the module.
 
-The estimator calls ``h_seed(Hs)`` (the seed's ones, in each column's colour),
-``jvp_state_m(th, v, Hs, vdH, Hc)`` and ``h_apply(Hc, X, HX)`` (the templates below).
+The estimator calls ``h_times(th, v, X, HX, Hs, vdH, Hc)`` (the template below) where
+H_t is formed first, else ``jvp_state_m(th, v, X, vd, HX)``.
 """
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
@@ -25,7 +25,8 @@ def constants(assoc: Association) -> dict:
         return {}
     out = {"HCOL": np.array(assoc.colors, dtype=np.int64)}
     if assoc.dense:
-        out["H_DENSE"] = tuple(tuple(run) for run in assoc.dense)
+        out["H_DENSE"] = tuple((j0, j1, c0, int(n > 0))
+                               for n, (j0, j1, c0) in enumerate(assoc.dense))
     if assoc.sparse:
         sp = np.array(assoc.sparse, dtype=np.int64).reshape(-1, 3)
         out.update({"HSP_I": sp[:, 0], "HSP_J": sp[:, 1], "HSP_C": sp[:, 2]})
@@ -33,8 +34,10 @@ def constants(assoc: Association) -> dict:
 
 
 def choices(assoc: Association) -> dict:
-    """Whether H_t has dense columns (a GEMM each run) and sparse ones (entry by entry)."""
-    return {"H_DENSE_COLUMNS": bool(assoc.dense), "H_SPARSE_COLUMNS": bool(assoc.sparse)}
+    """H_FIRST: H_t is formed first; then whether it has dense columns (a GEMM each
+    run) and sparse ones (entry by entry)."""
+    return {"H_FIRST": assoc.explicit, "H_DENSE_COLUMNS": bool(assoc.dense),
+            "H_SPARSE_COLUMNS": bool(assoc.sparse)}
 
 
 def scratch(lay, assoc: Association) -> dict:
@@ -46,34 +49,26 @@ def scratch(lay, assoc: Association) -> dict:
 
 
 def templates(assoc: Association) -> list:
-    """``h_seed`` and ``h_apply``, where H_t is formed first."""
-    if not assoc.explicit:
-        return []
-    return [Template(h_seed, "h_seed"), Template(h_apply, "h_apply")]
+    """``h_times``, where H_t is formed first."""
+    return [Template(h_times, "h_times")] if assoc.explicit else []
 
 
-def h_seed(Hs):
-    """The seed of H_t's compressed columns: a one at each state entry, in its column's
-    colour (``HCOL``)."""
+def h_times(th, v, M, HM, Hs, vdH, Hc):
+    """HM = H_t M, H_t formed first: its columns Hc, one per colour (``HCOL``), from one
+    jvp of the seed Hs; a GEMM per run of dense columns (``H_DENSE``: columns j0:j1,
+    first colour, 1 if it adds to the runs before), then the sparse columns' entries
+    (``HSP_I``, ``HSP_J``: row and column, ``HSP_C``: colour)."""
     for j in range(S):
         Hs[j, HCOL[j]] = 1.0
-
-
-def h_apply(Hc, M, HM):
-    """HM = H_t M from H_t's compressed columns Hc (one per colour): a GEMM per run of
-    dense columns (``H_DENSE``: H_t's columns j0:j1, in colours c0:c0 + j1 - j0, times
-    rows j0:j1 of M), then a row update per entry of the sparse columns (``HSP_I``,
-    ``HSP_J``: its row and column, ``HSP_C``: its colour)."""
+    jvp_state_m(th, v, Hs, vdH, Hc)
     if H_DENSE_COLUMNS:
-        beta = 0.0
-        for j0, j1, c0 in H_DENSE:
-            rg_gemm_rm(HM, Hc.reshape(Hc.size), Hc.shape[1], c0, M[j0:j1], beta)
-            beta = 1.0
+        for j0, j1, c0, add in H_DENSE:
+            rg_gemm_rm(HM, Hc.reshape(Hc.size), Hc.shape[1], c0, M[j0:j1], float(add))
     else:
         rg_zero2(HM)
     if H_SPARSE_COLUMNS:
         for e in range(HSP_I.shape[0]):
             i, j = HSP_I[e], HSP_J[e]
-            h = Hc[i, HSP_C[e]]
+            hij = Hc[i, HSP_C[e]]
             for k in range(M.shape[1]):
-                HM[i, k] += h * M[j, k]
+                HM[i, k] += hij * M[j, k]

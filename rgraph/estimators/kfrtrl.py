@@ -23,14 +23,19 @@ from . import common, hprod, kron
 from .base import EstimatorSpec
 
 
-def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat):
+def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat, Hs, Hc,
+            vdH):
     """One step of KF-RTRL for one stream."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_g A_g ⊗ u_g: each product's W gets (Aᵀ δs) ⊗ u
     np.dot(vb[0:S], A, cA)
     kron_gradient(g, cA, u)
-    # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
-    jvp_state_m(th, v, A, vd, HA)
+    if H_FIRST:
+        # H_t A_{t-1}, H_t formed first (the cheaper association for this cell)
+        h_times(th, v, A, HA, Hs, vdH, Hc)
+    else:
+        # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
+        jvp_state_m(th, v, A, vd, HA)
     # D_t = ∂s_t/∂z_t: the identity injected at the products, pushed to the new state
     jvp_z_m(th, v, vd, D)
     # eqs. (7)-(8), one Kronecker pair per input group
@@ -40,28 +45,9 @@ def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat):
     return loss
 
 
-def kf_step_explicit(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat,
-                     Hs, Hc, vdH):
-    """One step of KF-RTRL for one stream, with H_t formed first (the cheaper
-    association for this cell)."""
-    loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-    np.dot(vb[0:S], A, cA)
-    kron_gradient(g, cA, u)
-    # H_t from its coloured columns (one jvp of a few columns), then H_t A_{t-1}
-    h_seed(Hs)
-    jvp_state_m(th, v, Hs, vdH, Hc)
-    h_apply(Hc, A, HA)
-    jvp_z_m(th, v, vd, D)
-    kron_input(v, ahat)
-    kron_update(rng, A, u, HA, D, ahat)
-    gather_new(v, s)
-    return loss
-
-
 def kron_update(rng, A, u, HA, D, ahat):
-    """Eqs. (7)-(8) for every input group (``KRON_GROUPS``: its columns c0:c1 of A and
-    D, its entries a0:a1 of u and â): A = c1/p1 · H A + c2/p2 · D and u = c1 p1 · u +
-    c2 p2 · â, with c1, c2 random signs and p1, p2 as in Lemma 2."""
+    """Eqs. (7)-(8) per input group (``KRON_GROUPS``: columns c0:c1 of A and D, entries
+    a0:a1 of u and â): A = c1/p1 · H A + c2/p2 · D, u = c1 p1 · u + c2 p2 · â."""
     for c0, c1, a0, a1 in KRON_GROUPS:
         p1 = math.sqrt(rg_nrm2_cols(HA, c0, c1) / (rg_nrm2(u[a0:a1]) + EPS)) + EPS
         p2 = math.sqrt(rg_nrm2_cols(D, c0, c1) / (rg_nrm2(ahat[a0:a1]) + EPS)) + EPS
@@ -123,8 +109,7 @@ class KFRTRL(EstimatorSpec):
                 Template(kron.kron_input, "kron_input"),
                 Template(kron_update, "kron_update"),
                 *hprod.templates(self.assoc),
-                Template(kf_step_explicit if self.assoc.explicit else kf_step, "est_step",
-                         "step")]
+                Template(kf_step, "est_step", "step")]
 
     def kron_tables(self) -> dict:
         """``KRON_TERMS`` (``kron_gradient``'s) and ``KRON_GROUPS`` (``kron_update``'s)

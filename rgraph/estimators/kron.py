@@ -105,9 +105,8 @@ def kron_input(v, ahat):
 
 
 def kron_gradient(g, cA, u):
-    """dl/dθ += (Aᵀ δs)[the rows of each term's sum] ⊗ u[the term's input]: for every
-    term (``KRON_TERMS``: its block in th, its sum's first column in A, rows, input
-    length, input offset in u), g[block] += cA[columns] ⊗ u[input] (a bias: ⊗ its 1)."""
+    """dl/dθ += (Aᵀ δs)[its sum's rows] ⊗ u[its input] for every term (``KRON_TERMS``:
+    its block in th, first column in A, rows, input length and offset in u)."""
     for p, col, m, na, uo in KRON_TERMS:
         for i in range(m):
             ci = cA[col + i]

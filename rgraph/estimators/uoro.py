@@ -82,13 +82,12 @@ def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, 
 
 
 def uoro_step_terms(th, s, x, y, w, g, rng, *, s_tilde, v, vd, vb, vb2, thd, ybar, u, qu,
-                    hs, js, dw, ahat):
+                    hs, js, dw):
     """One step of UORO for one stream, rank RANK, with the noise at the cut z. Every
     recurrent parameter is one product's matrix or one bias, so for a product p = W @ â
     ∂l/∂W and uᵀ J^z_W are kept as the cotangents ζ_p and ν_p of p, and each parameter
     block is visited once: g += ζ_p ⊗ â + (δs · s̃) w̃ and w̃ = w̃/ρ0 + (ν_p ⊗ â)/ρ1."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-    kron_input(v, ahat)     # the products' inputs â, stacked
     for r in range(RANK):
         # δs · s̃_{t-1}, for the gradient estimate δθ + (δs · s̃) w̃ (added below)
         c = rg_dot(vb[0:S], s_tilde[r]) / RANK
@@ -114,22 +113,21 @@ def uoro_step_terms(th, s, x, y, w, g, rng, *, s_tilde, v, vd, vb, vb2, thd, yba
             vjp_z(th, v, vb2, dw)
         # Algorithm 1's normalizers (|uᵀ J^z_θ| from the norms of ν and â), then one
         # pass over the recurrent blocks for the gradient estimate and w̃
-        uoro_close(E, r, g, ahat, vb, vb2, dw, hs, js, c)
+        uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c)
     gather_new(v, s)
     return loss
 
 
 def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, u, qu, sd,
-               hs, js, dw, c, thd, ahat):
+               hs, js, dw, c, thd):
     """``uoro_step_terms`` for B streams at once: the forward pass, the backprop, H_t s̃
     and the noise's passes are each one kernel over the batch, whose products are GEMMs
     (W @ [a_1 ... a_B]); what is each stream's own (s̃, w̃ and Algorithm 1's normalizers)
     is done stream by stream (``uoro_seed``, ``uoro_close``)."""
     B = states.shape[0]
     forward_and_backprop_b(th, states, x, y, w, v, vb, g, ybar, losses)
-    # the noise, drawn in the order the one-stream step draws it; the products' inputs
+    # the noise, drawn in the order the one-stream step draws it
     for b in range(B):
-        kron_input(v[b], ahat[b])
         for r in range(RANK):
             rg_rademacher(rng, u[b, r])
     for r in range(RANK):
@@ -159,7 +157,7 @@ def uoro_batch(th, states, E, x, y, w, g, rng, losses, *, v, vd, vb, vb2, ybar, 
         if not NU_AT_PRODUCTS:
             vjp_z_b(th, v, vb2, dw)
         for b in range(B):
-            uoro_close(E[b], r, g, ahat[b], vb[b], vb2[b], dw[b], hs[b], js[b], c[b])
+            uoro_close(E[b], r, g, v[b], vb[b], vb2[b], dw[b], hs[b], js[b], c[b])
     for b in range(B):
         gather_new(v[b], states[b])
 
@@ -170,7 +168,7 @@ def uoro_seed(E, r, ds, seed, *, s_tilde):
     return rg_dot(ds, s_tilde[r]) / RANK
 
 
-def uoro_close(E, r, g, ahat, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
+def uoro_close(E, r, g, v, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, w_tilde):
     """One stream's rank-one pair r after the step's passes (this stream's, or every
     stream's at once): Algorithm 1's normalizers, s̃_r = ρ0 H s̃_r + ρ1 J^s_z Q u, and one
     pass over the recurrent blocks for the gradient estimate and w̃_r."""
@@ -178,10 +176,10 @@ def uoro_close(E, r, g, ahat, vb, vb2, dw, hs, js, c, *, count, wnorm, s_tilde, 
     if FIXED_RHO1:
         rho1 = ALPHA * (count[0] + 1.0) ** (-ALPHA_POWER)
     else:
-        rho1 = math.sqrt(terms_norm(ahat, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
+        rho1 = math.sqrt(terms_norm(v, vb2, dw) / (rg_nrm2(js) + EPS)) + EPS
     rg_axpby(s_tilde[r], rho0, hs, 0.0)
     rg_axpy(s_tilde[r], rho1, js)
-    wnorm[r] = terms_update(g, w_tilde[r], ahat, vb, vb2, dw, c, r == 0, 1.0 / rho1,
+    wnorm[r] = terms_update(g, w_tilde[r], v, vb, vb2, dw, c, r == 0, 1.0 / rho1,
                             1.0 / rho0)
     if FIXED_RHO1:
         if r == RANK - 1:
@@ -274,7 +272,12 @@ class ProjectedUORO(EstimatorSpec):
             if not np.all(np.isfinite(Q0)) or np.linalg.cond(Q0) > 1e12:
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
+        # the one pass over the recurrent blocks reads each product's input from the
+        # step's values: a product of a constant keeps the general step
         self.groups = analysis.one_term_each if self.space.kind != "parameter" else None
+        if self.groups and any(lay.loc[a].buf != "v" for grp in self.groups
+                               for a in grp.inputs):
+            self.groups = None
         # uᵀ Q⁻¹ J^z_θ; with one term per parameter, only the biases' (the matrices' stay
         # as ν at the products): nothing at all when the cut is the products themselves
         self.vjp_z = None if self.space.kind == "parameter" else self.vjp(
@@ -328,9 +331,8 @@ class ProjectedUORO(EstimatorSpec):
                 **(self._terms_choices() if self.groups is not None else {})}
 
     def _terms_choices(self):
-        """FIXED_INPUTS (``kron_input``'s) and BIASES: a recurrent block is a bias."""
-        return {**kron.choices(self.lay, self.groups),
-                "BIASES": any(grp.bias for grp in self.groups)}
+        """BIASES: some recurrent block is a bias."""
+        return {"BIASES": any(grp.bias for grp in self.groups)}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
@@ -356,19 +358,13 @@ class ProjectedUORO(EstimatorSpec):
                "hs": (lay.n_state,), "js": (lay.n_state,), "dw": (lay.n_params,)}
         if self.groups is not None:
             out["vb2"] = (lay.n_values,)
-            out["ahat"] = (self._na(),)
         return out
-
-    def _na(self):
-        """The length of â (the products' inputs, stacked)."""
-        return sum(grp.dim_input for grp in self.groups)
 
     def templates(self):
         if self.groups is None:
             return [Template(common.forward_and_backprop, "forward_and_backprop"),
                     Template(uoro_step, "est_step", "step")]
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(kron.kron_input, "kron_input"),
                 Template(terms_norm, "terms_norm"),
                 Template(terms_update, "terms_update"),
                 Template(uoro_step_terms, "est_step", "step"),
@@ -400,46 +396,46 @@ class ProjectedUORO(EstimatorSpec):
         return {**super().batch_scratch_layout(), "vd": (lay.n_values,),
                 "vb2": (lay.n_values,), "u": (self.rank, nz), "qu": (nz,),
                 "sd": (lay.n_state,), "hs": (lay.n_state,), "js": (lay.n_state,),
-                "dw": (lay.n_params,), "c": (), "thd": (0,), "ahat": (self._na(),)}
+                "dw": (lay.n_params,), "c": (), "thd": (0,)}
 
     def terms_tables(self) -> dict:
         """The recurrent blocks, for ``terms_norm`` and ``terms_update``: per product
         (``UORO_PRODUCTS``) its matrix's offset in th (w̃'s blocks follow th's
-        recurrent blocks, both from 0), rows, input length, the product's offset in v
-        (ζ_p in vb, ν_p in vb2) and its input's offset in â; per bias (``UORO_BIASES``)
+        recurrent blocks, both from 0), rows, input length, and the offsets in v of the
+        product (ζ_p in vb, ν_p in vb2) and of its input â_p; per bias (``UORO_BIASES``)
         its offset in th and length."""
         ts = kron.terms(self.lay, self.groups)
-        out = {"UORO_PRODUCTS": tuple((t.param, t.rows, t.na, t.node, t.uo) for t in ts
-                                      if not t.term.is_bias),
-               **kron.constants(self.lay, self.groups)}
+        out = {"UORO_PRODUCTS": tuple((t.param, t.rows, t.na, t.node,
+                                       self.lay.loc[t.term.input_id].off)
+                                      for t in ts if not t.term.is_bias)}
         if any(t.term.is_bias for t in ts):
             out["UORO_BIASES"] = tuple((t.param, t.rows) for t in ts if t.term.is_bias)
         return out
 
 
-def terms_norm(ahat, nb, dw):
+def terms_norm(v, nb, dw):
     """|uᵀ J^z_θ|: Σ_p |ν_p|² |â_p|² over the products (each matrix's is one outer
     product), plus the biases' |dw|²."""
     acc = 0.0
-    for p, m, na, z, a in UORO_PRODUCTS:
-        acc += rg_dot(nb[z:z + m], nb[z:z + m]) * rg_dot(ahat[a:a + na], ahat[a:a + na])
+    for p, m, na, pz, pa in UORO_PRODUCTS:
+        acc += rg_dot(nb[pz:pz + m], nb[pz:pz + m]) * rg_dot(v[pa:pa + na], v[pa:pa + na])
     if BIASES:
         for p, m in UORO_BIASES:
             acc += rg_dot(dw[p:p + m], dw[p:p + m])
     return math.sqrt(acc)
 
 
-def terms_update(g, wt, ahat, zb, nb, dw, c, first, a, b):
+def terms_update(g, wt, v, zb, nb, dw, c, first, a, b):
     """Per recurrent block: g += ζ_p ⊗ â_p (once; a bias's is in g already) + c w̃, and
     w̃ = b w̃ + a ν_p ⊗ â_p (a bias: + a dw); returns |w̃|."""
     acc = 0.0
-    for p0, m, na, z, a0 in UORO_PRODUCTS:
+    for p0, m, na, pz, pa in UORO_PRODUCTS:
         for i in range(m):
-            zi = zb[z + i] if first else 0.0
-            ni = a * nb[z + i]
+            zi = zb[pz + i] if first else 0.0
+            ni = a * nb[pz + i]
             for j in range(na):
                 p = p0 + i * na + j
-                aj = ahat[a0 + j]
+                aj = v[pa + j]
                 g[p] += zi * aj + c * wt[p]
                 t = b * wt[p] + ni * aj
                 wt[p] = t
