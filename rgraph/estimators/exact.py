@@ -46,7 +46,7 @@ def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar,
     rg_gemv_t(g[0:NR], G_old, vb[0:S])
     # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t formed first; D_t = ∂s_t/∂z_t, the
     # identity injected at the sums
-    h_times(th, v, G_old, G_new, Hs, vdH, Hc)
+    h_apply(th, v, G_old, G_new, Hs, vdH, Hc)
     jvp_z_m(th, v, vd, D)
     kron_input(v, ahat)
     kron_immediate(ahat, D, G_new)

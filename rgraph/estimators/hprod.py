@@ -7,7 +7,7 @@ association the cost model picks (``sparsity.association``):
   run of dense columns and a row update per entry of the sparse columns, from tables of
   the module.
 
-The estimator calls ``h_times(th, v, X, HX, Hs, vdH, Hc)`` (the template below) where
+The estimator calls ``h_apply(th, v, X, HX, Hs, vdH, Hc)`` (the template below) where
 H_t is formed first, else ``jvp_state_m(th, v, X, vd, HX)``.
 """
 # ruff: noqa: F821  (the module builder checks these names against the generated module)
@@ -49,11 +49,11 @@ def scratch(lay, assoc: Association) -> dict:
 
 
 def templates(assoc: Association) -> list:
-    """``h_times``, where H_t is formed first."""
-    return [Template(h_times, "h_times")] if assoc.explicit else []
+    """``h_apply``, where H_t is formed first."""
+    return [Template(h_apply, "h_apply")] if assoc.explicit else []
 
 
-def h_times(th, v, M, HM, Hs, vdH, Hc):
+def h_apply(th, v, M, HM, Hs, vdH, Hc):
     """HM = H_t M, H_t formed first: its columns Hc, one per colour (``HCOL``), from one
     jvp of the seed Hs; a GEMM per run of dense columns (``H_DENSE``: columns j0:j1,
     first colour, 1 if it adds to the runs before), then the sparse columns' entries

@@ -32,7 +32,7 @@ def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat, H
     kron_gradient(g, cA, u)
     if H_FIRST:
         # H_t A_{t-1}, H_t formed first (the cheaper association for this cell)
-        h_times(th, v, A, HA, Hs, vdH, Hc)
+        h_apply(th, v, A, HA, Hs, vdH, Hc)
     else:
         # H_t A_{t-1}: one jvp with A_{t-1} as the previous state's matrix tangent
         jvp_state_m(th, v, A, vd, HA)
@@ -49,8 +49,12 @@ def kron_update(rng, A, u, HA, D, ahat):
     """Eqs. (7)-(8) per input group (``KRON_GROUPS``: columns c0:c1 of A and D, entries
     a0:a1 of u and â): A = c1/p1 · H A + c2/p2 · D, u = c1 p1 · u + c2 p2 · â."""
     for c0, c1, a0, a1 in KRON_GROUPS:
-        p1 = math.sqrt(rg_nrm2_cols(HA, c0, c1) / (rg_nrm2(u[a0:a1]) + EPS)) + EPS
-        p2 = math.sqrt(rg_nrm2_cols(D, c0, c1) / (rg_nrm2(ahat[a0:a1]) + EPS)) + EPS
+        if ONE_GROUP:       # the group holds every column of A
+            hn, dn = rg_nrm2(HA.reshape(HA.size)), rg_nrm2(D.reshape(D.size))
+        else:
+            hn, dn = rg_nrm2_cols(HA, c0, c1), rg_nrm2_cols(D, c0, c1)
+        p1 = math.sqrt(hn / (rg_nrm2(u[a0:a1]) + EPS)) + EPS
+        p2 = math.sqrt(dn / (rg_nrm2(ahat[a0:a1]) + EPS)) + EPS
         s1 = 1.0 if rng.random() < 0.5 else -1.0
         s2 = 1.0 if rng.random() < 0.5 else -1.0
         for j in range(a0, a1):
@@ -92,7 +96,10 @@ class KFRTRL(EstimatorSpec):
         return {"EPS": 1e-7, **self.kron_tables(), **hprod.constants(self.assoc)}
 
     def choices(self):
-        return {**kron.choices(self.lay, self.groups), **hprod.choices(self.assoc)}
+        """ONE_GROUP: one input group holds every column of A (its norms are those of
+        whole matrices); â's (``kron.choices``) and H_t's (``hprod.choices``)."""
+        return {"ONE_GROUP": len(self.groups) == 1, **kron.choices(self.lay, self.groups),
+                **hprod.choices(self.assoc)}
 
     def state_layout(self):
         return {"A": (self.lay.n_state, self.nz), "u": (self.na,)}

@@ -81,7 +81,7 @@ def constants(lay, groups) -> dict:
         if grp.bias:
             fixed.append((uoff, np.ones(1)))
             uoff += 1
-    out = {"KRON_INPUTS": tuple(pieces)}
+    out = {"KRON_INPUTS": tuple(pieces)} if pieces else {}
     if fixed:
         ahat = np.zeros(uoff)
         for at, vals in fixed:
@@ -91,8 +91,10 @@ def constants(lay, groups) -> dict:
 
 
 def choices(lay, groups) -> dict:
-    """FIXED_INPUTS: â has entries known when the module is generated."""
-    return {"FIXED_INPUTS": "KRON_FIXED" in constants(lay, groups)}
+    """FIXED_INPUTS: â has entries known when the module is generated; INPUT_PIECES:
+    it has pieces in the step's values (a group of biases alone has none)."""
+    out = constants(lay, groups)
+    return {"FIXED_INPUTS": "KRON_FIXED" in out, "INPUT_PIECES": "KRON_INPUTS" in out}
 
 
 def kron_input(v, ahat):
@@ -100,8 +102,9 @@ def kron_input(v, ahat):
     (``KRON_INPUTS``: offset in v, length, offset in â) over its fixed entries."""
     if FIXED_INPUTS:
         rg_copy(ahat, KRON_FIXED)
-    for a0, n, at in KRON_INPUTS:
-        rg_copy(ahat[at:at + n], v[a0:a0 + n])
+    if INPUT_PIECES:
+        for a0, n, at in KRON_INPUTS:
+            rg_copy(ahat[at:at + n], v[a0:a0 + n])
 
 
 def kron_gradient(g, cA, u):

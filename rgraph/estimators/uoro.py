@@ -331,8 +331,10 @@ class ProjectedUORO(EstimatorSpec):
                 **(self._terms_choices() if self.groups is not None else {})}
 
     def _terms_choices(self):
-        """BIASES: some recurrent block is a bias."""
-        return {"BIASES": any(grp.bias for grp in self.groups)}
+        """PRODUCTS: some recurrent block is a product's matrix; BIASES: some is a
+        bias."""
+        return {"PRODUCTS": any(grp.inputs for grp in self.groups),
+                "BIASES": any(grp.bias for grp in self.groups)}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
@@ -405,20 +407,21 @@ class ProjectedUORO(EstimatorSpec):
         product (ζ_p in vb, ν_p in vb2) and of its input â_p; per bias (``UORO_BIASES``)
         its offset in th and length."""
         ts = kron.terms(self.lay, self.groups)
-        out = {"UORO_PRODUCTS": tuple((t.param, t.rows, t.na, t.node,
-                                       self.lay.loc[t.term.input_id].off)
-                                      for t in ts if not t.term.is_bias)}
-        if any(t.term.is_bias for t in ts):
-            out["UORO_BIASES"] = tuple((t.param, t.rows) for t in ts if t.term.is_bias)
-        return out
+        products = tuple((t.param, t.rows, t.na, t.node, self.lay.loc[t.term.input_id].off)
+                         for t in ts if not t.term.is_bias)
+        biases = tuple((t.param, t.rows) for t in ts if t.term.is_bias)
+        return {**({"UORO_PRODUCTS": products} if products else {}),
+                **({"UORO_BIASES": biases} if biases else {})}
 
 
 def terms_norm(v, nb, dw):
     """|uᵀ J^z_θ|: Σ_p |ν_p|² |â_p|² over the products (each matrix's is one outer
     product), plus the biases' |dw|²."""
     acc = 0.0
-    for p, m, na, pz, pa in UORO_PRODUCTS:
-        acc += rg_dot(nb[pz:pz + m], nb[pz:pz + m]) * rg_dot(v[pa:pa + na], v[pa:pa + na])
+    if PRODUCTS:
+        for p, m, na, pz, pa in UORO_PRODUCTS:
+            acc += rg_dot(nb[pz:pz + m], nb[pz:pz + m]) * rg_dot(v[pa:pa + na],
+                                                                 v[pa:pa + na])
     if BIASES:
         for p, m in UORO_BIASES:
             acc += rg_dot(dw[p:p + m], dw[p:p + m])
@@ -429,17 +432,18 @@ def terms_update(g, wt, v, zb, nb, dw, c, first, a, b):
     """Per recurrent block: g += ζ_p ⊗ â_p (once; a bias's is in g already) + c w̃, and
     w̃ = b w̃ + a ν_p ⊗ â_p (a bias: + a dw); returns |w̃|."""
     acc = 0.0
-    for p0, m, na, pz, pa in UORO_PRODUCTS:
-        for i in range(m):
-            zi = zb[pz + i] if first else 0.0
-            ni = a * nb[pz + i]
-            for j in range(na):
-                p = p0 + i * na + j
-                aj = v[pa + j]
-                g[p] += zi * aj + c * wt[p]
-                t = b * wt[p] + ni * aj
-                wt[p] = t
-                acc += t * t
+    if PRODUCTS:
+        for p0, m, na, pz, pa in UORO_PRODUCTS:
+            for i in range(m):
+                zi = zb[pz + i] if first else 0.0
+                ni = a * nb[pz + i]
+                for j in range(na):
+                    p = p0 + i * na + j
+                    aj = v[pa + j]
+                    g[p] += zi * aj + c * wt[p]
+                    t = b * wt[p] + ni * aj
+                    wt[p] = t
+                    acc += t * t
     if BIASES:
         for p0, m in UORO_BIASES:
             for p in range(p0, p0 + m):
