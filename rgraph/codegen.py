@@ -430,10 +430,11 @@ class ModuleBuilder:
     # -- pieces
     def constant(self, preferred: str, value, comment: str = "", section="sizes",
                  user: bool = False) -> str:
-        """A module-level number, flat array or table (``user``: a constant node of the
-        cell, under the node's name). A table is a tuple of rows of ints, written as
-        Python literals (templates unpack its rows: ``for p, m in TABLE:``), a row a line
-        where they do not fit one."""
+        """A module-level number, array or table (``user``: a constant node of the cell,
+        under the node's name). An array of several dimensions is the backend's flat
+        array reshaped. A table is a tuple of rows of ints, written as Python literals
+        (templates unpack its rows: ``for p, m in TABLE:``), a row a line where they do
+        not fit one."""
         name = self.user_name(preferred) if user else self.g(preferred)
         if user:
             self.user_globals.add(name)
@@ -446,6 +447,8 @@ class ModuleBuilder:
             self._add(text, section, {name})
             return name
         rhs = self.backend.constant_value(value)
+        if getattr(value, "ndim", 0) > 1:
+            rhs += f".reshape({tuple(int(d) for d in value.shape)})"
         rhs = rename(rhs, self._rename_map(rhs))
         self._add(f"{name} = {rhs}{note}", section, {name})
         return name

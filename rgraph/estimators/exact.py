@@ -116,10 +116,10 @@ class RTRL(EstimatorSpec):
                 Template(rtrl_step_explicit, "est_step", "step")]
 
     def immediate_tables(self) -> dict:
-        """``kron_immediate``'s tables: per term (``KRON_TERMS``) its block in th, its
-        sum's first column in D_t, input length and offset in â, and the range of its
-        sum's entries in ``D_ROWS`` / ``D_COLS``, D_t's structurally non-zero entries
-        sum by sum (row, column within the sum), column-major."""
+        """``kron_immediate``'s tables: per term (``IMMEDIATE_TERMS``) its block in th,
+        its sum's first column in D_t, input length and offset in â, and the range of
+        its sum's entries in ``D_ROWS`` / ``D_COLS``, D_t's structurally non-zero
+        entries sum by sum (row, column within the sum), column-major."""
         lay = self.lay
         pat = patterns(lay, self.z_ids, lay.new_state).tocoo()
         rows, cols, at, out = [], [], {}, []
@@ -132,17 +132,17 @@ class RTRL(EstimatorSpec):
                 rows += r[order].tolist()
                 cols += c[order].tolist()
             out.append((t.param, t.col, t.na, t.uo) + at[t.col])
-        return {"KRON_TERMS": tuple(out), "D_ROWS": np.array(rows, dtype=np.int64),
+        return {"IMMEDIATE_TERMS": tuple(out), "D_ROWS": np.array(rows, dtype=np.int64),
                 "D_COLS": np.array(cols, dtype=np.int64),
                 **kron.constants(lay, self.groups)}
 
 
 def kron_immediate(ahat, D, G):
     """G += F_t = Σ_g D_t ⊗ â_tᵀ on the non-zero entries of D_t: every term's parameter
-    block gets D_t[:, its sum's columns] ⊗ its input (``KRON_TERMS``: the block's offset
-    in th, the sum's first column in D_t, the input's length and offset in â, and the
-    sum's entries e0:e1 of ``D_ROWS`` / ``D_COLS``)."""
-    for p, col, na, uo, e0, e1 in KRON_TERMS:
+    block gets D_t[:, its sum's columns] ⊗ its input (``IMMEDIATE_TERMS``: the block's
+    offset in th, the sum's first column in D_t, the input's length and offset in â,
+    and the sum's entries e0:e1 of ``D_ROWS`` / ``D_COLS``)."""
+    for p, col, na, uo, e0, e1 in IMMEDIATE_TERMS:
         for e in range(e0, e1):
             i, r = D_ROWS[e], D_COLS[e]
             d = D[i, col + r]

@@ -55,7 +55,7 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
         rg_zero(gb)
         loss = forward_and_backprop(th, s, x, y, w, v, vb, gb, ybar)
         rg_axpy(g[NR:NP], 1.0, gb[NR:NP])      # the readout's gradient is exact
-        rg_matvec(Ls, FEEDBACK.reshape((S, NOUT)), ybar)    # learning signal B ∂l/∂y
+        rg_matvec(Ls, FEEDBACK, ybar)          # learning signal B ∂l/∂y
     else:
         loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
         # learning signal ∂l_t/∂s_t, the new states held apart: the loss's backprop
