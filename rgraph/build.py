@@ -62,8 +62,6 @@ def build_module(spec: EstimatorSpec, backend, loss_helper: str, dtype: str,
         mb.constant(c.name, lay.consts[c.name], f"constant {_shape(c)}", "layout", user=True)
     for k in kernels:
         mb.kernel(k)
-    for name, src in spec.rendered(mb).items():
-        mb.rendered(name, src, "estimator")
     # the scratch buffers the estimator's templates use, allocated once per call
     layout = spec.scratch_layout()
     scratch = spec.used_scratch()

@@ -403,6 +403,21 @@ class ModuleBuilder:
         _, used = names_in(src)
         return {n: self.g(n) for n in used if n not in BUILTINS or n in self.gmap}
 
+    def _local_map(self, src: str) -> dict:
+        """A new name for every local a function of ``src`` assigns (not its parameters)
+        that is also a module-level name (a user's node offset, a constant): no local
+        shadows a global, whatever the user named the nodes."""
+        module = set(self.gmap.values()) | self.user_globals
+        out = {}
+        for fn in symtable.symtable(src, "<generated>", "exec").get_children():
+            params = set(fn.get_parameters()) if fn.get_type() == "function" else set()
+            clash = [n.get_name() for n in fn.get_symbols() if n.is_assigned() and
+                     n.is_local() and n.get_name() not in params and n.get_name() in module]
+            if clash:
+                own = Namer(module | set(re.findall(r"\w+", src)))
+                out.update({n: own.claim(n) for n in clash})
+        return out
+
     def needs(self, t: Template, choices: dict) -> list[str]:
         """The keyword-only (state and scratch) names a role template reads once its
         static choices are resolved (see ``template_needs``)."""
@@ -415,14 +430,27 @@ class ModuleBuilder:
     # -- pieces
     def constant(self, preferred: str, value, comment: str = "", section="sizes",
                  user: bool = False) -> str:
-        """A module-level number or flat array (``user``: a constant node of the cell,
-        under the node's name)."""
+        """A module-level number, array or table (``user``: a constant node of the cell,
+        under the node's name). An array of several dimensions is the backend's flat
+        array reshaped. A table is a tuple of rows of ints, written as Python literals
+        (templates unpack its rows: ``for p, m in TABLE:``), a row a line where they do
+        not fit one."""
         name = self.user_name(preferred) if user else self.g(preferred)
         if user:
             self.user_globals.add(name)
+        note = f"  # {comment}" if comment else ""
+        if isinstance(value, tuple):
+            rows = [repr(tuple(int(x) for x in row)) for row in value]
+            text = "\n".join(tuple_lines(f"{name} = (", rows, ")" + note, "    "))
+            if len(text.splitlines()) > 1:
+                text = "\n".join([f"{name} = (" + note] + [f"    {r}," for r in rows] + [")"])
+            self._add(text, section, {name})
+            return name
         rhs = self.backend.constant_value(value)
+        if getattr(value, "ndim", 0) > 1:
+            rhs += f".reshape({tuple(int(d) for d in value.shape)})"
         rhs = rename(rhs, self._rename_map(rhs))
-        self._add(f"{name} = {rhs}" + (f"  # {comment}" if comment else ""), section, {name})
+        self._add(f"{name} = {rhs}{note}", section, {name})
         return name
 
     def kernel(self, k: K.Kernel):
@@ -434,7 +462,7 @@ class ModuleBuilder:
     def source(self, preferred: str, src: str, section: str):
         """A function given as source, under its preferred name (renamed as needed)."""
         name = self.g(preferred)
-        src = rename(src, {**self._rename_map(src), preferred: name})
+        src = rename(src, {**self._rename_map(src), **self._local_map(src), preferred: name})
         self._add(src, section, {name})
 
     def template(self, t: Template, section: str, choices: dict, state_layout: dict,
@@ -502,7 +530,7 @@ class ModuleBuilder:
         mapping[t.name] = self.g(t.name)
         for p in params:          # parameters and locals are the template's own
             mapping.pop(p, None)
-        text = rename(text, mapping)
+        text = rename(text, {**mapping, **self._local_map(text)})
         self.template_names[template_name(t.fn).split(" (")[0]] = self.g(t.name)
         self._add(text, section, {self.g(t.name)})
 

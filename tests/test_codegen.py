@@ -187,9 +187,15 @@ def test_modules_are_specialized_when_generated(lstm16):
     # plain UORO: no projection machinery, no run-time switches on fixed options
     for absent in ("jvp_z", "seed_z(", "ALPHA", "Q0", "if RANK", "pass\n"):
         assert absent not in uoro, absent
-    # KF-RTRL: D_t is written as the entries it has, not an identity sweep; groups unrolled
-    assert "1.0 if" not in function(kf, "jvp_z_m") and "KG_" not in kf and "NG" not in kf
+    # KF-RTRL: D_t is written as the entries it has, not an identity sweep; the terms and
+    # groups are tables of the module, their bounds literals numba unrolls
+    assert "1.0 if" not in function(kf, "jvp_z_m")
     assert "nd[c + i, 16 + i] =" in function(kf, "jvp_z_m")
+    for line in ("KRON_TERMS = ((0, 0, 64, 25, 0),)", "KRON_GROUPS = ((0, 64, 0, 25),)",
+                 "H_DENSE = ((0, 16, 0, 0),)"):
+        assert line in kf.splitlines(), line
+    # H_t formed first: the other association's jvp is not in the module
+    assert "jvp_state_m(th, v, A, vd, HA)" not in kf
 
 
 BATCH_PATH = ("run_batch", "est_batch", "uoro_seed", "uoro_close", "est_rest",
@@ -206,11 +212,12 @@ def batch_path_lines(src):
 
 def test_generated_lstm16_modules_are_small(lstm16):
     """About half of the 787 (UORO) and 750 (KF-RTRL) lines of the previous design (the
-    LSTM's KF-RTRL now also forms H_t: h_seed and h_apply, ~20 lines; and the line that
-    defines INLINE, numba's decorator for the functions compiled into their caller).
-    UORO's module also steps a batch of streams at once (``run_batch``): that path is
-    counted on its own, and is smaller than the one-stream path."""
-    for name, limit in (("uoro", 394), ("kf-rtrl", 401)):
+    LSTM's KF-RTRL now also forms H_t, ``h_apply``; its per-cell work is templates over
+    tables of the module, with â gathered by ``kron_input``; and the line that defines
+    INLINE, numba's decorator for the functions compiled into their caller). UORO's
+    module also steps a batch of streams at once (``run_batch``): that path is counted
+    on its own, and is smaller than the one-stream path."""
+    for name, limit in (("uoro", 394), ("kf-rtrl", 413)):
         src = lstm16[name]
         batch = batch_path_lines(src)
         assert "def run_batch(" in src and 0 < batch <= 240, name
@@ -243,3 +250,74 @@ def test_templates_are_checked_against_the_module():
 
     with pytest.raises(CodegenError, match="forward with 1 arguments"):
         mb.template(Template(wrong_call, "est_step", "step"), "estimator", {}, {}, ["v"])
+
+
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("estimator,explicit", [("kf-rtrl", None), ("uoro", None),
+                                                ("rtrl", True), ("rtrl", False),
+                                                ("ok", None)])
+def test_no_local_shadows_a_module_name(monkeypatch, backend, estimator, explicit):
+    """No function of the module assigns a local under a module-level name (an LSTM's
+    node offsets ``c``, ``z``, ``W`` and ``b`` in numba's module; its views in numpy's
+    kernels): templates and helpers have such locals renamed, and no estimator writes
+    offsets a kernel does not read. RTRL is built with H_t G formed first and through
+    the step."""
+    import dataclasses
+
+    import rgraph.estimators.exact as exact
+    from rgraph import sparsity
+    if explicit is not None:
+        real = sparsity.association
+        monkeypatch.setattr(exact, "association", lambda lay, K: dataclasses.replace(
+            real(lay, K), explicit=explicit))
+    src = rg.compile(rg.cells.lstm(3, 4, 3), estimator, backend=backend).source
+    if explicit is not None:
+        assert ("h_apply" in src) == explicit
+    _, assigned, _ = module_names(src)
+    for fn in (n for n in ast.parse(src).body if isinstance(n, ast.FunctionDef)):
+        local = {x.id for x in ast.walk(fn) if isinstance(x, ast.Name)
+                 and isinstance(x.ctx, ast.Store)}
+        assert not local & set(assigned), (fn.name, sorted(local & set(assigned)))
+
+
+def fixed_inputs_cell(constant=True):
+    """Sums whose â has entries known when the module is generated: with ``constant`` a
+    product of a constant (h's sum: â = [x; h; k; 1], else [x; h; 1]), and a sum of a
+    bias alone (m's: â = [1])."""
+    import numpy as np
+    c = rg.Cell("fixed")
+    x, h, m = c.input("x", 2), c.state("h", 3), c.state("m", 3)
+    z = c.param("U", (3, 3)) @ h + c.param("Wx", (3, 2)) @ x + c.param("bh", 3)
+    if constant:
+        z = z + c.param("Wk", (3, 2)) @ c.const(np.array([0.5, -1.0]))
+    h_new = rg.tanh(z)
+    m_new = rg.sigmoid(0.5 * m + c.param("bm", 3)) * h_new
+    c.update(h, h_new)
+    c.update(m, m_new)
+    c.output("y", c.param("V", (2, 3)) @ m_new)
+    return c
+
+
+@pytest.mark.parametrize("estimator", ["rtrl", "kf-rtrl", "uoro"])
+def test_fixed_inputs_and_biases_alone(estimator):
+    """The tables' other cases: â's fixed entries (``KRON_FIXED``) and a group without
+    pieces in the step's values; UORO's one pass over bias blocks, one a sum's only term
+    (a product of a constant keeps UORO's general step); numba's module gives numpy's
+    numbers (RTRL: BPTT's)."""
+    import numpy as np
+    cell = fixed_inputs_cell(constant=estimator != "uoro")
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((8, 2)), rng.integers(0, 2, 8)
+    a = rg.compile(cell, estimator, backend="numpy")
+    b = rg.compile(cell, estimator, backend="numba")
+    assert ("terms_update" if estimator == "uoro" else "KRON_FIXED") in a.source
+    if estimator == "uoro":
+        assert "terms_update" not in rg.compile(fixed_inputs_cell(), "uoro").source
+    p = a.init_params(1)
+    ga, gb = a.total_gradient(p, xs, ys, seed=3), b.total_gradient(p, xs, ys, seed=3)
+    for n in ga:
+        np.testing.assert_allclose(gb[n], ga[n], rtol=1e-9, atol=1e-12)
+    if estimator == "rtrl":
+        exact = rg.compile(cell, "bptt", backend="numpy").total_gradient(p, xs, ys)
+        for n in exact:
+            np.testing.assert_allclose(ga[n], exact[n], rtol=1e-9, atol=1e-12)

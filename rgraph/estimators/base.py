@@ -129,11 +129,6 @@ class EstimatorSpec:
     def templates(self) -> list[Template]:
         raise NotImplementedError
 
-    def rendered(self, mb) -> dict:
-        """Functions the spec writes itself for this cell (name -> source, final names
-        from the module builder ``mb``)."""
-        return {}
-
     @property
     def flushes(self) -> bool:
         """Whether the estimator has a flush (work pending at segment ends)."""

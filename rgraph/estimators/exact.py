@@ -14,12 +14,11 @@ import numpy as np
 
 from .. import autodiff
 from ..autodiff import ParamTangents
-from ..codegen import Template, index
+from ..codegen import Template
 from ..sparsity import association, patterns
-from . import common, hprod
+from . import common, hprod, kron
 from .base import EstimatorSpec, Option, positive_int
 from .names import Argument, parse_truncation
-from .kron import kron_pieces
 
 
 # ------------------------------------------------------------------------ RTRL
@@ -37,21 +36,20 @@ def rtrl_step(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar):
     return loss
 
 
-def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar, D, Hs,
-                       Hc, vdH):
+def rtrl_step_explicit(th, s, x, y, w, g, rng, *, G, G2, which, v, vd, vb, ybar, D,
+                       ahat, Hs, Hc, vdH):
     """RTRL: exact online gradient, dl/dθ = ∂l/∂θ + (∂l/∂s_{t-1}) G_{t-1}, with H_t
     formed first (the cheaper association for this cell). G_{t-1} and G_t take turns in
     two buffers (``which`` says where G_{t-1} is): no copy."""
     G_old, G_new = (G, G2) if which[0] == 0.0 else (G2, G)
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     rg_gemv_t(g[0:NR], G_old, vb[0:S])
-    # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t from its coloured columns, then one GEMM
-    # per run of its dense columns; D_t = ∂s_t/∂z_t, the identity injected at the sums
-    h_seed(Hs)
-    jvp_state_m(th, v, Hs, vdH, Hc)
-    h_apply(Hc, G_old, G_new)
+    # G_t = H_t G_{t-1} + Σ_g D_t ⊗ â_t: H_t formed first; D_t = ∂s_t/∂z_t, the
+    # identity injected at the sums
+    h_apply(th, v, G_old, G_new, Hs, vdH, Hc)
     jvp_z_m(th, v, vd, D)
-    kron_immediate(v, D, G_new)
+    kron_input(v, ahat)
+    kron_immediate(ahat, D, G_new)
     which[0] = 1.0 - which[0]
     gather_new(v, s)
     return loss
@@ -86,7 +84,14 @@ class RTRL(EstimatorSpec):
                          identity=True)]
 
     def constants(self):
-        return hprod.constants(self.assoc) if self.explicit else {}
+        if not self.explicit:
+            return {}
+        return {**self.immediate_tables(), **hprod.constants(self.assoc)}
+
+    def choices(self):
+        if not self.explicit:
+            return {}
+        return {**kron.choices(self.lay, self.groups), **hprod.choices(self.assoc)}
 
     def state_layout(self):
         SR = (self.lay.n_state, self.lay.n_rec)
@@ -97,55 +102,52 @@ class RTRL(EstimatorSpec):
         if not self.explicit:
             return {**self.base_scratch(), "vd": (lay.n_values, lay.n_rec)}
         return {**self.base_scratch(), "vd": (lay.n_values, self.nz),
-                "D": (lay.n_state, self.nz), **hprod.scratch(lay, self.assoc)}
+                "D": (lay.n_state, self.nz), "ahat": (sum(g.dim_input for g in self.groups),),
+                **hprod.scratch(lay, self.assoc)}
 
     def templates(self):
-        return [Template(common.forward_and_backprop, "forward_and_backprop"),
-                Template(rtrl_step_explicit if self.explicit else rtrl_step, "est_step",
-                         "step")]
-
-    def rendered(self, mb):
         if not self.explicit:
-            return {}
-        return {**hprod.rendered(mb, self.lay, self.assoc),
-                "kron_immediate": self._immediate(mb)}
+            return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                    Template(rtrl_step, "est_step", "step")]
+        return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(kron.kron_input, "kron_input"),
+                Template(kron_immediate, "kron_immediate"),
+                *hprod.templates(self.assoc),
+                Template(rtrl_step_explicit, "est_step", "step")]
 
-    def _immediate(self, mb):
-        """G[:, block of each term] += D[:, the sum's columns] ⊗ â on D's structurally
-        non-zero entries (tables of (row, column) per sum)."""
+    def immediate_tables(self) -> dict:
+        """``kron_immediate``'s tables: per term (``IMMEDIATE_TERMS``) its block in th,
+        its sum's first column in D_t, input length and offset in â, and the range of
+        its sum's entries in ``D_ROWS`` / ``D_COLS``, D_t's structurally non-zero
+        entries sum by sum (row, column within the sum), column-major."""
         lay = self.lay
         pat = patterns(lay, self.z_ids, lay.new_state).tocoo()
-        local = mb.namer.child()
-        v, D, G, e, i, r, j, d = (local.claim(x) for x in
-                                  ("v", "D", "G", "e", "i", "r", "j", "d"))
-        out = [f"def kron_immediate({v}, {D}, {G}):",
-               '    """G += F_t = Σ_g D_t ⊗ â_t on the non-zero entries of D_t: every '
-               'term\'s parameter block gets D_t[:, its sum\'s columns] ⊗ its input."""']
-        for grp, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
-            for q, col, ts in sums:
-                m = q.shape[0]
-                sel = (pat.col >= col) & (pat.col < col + m)
-                rows, cols = pat.row[sel], pat.col[sel] - col
-                order = np.lexsort((rows, cols))
-                ti = mb.constant(f"D_{q.name}_rows", rows[order].astype(np.int64))
-                tr = mb.constant(f"D_{q.name}_cols", cols[order].astype(np.int64))
-                out += [f"    # {q.name} ({m}): columns {col}:{col + m} of D_t, "
-                        f"{len(rows)} non-zero entries",
-                        f"    for {e} in range({len(rows)}):",
-                        f"        {i}, {r} = {ti}[{e}], {tr}[{e}]",
-                        f"        {d} = {D}[{i}, {col} + {r}]"]
-                for t in ts:
-                    blk = lay.block_of(t.param_id)
-                    at = mb.offset(blk.name, blk.off, param=True)
-                    arr, a0, na, _ = pieces[t.input_id]
-                    if t.is_bias:
-                        out.append(f"        {G}[{i}, {at} + {r}] += {d}")
-                    else:
-                        src = v if arr == "v" else arr
-                        out += [f"        for {j} in range({na}):",
-                                f"            {G}[{i}, {at} + {r} * {na} + {j}] += "
-                                f"{d} * {src}[{index(a0, j)}]"]
-        return "\n".join(out) + "\n"
+        rows, cols, at, out = [], [], {}, []
+        for t in kron.terms(lay, self.groups):
+            if t.col not in at:         # the sum's entries, once
+                sel = (pat.col >= t.col) & (pat.col < t.col + t.rows)
+                r, c = pat.row[sel], pat.col[sel] - t.col
+                order = np.lexsort((r, c))
+                at[t.col] = (len(rows), len(rows) + len(r))
+                rows += r[order].tolist()
+                cols += c[order].tolist()
+            out.append((t.param, t.col, t.na, t.uo) + at[t.col])
+        return {"IMMEDIATE_TERMS": tuple(out), "D_ROWS": np.array(rows, dtype=np.int64),
+                "D_COLS": np.array(cols, dtype=np.int64),
+                **kron.constants(lay, self.groups)}
+
+
+def kron_immediate(ahat, D, G):
+    """G += F_t = Σ_g D_t ⊗ â_tᵀ on the non-zero entries of D_t: every term's parameter
+    block gets D_t[:, its sum's columns] ⊗ its input (``IMMEDIATE_TERMS``: the block's
+    offset in th, the sum's first column in D_t, the input's length and offset in â,
+    and the sum's entries e0:e1 of ``D_ROWS`` / ``D_COLS``)."""
+    for p, col, na, uo, e0, e1 in IMMEDIATE_TERMS:
+        for e in range(e0, e1):
+            i, r = D_ROWS[e], D_COLS[e]
+            d = D[i, col + r]
+            for j in range(na):
+                G[i, p + r * na + j] += d * ahat[uo + j]
 
 
 # ------------------------------------------------------------------------ TBPTT

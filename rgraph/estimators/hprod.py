@@ -4,25 +4,40 @@ association the cost model picks (``sparsity.association``):
 * through the step: one jvp kernel with X as the previous state's matrix tangent;
 * explicitly: H_t = ∂s_t/∂s_{t-1} compressed to one column per colour (the same jvp
   kernel on a seed of C columns, C ≈ the dense columns), then ``h_apply``: one GEMM per
-  run of dense columns and a row update per entry of the sparse columns.
+  run of dense columns and a row update per entry of the sparse columns, from tables of
+  the module.
 
-The estimator calls ``h_seed(Hs)`` (the seed's ones, in each column's colour),
-``jvp_state_m(th, v, Hs, vdH, Hc)`` and ``h_apply(Hc, X, HX)``.
+The estimator calls ``h_apply(th, v, X, HX, Hs, vdH, Hc)`` (the template below) where
+H_t is formed first, else ``jvp_state_m(th, v, X, vd, HX)``.
 """
+# ruff: noqa: F821  (the module builder checks these names against the generated module)
 from __future__ import annotations
 
 import numpy as np
 
+from ..codegen import Template
 from ..sparsity import Association
 
 
 def constants(assoc: Association) -> dict:
-    """The colouring and the sparse entries as tables of the module."""
+    """The colouring and the dense and sparse columns as tables of the module."""
     if not assoc.explicit:
         return {}
-    sp = np.array(assoc.sparse, dtype=np.int64).reshape(-1, 3)
-    return {"HCOL": np.array(assoc.colors, dtype=np.int64), "HSP_I": sp[:, 0],
-            "HSP_J": sp[:, 1], "HSP_C": sp[:, 2]}
+    out = {"HCOL": np.array(assoc.colors, dtype=np.int64)}
+    if assoc.dense:
+        out["H_DENSE"] = tuple((j0, j1, c0, int(n > 0))
+                               for n, (j0, j1, c0) in enumerate(assoc.dense))
+    if assoc.sparse:
+        sp = np.array(assoc.sparse, dtype=np.int64).reshape(-1, 3)
+        out.update({"HSP_I": sp[:, 0], "HSP_J": sp[:, 1], "HSP_C": sp[:, 2]})
+    return out
+
+
+def choices(assoc: Association) -> dict:
+    """H_FIRST: H_t is formed first; then whether it has dense columns (a GEMM each
+    run) and sparse ones (entry by entry)."""
+    return {"H_FIRST": assoc.explicit, "H_DENSE_COLUMNS": bool(assoc.dense),
+            "H_SPARSE_COLUMNS": bool(assoc.sparse)}
 
 
 def scratch(lay, assoc: Association) -> dict:
@@ -33,36 +48,27 @@ def scratch(lay, assoc: Association) -> dict:
     return {"Hs": (lay.n_state, C), "Hc": (lay.n_state, C), "vdH": (lay.n_values, C)}
 
 
-def rendered(mb, lay, assoc: Association) -> dict:
-    """``h_seed`` and ``h_apply`` for this cell's H_t."""
-    if not assoc.explicit:
-        return {}
-    S, C = lay.n_state, assoc.ncolors
-    local = mb.namer.child()
-    Hs, Hc, X, HX, j, e, i, k, h = (local.claim(x) for x in
-                                    ("Hs", "Hc", "X", "HX", "j", "e", "i", "k", "h"))
-    col = mb.g("HCOL")
-    seed = [f"def h_seed({Hs}):",
-            f'    """The seed of H_t\'s {C} compressed columns: a one at each state entry, '
-            f'in its column\'s colour."""',
-            f"    for {j} in range({S}):",
-            f"        {Hs}[{j}, {col}[{j}]] = 1.0"]
-    ndense = sum(j1 - j0 for j0, j1, _ in assoc.dense)
-    app = [f"def h_apply({Hc}, {X}, {HX}):",
-           f'    """{HX} = H_t {X} from H_t\'s compressed columns {Hc} ({S} x {C}): '
-           f'{ndense} dense column(s) by GEMM, then {len(assoc.sparse)} entries of sparse '
-           f'ones."""']
-    if not assoc.dense:
-        app.append(f"    {mb.g('rg_zero2')}({HX})")
-    for n, (j0, j1, c0) in enumerate(assoc.dense):
-        app.append(f"    # columns {j0}:{j1} of H_t (colours {c0}:{c0 + j1 - j0}) times rows "
-                   f"{j0}:{j1} of {X}")
-        app.append(f"    {mb.g('rg_gemm_rm')}({HX}, {Hc}.reshape({S * C}), {C}, {c0}, "
-                   f"{X}[{j0}:{j1}], {0.0 if n == 0 else 1.0})")
-    if assoc.sparse:
-        app += [f"    for {e} in range({len(assoc.sparse)}):",
-                f"        {i}, {j} = {mb.g('HSP_I')}[{e}], {mb.g('HSP_J')}[{e}]",
-                f"        {h} = {Hc}[{i}, {mb.g('HSP_C')}[{e}]]",
-                f"        for {k} in range({X}.shape[1]):",
-                f"            {HX}[{i}, {k}] += {h} * {X}[{j}, {k}]"]
-    return {"h_seed": "\n".join(seed) + "\n", "h_apply": "\n".join(app) + "\n"}
+def templates(assoc: Association) -> list:
+    """``h_apply``, where H_t is formed first."""
+    return [Template(h_apply, "h_apply")] if assoc.explicit else []
+
+
+def h_apply(th, v, M, HM, Hs, vdH, Hc):
+    """HM = H_t M, H_t formed first: its columns Hc, one per colour (``HCOL``), from one
+    jvp of the seed Hs; a GEMM per run of dense columns (``H_DENSE``: columns j0:j1,
+    first colour, 1 if it adds to the runs before), then the sparse columns' entries
+    (``HSP_I``, ``HSP_J``: row and column, ``HSP_C``: colour)."""
+    for j in range(S):
+        Hs[j, HCOL[j]] = 1.0
+    jvp_state_m(th, v, Hs, vdH, Hc)
+    if H_DENSE_COLUMNS:
+        for j0, j1, c0, add in H_DENSE:
+            rg_gemm_rm(HM, Hc.reshape(Hc.size), Hc.shape[1], c0, M[j0:j1], float(add))
+    else:
+        rg_zero2(HM)
+    if H_SPARSE_COLUMNS:
+        for e in range(HSP_I.shape[0]):
+            i, j = HSP_I[e], HSP_J[e]
+            hij = Hc[i, HSP_C[e]]
+            for k in range(M.shape[1]):
+                HM[i, k] += hij * M[j, k]

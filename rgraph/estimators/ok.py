@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codegen import Template, index
-from . import common
+from ..codegen import Template
+from . import common, kron
 from .base import Option, positive_int
 from .names import Argument, parse_rank
 from .kfrtrl import KFRTRL
@@ -47,9 +47,7 @@ def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, aha
     jvp_state_m(th, v, A, vd, HA)
     jvp_z_m(th, v, vz, D)
     kron_input(v, ahat)
-    for grp in range(NGROUPS):
-        c0, c1 = GROUP_COLS[grp], GROUP_COLS[grp + 1]
-        a0, a1 = GROUP_INPUTS[grp], GROUP_INPUTS[grp + 1]
+    for c0, c1, a0, a1 in KRON_GROUPS:
         na, nz = a1 - a0, c1 - c0
         # the r + 1 pairs of the group, (H A_k, u_k) and (D, â), and their Gram matrices
         for k in range(RANK):
@@ -171,12 +169,10 @@ class OK(KFRTRL):
             2 * (r + 1) * (2 * r + 1) * S * self.nz
 
     def constants(self):
-        cols, inputs = [0], [0]
-        for grp in self.groups:
-            cols.append(cols[-1] + grp.dim_z)
-            inputs.append(inputs[-1] + grp.dim_input)
-        return {"RANK": self.rank, "NZ": self.nz, "NGROUPS": len(self.groups),
-                "GROUP_COLS": np.array(cols), "GROUP_INPUTS": np.array(inputs)}
+        return {"RANK": self.rank, "NZ": self.nz, **self.kron_tables()}
+
+    def choices(self):
+        return kron.choices(self.lay, self.groups)
 
     def state_layout(self):
         return {"A": (self.lay.n_state, self.rank * self.nz), "u": (self.rank, self.na)}
@@ -193,28 +189,10 @@ class OK(KFRTRL):
 
     def templates(self):
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(kron.kron_gradient, "kron_gradient"),
+                Template(kron.kron_input, "kron_input"),
                 Template(ok_reduce, "ok_reduce"),
                 Template(ok_step, "est_step", "step")]
-
-    def rendered(self, mb):
-        out = super().rendered(mb)
-        del out["kron_update"]
-        local = mb.namer.child()
-        v, ahat, j = (local.claim(x) for x in ("v", "ahat", "j"))
-        lines = [f"def kron_input({v}, {ahat}):",
-                 '    """â of every input group, stacked (a bias\'s piece is the constant '
-                 '1)."""']
-        for grp, _, _, _, pieces in self._pieces(mb):
-            lines.append(f"    # input {grp.input} ({grp.dim_input})")
-            for x, at, na, uo in pieces.values():
-                if x is None:
-                    lines.append(f"    {ahat}[{uo}] = 1.0")
-                else:
-                    src = v if x == "v" else x
-                    lines += [f"    for {j} in range({na}):",
-                              f"        {ahat}[{index(uo, j)}] = {src}[{index(at, j)}]"]
-        out["kron_input"] = "\n".join(lines) + "\n"
-        return out
 
 
 __all__ = ["OK"]

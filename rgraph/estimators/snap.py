@@ -371,6 +371,10 @@ class SparseInfluence(EstimatorSpec):
             out["ELEMENTWISE_BLOCKS"] = np.array(blocks, dtype=np.int64)
         if self.plan is not None:
             out.update(self.plan)
+        if self.feedback == "random":    # B (S x NOUT), a row per state entry
+            S, nout = self.lay.n_state, self.nout
+            out["FEEDBACK"] = np.random.default_rng(self.feedback_seed).standard_normal(
+                (S, nout)) / np.sqrt(nout)
         return out
 
     def choices(self):
@@ -398,18 +402,6 @@ class SparseInfluence(EstimatorSpec):
                 Template(sparse_update, "sparse_update"),
                 Template(needed_D, "needed_D"),
                 Template(sparse_step, "est_step", "step")]
-
-    def rendered(self, mb):
-        out = {}
-        if self.feedback == "random":
-            np_, math_ = mb.g("np"), mb.g("math")
-            S, nout = self.lay.n_state, self.nout
-            name = mb.g("FEEDBACK")
-            out["FEEDBACK"] = (f"# the fixed random feedback matrix B (S x NOUT) of random "
-                               f"e-prop / RFLO\n{name} = ({np_}.random.default_rng("
-                               f"{self.feedback_seed}).standard_normal(({S}, {nout})) / "
-                               f"{math_}.sqrt({nout})).astype({mb.g('DT')})\n")
-        return out
 
 
 class SnAp(SparseInfluence):

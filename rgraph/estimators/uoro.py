@@ -25,13 +25,12 @@ from .. import autodiff
 from .. import kernel as K
 from ..analysis import NO_RECURRENT
 from ..autodiff import ParamTangents
-from ..codegen import Template, index
+from ..codegen import Template
 from ..errors import NotApplicable
-from . import common
+from . import common, kron
 from .base import EstimatorSpec, Option, chooser, positive_int
 from .names import Argument, parse_projection
 from .exact import segment_kernels, segment_layout
-from .kron import kron_pieces
 
 
 def uoro_step(th, s, x, y, w, g, rng, *, count, wnorm, s_tilde, w_tilde, v, vd, vb, thd,
@@ -273,7 +272,12 @@ class ProjectedUORO(EstimatorSpec):
             if not np.all(np.isfinite(Q0)) or np.linalg.cond(Q0) > 1e12:
                 raise ValueError(f"{self.name}: Q0 must be finite and invertible")
             self.Q0 = Q0
+        # the one pass over the recurrent blocks reads each product's input from the
+        # step's values: a product of a constant keeps the general step
         self.groups = analysis.one_term_each if self.space.kind != "parameter" else None
+        if self.groups and any(lay.loc[a].buf != "v" for grp in self.groups
+                               for a in grp.inputs):
+            self.groups = None
         # uᵀ Q⁻¹ J^z_θ; with one term per parameter, only the biases' (the matrices' stay
         # as ν at the products): nothing at all when the cut is the products themselves
         self.vjp_z = None if self.space.kind == "parameter" else self.vjp(
@@ -323,10 +327,19 @@ class ProjectedUORO(EstimatorSpec):
         return {"WITH_Q": self.Q0 is not None, "STATE_CUT": self.space.kind == "state",
                 "PARAMETER_CUT": self.space.kind == "parameter",
                 "FIXED_RHO1": self.alpha is not None,
-                "NU_AT_PRODUCTS": self.nu_at_products}
+                "NU_AT_PRODUCTS": self.nu_at_products,
+                **(self._terms_choices() if self.groups is not None else {})}
+
+    def _terms_choices(self):
+        """PRODUCTS: some recurrent block is a product's matrix; BIASES: some is a
+        bias."""
+        return {"PRODUCTS": any(grp.inputs for grp in self.groups),
+                "BIASES": any(grp.bias for grp in self.groups)}
 
     def constants(self):
         out = {"RANK": self.rank, "EPS": 1e-7}
+        if self.groups is not None:
+            out.update(self.terms_tables())
         if self.Q0 is not None:
             out.update({"NZ": self.space.dim, "Q0": self.Q0.ravel(),
                         "Q0_INV_T": np.linalg.inv(self.Q0).T.ravel()})
@@ -354,6 +367,8 @@ class ProjectedUORO(EstimatorSpec):
             return [Template(common.forward_and_backprop, "forward_and_backprop"),
                     Template(uoro_step, "est_step", "step")]
         return [Template(common.forward_and_backprop, "forward_and_backprop"),
+                Template(terms_norm, "terms_norm"),
+                Template(terms_update, "terms_update"),
                 Template(uoro_step_terms, "est_step", "step"),
                 Template(uoro_close, "uoro_close", "part")]
 
@@ -385,66 +400,58 @@ class ProjectedUORO(EstimatorSpec):
                 "sd": (lay.n_state,), "hs": (lay.n_state,), "js": (lay.n_state,),
                 "dw": (lay.n_params,), "c": (), "thd": (0,)}
 
-    def rendered(self, mb):
-        if self.groups is None:
-            return {}
-        lay = self.lay
-        local = mb.namer.child()
-        g, wt, v, zb, nb, dw, c, first, a, b, i, j, p, t, zi, ni, acc, aj = (
-            local.claim(x) for x in ("g", "wt", "v", "zb", "nb", "dw", "c", "first", "a",
-                                     "b", "i", "j", "p", "t", "zi", "ni", "acc", "aj"))
-        sqrt, dot = f"{mb.g('math')}.sqrt", mb.g("rg_dot")
-        norm = [f"def terms_norm({v}, {nb}, {dw}):",
-                '    """|uᵀ J^z_θ|: Σ_p |ν_p|² |â|² over the products (each matrix is one '
-                'outer product), plus the biases\' |dw|²."""',
-                f"    {acc} = 0.0"]
-        upd = [f"def terms_update({g}, {wt}, {v}, {zb}, {nb}, {dw}, {c}, {first}, {a}, {b}):",
-               '    """Per recurrent block: g += ζ_p ⊗ â (once; a bias\'s is in g already) + '
-               'c w̃, and w̃ = b w̃ + a ν_p ⊗ â (a bias: + a dw); returns |w̃|."""',
-               f"    {acc} = 0.0"]
+    def terms_tables(self) -> dict:
+        """The recurrent blocks, for ``terms_norm`` and ``terms_update``: per product
+        (``UORO_PRODUCTS``) its matrix's offset in th (w̃'s blocks follow th's
+        recurrent blocks, both from 0), rows, input length, and the offsets in v of the
+        product (ζ_p in vb, ν_p in vb2) and of its input â_p; per bias (``UORO_BIASES``)
+        its offset in th and length."""
+        ts = kron.terms(self.lay, self.groups)
+        products = tuple((t.param, t.rows, t.na, t.node, self.lay.loc[t.term.input_id].off)
+                         for t in ts if not t.term.is_bias)
+        biases = tuple((t.param, t.rows) for t in ts if t.term.is_bias)
+        return {**({"UORO_PRODUCTS": products} if products else {}),
+                **({"UORO_BIASES": biases} if biases else {})}
 
-        def at(nid):            # a node's first row in v, vb and vb2
-            r = lay.loc[nid]
-            return index(mb.offset(r.anchor, r.aoff), r.delta)
 
-        for _, _, _, sums, pieces in kron_pieces(lay, self.groups, mb):
-            for q, _, ts in sums:
-                for tm in ts:
-                    blk = lay.block_of(tm.param_id)
-                    # w̃'s blocks follow th's recurrent blocks (both start at 0)
-                    off = mb.offset(blk.name, blk.off, param=True)
-                    m = blk.shape[0]
-                    if tm.is_bias:
-                        norm.append(f"    {acc} += {dot}({dw}[{off}:{off} + {m}], "
-                                    f"{dw}[{off}:{off} + {m}])")
-                        upd += [f"    # {tm.param} (a bias of {q.name})",
-                                f"    for {i} in range({m}):",
-                                f"        {p} = {off} + {i}",
-                                f"        {g}[{p}] += {c} * {wt}[{p}]",
-                                f"        {t} = {b} * {wt}[{p}] + {a} * {dw}[{p}]",
-                                f"        {wt}[{p}] = {t}",
-                                f"        {acc} += {t} * {t}"]
-                        continue
-                    p0 = at(tm.node)
-                    arr, a0, na, _ = pieces[tm.input_id]
-                    src = v if arr == "v" else arr
-                    norm.append(f"    {acc} += {dot}({nb}[{p0}:{p0} + {m}], {nb}[{p0}:{p0} + "
-                                f"{m}]) * {dot}({src}[{a0}:{a0} + {na}], {src}[{a0}:{a0} + "
-                                f"{na}])")
-                    upd += [f"    # {tm.param} @ {tm.input} (into {q.name})",
-                            f"    for {i} in range({m}):",
-                            f"        {zi} = {zb}[{index(p0, i)}] if {first} else 0.0",
-                            f"        {ni} = {a} * {nb}[{index(p0, i)}]",
-                            f"        for {j} in range({na}):",
-                            f"            {p} = {off} + {i} * {na} + {j}",
-                            f"            {aj} = {src}[{index(a0, j)}]",
-                            f"            {g}[{p}] += {zi} * {aj} + {c} * {wt}[{p}]",
-                            f"            {t} = {b} * {wt}[{p}] + {ni} * {aj}",
-                            f"            {wt}[{p}] = {t}",
-                            f"            {acc} += {t} * {t}"]
-        norm.append(f"    return {sqrt}({acc})")
-        upd.append(f"    return {sqrt}({acc})")
-        return {"terms_norm": "\n".join(norm) + "\n", "terms_update": "\n".join(upd) + "\n"}
+def terms_norm(v, nb, dw):
+    """|uᵀ J^z_θ|: Σ_p |ν_p|² |â_p|² over the products (each matrix's is one outer
+    product), plus the biases' |dw|²."""
+    acc = 0.0
+    if PRODUCTS:
+        for p, m, na, pz, pa in UORO_PRODUCTS:
+            acc += rg_dot(nb[pz:pz + m], nb[pz:pz + m]) * rg_dot(v[pa:pa + na],
+                                                                 v[pa:pa + na])
+    if BIASES:
+        for p, m in UORO_BIASES:
+            acc += rg_dot(dw[p:p + m], dw[p:p + m])
+    return math.sqrt(acc)
+
+
+def terms_update(g, wt, v, zb, nb, dw, c, first, a, b):
+    """Per recurrent block: g += ζ_p ⊗ â_p (once; a bias's is in g already) + c w̃, and
+    w̃ = b w̃ + a ν_p ⊗ â_p (a bias: + a dw); returns |w̃|."""
+    acc = 0.0
+    if PRODUCTS:
+        for p0, m, na, pz, pa in UORO_PRODUCTS:
+            for i in range(m):
+                zi = zb[pz + i] if first else 0.0
+                ni = a * nb[pz + i]
+                for j in range(na):
+                    p = p0 + i * na + j
+                    aj = v[pa + j]
+                    g[p] += zi * aj + c * wt[p]
+                    t = b * wt[p] + ni * aj
+                    wt[p] = t
+                    acc += t * t
+    if BIASES:
+        for p0, m in UORO_BIASES:
+            for p in range(p0, p0 + m):
+                g[p] += c * wt[p]
+                t = b * wt[p] + a * dw[p]
+                wt[p] = t
+                acc += t * t
+    return math.sqrt(acc)
 
 
 class UORO(ProjectedUORO):
