@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runtime
+from .backends.numba_loader import CHILD
 from .errors import RGraphError
 
 API = ["init_params", "total_gradient", "loss", "train"]
@@ -145,27 +146,8 @@ def imports_of(source: str) -> dict:
 # --------------------------------------------------------- the export's own lines
 TAIL = ("INFO", "PARAMS", "_INITS", "_OPTIMIZERS", "_ENTRY", "_invoke", "_MODEL")
 
-LOADER = '''
-_CHILD = r"""
-import pickle, sys
-from numba.core.caching import NullCache
-from numba.core.dispatcher import Dispatcher
-path, name = sys.argv[1], sys.argv[2]
-requests = pickle.load(sys.stdin.buffer)
-with open(path, encoding="utf-8") as fh:
-    text = fh.read()
-module = type(sys)(name)
-module.__file__ = path
-sys.modules[name] = module
-exec(compile(text, path, "exec", dont_inherit=True), module.__dict__)
-# only the entry points go to the cache: the functions they call compile afresh into them
-for n, f in vars(module).items():
-    if isinstance(f, Dispatcher) and n not in {fn for fn, _ in requests}:
-        f._cache = NullCache()
-for fn, sig in requests:
-    getattr(module, fn).compile(sig)
-"""
-_LOADED = []
+# the child that compiles is rgraph's own (the same requests, the same caching)
+LOADER = '\n_CHILD = r"""' + CHILD + '"""\n' + '''_LOADED = []
 
 
 def _invoke(fn, *args):
