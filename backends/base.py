@@ -129,6 +129,9 @@ class Backend:
     batch_step = False
     dtypes: tuple = ()
     offsets = False     # kernels index node offsets named at module level (else views)
+    # numpy functions its modules must not call, "np.<name>" -> why and what instead
+    # (a template that calls one is refused when its module is built)
+    unsupported: dict[str, str] = {}
     IMPORTS: str
     HELPERS: dict[str, str]
     PRINTERS: dict

@@ -249,6 +249,11 @@ class NumbaBackend(Backend):
     dtypes = ("float64", "float32")
     ELEMENT = "_i"          # a per-element scalar: h_new_i is element i of h_new
     offsets = True          # the module defines one offset per node the kernels index
+    unsupported = dict.fromkeys(
+        ("np.dot", "np.linalg"),
+        "numba runs it on scipy's BLAS or LAPACK, which modules of rgraph (and their "
+        "exports) do without: use the module's helpers (rg_gemv_t, rg_matvec, rg_dot, "
+        "rg_gemm) or write the loops")
 
     def __init__(self):
         self.printer = ScalarPrinter({"fully_qualified_modules": True})

@@ -32,12 +32,10 @@ _BLAS = None
 
 
 def blas_controller():
-    """threadpoolctl's view of the loaded BLAS libraries: numpy's, which the generated
-    modules' GEMMs call, and scipy's, which numba's np.dot (in the templates of KF-RTRL
-    and OK) calls, loaded here so that the view, taken once, covers it."""
+    """threadpoolctl's view of the loaded BLAS libraries, among them numpy's, which the
+    generated modules' GEMMs call (both backends; numba modules call no other BLAS)."""
     global _BLAS
     if _BLAS is None:
-        import scipy.linalg  # noqa: F401  (load the OpenBLAS numba's np.dot calls)
         from threadpoolctl import ThreadpoolController
         _BLAS = ThreadpoolController()
     return _BLAS

@@ -472,6 +472,11 @@ class ModuleBuilder:
         where = f"template {template_name(t.fn)}"
         src = resolve_choices(template_source(t.fn), choices, where)
         tree = ast.parse(src)
+        for n in ast.walk(tree):
+            call = ast.unparse(n) if isinstance(n, ast.Attribute) else ""
+            if call in self.backend.unsupported:
+                raise CodegenError(f"{where} calls {call}, which the {self.backend.name} "
+                                   f"backend does not allow: {self.backend.unsupported[call]}")
         fn = tree.body[0]
         kwonly = [a.arg for a in fn.args.kwonlyargs]
         head_end = fn.body[0].lineno - 1

@@ -94,20 +94,12 @@ def module_text(est, stem: str = "model") -> str:
         {"np", "math", "__file__"} - set(dir(builtins))
     if free:
         raise ExportError(f"the export's own lines use undefined names {sorted(free)}")
-    scipy = est.backend.jit and uses_numba_linalg(body)
     parts = [docstring(est, stem),
              (f"# Exported by rgraph {version('rgraph')}: the generated module of {est.name}, "
               f"then rgraph's runtime, then this estimator's description."),
              "# Standalone: imports only math, numpy" +
              (" and numba (with llvmlite, which numba installs)" if est.backend.jit
-              else "") + ("; numba's np.dot needs scipy." if scipy else ".")]
-    if scipy:
-        parts += [
-            "try:   # numba runs numpy.dot and numpy.linalg, which this module's templates "
-            "call, on scipy's BLAS",
-            '    __import__("scipy.linalg.cython_blas")',
-            "except ImportError:",
-            f'    raise ImportError("{SCIPY_NEEDED}") from None']
+              else "") + "."]
     parts += [body.rstrip("\n"), "", "",
               "# " + "-" * 30 + " rgraph's runtime (rgraph/runtime.py, unchanged)",
               rt.rstrip("\n"), "", "",
@@ -116,21 +108,6 @@ def module_text(est, stem: str = "model") -> str:
     text = "\n".join(parts)
     compile(text, f"{stem}.py", "exec")      # a template or header change fails here
     return text
-
-
-SCIPY_NEEDED = ("this module's compiled code calls numpy.dot or numpy.linalg (in the "
-                "templates of KF-RTRL and OK), which numba runs on scipy's BLAS and "
-                "LAPACK: install scipy (pip install scipy), or export with the numpy "
-                "backend")
-
-
-def uses_numba_linalg(body: str) -> bool:
-    """Whether the generated module calls numpy.dot or numpy.linalg (which numba runs
-    through scipy)."""
-    alias = [n for n, mod in imports_of(body).items() if mod == "numpy"]
-    return any(isinstance(node, ast.Attribute) and node.attr in ("dot", "linalg")
-               and isinstance(node.value, ast.Name) and node.value.id in alias
-               for node in ast.walk(ast.parse(body)))
 
 
 def imports_of(source: str) -> dict:
@@ -283,8 +260,7 @@ def docstring(est, stem: str) -> str:
     init = ("init_params(seed) draws as rgraph does." if not custom else
             f"init_params cannot draw {custom} (a Python init function).")
     if est.backend.jit:
-        needs = ("numpy, numba and scipy (numba's np.dot)"
-                 if uses_numba_linalg(generated_body(est.source)) else "numpy and numba")
+        needs = "numpy and numba"
         run = ("The first call compiles in a child process into numba's cache next to "
                "this file;\nevery process loads the code from there. One BLAS thread "
                "(OPENBLAS_NUM_THREADS=1) is\nfastest.")

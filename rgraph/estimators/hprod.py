@@ -28,8 +28,7 @@ def constants(assoc: Association) -> dict:
         out["H_DENSE"] = tuple((j0, j1, c0, int(n > 0))
                                for n, (j0, j1, c0) in enumerate(assoc.dense))
     if assoc.sparse:
-        sp = np.array(assoc.sparse, dtype=np.int64).reshape(-1, 3)
-        out.update({"HSP_I": sp[:, 0], "HSP_J": sp[:, 1], "HSP_C": sp[:, 2]})
+        out["H_SPARSE"] = np.array(assoc.sparse, dtype=np.int64).reshape(-1, 3)
     return out
 
 
@@ -57,7 +56,7 @@ def h_apply(th, v, M, HM, Hs, vdH, Hc):
     """HM = H_t M, H_t formed first: its columns Hc, one per colour (``HCOL``), from one
     jvp of the seed Hs; a GEMM per run of dense columns (``H_DENSE``: columns j0:j1,
     first colour, 1 if it adds to the runs before), then the sparse columns' entries
-    (``HSP_I``, ``HSP_J``: row and column, ``HSP_C``: colour)."""
+    (``H_SPARSE``: row, column and colour of each)."""
     for j in range(S):
         Hs[j, HCOL[j]] = 1.0
     jvp_state_m(th, v, Hs, vdH, Hc)
@@ -67,8 +66,8 @@ def h_apply(th, v, M, HM, Hs, vdH, Hc):
     else:
         rg_zero2(HM)
     if H_SPARSE_COLUMNS:
-        for e in range(HSP_I.shape[0]):
-            i, j = HSP_I[e], HSP_J[e]
-            hij = Hc[i, HSP_C[e]]
+        for e in range(H_SPARSE.shape[0]):
+            i, j = H_SPARSE[e, 0], H_SPARSE[e, 1]
+            hij = Hc[i, H_SPARSE[e, 2]]
             for k in range(M.shape[1]):
                 HM[i, k] += hij * M[j, k]

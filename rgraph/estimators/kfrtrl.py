@@ -28,7 +28,8 @@ def kf_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vb, ybar, HA, D, cA, ahat, H
     """One step of KF-RTRL for one stream."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_g A_g ⊗ u_g: each product's W gets (Aᵀ δs) ⊗ u
-    np.dot(vb[0:S], A, cA)
+    rg_zero(cA)
+    rg_gemv_t(cA, A, vb[0:S])
     kron_gradient(g, cA, u)
     if H_FIRST:
         # H_t A_{t-1}, H_t formed first (the cheaper association for this cell)

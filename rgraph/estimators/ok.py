@@ -40,7 +40,8 @@ def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, aha
     """One step of OK for one stream: RANK Kronecker pairs per input group."""
     loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
     # (∂l/∂s_{t-1}) G_{t-1} with G ≈ Σ_k A_k ⊗ u_k: each pair as in KF-RTRL
-    np.dot(vb[0:S], A, cA)
+    rg_zero(cA)
+    rg_gemv_t(cA, A, vb[0:S])
     for k in range(RANK):
         kron_gradient(g, cA[k * NZ:(k + 1) * NZ], u[k])
     # H_t A_k for every pair at once (A_k are the column blocks of A), and D_t
@@ -81,34 +82,50 @@ def ok_step(th, s, x, y, w, g, rng, *, A, u, v, vd, vz, vb, ybar, HA, D, cA, aha
 def ok_reduce(Gu, Gv, rng, alpha, beta):
     """The minimum-variance unbiased reduction of the RANK + 1 pairs (U_i, V_i) with Gram
     matrices Gu and Gv to RANK pairs: new pair k is (Σ_i alpha[k, i] U_i, Σ_i beta[k, i]
-    V_i)."""
-    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2.
-    # Element loops into DT buffers: in numba a float64 scalar times a float32 array is a
-    # float64 array, and the products below must not mix float types.
-    lu, Eu = np.linalg.eigh(Gu)
-    lv, Ev = np.linalg.eigh(Gv)
-    su, sv = np.empty(RANK + 1, DT), np.empty(RANK + 1, DT)
-    iu, iv = np.zeros(RANK + 1, DT), np.zeros(RANK + 1, DT)
-    for i in range(RANK + 1):
+    V_i). Every matrix here is (RANK + 1) x (RANK + 1): their eigen- and singular value
+    decompositions are Jacobi rotations in the module (``ok_eigh``, ``ok_svd``), with no
+    LAPACK, and element loops into DT buffers (in numba a float64 scalar times a float32
+    array is a float64 array, and the products below must not mix float types)."""
+    k1 = RANK + 1
+    # orthonormal bases from the Gram matrices: G = E diag(λ) Eᵀ, Q = X E diag(λ)^-1/2
+    lu, Eu, lv, Ev = np.empty(k1, DT), np.empty((k1, k1), DT), np.empty(k1, DT), \
+        np.empty((k1, k1), DT)
+    ok_eigh(Gu, lu, Eu)
+    ok_eigh(Gv, lv, Ev)
+    su, sv = np.empty(k1, DT), np.empty(k1, DT)
+    iu, iv = np.zeros(k1, DT), np.zeros(k1, DT)
+    for i in range(k1):
         su[i] = math.sqrt(max(lu[i], 0.0))
         sv[i] = math.sqrt(max(lv[i], 0.0))
     tu, tv = 1e-12 * (su.max() + 1e-300), 1e-12 * (sv.max() + 1e-300)
-    for i in range(RANK + 1):
+    for i in range(k1):
         if su[i] > tu:
             iu[i] = 1.0 / (su[i] + 1e-300)
         if sv[i] > tv:
             iv[i] = 1.0 / (sv[i] + 1e-300)
     # the core Ru Rvᵀ (R = diag(√λ) Eᵀ) and its SVD: C = Σ σ_i ℓ_i ρ_iᵀ, ℓ = U Cu, ρ = V Cv
-    core = np.ascontiguousarray((su[:, None] * Eu.T) @ (sv[:, None] * Ev.T).T)
-    L, sig, Zt = np.linalg.svd(core)
-    Cu = Eu @ (iu[:, None] * L)
-    Cv = Ev @ (iv[:, None] * Zt.T)
-    for i in range(RANK + 1):      # each pair's sign fixed, whatever the LAPACK
+    core = np.empty((k1, k1), DT)
+    for i in range(k1):
+        for j in range(k1):
+            acc = 0.0
+            for l in range(k1):
+                acc += Eu[l, i] * Ev[l, j]
+            core[i, j] = su[i] * sv[j] * acc
+    L, sig, R = np.empty((k1, k1), DT), np.empty(k1, DT), np.empty((k1, k1), DT)
+    ok_svd(core, L, sig, R)
+    Cu, Cv = np.zeros((k1, k1), DT), np.zeros((k1, k1), DT)
+    for i in range(k1):
+        for j in range(k1):
+            for l in range(k1):
+                Cu[i, j] += Eu[i, l] * (iu[l] * L[l, j])
+                Cv[i, j] += Ev[i, l] * (iv[l] * R[l, j])
+    for i in range(k1):      # each pair's sign fixed
         if Cu[np.argmax(np.abs(Cu[:, i])), i] < 0.0:
-            Cu[:, i] = -Cu[:, i]
-            Cv[:, i] = -Cv[:, i]
-    a = np.zeros((RANK, RANK + 1), DT)      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
-    b = np.zeros((RANK, RANK + 1), DT)
+            for l in range(k1):
+                Cu[l, i] = -Cu[l, i]
+                Cv[l, i] = -Cv[l, i]
+    a = np.zeros((RANK, k1), DT)      # new pair k = Σ_i a[k, i] ℓ_i ⊗ b[k, i] ρ_i
+    b = np.zeros((RANK, k1), DT)
     # rank <= r already (below the Gram matrices' precision, √ε relative): kept exactly
     if sig[RANK] <= 1e-7 * sig[0]:
         for i in range(RANK):
@@ -122,7 +139,7 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
             a[i, i] = b[i, i] = math.sqrt(sig[i])
         # the k = r + 1 - m others become k - 1 pairs with random signs
         tail = np.sum(sig[m:])
-        k = RANK + 1 - m
+        k = k1 - m
         x = np.empty(k, DT)
         for i in range(k):
             x[i] = math.sqrt(max(0.0, 1.0 - (k - 1) * sig[m + i] / tail))
@@ -130,7 +147,9 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
         # reflection that maps e_1 to x)
         hw = x.copy()
         hw[0] -= 1.0
-        hn = np.dot(hw, hw)
+        hn = 0.0
+        for i in range(k):
+            hn += hw[i] * hw[i]
         q = np.eye(k, dtype=DT)
         if hn > 1e-30:
             h2 = 2.0 / hn
@@ -143,8 +162,106 @@ def ok_reduce(Gu, Gv, rng, alpha, beta):
             for j in range(k - 1):
                 a[m + j, m + i] = c * q[i, j + 1]
                 b[m + j, m + i] = c * q[i, j + 1]
-    alpha[:, :] = a @ Cu.T
-    beta[:, :] = b @ Cv.T
+    for i in range(RANK):
+        for j in range(k1):
+            alpha[i, j] = beta[i, j] = 0.0
+            for l in range(k1):
+                alpha[i, j] += a[i, l] * Cu[j, l]
+                beta[i, j] += b[i, l] * Cv[j, l]
+
+
+def ok_eigh(G, lam, E):
+    """G = E diag(lam) Eᵀ for a small symmetric G, by cyclic Jacobi rotations (each zeroes
+    one off-diagonal entry of a working copy M; E accumulates them), until the
+    off-diagonal part is below 1e-15 of the whole, or 50 sweeps."""
+    n = G.shape[0]
+    M = G.copy()
+    for i in range(n):
+        for j in range(n):
+            E[i, j] = 1.0 if i == j else 0.0
+    for sweep in range(50):
+        off, total = 0.0, 0.0
+        for i in range(n):
+            for j in range(n):
+                total += M[i, j] * M[i, j]
+                if i != j:
+                    off += M[i, j] * M[i, j]
+        if off <= 1e-30 * total:
+            break
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                if M[p, q] == 0.0:
+                    continue
+                c, s = jacobi_rotation(M[p, p], M[q, q], M[p, q])
+                for r in range(n):      # M J, then Jᵀ (M J), and E J
+                    mp, mq = M[r, p], M[r, q]
+                    M[r, p], M[r, q] = c * mp - s * mq, s * mp + c * mq
+                for r in range(n):
+                    mp, mq = M[p, r], M[q, r]
+                    M[p, r], M[q, r] = c * mp - s * mq, s * mp + c * mq
+                for r in range(n):
+                    ep, eq = E[r, p], E[r, q]
+                    E[r, p], E[r, q] = c * ep - s * eq, s * ep + c * eq
+    for i in range(n):
+        lam[i] = M[i, i]
+
+
+def ok_svd(C, L, sig, R):
+    """C = L diag(sig) Rᵀ for a small square C, sig descending, by one-sided Jacobi
+    rotations (Hestenes): columns of a working copy are made orthogonal two at a time
+    (R accumulates the rotations); their norms are sig and the normalized columns L (a
+    zero column stays zero)."""
+    n = C.shape[0]
+    U = C.copy()
+    for i in range(n):
+        for j in range(n):
+            R[i, j] = 1.0 if i == j else 0.0
+    for sweep in range(50):
+        rotated = False
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                al, be, ga = 0.0, 0.0, 0.0
+                for r in range(n):
+                    al += U[r, p] * U[r, p]
+                    be += U[r, q] * U[r, q]
+                    ga += U[r, p] * U[r, q]
+                if abs(ga) <= 1e-15 * math.sqrt(al * be):
+                    continue
+                rotated = True
+                c, s = jacobi_rotation(al, be, ga)
+                for r in range(n):
+                    up, uq = U[r, p], U[r, q]
+                    U[r, p], U[r, q] = c * up - s * uq, s * up + c * uq
+                    rp, rq = R[r, p], R[r, q]
+                    R[r, p], R[r, q] = c * rp - s * rq, s * rp + c * rq
+        if not rotated:
+            break
+    for j in range(n):
+        nj = 0.0
+        for r in range(n):
+            nj += U[r, j] * U[r, j]
+        sig[j] = math.sqrt(nj)
+        for r in range(n):
+            L[r, j] = U[r, j] / sig[j] if sig[j] > 0.0 else 0.0
+    for j in range(n - 1):          # sig descending, columns with it
+        best = j + np.argmax(sig[j:])
+        if best != j:
+            sig[j], sig[best] = sig[best], sig[j]
+            for r in range(n):
+                L[r, j], L[r, best] = L[r, best], L[r, j]
+                R[r, j], R[r, best] = R[r, best], R[r, j]
+
+
+def jacobi_rotation(app, aqq, apq):
+    """(c, s) of the rotation that zeroes apq in [[app, apq], [apq, aqq]]: t = tan φ the
+    smaller root of t² + 2ζt - 1 = 0, ζ = (aqq - app) / (2 apq)."""
+    zeta = (aqq - app) / (2.0 * apq)
+    if abs(zeta) > 1e150:
+        t = 0.5 / zeta
+    else:
+        t = (1.0 if zeta >= 0.0 else -1.0) / (abs(zeta) + math.sqrt(1.0 + zeta * zeta))
+    c = 1.0 / math.sqrt(1.0 + t * t)
+    return c, c * t
 
 
 class OK(KFRTRL):
@@ -192,6 +309,9 @@ class OK(KFRTRL):
                 Template(kron.kron_gradient, "kron_gradient"),
                 Template(kron.kron_input, "kron_input"),
                 Template(ok_reduce, "ok_reduce"),
+                Template(ok_eigh, "ok_eigh"),
+                Template(ok_svd, "ok_svd"),
+                Template(jacobi_rotation, "jacobi_rotation"),
                 Template(ok_step, "est_step", "step")]
 
 
