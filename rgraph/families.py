@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from .analysis import REPORT_SECTIONS
 from .errors import GraphError, NotApplicable
 from .estimators import make_spec, shown
+from .estimators.snap import entry_terms, influence_patterns
 from .resources import Memory, memory, nbytes
 from .schedule import schedule
 from . import sparsity
@@ -67,13 +68,19 @@ def _why(message: str) -> str:
 
 
 def snap_levels(analysis) -> list[tuple]:
-    """(level n, kept entries, RTRL's reachable entries, saturates) for SnAp-n."""
+    """(level n, kept entries, RTRL's reachable entries, saturates) for SnAp-n, counted
+    on the masks' structure (``snap.influence_patterns``); none where SnAp does not
+    apply."""
     lay = analysis.layout
     if not lay.rec_blocks:
         return []
-    D, I = sparsity.step_patterns(lay)
-    full = sparsity.closure(D, I).nnz
-    kept = [sparsity.snap_mask(D, I, n).nnz for n in SNAP_LEVELS]
+    try:
+        terms = entry_terms(lay, analysis, "snap")
+    except NotApplicable:
+        return []
+    D, I, _, _, weights = influence_patterns(lay, terms)
+    full = sparsity.closure(D, I).count(weights)
+    kept = [sparsity.snap_mask(D, I, n).count(weights) for n in SNAP_LEVELS]
     return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 

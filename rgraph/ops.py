@@ -31,6 +31,15 @@ ARG = sp.symbols("a0:8", real=True)
 
 
 @dataclass(frozen=True)
+class Dense:
+    """An op's pattern in which every entry can be non-zero (rows x cols), given as such
+    so that the structural analysis (``rgraph.sparsity``) never lists its entries."""
+
+    rows: int
+    cols: int
+
+
+@dataclass(frozen=True)
 class Elementwise:
     """An elementwise op: ``expr`` is a sympy expression of ``ARG[:arity]``."""
 
@@ -57,14 +66,15 @@ class Elementwise:
         return out_shape[0] * max(1, sp.count_ops(self.expr))
 
     def pattern(self, j, out_shape, arg_shapes):
-        """The structural pattern of d out / d arg_j (a sparse boolean matrix), or None
-        where the expression does not depend on the operand."""
+        """The structural pattern of d out / d arg_j (a sparse boolean matrix, or
+        ``Dense`` where every entry can be non-zero), or None where the expression does
+        not depend on the operand."""
         if self.partial(j) == 0:
             return None
         n, m = out_shape[0], arg_shapes[j][0]
         if m == n:
             return sps.identity(n, dtype=bool, format="csr")
-        return sps.csr_matrix(np.ones((n, 1), dtype=bool))      # a broadcast scalar
+        return Dense(n, 1)      # a broadcast scalar
 
 
 # The arithmetic of the DSL (+ - * / and negation). Scalar functions (tanh, sigmoid, ...)
@@ -123,7 +133,7 @@ class MatMul:
     def pattern(self, j, out_shape, arg_shapes):
         m, k = arg_shapes[0]
         if j == 1:
-            return sps.csr_matrix(np.ones((m, k), dtype=bool))
+            return Dense(m, k)
         # z[q] depends on the row W[q, :] (row-major)
         return sps.csr_matrix((np.ones(m * k, dtype=bool), np.arange(m * k),
                                np.arange(0, m * k + 1, k)), shape=(m, m * k))

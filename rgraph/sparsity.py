@@ -2,15 +2,19 @@
 immediate Jacobian I_t = ∂s_t/∂θ can be non-zero, whatever the values.
 
 The patterns come from the graph alone: every op says which entries of its output
-depend on which entries of each operand (``pattern`` in ``ops``), and the patterns of
-∂node/∂[s_{t-1}; θ] are pushed through the step in topological order as sparse boolean
-matrices. They are time-invariant, so SnAp-n's and e-prop's masks are computed once,
-when the estimator is compiled.
+depend on which entries of each operand (``pattern`` in ``ops``: sparse, or ``Dense``),
+and the patterns of ∂node/∂sources are pushed through the step in topological order.
+They are held as structure (``Pattern``: rectangles, the dense parts a product with a
+parameter matrix makes, and an explicit sparse part), so products, unions, counts and
+the columns' row sets cost vectors of the cell's size, not its masks' entries: an
+LSTM-1024's SnAp-2 mask (2048 x 8.4M entries) is two vectors. They are time-invariant,
+so SnAp-n's and e-prop's masks are computed once, when the estimator is built.
 
 * ``patterns(lay, sources, targets, cut)``: the pattern of ∂targets/∂sources; ``cut``
   lists product nodes whose input operand is ignored (e-prop's D̂: the paths from
   s_{t-1} to s_t through no recurrent parameter product).
-* ``step_patterns(lay, cut)``: (D, I) as boolean CSR matrices (S x S, S x P).
+* ``step_patterns(lay, cut)``: (D, I), S x S and S x P (the masks themselves are
+  computed on the sums' columns, ``estimators.snap.influence_patterns``).
 * ``color_columns(pattern)``: a column colouring for compressed Jacobians.
 * ``snap_mask(D, I, n)``: M_n = pattern(I) ∪ pattern(D I) ∪ ... ∪ pattern(D^{n-1} I).
 * ``closure(D, I)``: the pattern RTRL's influence can reach (M_n for n large), against
@@ -39,21 +43,202 @@ def _product(a, b):
     return _bool(a.astype(np.float64) @ b.astype(np.float64))
 
 
-def patterns(lay: Layout, sources, targets, cut=()):
-    """The structural pattern of ∂targets/∂sources (boolean CSR, rows the targets'
-    entries stacked, columns the sources'): total derivatives, so a source that is an
-    op node is the identity plus what the other sources push into it (nested sums);
-    ``cut`` lists product nodes whose input operand is ignored."""
+def _reaches(E, R) -> np.ndarray:
+    """The rows of the explicit pattern E with an entry in a column of R (boolean)."""
+    return np.asarray(E.astype(np.int32) @ R.astype(np.int32)).ravel() > 0
+
+
+class Pattern:
+    """A structural pattern (a boolean matrix, rows x cols) held as its structure: a
+    union of rectangles R_k x C_k (rows R_k each depend on every column of C_k, as the
+    output of a product with a parameter matrix depends on everything its input depends
+    on) and an explicit sparse part E (diagonals, slices, concatenations). Products and
+    unions keep that form, so an LSTM-1024's patterns take a few vectors of its size,
+    never its n² entries; ``tocsr()`` lists the entries where code needs them."""
+
+    def __init__(self, shape, outers=(), explicit=None):
+        self.shape = (int(shape[0]), int(shape[1]))
+        by_cols, by_rows = {}, {}
+        for R, C in outers:            # one rectangle per distinct column set, then row set
+            if R.any() and C.any():
+                key = C.tobytes()
+                by_cols[key] = (by_cols[key][0] | R, C) if key in by_cols else (R, C)
+        for R, C in by_cols.values():
+            key = R.tobytes()
+            by_rows[key] = (R, by_rows[key][1] | C) if key in by_rows else (R, C)
+        self.outers = list(by_rows.values())
+        self.E = _bool(explicit) if explicit is not None else \
+            sps.csr_matrix(self.shape, dtype=bool)
+
+    @classmethod
+    def identity(cls, n: int, ncol: int, off: int) -> "Pattern":
+        """The n x ncol pattern of a source placed at columns off:off + n."""
+        return cls((n, ncol), (), sps.csr_matrix(
+            (np.ones(n, dtype=bool), (np.arange(n), np.arange(off, off + n))),
+            shape=(n, ncol)))
+
+    @classmethod
+    def empty(cls, n: int, ncol: int) -> "Pattern":
+        return cls((n, ncol))
+
+    # -- algebra
+    def lmul(self, L) -> "Pattern":
+        """The pattern of L @ self, L an op's local pattern (sparse, or ``ops.Dense``)."""
+        if isinstance(L, ops.Dense):
+            return Pattern((L.rows, self.shape[1]),
+                           [(np.ones(L.rows, dtype=bool), self.col_support())])
+        L = _bool(L)
+        return Pattern((L.shape[0], self.shape[1]),
+                       [(_reaches(L, R), C) for R, C in self.outers], _product(L, self.E))
+
+    def __or__(self, other: "Pattern") -> "Pattern":
+        return Pattern(self.shape, self.outers + other.outers, self.E + other.E)
+
+    def __matmul__(self, other: "Pattern") -> "Pattern":
+        """The pattern of self @ other."""
+        outers = [(R, other.col_support(C)) for R, C in self.outers]
+        outers += [(_reaches(self.E, R), C) for R, C in other.outers]
+        return Pattern((self.shape[0], other.shape[1]), outers, _product(self.E, other.E))
+
+    def col_support(self, rows=None) -> np.ndarray:
+        """The columns with an entry (in the rows ``rows``, a boolean mask, if given)."""
+        out = np.zeros(self.shape[1], dtype=bool)
+        for R, C in self.outers:
+            if rows is None or (R & rows).any():
+                out |= C
+        E = self.E if rows is None else self.E[np.flatnonzero(rows)]
+        return out | (E.getnnz(axis=0) > 0)
+
+    def row_support(self) -> np.ndarray:
+        out = self.E.getnnz(axis=1) > 0
+        for R, _ in self.outers:
+            out = out | R
+        return out
+
+    def rows(self, lo: int, hi: int) -> "Pattern":
+        return Pattern((hi - lo, self.shape[1]), [(R[lo:hi], C) for R, C in self.outers],
+                       self.E[lo:hi])
+
+    def cols(self, lo: int, hi: int) -> "Pattern":
+        return Pattern((self.shape[0], hi - lo), [(R, C[lo:hi]) for R, C in self.outers],
+                       self.E[:, lo:hi])
+
+    @staticmethod
+    def vstack(parts: list) -> "Pattern":
+        n = sum(p.shape[0] for p in parts)
+        outers, off = [], 0
+        for p in parts:
+            for R, C in p.outers:
+                full = np.zeros(n, dtype=bool)
+                full[off:off + p.shape[0]] = R
+                outers.append((full, C))
+            off += p.shape[0]
+        return Pattern((n, parts[0].shape[1]), outers,
+                       sps.vstack([p.E for p in parts], format="csr"))
+
+    # -- counts
+    def col_counts(self) -> np.ndarray:
+        """Entries per column, the rectangles' overlaps and E's entries inside them
+        counted once: rows are grouped by the rectangles they belong to (a handful of
+        groups), each group covering the union of its rectangles' columns."""
+        n, m = self.shape
+        E = self.E.tocoo()
+        if not self.outers:
+            return np.bincount(E.col, minlength=m).astype(np.int64)
+        member = np.stack([R for R, _ in self.outers], axis=1)
+        groups, which, sizes = np.unique(np.packbits(member, axis=1), axis=0,
+                                         return_inverse=True, return_counts=True)
+        which = np.asarray(which).ravel()
+        cover = np.zeros((len(groups), m), dtype=bool)
+        for g, bits in enumerate(np.unpackbits(groups, axis=1, count=len(self.outers))):
+            for k in np.flatnonzero(bits):
+                cover[g] |= self.outers[k][1]
+        counts = sizes.astype(np.int64) @ cover
+        outside = ~cover[which[E.row], E.col]
+        return counts + np.bincount(E.col[outside], minlength=m)
+
+    def column_sets(self) -> tuple:
+        """(sets, which): the distinct row sets of the columns, each a sorted array of
+        row indices, and for every column the index of its set. A column's rows are the
+        union of the rectangles' rows that hold it and its explicit entries; columns of
+        one group of rectangles with no explicit entry outside them share one set."""
+        n, m = self.shape
+        E = self.E.tocsc()
+        E.sort_indices()
+        if self.outers:
+            member = np.stack([C for _, C in self.outers], axis=1)
+            groups, group = np.unique(np.packbits(member, axis=1), axis=0,
+                                      return_inverse=True)
+            group = np.asarray(group).ravel()
+            cover = np.zeros((len(groups), n), dtype=bool)
+            for g, bits in enumerate(np.unpackbits(groups, axis=1, count=len(self.outers))):
+                for k in np.flatnonzero(bits):
+                    cover[g] |= self.outers[k][0]
+        else:
+            group, cover = np.zeros(m, dtype=np.int64), np.zeros((1, n), dtype=bool)
+        cols = np.repeat(np.arange(m), np.diff(E.indptr))
+        outside = ~cover[group[cols], E.indices]
+        own = np.zeros(m, dtype=bool)
+        own[cols[outside]] = True
+        sets, index, which = [], {}, np.empty(m, dtype=np.int64)
+
+        def set_of(rows):
+            key = rows.tobytes()
+            if key not in index:
+                index[key] = len(sets)
+                sets.append(rows)
+            return index[key]
+
+        shared = [set_of(np.flatnonzero(c)) for c in cover]
+        for j in range(m):
+            if own[j]:
+                extra = E.indices[E.indptr[j]:E.indptr[j + 1]]
+                which[j] = set_of(np.union1d(np.flatnonzero(cover[group[j]]), extra))
+            else:
+                which[j] = shared[group[j]]
+        return sets, which
+
+    @property
+    def nnz(self) -> int:
+        return int(self.col_counts().sum())
+
+    def count(self, weights) -> int:
+        """Σ_j weights[j] × (entries of column j)."""
+        return int(self.col_counts() @ np.asarray(weights, dtype=np.int64))
+
+    # -- the entries, where code needs them
+    def tocsr(self):
+        parts = [self.E]
+        for R, C in self.outers:
+            r, c = np.flatnonzero(R), np.flatnonzero(C)
+            parts.append(sps.csr_matrix((np.ones(len(r) * len(c), dtype=bool),
+                                         (np.repeat(r, len(c)), np.tile(c, len(r)))),
+                                        shape=self.shape))
+        out = parts[0]
+        for p in parts[1:]:
+            out = out + p
+        return _bool(out)
+
+    def tocsc(self):
+        return self.tocsr().tocsc()
+
+    def tocoo(self):
+        return self.tocsr().tocoo()
+
+    def tolil(self):
+        return self.tocsr().tolil()
+
+
+def patterns(lay: Layout, sources, targets, cut=()) -> Pattern:
+    """The structural pattern of ∂targets/∂sources (rows the targets' entries stacked,
+    columns the sources'): total derivatives, so a source that is an op node is the
+    identity plus what the other sources push into it (nested sums); ``cut`` lists
+    product nodes whose input operand is ignored."""
     offs, ncol = {}, 0
     for src in sources:
         offs[src] = ncol
         ncol += lay.nodes[src].size
-    pat = {}
-    for src in sources:
-        n = lay.nodes[src].size
-        pat[src] = sps.csr_matrix((np.ones(n, dtype=bool),
-                                   (np.arange(n), np.arange(offs[src], offs[src] + n))),
-                                  shape=(n, ncol))
+    pat = {src: Pattern.identity(lay.nodes[src].size, ncol, offs[src]) for src in sources}
     cut = set(cut)
     for nid in lay.topo:
         n = lay.nodes[nid]
@@ -67,12 +252,11 @@ def patterns(lay: Layout, sources, targets, cut=()):
             local = n.op.pattern(j, n.shape, shapes)
             if local is None:
                 continue
-            term = _product(local, pat[a])
-            acc = term if acc is None else _bool(acc + term)
+            term = pat[a].lmul(local)
+            acc = term if acc is None else acc | term
         pat[nid] = acc
-    rows = [pat.get(nid) if pat.get(nid) is not None else
-            sps.csr_matrix((lay.nodes[nid].size, ncol), dtype=bool) for nid in targets]
-    return _bool(sps.vstack(rows, format="csr"))
+    return Pattern.vstack([pat[nid] if pat.get(nid) is not None else
+                           Pattern.empty(lay.nodes[nid].size, ncol) for nid in targets])
 
 
 def step_patterns(lay: Layout, cut=()) -> tuple:
@@ -80,26 +264,33 @@ def step_patterns(lay: Layout, cut=()) -> tuple:
     both = patterns(lay, lay.state_ids + [b.node for b in lay.rec_blocks], lay.new_state,
                     cut)
     S = lay.n_state
-    return _bool(both[:, :S]), _bool(both[:, S:])
+    return both.cols(0, S), both.cols(S, both.shape[1])
 
 
 def color_columns(pattern) -> np.ndarray:
     """A colour per column such that columns of one colour share no row (greedy, in
     column order): a Jacobian with this pattern is recovered from one jvp per colour
-    (Curtis, Powell & Reid)."""
-    csc = _bool(pattern).tocsc()
+    (Curtis, Powell & Reid). Rows are bit sets (Python integers); a column equal to an
+    earlier one starts its search after that one's colour (every colour before it
+    already meets those rows), so an LSTM's n identical dense columns cost n steps."""
+    csc = (pattern.tocsc() if isinstance(pattern, Pattern) else _bool(pattern).tocsc())
+    n = csc.shape[0]
     colors = np.zeros(csc.shape[1], dtype=np.int64)
-    used = []                       # per colour: the rows it covers
+    used, last = [], {}           # per colour: the rows it covers; per column set: colour
+    col = np.zeros(n, dtype=bool)
     for j in range(csc.shape[1]):
-        rows = set(csc.indices[csc.indptr[j]:csc.indptr[j + 1]].tolist())
-        for c, cover in enumerate(used):
-            if not cover & rows:
-                colors[j] = c
-                cover |= rows
-                break
-        else:
-            colors[j] = len(used)
-            used.append(set(rows))
+        idx = csc.indices[csc.indptr[j]:csc.indptr[j + 1]]
+        col[idx] = True
+        rows = int.from_bytes(np.packbits(col, bitorder="little").tobytes(), "little")
+        col[idx] = False
+        c = last.get(rows, -1) + 1 if rows else 0
+        while c < len(used) and used[c] & rows:
+            c += 1
+        if c == len(used):
+            used.append(0)
+        used[c] |= rows
+        colors[j] = c
+        last[rows] = c
     return colors
 
 
@@ -107,20 +298,21 @@ def snap_mask(D, I, n: int):
     """SnAp-n's mask: the union of the patterns of I, D I, ..., D^{n-1} I."""
     mask, reach = I, I
     for _ in range(n - 1):
-        reach = _product(D, reach)
-        mask = _bool(mask + reach)
+        reach = D @ reach
+        mask = mask | reach
     return mask
 
 
 def closure(D, I):
     """The smallest pattern containing I and closed under D: where the exact influence
     can be non-zero."""
-    mask = I
+    mask, count = I, I.nnz
     while True:
-        grown = _bool(mask + _product(D, mask))
-        if grown.nnz == mask.nnz:
+        grown = mask | (D @ mask)
+        now = grown.nnz
+        if now == count:
             return mask
-        mask = grown
+        mask, count = grown, now
 
 
 # ----------------------------------------------------------- H_t X: the association
@@ -168,10 +360,10 @@ def jvp_column_flops(lay: Layout) -> int:
     EW_WEIGHT per entry it reaches."""
     states = lay.state_ids
     op_nodes = [n for n in lay.nodes if n.kind == "op"]
-    reach = patterns(lay, states, [n.id for n in op_nodes])
+    reach = patterns(lay, states, [n.id for n in op_nodes]).row_support()
     rows_of, row = {}, 0
     for n in op_nodes:
-        rows_of[n.id] = np.diff(reach[row:row + n.size].indptr) > 0
+        rows_of[n.id] = reach[row:row + n.size]
         row += n.size
     need = lay.needed_for(lay.new_state)
     total = 0

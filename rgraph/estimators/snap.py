@@ -174,14 +174,13 @@ class SparseInfluence(EstimatorSpec):
             raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
                                 f"{NO_RECURRENT}")
         self.terms = entry_terms(lay, analysis, self.name)
-        self.sums = sorted({t.sum for t in self.terms}, key=lay.pos.get)
         self.products = [t.node for t in self.terms if t.kind == "matrix"]
         # e-prop's D̂ drops the paths through the recurrent products; its I_t is exact,
         # those paths within the step included (a lower layer's weight reaching the
         # layer above through the product that reads its new value)
-        D, I = sparsity.step_patterns(lay)
-        if self.cut_products:
-            D = sparsity.step_patterns(lay, cut=self.products)[0]
+        D, I, self.sums, self.zcol, self.weights = influence_patterns(
+            lay, self.terms, self.products if self.cut_products else ())
+        self.nz = len(self.weights)
         self.mask = self.make_mask(D, I)
         self.runs = self._runs()
         self.plan = self._needed_D()
@@ -222,29 +221,22 @@ class SparseInfluence(EstimatorSpec):
 
     def _runs(self):
         """The run table: per run its rows, first parameter, length, J offset, sum
-        column, factor kind and factor offset."""
-        lay, mask = self.lay, self.mask.tocsc()
-        zcol, col = {}, 0
-        for z in self.sums:
-            zcol[z] = col
-            col += lay.nodes[z].size
-        self.nz, self.zcol = col, zcol
+        column, factor kind and factor offset. A run's rows are its sum entry's column
+        of the mask (every parameter entering z_q shares it)."""
+        lay = self.lay
+        sets, which = self.mask.column_sets()
         runs, joff = [], 0
         for t in self.terms:
             blk = lay.block_of(t.param_id)
             m = lay.nodes[t.param_id].shape[0]
             k = blk.size // m if t.kind == "matrix" else 1
             for q in range(m):
-                t0 = blk.off + q * k
-                rows = mask.indices[mask.indptr[t0]:mask.indptr[t0 + 1]]
-                for c in range(1, k):      # a matrix row shares its rows
-                    other = mask.indices[mask.indptr[t0 + c]:mask.indptr[t0 + c + 1]]
-                    assert np.array_equal(np.sort(other), np.sort(rows))
-                rows = np.sort(rows)
+                zq = self.zcol[t.sum] + q
+                rows = sets[which[zq]]
                 factor = {"matrix": lambda: lay.loc[t.input_id].off,
                           "elementwise": lambda: self._factor(t.node) + q,
                           "bias": lambda: 0}[t.kind]()
-                runs.append((rows, t0, k, joff, zcol[t.sum] + q, RUN_KINDS[t.kind],
+                runs.append((rows, blk.off + q * k, k, joff, zq, RUN_KINDS[t.kind],
                              factor))
                 joff += len(rows) * k
         self.nj = joff
@@ -257,62 +249,102 @@ class SparseInfluence(EstimatorSpec):
         return ref.off if ref.buf == "vd" else self.lay.n_values + ref.off
 
     def _needed_D(self):
-        """The tables of ``needed_D`` (None: D_t is cheaper whole). D = D̂ + Σ_z ∂s/∂z ·
-        W_z · Â_z, where D̂ and Â_z (the product inputs' derivatives) follow the paths
-        through no recurrent product: they are structurally sparse, so one jvp per
-        column colour recovers them; the products' part is summed on the entries the
-        runs read."""
+        """How ``needed_D`` forms D_t: None where D_t is cheaper whole, else the jvp's
+        column colouring (``NCOLORS``, ``COLOR``); its other tables are built when the
+        module is (``_needed_tables``). D = D̂ + Σ_z ∂s/∂z · W_z · Â_z, where D̂ and Â_z
+        (the product inputs' derivatives) follow the paths through no recurrent product:
+        they are structurally sparse, so one jvp per column colour recovers them; the
+        products' part is summed on the entries the runs read: for entry (i, j) and each
+        product, every q with ∂s_i/∂z_q and every c with Â[c, j]. Those terms are
+        counted without listing them where the runs' row sets are disjoint (SnAp-1, and a
+        saturated mask, whose one set is every row)."""
         lay, S = self.lay, self.lay.n_state
-        entries = sorted({(int(i), int(j)) for run in self.runs
-                          for i in run[0] for j in run[0]})
         products = [t for t in self.terms if t.kind == "matrix"]
         for t in products:
             if lay.ref(t.input_id, "vd").buf not in ("sd", "vd"):
                 return None
         cut = [t.node for t in products]
-        hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tolil()
+        hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut).tocsr()
         A = {t.node: sparsity.patterns(lay, lay.state_ids, [t.input_id], cut).tocsc()
              for t in products}
-        stacked = sps.vstack([hat.tocsr()] + list(A.values()))
+        stacked = sps.vstack([hat] + list(A.values()))
         colors = sparsity.color_columns(stacked)
         if self.cut_products:
             products = []
-        dz = sparsity.patterns(lay, self.sums, lay.new_state)
-        zcol = self.zcol
-        K_I, K_J, K_HAT, K_PTR = [], [], [], [0]
-        T_Z, T_W, T_A, T_SEED = [], [], [], []
-        for i, j in entries:
-            zs = set(dz.indices[dz.indptr[i]:dz.indptr[i + 1]].tolist())
-            for t in products:
-                W = lay.block_of(t.param_id)
-                m, k = lay.nodes[t.param_id].shape
-                a_rows = A[t.node].indices[A[t.node].indptr[j]:
-                                              A[t.node].indptr[j + 1]]
-                ref = lay.ref(t.input_id, "vd")
-                for q in range(m):
-                    if zcol[t.sum] + q not in zs:
-                        continue
-                    for c in a_rows:
-                        T_Z.append(zcol[t.sum] + q)
-                        T_W.append(W.off + q * k + int(c))
-                        T_A.append(ref.off + int(c))
-                        T_SEED.append(int(ref.buf == "sd"))
-            if len(T_Z) > 4 * S * S:
-                return None       # D_t whole is cheaper (a saturated mask)
-            K_I.append(i)
-            K_J.append(j)
-            K_HAT.append(int(hat[i, j]))
-            K_PTR.append(len(T_Z))
-        ints = lambda x: np.array(x, dtype=np.int64)  # noqa: E731
-        return {"NK": len(K_I), "NCOLORS": int(colors.max(initial=-1)) + 1,
-                "COLOR": ints(colors), "K_I": ints(K_I), "K_J": ints(K_J),
-                "K_HAT": ints(K_HAT), "K_PTR": ints(K_PTR), "T_Z": ints(T_Z),
-                "T_W": ints(T_W), "T_A": ints(T_A), "T_SEED": ints(T_SEED)}
+        dz = sparsity.patterns(lay, self.sums, lay.new_state).tocsr()
+        blocks = []
+        for t in products:
+            m, k = lay.nodes[t.param_id].shape
+            z0 = self.zcol[t.sum]
+            dzt = sps.csr_matrix(dz[:, z0:z0 + m])
+            dzt.sort_indices()
+            A[t.node].sort_indices()
+            blocks.append((t, z0, k, dzt, A[t.node]))
+        sets = list({run[0].tobytes(): run[0] for run in self.runs if len(run[0])}.values())
+
+        def terms(R):       # the terms of the entries R x R
+            return sum(int(np.diff(dzt.indptr)[R].sum()) * int(np.diff(At.indptr)[R].sum())
+                       for _, _, _, dzt, At in blocks)
+
+        per_set = [terms(R) for R in sets]
+        if any(n > 4 * S * S for n in per_set):
+            return None       # D_t whole is cheaper (a saturated mask)
+        self._D_parts = (hat, blocks, sets)
+        rows = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+        if len(np.unique(rows)) < len(rows):            # overlapping sets: list them
+            I, J = self._entries()
+            total = sum(int((np.diff(dzt.indptr)[I] * np.diff(At.indptr)[J]).sum())
+                        for _, _, _, dzt, At in blocks)
+        else:
+            total = sum(per_set)
+        if total > 4 * S * S:
+            return None
+        return {"NCOLORS": int(colors.max(initial=-1)) + 1,
+                "COLOR": np.asarray(colors, dtype=np.int64)}
+
+    def _entries(self) -> tuple:
+        """(I, J): the entries of D_t the runs read, the union of every run row set's
+        R x R, in (i, j) order."""
+        S, sets = self.lay.n_state, self._D_parts[2]
+        codes = np.sort(np.concatenate([np.add.outer(R * S, R).ravel() for R in sets])
+                        if sets else np.zeros(0, np.int64))
+        if len(codes):
+            codes = codes[np.concatenate([[True], codes[1:] != codes[:-1]])]
+        return codes // S, codes % S
+
+    def _needed_tables(self) -> dict:
+        """The entry and term tables of ``needed_D``: each entry's terms, product by
+        product, q then c ascending (array operations, not a loop per entry)."""
+        lay = self.lay
+        hat, blocks, _ = self._D_parts
+        I, J = self._entries()
+        parts = []
+        for b, (t, z0, k, dzt, At) in enumerate(blocks):
+            nq, na = np.diff(dzt.indptr)[I], np.diff(At.indptr)[J]
+            sizes = nq * na
+            e = np.repeat(np.arange(len(I)), sizes)
+            pos = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            q = dzt.indices[dzt.indptr[I[e]] + pos // na[e]]
+            c = At.indices[At.indptr[J[e]] + pos % na[e]]
+            ref = lay.ref(t.input_id, "vd")
+            parts.append((e, np.full(len(e), b), z0 + q,
+                          lay.block_of(t.param_id).off + q * k + c, ref.off + c,
+                          np.full(len(e), int(ref.buf == "sd"))))
+        e, b, T_Z, T_W, T_A, T_SEED = (np.concatenate([p[i] for p in parts]) if parts else
+                                       np.zeros(0, np.int64) for i in range(6))
+        order = np.lexsort((b, e))       # stable: within a block, the order built
+        ptr = np.concatenate([[0], np.cumsum(np.bincount(e, minlength=len(I)))])
+        ints = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+        return {"NK": len(I), "K_I": ints(I), "K_J": ints(J),
+                "K_HAT": ints(np.asarray(hat[I, J]).ravel() if len(I) else []),
+                "K_PTR": ints(ptr), "T_Z": ints(T_Z[order]), "T_W": ints(T_W[order]),
+                "T_A": ints(T_A[order]), "T_SEED": ints(T_SEED[order])}
 
     # -- the analysis' figures
     @property
     def kept(self) -> int:
-        return int(self.mask.nnz)
+        """Influence entries kept: each parameter entering z_q keeps its column's."""
+        return self.mask.count(self.weights)
 
     @property
     def label(self) -> str:
@@ -370,7 +402,8 @@ class SparseInfluence(EstimatorSpec):
         if blocks:
             out["ELEMENTWISE_BLOCKS"] = np.array(blocks, dtype=np.int64)
         if self.plan is not None:
-            out.update(self.plan)
+            tables = self._needed_tables()
+            out.update({"NK": tables.pop("NK"), **self.plan, **tables})
         if self.feedback == "random":    # B (S x NOUT), a row per state entry
             S, nout = self.lay.n_state, self.nout
             out["FEEDBACK"] = np.random.default_rng(self.feedback_seed).standard_normal(
@@ -436,6 +469,29 @@ class EProp(SparseInfluence):
 class RFLO(EProp):
     name = "rflo"
     aliases = ()
+
+
+def influence_patterns(lay, terms, cut=()) -> tuple:
+    """(D, I, sums, zcol, weights) for the masks, on the structure (``sparsity.Pattern``):
+    D = ∂s_t/∂s_{t-1} (``cut``: without the paths through those products, e-prop's D̂)
+    and I = ∂s_t/∂z with a column per entry of the sums the recurrent parameters enter.
+    Every parameter entering z_q has column q of I as its own column of ∂s_t/∂θ (a
+    product's row W[q, :] times its input, a bias, an elementwise vector), so the masks
+    are computed on |z| columns, not P; ``weights[q]``: how many parameters share
+    column q, zcol: each sum's first column."""
+    sums = sorted({t.sum for t in terms}, key=lay.pos.get)
+    zcol, col = {}, 0
+    for z in sums:
+        zcol[z] = col
+        col += lay.nodes[z].size
+    weights = np.zeros(col, dtype=np.int64)
+    for t in terms:
+        m = lay.nodes[t.param_id].shape[0]
+        weights[zcol[t.sum]:zcol[t.sum] + m] += \
+            lay.block_of(t.param_id).size // m if t.kind == "matrix" else 1
+    D = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut)
+    I = sparsity.patterns(lay, sums, lay.new_state)
+    return D, I, sums, zcol, weights
 
 
 def entry_terms(lay, analysis, who) -> list:
