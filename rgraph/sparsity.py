@@ -158,10 +158,12 @@ class Pattern:
         return counts + np.bincount(E.col[outside], minlength=m)
 
     def column_sets(self) -> tuple:
-        """(sets, which): the distinct row sets of the columns, each a sorted array of
-        row indices, and for every column the index of its set. A column's rows are the
-        union of the rectangles' rows that hold it and its explicit entries; columns of
-        one group of rectangles with no explicit entry outside them share one set."""
+        """(sets, which, base): the distinct row sets of the columns, each a sorted array
+        of row indices, for every column the index of its set, and for every set the
+        index of its base, the rows its group of rectangles covers (a subset of it). A
+        column's rows are the union of the rectangles' rows that hold it and its
+        explicit entries; columns of one group of rectangles with no explicit entry
+        outside them share their base."""
         n, m = self.shape
         E = self.E.tocsc()
         E.sort_indices()
@@ -180,23 +182,25 @@ class Pattern:
         outside = ~cover[group[cols], E.indices]
         own = np.zeros(m, dtype=bool)
         own[cols[outside]] = True
-        sets, index, which = [], {}, np.empty(m, dtype=np.int64)
+        sets, index, base, which = [], {}, [], np.empty(m, dtype=np.int64)
 
-        def set_of(rows):
+        def set_of(rows, b=None):
             key = rows.tobytes()
             if key not in index:
                 index[key] = len(sets)
                 sets.append(rows)
+                base.append(len(sets) - 1 if b is None else b)
             return index[key]
 
         shared = [set_of(np.flatnonzero(c)) for c in cover]
         for j in range(m):
             if own[j]:
                 extra = E.indices[E.indptr[j]:E.indptr[j + 1]]
-                which[j] = set_of(np.union1d(np.flatnonzero(cover[group[j]]), extra))
+                which[j] = set_of(np.union1d(np.flatnonzero(cover[group[j]]), extra),
+                                  shared[group[j]])
             else:
                 which[j] = shared[group[j]]
-        return sets, which
+        return sets, which, np.array(base, dtype=np.int64)
 
     @property
     def nnz(self) -> int:
@@ -272,18 +276,20 @@ def color_columns(pattern) -> np.ndarray:
     column order): a Jacobian with this pattern is recovered from one jvp per colour
     (Curtis, Powell & Reid). Rows are bit sets (Python integers); a column equal to an
     earlier one starts its search after that one's colour (every colour before it
-    already meets those rows), so an LSTM's n identical dense columns cost n steps."""
+    already meets those rows), and none searches the leading colours that cover every
+    row, so an LSTM's n dense columns and n diagonal ones cost O(n) steps."""
     csc = (pattern.tocsc() if isinstance(pattern, Pattern) else _bool(pattern).tocsc())
     n = csc.shape[0]
     colors = np.zeros(csc.shape[1], dtype=np.int64)
     used, last = [], {}           # per colour: the rows it covers; per column set: colour
+    every, full = (1 << n) - 1, 0     # colours 0:full cover every row
     col = np.zeros(n, dtype=bool)
     for j in range(csc.shape[1]):
         idx = csc.indices[csc.indptr[j]:csc.indptr[j + 1]]
         col[idx] = True
         rows = int.from_bytes(np.packbits(col, bitorder="little").tobytes(), "little")
         col[idx] = False
-        c = last.get(rows, -1) + 1 if rows else 0
+        c = max(last.get(rows, -1) + 1, full) if rows else 0
         while c < len(used) and used[c] & rows:
             c += 1
         if c == len(used):
@@ -291,6 +297,8 @@ def color_columns(pattern) -> np.ndarray:
         used[c] |= rows
         colors[j] = c
         last[rows] = c
+        while full < len(used) and used[full] == every:
+            full += 1
     return colors
 
 

@@ -224,7 +224,11 @@ class SparseInfluence(EstimatorSpec):
         column, factor kind and factor offset. A run's rows are its sum entry's column
         of the mask (every parameter entering z_q shares it)."""
         lay = self.lay
-        sets, which = self.mask.column_sets()
+        sets, which, base = self.mask.column_sets()
+        used = sorted(set(which[zq] for t in self.terms
+                          for zq in range(self.zcol[t.sum],
+                                          self.zcol[t.sum] + lay.nodes[t.param_id].shape[0])))
+        self.row_sets = [(sets[i], sets[base[i]]) for i in used if len(sets[i])]
         runs, joff = [], 0
         for t in self.terms:
             blk = lay.block_of(t.param_id)
@@ -280,7 +284,7 @@ class SparseInfluence(EstimatorSpec):
             dzt.sort_indices()
             A[t.node].sort_indices()
             blocks.append((t, z0, k, dzt, A[t.node]))
-        sets = list({run[0].tobytes(): run[0] for run in self.runs if len(run[0])}.values())
+        sets = [R for R, _ in self.row_sets]
 
         def terms(R):       # the terms of the entries R x R
             return sum(int(np.diff(dzt.indptr)[R].sum()) * int(np.diff(At.indptr)[R].sum())
@@ -289,7 +293,7 @@ class SparseInfluence(EstimatorSpec):
         per_set = [terms(R) for R in sets]
         if any(n > 4 * S * S for n in per_set):
             return None       # D_t whole is cheaper (a saturated mask)
-        self._D_parts = (hat, blocks, sets)
+        self._D_parts = (hat, blocks)
         rows = np.concatenate(sets) if sets else np.zeros(0, np.int64)
         if len(np.unique(rows)) < len(rows):            # overlapping sets: list them
             I, J = self._entries()
@@ -304,10 +308,21 @@ class SparseInfluence(EstimatorSpec):
 
     def _entries(self) -> tuple:
         """(I, J): the entries of D_t the runs read, the union of every run row set's
-        R x R, in (i, j) order."""
-        S, sets = self.lay.n_state, self._D_parts[2]
-        codes = np.sort(np.concatenate([np.add.outer(R * S, R).ravel() for R in sets])
-                        if sets else np.zeros(0, np.int64))
+        R x R, in (i, j) order. A set is its base U (the rows its group of rectangles
+        covers, shared by many sets: a stacked cell's upper layers) and its own rows X,
+        so R x R is U x U, listed once per base, and U x X, X x U and X x X."""
+        S = self.lay.n_state
+        bases, own, codes = {}, {}, []
+        for R, U in self.row_sets:
+            bases[U.tobytes()] = U
+            X = np.setdiff1d(R, U, assume_unique=True)
+            own.setdefault(U.tobytes(), []).append(X)
+            codes.append(np.add.outer(X * S, X).ravel())
+        for key, U in bases.items():        # ∪_i U x X_i = U x ∪_i X_i
+            X = np.unique(np.concatenate(own[key]))
+            codes += [np.add.outer(U * S, U).ravel(), np.add.outer(U * S, X).ravel(),
+                      np.add.outer(X * S, U).ravel()]
+        codes = np.sort(np.concatenate(codes) if codes else np.zeros(0, np.int64))
         if len(codes):
             codes = codes[np.concatenate([[True], codes[1:] != codes[:-1]])]
         return codes // S, codes % S
@@ -316,7 +331,7 @@ class SparseInfluence(EstimatorSpec):
         """The entry and term tables of ``needed_D``: each entry's terms, product by
         product, q then c ascending (array operations, not a loop per entry)."""
         lay = self.lay
-        hat, blocks, _ = self._D_parts
+        hat, blocks = self._D_parts
         I, J = self._entries()
         parts = []
         for b, (t, z0, k, dzt, At) in enumerate(blocks):
