@@ -66,10 +66,12 @@ def test_pattern_algebra_equals_dense_booleans(seed):
     lo, hi = sorted(rng.integers(0, m + 1, size=2))
     assert np.array_equal(P.cols(lo, hi).tocsr().toarray(), Pd[:, lo:hi])
     assert np.array_equal(Pattern.vstack([P, R]).tocsr().toarray(), np.vstack([Pd, Rd]))
-    sets, which = P.column_sets()
+    sets, which, base = P.column_sets()
     for j in range(m):
         assert np.array_equal(sets[which[j]], np.flatnonzero(Pd[:, j]))
     assert len({s.tobytes() for s in sets}) == len(sets)       # distinct
+    for i, b in enumerate(base):                               # a base is a subset
+        assert set(sets[b].tolist()) <= set(sets[i].tolist()) and base[b] == b
 
 
 @pytest.mark.parametrize("seed", range(20))
