@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -160,7 +161,8 @@ class NumbaLoaded(Loaded):
             if not allow_compile:       # a miss must not compile in this process
                 f._compiler.compile = _refuse
             try:
-                f.compile(sig)
+                with holding_ctrl_c():
+                    f.compile(sig)
             except _NotCached:
                 raise _Retry(f"numba's cache did not hold {name}{sig}") from None
             except Exception as e:  # noqa: BLE001 (whatever numba raises on bad data)
@@ -173,6 +175,29 @@ class NumbaLoaded(Loaded):
                     _allow_compile(f, False)
             if not allow_compile:
                 self.loaded += 1
+
+
+@contextlib.contextmanager
+def holding_ctrl_c():
+    """Ctrl-C (SIGINT) held back until the block ends, then handled as it would have
+    been: numba's work in this process runs in LLVM's ctypes callbacks, which swallow a
+    KeyboardInterrupt raised inside them (printing "Exception ignored on calling ctypes
+    callback function") and carry on. Only the main thread receives signals; elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        if callable(old):           # the default handler raises KeyboardInterrupt
+            old(signal.SIGINT, got[0])
+        elif old == signal.SIG_DFL:
+            raise KeyboardInterrupt
 
 
 class _Retry(Exception):
@@ -267,7 +292,8 @@ def compile_in_child(entry: Entry, modname: str, reqs, lock_fd=None, meanwhile=N
                 proc.stdin.write(payload)
                 proc.stdin.close()
                 if meanwhile is not None:
-                    meanwhile()
+                    with holding_ctrl_c():
+                        meanwhile()
                 proc.wait()
         except BaseException:
             with contextlib.suppress(OSError):

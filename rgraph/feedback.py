@@ -95,6 +95,7 @@ class _Board:
 
     def __init__(self):
         self.lock = threading.RLock()
+        self.active: set = set()       # the compiles going on
         self.block: list[_Line] = []   # terminal: the lines drawn, top to bottom
         self.stream = None             # where the block is drawn
         self.ticks = 0
@@ -110,6 +111,7 @@ class _Board:
     def start(self, what: str) -> _Line:
         line = _Line(what)
         with self.lock:
+            self.active.add(line)
             stream = sys.stderr
             if not _isatty(stream):
                 self._write(stream, line.start_text() + "\n")
@@ -129,6 +131,7 @@ class _Board:
         with self.lock:
             if line.dropped:
                 return
+            self.active.discard(line)
             line.seconds, line.failed = time.perf_counter() - line.t0, failed
             if line not in self.block:       # off a terminal
                 self._write(sys.stderr, line.end_text() + "\n")
@@ -143,8 +146,9 @@ class _Board:
         with self.lock:
             if self.block:
                 self._write(self.stream, f"\x1b[{len(self.block)}F\x1b[J")
-            for x in self.block:
+            for x in self.active:
                 x.dropped = True
+            self.active.clear()
             self.block = []
 
     def _draw(self, new: int = 0):
