@@ -229,8 +229,10 @@ def parallel(jobs, workers: int | None = None) -> list:
     if n <= 1:
         return [_outcome(job) for job in jobs]
     pool = ThreadPoolExecutor(n, thread_name_prefix="rgraph-compile")
-    futures = [pool.submit(_unless_stopping, job) for job in jobs]
+    futures = []
     try:
+        for job in jobs:
+            futures.append(pool.submit(_unless_stopping, job))
         wait_all(futures)
     except KeyboardInterrupt:
         _STOPPING.set()
