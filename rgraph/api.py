@@ -292,8 +292,8 @@ def precompile(estimators, workers: int | None = None):
     """Compile several estimators' modules at once, before the work that needs them:
     ``estimators`` are Estimators (their one-stream path) or (Estimator, loop) pairs,
     loop "run" or "run_batch" (``Estimator.loop_for(batch)``). Each module compiles in
-    a child process, up to ``workers`` at a time (default: the cores this process may
-    use), each with its line on stderr (``rgraph.feedback``); modules the cache holds
+    a child process, up to ``workers`` at a time (default: ``$RGRAPH_COMPILE_JOBS``,
+    else the cores this process may use), each with its line on stderr (``rgraph.feedback``); modules the cache holds
     are only loaded. Raises the first error once every compile has ended."""
     todo, seen = [], set()
     for item in estimators:

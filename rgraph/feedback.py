@@ -18,7 +18,8 @@ commands print one line and exit with status 130. The cache keeps no half-compil
 code (compiled files without a record are removed: ``rgraph.cache``).
 
 **Many modules at once.** ``parallel(jobs)`` runs compiles in threads, each waiting on
-its own child process, up to the cores this process may use (``cores()``); the cache's
+its own child process, up to the cores this process may use (``cores()``), or
+``$RGRAPH_COMPILE_JOBS`` at a time where set (1: one after the other); the cache's
 per-entry locks keep two compiles of one module from overlapping.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 
 ENV_QUIET = "RGRAPH_QUIET"
+ENV_JOBS = "RGRAPH_COMPILE_JOBS"
 TICK_S = 0.2                  # a terminal's live lines are redrawn this often
 SPINNER = "|/-\\"
 
@@ -47,6 +49,22 @@ def cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def compile_jobs() -> int:
+    """How many modules ``parallel`` compiles at once: ``$RGRAPH_COMPILE_JOBS``, else
+    ``cores()``."""
+    v = os.environ.get(ENV_JOBS, "").strip()
+    if not v:
+        return cores()
+    try:
+        n = int(v)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{ENV_JOBS}={v!r} is not a number of compiles at once: give a "
+                         f"whole number >= 1, or unset it (the cores, {cores()})")
+    return n
 
 
 def _isatty(stream) -> bool:
@@ -221,11 +239,11 @@ def _kill(proc):
 
 def parallel(jobs, workers: int | None = None) -> list:
     """Run ``jobs`` (callables, each compiling a module in a child process and waiting
-    for it) at once, ``workers`` at a time (default: ``cores()``). Returns each job's
+    for it) at once, ``workers`` at a time (default: ``compile_jobs()``). Returns each job's
     result, or the exception it raised, in order. Ctrl-C kills the compiles going on,
     starts no more, and raises ``KeyboardInterrupt`` once their threads are done."""
     jobs = list(jobs)
-    n = min(len(jobs), workers or cores())
+    n = min(len(jobs), workers or compile_jobs())
     if n <= 1:
         return [_outcome(job) for job in jobs]
     pool = ThreadPoolExecutor(n, thread_name_prefix="rgraph-compile")
@@ -260,4 +278,5 @@ def _outcome(job):
         return e
 
 
-__all__ = ["ENV_QUIET", "child_process", "compiling", "cores", "parallel", "quiet"]
+__all__ = ["ENV_JOBS", "ENV_QUIET", "child_process", "compile_jobs", "compiling", "cores",
+           "parallel", "quiet"]
