@@ -283,7 +283,7 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
     one-stream path (``run``, ``evaluate``) now instead, so the wait is here; the batch
     path compiles at the first call with several streams. ``rg.precompile`` compiles
     several estimators at once. Ctrl-C during a compile raises ``KeyboardInterrupt``
-    and leaves the cache as it was.
+    and leaves the cache consistent (the module compiles again at the next use).
     """
     return Estimator(cell, estimator, **kwargs)
 
@@ -293,8 +293,9 @@ def precompile(estimators, workers: int | None = None):
     ``estimators`` are Estimators (their one-stream path) or (Estimator, loop) pairs,
     loop "run" or "run_batch" (``Estimator.loop_for(batch)``). Each module compiles in
     a child process, up to ``workers`` at a time (default: ``$RGRAPH_COMPILE_JOBS``,
-    else the cores this process may use), each with its line on stderr (``rgraph.feedback``); modules the cache holds
-    are only loaded. Raises the first error once every compile has ended."""
+    else the cores this process may use), each with its line on stderr
+    (``rgraph.feedback``); modules the cache holds are only loaded. Raises the first
+    error once every compile has ended."""
     todo, seen = [], set()
     for item in estimators:
         est, loop = item if isinstance(item, tuple) else (item, "run")
