@@ -95,8 +95,9 @@ class Loaded:
     def call(self, name, *args):
         return getattr(self.module, name)(*args)
 
-    def prepare(self, calls):
-        """Nothing is compiled: the functions run as they are."""
+    def prepare(self, calls, what=None):
+        """Nothing is compiled: the functions run as they are (``what`` would name the
+        module in a compiling backend's message on stderr)."""
 
 
 def split_defs(text: str) -> dict[str, str]:

@@ -19,15 +19,19 @@ is rebuilt once, with one ``CacheWarning``; a second failure is a ``CompileError
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from rgraph.cache import CompileError, Entry, warn
+from rgraph.feedback import child_process, compiling
 
 from .base import Loaded
 
@@ -90,9 +94,11 @@ class NumbaLoaded(Loaded):
         self.prepare([(name, args)])
         return f(*args)
 
-    def prepare(self, calls):
+    def prepare(self, calls, what=None):
         """Compile (if the cache lacks them) and load ``calls``: (name, example args) or
-        (name, signature) pairs, in order."""
+        (name, signature) pairs, in order. A compile says so on stderr
+        (``rgraph.feedback``), naming the module ``what`` (default: the functions and
+        the module's file)."""
         reqs = []
         for name, args in calls:
             f = getattr(self.module, name)
@@ -103,7 +109,7 @@ class NumbaLoaded(Loaded):
             return
         for attempt in (0, 1):
             try:
-                self._prepare(reqs)
+                self._prepare(reqs, what)
                 return
             except _Retry as e:
                 if attempt:
@@ -114,7 +120,7 @@ class NumbaLoaded(Loaded):
                 with self.entry.lock():
                     self.entry.remove_compiled()
 
-    def _prepare(self, reqs):
+    def _prepare(self, reqs, what):
         entry, target = self.entry, target_id()
         with entry.lock() as fd:
             if entry.module_state(self.text) != "ok":   # pruned or damaged since import
@@ -123,7 +129,12 @@ class NumbaLoaded(Loaded):
             rec = entry.checked_record()
             have = {(c["function"], c["signature"], c["target"]) for c in rec["compiled"]}
             missing = [(n, s) for n, s in reqs if (n, str(s), target) not in have]
-            if missing:
+            if not missing:         # in the cache: loaded without a word
+                self._load(reqs, allow_compile=False)
+                entry.touch()
+                return
+            what = what or f"{', '.join(n for n, _ in missing)} of {entry.py.name}"
+            with compiling(what):   # the one place a compile is announced
                 if self.in_process:
                     self._load(reqs, allow_compile=True)
                 else:
@@ -135,8 +146,8 @@ class NumbaLoaded(Loaded):
                 rec["compiled"] += [{"function": n, "signature": str(s), "target": target}
                                     for n, s in missing]
                 entry.write_record(rec)
-            if not self.in_process or not missing:
-                self._load(reqs, allow_compile=False)
+                if not self.in_process:
+                    self._load(reqs, allow_compile=False)
             entry.touch()
 
     def _load(self, reqs, allow_compile):
@@ -150,7 +161,8 @@ class NumbaLoaded(Loaded):
             if not allow_compile:       # a miss must not compile in this process
                 f._compiler.compile = _refuse
             try:
-                f.compile(sig)
+                with holding_ctrl_c():
+                    f.compile(sig)
             except _NotCached:
                 raise _Retry(f"numba's cache did not hold {name}{sig}") from None
             except Exception as e:  # noqa: BLE001 (whatever numba raises on bad data)
@@ -165,15 +177,42 @@ class NumbaLoaded(Loaded):
                 self.loaded += 1
 
 
+@contextlib.contextmanager
+def holding_ctrl_c():
+    """Ctrl-C (SIGINT) held back until the block ends, then handled as it would have
+    been: numba's work in this process runs in LLVM's ctypes callbacks, which swallow a
+    KeyboardInterrupt raised inside them (printing "Exception ignored on calling ctypes
+    callback function") and carry on. Only the main thread receives signals; elsewhere
+    this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        if callable(old):           # the default handler raises KeyboardInterrupt
+            old(signal.SIGINT, got[0])
+        elif old == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
 class _Retry(Exception):
     pass
 
 
+_WARM_LOCK = threading.Lock()
+
+
 def _warm_numba():
     """numba's one-time set-up of its target (what loading would do first), done while
-    the child compiles."""
+    the child compiles (one thread at a time: several compile at once in ``parallel``)."""
     from numba.core.registry import cpu_target
-    cpu_target.target_context.refresh()
+    with _WARM_LOCK:
+        cpu_target.target_context.refresh()
 
 
 class _NotCached(Exception):
@@ -233,26 +272,32 @@ def compile_in_child(entry: Entry, modname: str, reqs, lock_fd=None, meanwhile=N
     """numba compiles ``reqs`` ((function, signature), in order) of the module in a
     fresh process and writes them to the cache; ``meanwhile()`` runs here while it does.
     The child inherits the entry's lock, so the lock stays held until the child is gone,
-    even if this process is killed."""
+    even if this process is killed. It runs in a session of its own, so a terminal's
+    Ctrl-C reaches this process alone, which kills the child (no traceback of the
+    child's) and raises KeyboardInterrupt; the entry then has no record, and its
+    compiled files, if any, are removed at the next use (``rgraph.cache``)."""
     payload = pickle.dumps(list(reqs))
     fds = (lock_fd,) if isinstance(lock_fd, int) and not isinstance(lock_fd, bool) else ()
     with tempfile.TemporaryFile() as errors:
         try:
             proc = subprocess.Popen([sys.executable, "-c", CHILD, str(entry.py), modname],
                                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=errors, pass_fds=fds,
+                                    stderr=errors, pass_fds=fds, start_new_session=True,
                                     env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
         except OSError as e:
             raise CompileError(f"cannot start a process to compile {entry.py}: "
                                f"{e}") from None
         try:
-            proc.stdin.write(payload)
-            proc.stdin.close()
-            if meanwhile is not None:
-                meanwhile()
-            proc.wait()
+            with child_process(proc):   # killed by an interrupted parallel compile
+                proc.stdin.write(payload)
+                proc.stdin.close()
+                if meanwhile is not None:
+                    with holding_ctrl_c():
+                        meanwhile()
+                proc.wait()
         except BaseException:
-            proc.kill()
+            with contextlib.suppress(OSError):
+                proc.kill()
             proc.wait()
             raise
         errors.seek(0)

@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 from . import cells, families, plots      # families: the report's families table
 from .analysis import analyze
-from .api import Estimator, compile
+from .api import Estimator, compile, precompile
 from .checks import check_derivatives, compare_backends
 from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, MemoryRefused,
                      NameError_, NotApplicable, RGraphError, ShapeError, TrainingWarning)
@@ -29,7 +29,7 @@ globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.sigmoid, ...: one per registr
 
 __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
-    *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "Estimator", "Trainer",
+    *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "precompile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
     "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",

@@ -19,6 +19,7 @@ from .backends import get_backend
 from .estimators import make_spec
 from .codegen import layout_size
 from .export import export, reserved_names
+from .feedback import parallel
 from .graph import Cell, init_param
 from .layout import Layout
 from .resources import check_fits, memory
@@ -77,7 +78,8 @@ class Estimator:
 
     def __init__(self, cell: Cell, estimator: str = "uoro", *, loss: str = "softmax_xent",
                  backend: str = "numba", dtype="float64", output: str | None = None,
-                 blas_threads: int | None = 1, force_memory: bool = False, **options):
+                 blas_threads: int | None = 1, force_memory: bool = False,
+                 eager: bool = False, **options):
         if not isinstance(cell, Cell):
             raise TypeError(f"compile: expected an rgraph Cell, got {type(cell).__name__}")
         if loss not in LOSSES:
@@ -111,7 +113,7 @@ class Estimator:
         stem = re.sub(r"\W", "_", f"{cell.name}_{self.name}", flags=re.ASCII)
         self.code = codegen.load(src, self.backend, stem)
         self.module, self.path = self.code.module, self.code.path
-        self._prepared = False
+        self._ready: set = set()        # entry points compiled (or loaded) for this one
         self.n_state, self.n_in, self.n_params = lay.n_state, lay.n_in, lay.n_params
         self.n_out = self.spec.nout
         if loss == "softmax_xent" and self.n_out == 1:
@@ -127,6 +129,8 @@ class Estimator:
             state=state_form(self.spec), segmented=self.spec.segment,
             whole=self.spec.whole_sequence, flushes=self.spec.flushes,
             batched="run_batch" in self.entry_points, opt_size=state_size(self.n_params))
+        if eager:
+            self.prepare("run")
 
     def __repr__(self):
         return (f"Estimator({self.name} on cell '{self.cell.name}', loss={self.loss_name}, "
@@ -165,7 +169,7 @@ class Estimator:
 
     def _invoke(self, fn: str, *args):
         """``runtime.Model``'s way into the generated module: prepare, then call."""
-        if not self._prepared:
+        if fn not in self._ready:
             self.prepare(fn)
         name = self.entry_points[fn]
         if self.blas_threads is None:
@@ -176,12 +180,29 @@ class Estimator:
     def prepare(self, loop: str = "run"):
         """Compile the entry points (in a child process, if the cache lacks them) and
         load them from the cache, always in the same order, so that every process runs
-        the same machine code (see ``rgraph.cache``). Runs on the first call; ``loop``
-        is the loop entry point that call needs (``run``, or ``run_batch`` for several
-        streams), and the other is compiled when first used."""
+        the same machine code (see ``rgraph.cache``). Runs on the first call (or in
+        ``rg.compile(..., eager=True)``, or ``rg.precompile``); ``loop`` is the loop
+        entry point that call needs (``run``, or ``run_batch`` for several streams),
+        and the other is compiled when first used. A compile says so on stderr
+        (``rgraph.feedback``); a load from the cache says nothing."""
         calls = self.model.example_calls(loop)
-        self.code.prepare([(self.entry_points[f], args) for f, args in calls])
-        self._prepared = True
+        self.code.prepare([(self.entry_points[f], args) for f, args in calls],
+                          what=self.describe_module(loop))
+        self._ready.update(f for f, _ in calls)
+
+    def loop_for(self, batch: int) -> str:
+        """The loop entry point that steps ``batch`` streams (``run_batch`` where the
+        module has it and the batch has several streams, else ``run``)."""
+        return "run_batch" if batch > 1 and self.model.batched else "run"
+
+    def describe_module(self, loop: str = "run") -> str:
+        """The module and loop a compile of ``loop`` is for, as its line on stderr names
+        them: "uoro for 'lstm' (n=32, batch path)"."""
+        sizes = [int(np.prod(n.shape)) for n in self.layout.nodes if n.kind == "state"]
+        n = f"n={sizes[0]}" if len(set(sizes)) == 1 else "n=" + "+".join(map(str, sizes))
+        path = "batch path" if loop == "run_batch" else "one-stream path"
+        dtype = "" if self.dtype == np.float64 else f", {self.dtype.name}"
+        return f"{self.name} for '{self.cell.name}' ({n}{dtype}, {path})"
 
     # ------------------------------------------------------------- gradients
     def new_state(self, batch: int, T: int | None = None):
@@ -250,11 +271,43 @@ def compile(cell: Cell, estimator: str = "uoro", **kwargs) -> Estimator:  # noqa
     Options: loss ("softmax_xent" | "mse"), backend ("numba" | "numpy"), dtype, output
     (which output the loss sees), blas_threads (default 1; None leaves BLAS alone),
     force_memory (compile even where one stream's buffers exceed the memory available:
-    ``MemoryRefused`` otherwise, see ``rgraph.resources``), and
+    ``MemoryRefused`` otherwise, see ``rgraph.resources``), eager (see below), and
     the estimator's own options (see ``rg.estimators.ESTIMATORS``). Estimators that cannot
     apply to the cell raise ``NotApplicable`` with the analysis's reason.
+
+    The generated module is written here; numba compiles its entry points at their first
+    call (a few seconds to tens of seconds, once: later calls and later processes load the
+    compiled code from the cache, ``rgraph.cache``). A compile says so on stderr
+    ("compiling uoro for 'lstm' (n=32, one-stream path) …", then its time; nothing for
+    code the cache holds; ``RGRAPH_QUIET=1`` silences it). ``eager=True`` compiles the
+    one-stream path (``run``, ``evaluate``) now instead, so the wait is here; the batch
+    path compiles at the first call with several streams. ``rg.precompile`` compiles
+    several estimators at once. Ctrl-C during a compile raises ``KeyboardInterrupt``
+    and leaves the cache consistent (the module compiles again at the next use).
     """
     return Estimator(cell, estimator, **kwargs)
 
 
-__all__ = ["Estimator", "compile"]
+def precompile(estimators, workers: int | None = None):
+    """Compile several estimators' modules at once, before the work that needs them:
+    ``estimators`` are Estimators (their one-stream path) or (Estimator, loop) pairs,
+    loop "run" or "run_batch" (``Estimator.loop_for(batch)``). Each module compiles in
+    a child process, up to ``workers`` at a time (default: ``$RGRAPH_COMPILE_JOBS``,
+    else the cores this process may use), each with its line on stderr
+    (``rgraph.feedback``); modules the cache holds are only loaded. Raises the first
+    error once every compile has ended."""
+    todo, seen = [], set()
+    for item in estimators:
+        est, loop = item if isinstance(item, tuple) else (item, "run")
+        key = (id(est.code), loop)
+        if key not in seen:
+            seen.add(key)
+            todo.append((est, loop))
+    outcomes = parallel([lambda e=est, lp=loop: e.prepare(lp) for est, loop in todo],
+                        workers)
+    for err in outcomes:
+        if isinstance(err, BaseException):
+            raise err
+
+
+__all__ = ["Estimator", "compile", "precompile"]

@@ -8,6 +8,7 @@ module reads the command line, drives the run and prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import sys
@@ -151,6 +152,9 @@ def cmd_train(args):
     # bad options, and buffers that cannot fit, fail here, before any folder exists
     cell, task, est = build_run(cfg, args.force_memory)
     est.check_memory(cfg.batch, cfg.chunk, force=args.force_memory)
+    # compile (or load) the loop now: a Ctrl-C during the compile stops the command
+    # (one line, exit status 130) before any folder exists
+    est.prepare(est.loop_for(cfg.batch))
     if not args.resume:
         run_dir = start_run_dir(Path(args.out), cfg) if args.out else \
             new_run_dir(default_run_dir(cfg), cfg)
@@ -195,6 +199,24 @@ def cmd_train(args):
         print(f"stopped at step {tr.step:,}; continue with: rgraph train --resume {run_dir}")
         return 130 if stop["flag"] else 0
     return 0
+
+
+@contextlib.contextmanager
+def quiet_compiles(on: bool):
+    """``--quiet``: no compile lines either (``$RGRAPH_QUIET``, for this process and
+    those it starts), for the command's duration."""
+    from .feedback import ENV_QUIET
+    old = os.environ.get(ENV_QUIET)
+    if on:
+        os.environ[ENV_QUIET] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            if old is None:
+                os.environ.pop(ENV_QUIET, None)
+            else:
+                os.environ[ENV_QUIET] = old
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None):
@@ -333,7 +355,8 @@ def add_sweep_parser(sub):
                    help="run again the runs whose record is a failure")
     p.add_argument("--summarize", metavar="DIR",
                    help="only rebuild DIR/summary.csv and summary.png from DIR/records")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar, no compile lines")
     p.set_defaults(func=cmd_sweep)
     return p
 
@@ -552,7 +575,8 @@ def build_parser():
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     p.add_argument("--max-seconds", type=float, help="stop (with a checkpoint) after this "
                                                      "much wall time")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar, no compile lines")
     p.set_defaults(func=cmd_train)
 
     add_sweep_parser(sub)
@@ -562,7 +586,7 @@ def build_parser():
                                    "exact one, over seeds, for several sizes (Mujika et al. "
                                    "Fig. 3b). Prints a table, writes a PNG and a CSV.")
     add_cell_args(p)
-    p.add_argument("--estimators", default="uoro,kf-rtrl",
+    p.add_argument("--estimators", "-e", default="uoro,kf-rtrl",
                    help=f"comma-separated, of: {estimator_help()} (e.g. uoro,kf-rtrl,snap-1,"
                         f"projected-uoro[h_new,c_new])")
     p.add_argument("--sizes", default="16,32,64", help="state sizes (default 16,32,64)")
@@ -578,7 +602,8 @@ def build_parser():
                         "scheduler file); same numbers as without")
     p.add_argument("--workers", type=int, help="draw the seeds on a local Dask cluster of "
                                                "this many worker processes")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress lines, no compile lines")
     p.set_defaults(func=cmd_variance)
 
     p = sub.add_parser("bench", help="µs per online step vs hand-written NumPy and JAX",
@@ -652,7 +677,8 @@ def main(argv=None):
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
-        code = args.func(args)
+        with quiet_compiles(getattr(args, "quiet", False)):
+            code = args.func(args)
     except CLIError as e:
         print(f"rgraph {args.command}: {e}", file=sys.stderr)
         return 2

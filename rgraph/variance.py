@@ -16,6 +16,7 @@ import numpy as np
 
 from . import plots
 from .api import compile as rg_compile
+from .api import precompile
 from .estimators import known
 from .estimators.names import parse_estimator
 
@@ -119,23 +120,63 @@ def variance(cell, estimators, xs, ys, params=None, seeds: int = 100, loss=None,
     reported with nan and their reason. Returns a ``VarianceResult`` (``.table()``,
     ``.plot(path)``); pass ``result`` to append rows to an existing one. ``client``: a
     ``dask.distributed.Client`` to draw the seeds on (``rgraph.sweeps.dask_client``
-    makes one), with the same numbers as drawing them here."""
-    result = result if result is not None else VarianceResult()
+    makes one), with the same numbers as drawing them here. Every module is compiled
+    first, several at once (``rg.precompile``)."""
     specs = [_spec(e) for e in estimators]      # a malformed name fails before any work
-    loss = loss or ("mse" if np.asarray(ys).ndim == 2 else "softmax_xent")
-    exact_est = rg_compile(cell, "bptt", loss=loss, backend=backend)
+    built = _build(cell, specs, loss or _loss_of(ys), backend)
+    precompile(_compiled(built))
+    return _measure(built, estimators, specs, xs, ys, params, seeds, size, label,
+                    params_seed, result, progress, client)
+
+
+def _loss_of(ys) -> str:
+    """The default loss: mse for vector targets, else softmax_xent."""
+    return "mse" if np.asarray(ys).ndim == 2 else "softmax_xent"
+
+
+@dataclass
+class _Built:
+    """A cell's exact estimator (BPTT) and each estimator compiled for it (or the error
+    that says why it does not apply), not yet prepared."""
+    cell: object
+    loss: str
+    backend: str
+    exact: object
+    estimators: list
+
+
+def _build(cell, specs, loss, backend) -> _Built:
+    exact = rg_compile(cell, "bptt", loss=loss, backend=backend)
+    ests = []
+    for name, opts, _ in specs:
+        try:
+            ests.append(rg_compile(cell, name, loss=loss, backend=backend, **opts))
+        except Exception as err:   # NotApplicable and friends: reported, not raised
+            ests.append(err)
+    return _Built(cell, loss, backend, exact, ests)
+
+
+def _compiled(built: _Built) -> list:
+    """The estimators of ``built`` that compiled (their one-stream path: what
+    ``total_gradient`` calls)."""
+    return [built.exact] + [e for e in built.estimators if not isinstance(e, Exception)]
+
+
+def _measure(built, estimators, specs, xs, ys, params, seeds, size, label, params_seed,
+             result, progress, client) -> VarianceResult:
+    """``variance``'s rows, from the estimators ``_build`` made."""
+    result = result if result is not None else VarianceResult()
+    cell, loss, backend, exact_est = built.cell, built.loss, built.backend, built.exact
     p = params if params is not None else exact_est.init_params(params_seed)
     rec = [b.name for b in exact_est.blocks if b.recurrent]
     flat = lambda g: np.concatenate([np.ravel(g[k]) for k in rec])  # noqa: E731
     g0 = flat(exact_est.total_gradient(p, xs, ys))
     n0 = np.linalg.norm(g0)
-    for e, (name, opts, lab) in zip(estimators, specs):
+    for e, (name, opts, lab), est in zip(estimators, specs, built.estimators, strict=True):
         t = time.perf_counter()
-        try:
-            est = rg_compile(cell, name, loss=loss, backend=backend, **opts)
-        except Exception as err:   # NotApplicable and friends: report, do not stop
+        if isinstance(est, Exception):
             if progress:
-                progress(f"{lab or name}: not applicable ({err})")
+                progress(f"{lab or name}: not applicable ({est})")
             result.rows.append(VarianceRow(label or cell.name, lab or str(e), size, np.nan,
                                            np.nan, np.nan, np.nan, np.nan, 0, 0.0))
             continue
@@ -161,13 +202,17 @@ def variance_vs_size(make_cell, sizes, estimators, data, seeds=100, backend="num
     """``variance`` for cells of several sizes: make_cell(n) -> Cell, data(cell) ->
     (xs, ys); an estimator may be a function of n returning its spec (e.g. rank n).
     Mujika et al. Fig. 3b: RHNs of 16..256 units, 100 steps of text. ``client``: see
-    ``variance``."""
+    ``variance``. The modules of every size are compiled first, several at once."""
     result = VarianceResult()
+    todo = []
     for n in sizes:
         cell = make_cell(n)
         xs, ys = data(cell)
         ests = [e(n) if callable(e) else e for e in estimators]
-        variance(cell, ests, xs, ys, seeds=seeds, backend=backend, size=n,
-                 label=label or cell.name, result=result, progress=progress,
-                 client=client)
+        specs = [_spec(e) for e in ests]
+        todo.append((n, ests, specs, xs, ys, _build(cell, specs, _loss_of(ys), backend)))
+    precompile([est for *_, built in todo for est in _compiled(built)])
+    for n, ests, specs, xs, ys, built in todo:
+        _measure(built, ests, specs, xs, ys, None, seeds, n, label or built.cell.name, 0,
+                 result, progress, client)
     return result

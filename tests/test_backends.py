@@ -43,7 +43,7 @@ class MarshalLoaded(Loaded):
         super().__init__(entry, module, text, in_process)
         self.functions = {}
 
-    def prepare(self, calls):
+    def prepare(self, calls, what=None):
         entry, names = self.entry, [n for n, _ in calls if n not in self.functions]
         if not names:
             return

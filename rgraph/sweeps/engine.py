@@ -158,15 +158,16 @@ def failed_record(cfg: dict, err: BaseException) -> dict:
 
 # ------------------------------------------------------------------ the engine
 def warm_cache(cfgs, timeout=None):
-    """Compile every distinct module the runs need, in a child process (one short run
-    per distinct module: the compiled loop and the evaluation are called once, so numba
-    writes them to rgraph's cache). Errors are left for the runs themselves to record."""
+    """Compile every distinct module (and loop: one stream, or a batch) the runs need,
+    in a child process that compiles them several at once (``rg.precompile``, one line
+    each on stderr). Errors are left for the runs themselves to record."""
     seen, todo = set(), []
     for cfg in cfgs:
-        key = canonical({k: cfg.get(k) for k in COMPILE_KEYS})
+        key = canonical({**{k: cfg.get(k) for k in COMPILE_KEYS},
+                         "batched": (cfg.get("batch") or 1) > 1})
         if key not in seen:
             seen.add(key)
-            todo.append({**cfg, "steps": 1, "valid_steps": 2})
+            todo.append(cfg)
     if not todo:
         return
     subprocess.run([sys.executable, "-c",
@@ -370,6 +371,23 @@ def run_sweep(cfgs, out, client=None, scheduler=None, workers=None, serial=False
 
 
 def _warm_main():
-    """``warm_cache``'s child process: one short run per config read from stdin."""
-    for cfg in json.load(sys.stdin):
-        run_one(cfg)
+    """``warm_cache``'s child process: the estimator of each config read from stdin,
+    built here, then their loops compiled several at once. A config that fails to build
+    or compile is skipped (its run records the error); Ctrl-C ends it quietly (the
+    sweep's process says so)."""
+    from ..api import precompile
+    try:
+        items = []
+        for cfg in json.load(sys.stdin):
+            try:
+                run = run_config_of(cfg)
+                _, _, est = build_run(run)
+            except Exception:      # noqa: BLE001 (the run itself records it)
+                continue
+            items.append((est, est.loop_for(run.batch)))
+        try:
+            precompile(items)
+        except Exception:          # noqa: BLE001 (the run itself records it)
+            pass
+    except KeyboardInterrupt:
+        sys.exit(130)
