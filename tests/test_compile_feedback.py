@@ -110,7 +110,15 @@ def _train(cache, out, *more):
     return subprocess.Popen(
         [sys.executable, "-m", "rgraph", "train", "tanh", "-n", "3", "--task", "anbn",
          "-e", "uoro", "--steps", "20", "--out", str(out), *more],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache))
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache),
+        preexec_fn=_default_ctrl_c)
+
+
+def _default_ctrl_c():
+    """A child with Ctrl-C's default action, as in a terminal: pytest-xdist's workers
+    ignore SIGINT, and an ignored signal stays ignored across exec (Python then installs
+    no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _env(cache):
@@ -255,7 +263,8 @@ PARALLEL_CTRL_C = textwrap.dedent("""
 
 
 def test_ctrl_c_during_parallel_compiles_kills_them_and_starts_no_more(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-c", PARALLEL_CTRL_C], stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", PARALLEL_CTRL_C], preexec_fn=_default_ctrl_c,
+                            stderr=subprocess.PIPE,
                             text=True, env=_env(tmp_path))
     started = [proc.stderr.readline(), proc.stderr.readline()]
     pids = sorted(int(s.split()[2]) for s in started)
