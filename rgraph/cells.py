@@ -11,6 +11,12 @@ equations and its default init U(-1/sqrt(n), 1/sqrt(n))), so that weights move b
 rgraph and PyTorch unchanged: ``save_state_dict`` / ``load_state_dict`` write and read
 an ``.npz`` with PyTorch's keys, without importing torch. ``leaky_rnn`` is the leaky
 (continuous-time) RNN of Murray's RFLO.
+
+``tanh_rnn``, ``lstm`` and ``gru`` take ``layers=L`` (PyTorch's ``num_layers``): layer l
+reads layer l-1's new hidden state (layer 0 reads x), the readout reads the top layer's.
+Each layer's nodes carry the suffix ``_l<l>`` (``W_l0``, ``h_l1``; with
+``form="pytorch"``, ``weight_ih_l0`` … ``bias_hh_l1``, PyTorch's own names, which are
+also the state-dict keys). One layer keeps the unsuffixed names.
 """
 from __future__ import annotations
 
@@ -48,13 +54,32 @@ def _torch_scale(fan_in: int, n: int) -> float:
     return float(s)
 
 
-def _torch_params(c: Cell, G: int, n_in: int, n: int):
-    """PyTorch's four parameters of a G-gate cell, each drawn from U(±1/√n)."""
-    W_ih = c.param("weight_ih", (G * n, n_in), init="uniform", scale=_torch_scale(n_in, n))
-    W_hh = c.param("weight_hh", (G * n, n), init="uniform", scale=_torch_scale(n, n))
-    b_ih = c.param("bias_ih", G * n, init="uniform", scale=_torch_scale(G * n, n))
-    b_hh = c.param("bias_hh", G * n, init="uniform", scale=_torch_scale(G * n, n))
+def _torch_params(c: Cell, G: int, n_in: int, n: int, sfx: str = ""):
+    """PyTorch's four parameters of a G-gate layer, each drawn from U(±1/√n)."""
+    W_ih = c.param("weight_ih" + sfx, (G * n, n_in), init="uniform",
+                   scale=_torch_scale(n_in, n))
+    W_hh = c.param("weight_hh" + sfx, (G * n, n), init="uniform", scale=_torch_scale(n, n))
+    b_ih = c.param("bias_ih" + sfx, G * n, init="uniform", scale=_torch_scale(G * n, n))
+    b_hh = c.param("bias_hh" + sfx, G * n, init="uniform", scale=_torch_scale(G * n, n))
     return W_ih, W_hh, b_ih, b_hh
+
+
+def _check_layers(cell: str, layers) -> int:
+    if isinstance(layers, bool) or not isinstance(layers, (int, np.integer)) or layers < 1:
+        raise ValueError(f"{cell}: layers must be a positive integer, got {layers!r}")
+    return int(layers)
+
+
+def _stacked(name: str, n_in: int, n: int, n_out: int, layers: int, layer) -> Cell:
+    """A cell of ``layers`` layers: ``layer(c, below, sfx)`` adds one layer reading the
+    vector ``below`` (x, or the new hidden state of the layer under it) and returns its
+    new hidden state; ``sfx`` ("" for one layer, else "_l<l>") ends its node names."""
+    c = Cell(name if layers == 1 else f"{name}_x{layers}")
+    below = c.input("x", n_in)
+    for k in range(layers):
+        below = layer(c, below, "" if layers == 1 else f"_l{k}")
+    _readout(c, below, n_out)
+    return c
 
 
 def _readout(c: Cell, h, n_out: int, name="logits"):
@@ -64,19 +89,22 @@ def _readout(c: Cell, h, n_out: int, name="logits"):
     c.output(name, V @ h + b)
 
 
-def tanh_rnn(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
+def tanh_rnn(n_in: int, n: int, n_out: int, form: str = "concat", layers: int = 1) -> Cell:
     """h_t = tanh(W [h_{t-1}; x_t; 1]); ``form="pytorch"``: PyTorch's ``nn.RNN``,
-    h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
+    h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh). ``layers``: stacked layers."""
+    layers = _check_layers("tanh_rnn", layers)
     if _check_form("tanh_rnn", form) == "pytorch":
-        return _torch_rnn(n_in, n, n_out)
-    c = Cell("tanh_rnn")
-    x, h = c.input("x", n_in), c.state("h", n)
-    W = c.param("W", (n, n + n_in + 1))
-    z = (W @ concat(h, x, const(1.0)).named("hx")).named("z")
-    h_new = tanh(z)
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+        return _stacked("rnn_pytorch", n_in, n, n_out, layers, _torch_rnn_layer(n))
+
+    def layer(c, below, sfx):
+        h = c.state("h" + sfx, n)
+        W = c.param("W" + sfx, (n, n + below.shape[0] + 1))
+        z = (W @ concat(h, below, const(1.0)).named("hx" + sfx)).named("z" + sfx)
+        h_new = tanh(z)
+        c.update(h, h_new)
+        return h_new
+
+    return _stacked("tanh_rnn", n_in, n, n_out, layers, layer)
 
 
 rnn = tanh_rnn
@@ -107,96 +135,102 @@ def rhn(n_in: int, n: int, n_out: int, nonlinearity: str = "tanh") -> Cell:
     return c
 
 
-def lstm(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
+def lstm(n_in: int, n: int, n_out: int, form: str = "concat", layers: int = 1) -> Cell:
     """LSTM with state (h, c), one matrix for the four gates (input, forget, output,
     candidate, in that order). ``form="pytorch"``: PyTorch's ``nn.LSTM`` (gates i, f, g,
-    o; see ``_torch_lstm``)."""
+    o; see ``_torch_lstm_layer``). ``layers``: stacked layers."""
+    layers = _check_layers("lstm", layers)
     if _check_form("lstm", form) == "pytorch":
-        return _torch_lstm(n_in, n, n_out)
-    c = Cell("lstm")
-    x = c.input("x", n_in)
-    h, m = c.state("h", n), c.state("c", n)
-    W = c.param("W", (4 * n, n + n_in + 1))
-    z = (W @ concat(h, x, const(1.0)).named("hx")).named("z")
-    i, f, o, g = split(z, 4)
-    m_new = sigmoid(f).named("f_gate") * m + sigmoid(i).named("i_gate") * tanh(g)
-    h_new = sigmoid(o).named("o_gate") * tanh(m_new)
-    c.update(m, m_new)
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+        return _stacked("lstm_pytorch", n_in, n, n_out, layers, _torch_lstm_layer(n))
+
+    def layer(c, below, sfx):
+        h, m = c.state("h" + sfx, n), c.state("c" + sfx, n)
+        W = c.param("W" + sfx, (4 * n, n + below.shape[0] + 1))
+        z = (W @ concat(h, below, const(1.0)).named("hx" + sfx)).named("z" + sfx)
+        i, f, o, g = split(z, 4)
+        m_new = sigmoid(f).named("f_gate" + sfx) * m + \
+            sigmoid(i).named("i_gate" + sfx) * tanh(g)
+        h_new = sigmoid(o).named("o_gate" + sfx) * tanh(m_new)
+        c.update(m, m_new)
+        c.update(h, h_new)
+        return h_new
+
+    return _stacked("lstm", n_in, n, n_out, layers, layer)
 
 
-def gru(n_in: int, n: int, n_out: int, form: str = "concat") -> Cell:
+def gru(n_in: int, n: int, n_out: int, form: str = "concat", layers: int = 1) -> Cell:
     """GRU (Cho et al.): the reset gate r multiplies h *before* the candidate's matrix,
     so the candidate product's input depends on θ — no Kronecker structure.
     ``form="pytorch"``: PyTorch's ``nn.GRU``, where r multiplies W_hn h + b_hn *after*
-    the matrix (see ``_torch_gru``)."""
+    the matrix (see ``_torch_gru_layer``). ``layers``: stacked layers."""
+    layers = _check_layers("gru", layers)
     if _check_form("gru", form) == "pytorch":
-        return _torch_gru(n_in, n, n_out)
-    c = Cell("gru")
-    x, h = c.input("x", n_in), c.state("h", n)
-    W_zr = c.param("W_zr", (2 * n, n + n_in + 1))
-    W_h = c.param("W_h", (n, n + n_in + 1))
-    z_zr = (W_zr @ concat(h, x, const(1.0)).named("hx")).named("z_zr")
-    u, r = split(sigmoid(z_zr).named("gates"), 2)
-    rhx = concat((r.named("r_gate") * h).named("rh"), x, const(1.0)).named("rhx")
-    h_cand = tanh((W_h @ rhx).named("z_h")).named("h_cand")
-    h_new = (1 - u) * h + u * h_cand
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+        return _stacked("gru_pytorch", n_in, n, n_out, layers, _torch_gru_layer(n))
+
+    def layer(c, below, sfx):
+        h = c.state("h" + sfx, n)
+        W_zr = c.param("W_zr" + sfx, (2 * n, n + below.shape[0] + 1))
+        W_h = c.param("W_h" + sfx, (n, n + below.shape[0] + 1))
+        z_zr = (W_zr @ concat(h, below, const(1.0)).named("hx" + sfx)).named("z_zr" + sfx)
+        u, r = split(sigmoid(z_zr).named("gates" + sfx), 2)
+        rhx = concat((r.named("r_gate" + sfx) * h).named("rh" + sfx), below,
+                     const(1.0)).named("rhx" + sfx)
+        h_cand = tanh((W_h @ rhx).named("z_h" + sfx)).named("h_cand" + sfx)
+        h_new = (1 - u) * h + u * h_cand
+        c.update(h, h_new)
+        return h_new
+
+    return _stacked("gru", n_in, n, n_out, layers, layer)
 
 
 # ------------------------------------------------------- PyTorch's parameterization
-def _torch_rnn(n_in: int, n: int, n_out: int) -> Cell:
-    """``nn.RNN`` (tanh): h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
-    c = Cell("rnn_pytorch")
-    x, h = c.input("x", n_in), c.state("h", n)
-    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 1, n_in, n)
-    z = (W_ih @ x + b_ih + W_hh @ h + b_hh).named("z")
-    h_new = tanh(z)
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+def _torch_rnn_layer(n: int):
+    """A layer of ``nn.RNN`` (tanh): h' = tanh(W_ih x + b_ih + W_hh h + b_hh)."""
+    def layer(c, below, sfx):
+        h = c.state("h" + sfx, n)
+        W_ih, W_hh, b_ih, b_hh = _torch_params(c, 1, below.shape[0], n, sfx)
+        z = (W_ih @ below + b_ih + W_hh @ h + b_hh).named("z" + sfx)
+        h_new = tanh(z)
+        c.update(h, h_new)
+        return h_new
+    return layer
 
 
-def _torch_lstm(n_in: int, n: int, n_out: int) -> Cell:
-    """``nn.LSTM``: gates = W_ih x + b_ih + W_hh h + b_hh, split (i, f, g, o);
+def _torch_lstm_layer(n: int):
+    """A layer of ``nn.LSTM``: gates = W_ih x + b_ih + W_hh h + b_hh, split (i, f, g, o);
     c' = σ(f) c + σ(i) tanh(g),  h' = σ(o) tanh(c')."""
-    c = Cell("lstm_pytorch")
-    x = c.input("x", n_in)
-    h, m = c.state("h", n), c.state("c", n)
-    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 4, n_in, n)
-    gates = (W_ih @ x + b_ih + W_hh @ h + b_hh).named("gates")
-    i, f, g, o = split(gates, 4)
-    m_new = sigmoid(f).named("f_gate") * m + sigmoid(i).named("i_gate") * \
-        tanh(g).named("g_cand")
-    h_new = sigmoid(o).named("o_gate") * tanh(m_new)
-    c.update(m, m_new)
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+    def layer(c, below, sfx):
+        h, m = c.state("h" + sfx, n), c.state("c" + sfx, n)
+        W_ih, W_hh, b_ih, b_hh = _torch_params(c, 4, below.shape[0], n, sfx)
+        gates = (W_ih @ below + b_ih + W_hh @ h + b_hh).named("gates" + sfx)
+        i, f, g, o = split(gates, 4)
+        m_new = sigmoid(f).named("f_gate" + sfx) * m + sigmoid(i).named("i_gate" + sfx) * \
+            tanh(g).named("g_cand" + sfx)
+        h_new = sigmoid(o).named("o_gate" + sfx) * tanh(m_new)
+        c.update(m, m_new)
+        c.update(h, h_new)
+        return h_new
+    return layer
 
 
-def _torch_gru(n_in: int, n: int, n_out: int) -> Cell:
-    """``nn.GRU``: gi = W_ih x + b_ih, gh = W_hh h + b_hh, each split (r, z, n);
-    r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
+def _torch_gru_layer(n: int):
+    """A layer of ``nn.GRU``: gi = W_ih x + b_ih, gh = W_hh h + b_hh, each split (r, z,
+    n); r = σ(gi_r + gh_r), z = σ(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
     h' = (1 - z) n + z h."""
-    c = Cell("gru_pytorch")
-    x, h = c.input("x", n_in), c.state("h", n)
-    W_ih, W_hh, b_ih, b_hh = _torch_params(c, 3, n_in, n)
-    gi = (W_ih @ x + b_ih).named("gi")
-    gh = (W_hh @ h + b_hh).named("gh")
-    gi_r, gi_z, gi_n = split(gi, 3)
-    gh_r, gh_z, gh_n = split(gh, 3)
-    r = sigmoid(gi_r + gh_r).named("r_gate")
-    z = sigmoid(gi_z + gh_z).named("z_gate")
-    n_cand = tanh(gi_n + (r * gh_n).named("r_gh")).named("n_cand")
-    h_new = (1 - z) * n_cand + z * h
-    c.update(h, h_new)
-    _readout(c, h_new, n_out)
-    return c
+    def layer(c, below, sfx):
+        h = c.state("h" + sfx, n)
+        W_ih, W_hh, b_ih, b_hh = _torch_params(c, 3, below.shape[0], n, sfx)
+        gi = (W_ih @ below + b_ih).named("gi" + sfx)
+        gh = (W_hh @ h + b_hh).named("gh" + sfx)
+        gi_r, gi_z, gi_n = split(gi, 3)
+        gh_r, gh_z, gh_n = split(gh, 3)
+        r = sigmoid(gi_r + gh_r).named("r_gate" + sfx)
+        z = sigmoid(gi_z + gh_z).named("z_gate" + sfx)
+        n_cand = tanh(gi_n + (r * gh_n).named("r_gh" + sfx)).named("n_cand" + sfx)
+        h_new = (1 - z) * n_cand + z * h
+        c.update(h, h_new)
+        return h_new
+    return layer
 
 
 def leaky_rnn(n_in: int, n: int, n_out: int, alpha: float = 0.1) -> Cell:
@@ -252,37 +286,64 @@ FRAMEWORK_FORMS = ("tanh", "rnn", "lstm", "gru")
 
 
 # ------------------------------------------------------------- PyTorch state dicts
-# rgraph parameter name -> state-dict key: a single-layer PyTorch module (nn.RNN,
-# nn.LSTM, nn.GRU) keys its parameters by layer (``_l0``); the readout keeps its names.
-STATE_DICT_KEYS = {"weight_ih": "weight_ih_l0", "weight_hh": "weight_hh_l0",
-                   "bias_ih": "bias_ih_l0", "bias_hh": "bias_hh_l0", "V": "V", "b": "b"}
+# A PyTorch module (nn.RNN, nn.LSTM, nn.GRU) keys its parameters by layer (``_l0``,
+# ``_l1``, ...); a one-layer cell's rgraph names lack the suffix, a stacked cell's have
+# it already. The readout keeps its names.
+WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+STATE_DICT_KEYS = {w: w + "_l0" for w in WEIGHTS} | {"V": "V", "b": "b"}  # one layer
 _GATES = {1: "RNN", 3: "GRU", 4: "LSTM"}
+
+
+def _names(layers: int) -> dict:
+    """rgraph name -> state-dict key of a ``layers``-layer cell."""
+    if layers == 1:
+        return dict(STATE_DICT_KEYS)
+    return {f"{w}_l{k}": f"{w}_l{k}" for k in range(layers) for w in WEIGHTS} | \
+        {"V": "V", "b": "b"}
+
+
+def _layers_of(keys) -> int:
+    """How many layers a set of names or keys describes: 1 for the unsuffixed names,
+    else the number of recurrent matrices ``weight_hh_l<k>`` (at least 1)."""
+    keys = set(keys)
+    if "weight_hh" in keys:
+        return 1
+    return max(1, sum(f"weight_hh_l{k}" in keys for k in range(len(keys))))
 
 
 def _shape_str(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
-def _expected_shapes(arrays: dict, key, cell) -> dict:
+def _expected_shapes(arrays: dict, key, cell, layers: int) -> dict:
     """rgraph name -> the shape it must have: the cell's, or else what the arrays imply
-    (G·n rows for G = 1, 3 or 4, n from weight_hh's columns)."""
+    (G·n rows for G = 1, 3 or 4, n from the first layer's weight_hh's columns; layers
+    above the first read n inputs)."""
+    names = _names(layers)
     if cell is not None:
         got = {nd.name: nd.shape for nd in cell.nodes if nd.kind == "param"}
-        if set(got) != set(STATE_DICT_KEYS):
+        if set(got) != set(names):
             raise DataError(f"cell '{cell.name}' has parameters {sorted(got)}, not PyTorch's; "
                             f"state dicts are for the cells built with form='pytorch'")
         return got
-    hh = arrays["weight_hh"].shape
+    first = "weight_hh" if layers == 1 else "weight_hh_l0"
+    hh = arrays[first].shape
     if len(hh) != 2 or hh[1] == 0 or hh[0] % hh[1] or hh[0] // hh[1] not in _GATES:
         n = hh[1] if len(hh) == 2 else "n"
-        raise DataError(f"{key('weight_hh')} has shape {_shape_str(hh)}, expected (G*{n}, {n})"
+        raise DataError(f"{key(first)} has shape {_shape_str(hh)}, expected (G*{n}, {n})"
                         f" with G = 1 (RNN), 3 (GRU) or 4 (LSTM)")
     rows, n = hh
-    ih, V = arrays["weight_ih"].shape, arrays["V"].shape
+    ih = arrays["weight_ih" if layers == 1 else "weight_ih_l0"].shape
+    V = arrays["V"].shape
     n_in = ih[1] if len(ih) == 2 else "n_in"
     n_out = V[0] if len(V) == 2 else "n_out"
-    return {"weight_ih": (rows, n_in), "weight_hh": (rows, n), "bias_ih": (rows,),
-            "bias_hh": (rows,), "V": (n_out, n), "b": (n_out,)}
+    out = {"V": (n_out, n), "b": (n_out,)}
+    for k in range(layers):
+        sfx = "" if layers == 1 else f"_l{k}"
+        out.update({"weight_ih" + sfx: (rows, n_in if k == 0 else n),
+                    "weight_hh" + sfx: (rows, n), "bias_ih" + sfx: (rows,),
+                    "bias_hh" + sfx: (rows,)})
+    return out
 
 
 def _check_keys(what: str, keys, expected: list):
@@ -297,17 +358,17 @@ def _check_keys(what: str, keys, expected: list):
             f"; expected exactly {expected} (a form='pytorch' rnn, lstm or gru)")
 
 
-def _checked(arrays: dict, key, what: str, cell=None) -> dict:
+def _checked(arrays: dict, key, what: str, cell, layers: int) -> dict:
     """The arrays (by rgraph name, all present) as float64 copies, after one-line checks
     of their dtypes and shapes; ``key(name)`` is how the caller names an entry."""
-    names = list(STATE_DICT_KEYS)
+    names = list(_names(layers))
     out = {}
     for k in names:
         a = np.asarray(arrays[k])
         if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
             raise DataError(f"{what}: {key(k)} has dtype {a.dtype}; expected real numbers")
         out[k] = np.array(a, dtype=np.float64)
-    want = _expected_shapes(out, key, cell)
+    want = _expected_shapes(out, key, cell, layers)
     for k in names:
         if out[k].shape != tuple(want[k]):
             raise DataError(f"{what}: {key(k)} has shape {_shape_str(out[k].shape)}, "
@@ -315,29 +376,39 @@ def _checked(arrays: dict, key, what: str, cell=None) -> dict:
     return out
 
 
+def _cell_layers(cell, keys) -> int:
+    return _layers_of(nd.name for nd in cell.nodes if nd.kind == "param") \
+        if cell is not None else _layers_of(keys)
+
+
 def to_state_dict(params: dict, cell: Cell | None = None) -> dict:
-    """PyTorch's state dict (numpy arrays) of a form='pytorch' rnn, lstm or gru: keys
-    ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0`` (what a
-    single-layer ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` holds) and the readout ``V``,
-    ``b`` (``nn.Linear``'s ``weight``, ``bias``). Shapes are checked against ``cell``
-    if given, else against each other."""
+    """PyTorch's state dict (numpy arrays) of a form='pytorch' rnn, lstm or gru of any
+    number of layers: keys ``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``,
+    ``bias_hh_l0``, ``weight_ih_l1``, … (what ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` with
+    ``num_layers`` holds) and the readout ``V``, ``b`` (``nn.Linear``'s ``weight``,
+    ``bias``). Shapes are checked against ``cell`` if given, else against each other."""
     if not isinstance(params, dict):
         raise DataError(f"params must be a dict name -> array, got {type(params).__name__}")
-    _check_keys("params", params, list(STATE_DICT_KEYS))
-    checked = _checked(params, lambda k: k, "params", cell)
-    return {STATE_DICT_KEYS[k]: a for k, a in checked.items()}
+    layers = _cell_layers(cell, params.keys())
+    names = _names(layers)
+    _check_keys("params", params, list(names))
+    checked = _checked(params, lambda k: k, "params", cell, layers)
+    return {names[k]: a for k, a in checked.items()}
 
 
 def from_state_dict(state_dict: dict, cell: Cell | None = None) -> dict:
     """rgraph's params dict (name -> float64 array) from a state dict with
     ``to_state_dict``'s keys; ``cell`` (a form='pytorch' cell), if given, fixes the
-    shapes. Missing or unknown keys and wrong shapes are one-line ``DataError``\\ s."""
+    shapes and the number of layers. Missing or unknown keys and wrong shapes are
+    one-line ``DataError``\\ s."""
     if not hasattr(state_dict, "keys"):
         raise DataError(f"state dict must be a mapping key -> array, got "
                         f"{type(state_dict).__name__}")
-    _check_keys("state dict", state_dict.keys(), list(STATE_DICT_KEYS.values()))
-    arrays = {k: state_dict[v] for k, v in STATE_DICT_KEYS.items()}
-    return _checked(arrays, STATE_DICT_KEYS.get, "state dict", cell)
+    layers = _cell_layers(cell, state_dict.keys())
+    names = _names(layers)
+    _check_keys("state dict", state_dict.keys(), list(names.values()))
+    arrays = {k: state_dict[v] for k, v in names.items()}
+    return _checked(arrays, names.get, "state dict", cell, layers)
 
 
 def save_state_dict(params: dict, path, cell: Cell | None = None):

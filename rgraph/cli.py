@@ -64,7 +64,8 @@ def cmd_inspect(args):
     if args.estimator:
         check_estimator(args.estimator)
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
-                     nonlinearity=args.nonlinearity, form=args.form)
+                     nonlinearity=args.nonlinearity, form=args.form,
+                     layers=args.layers)
     print(cell)
     print()
     an = rg.analyze(cell)
@@ -247,7 +248,7 @@ def cmd_variance(args):
 
     def make(n):
         return load_cell(args.cell, n_in, n, n_in, nonlinearity=args.nonlinearity,
-                         form=args.form)
+                         form=args.form, layers=args.layers)
 
     def measure(client=None):
         return rg.variance_vs_size(make, sizes, ests, lambda cell: (xs, ys),
@@ -397,7 +398,8 @@ def cmd_export(args):
     from .export import ExportError
     check_estimator(args.estimator)
     cell = load_cell(args.cell, args.n_in, args.hidden, args.n_out,
-                     nonlinearity=args.nonlinearity, form=args.form)
+                     nonlinearity=args.nonlinearity, form=args.form,
+                     layers=args.layers)
     loss = args.loss or ("mse" if args.cell == "influence" else "softmax_xent")
     est = rg.compile(cell, args.estimator, loss=loss, backend=args.backend,
                      dtype=args.dtype, force_memory=args.force_memory,
@@ -486,6 +488,9 @@ def add_form_arg(p):
     p.add_argument("--form", choices=FORMS,
                    help="tanh, lstm, gru: concat (default, one matrix on [h; x; 1]) or "
                         "pytorch (weight_ih, weight_hh, bias_ih, bias_hh, PyTorch's gates)")
+    p.add_argument("--layers", type=int, default=None, metavar="L",
+                   help="tanh, lstm, gru: L stacked layers, layer l reading layer l-1's new "
+                        "h (PyTorch's num_layers; names get _l0, _l1, ...); default 1")
 
 
 def add_cell_positional(p):

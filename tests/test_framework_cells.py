@@ -2,6 +2,8 @@
 (PyTorch's parameters, gate orders, step equations and init) and the leaky RNN, each
 step checked against PyTorch's documented equations written here in NumPy; PyTorch-style
 state dicts (.npz, no torch needed); the init bounds; the generated derivatives."""
+import json
+
 import numpy as np
 import pytest
 
@@ -249,3 +251,87 @@ def test_cli_form_option(capsys):
     assert main(["inspect", "rhn", "--form", "pytorch"]) == 2
     assert "only the built-in cells tanh, lstm, gru have a PyTorch form" in \
         capsys.readouterr().err
+
+
+# ------------------------------------------------------------- layers= (num_layers)
+def _layer_params(P, k):
+    return {w: P[f"{w}_l{k}"] for w in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+
+
+@pytest.mark.parametrize("name", TORCH)
+@pytest.mark.parametrize("layers", [2, 3])
+def test_stacked_pytorch_layers_match_the_documented_equations(name, layers):
+    """layers=L is PyTorch's num_layers: layer l reads layer l-1's new h (layer 0 reads
+    x), each with its own four parameters named as PyTorch's state dict names them; the
+    readout reads the top layer. Checked against the one-layer equations above, layer
+    by layer, and through a state dict that a one-layer reading cannot take."""
+    make, ref, G = CELLS[name][0], CELLS[name][1], CELLS[name][2]
+    cell = {"rnn": rg.cells.rnn, "lstm": rg.cells.lstm, "gru": rg.cells.gru}[name](
+        N_IN, N, N_OUT, form="pytorch", layers=layers)
+    assert cell.name == f"{name}_pytorch_x{layers}"
+    shapes = {nd.name: nd.shape for nd in cell.nodes if nd.kind == "param"}
+    assert shapes["weight_ih_l0"] == (G * N, N_IN)
+    assert all(shapes[f"weight_ih_l{k}"] == (G * N, N) for k in range(1, layers))
+    ks = KernelSet(cell, "numpy")
+    P = random_params(cell, 5)
+    rng = np.random.default_rng(7)
+    s, x = rng.standard_normal(ks.p.n_state), rng.standard_normal(N_IN)
+    got, _ = ks.step(pack(ks, P), s, x)
+    per = len(s) // layers          # each layer's states, in the cell's order (h, c)
+    want, below = [], x
+    for k in range(layers):
+        new = ref(_layer_params(P, k), s[k * per:(k + 1) * per], below)
+        want += new
+        below = new[0]
+    want = np.concatenate(want + [P["V"] @ below + P["b"]])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    sd = rg.cells.to_state_dict(P)
+    assert sorted(sd) == sorted([f"{w}_l{k}" for k in range(layers) for w in
+                                 ("weight_ih", "weight_hh", "bias_ih", "bias_hh")] + ["V", "b"])
+    back = rg.cells.from_state_dict(sd, cell)
+    assert all(np.array_equal(back[k], P[k]) for k in P)
+    with pytest.raises(rg.DataError, match=r"shape \(.*expected"):
+        rg.cells.from_state_dict({**sd, "weight_ih_l1": sd["weight_ih_l0"]})
+
+
+@pytest.mark.parametrize("kind", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("form", ["concat", "pytorch"])
+def test_stacked_builtins_every_exact_path_and_every_family(kind, form):
+    """Two-layer built-ins in both forms: the exact paths agree with BPTT and finite
+    differences, and every family the report lists compiles and runs (numpy)."""
+    from test_shapes import check_exact_paths
+    cell = rg.cells.CELLS[kind](N_IN, N, N_OUT, form=form, layers=2)
+    assert [nd.name for nd in cell.nodes if nd.kind == "state"][:1] == ["h_l0"]
+    check_exact_paths(cell, seed=2)
+
+
+def test_one_layer_keeps_its_names_and_layers_is_checked():
+    assert rg.cells.lstm(3, 4, 2, layers=1).name == "lstm"
+    assert "weight_ih" in {nd.name for nd in rg.cells.gru(3, 4, 2, form="pytorch").nodes}
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="layers must be a positive integer"):
+            rg.cells.tanh_rnn(3, 4, 2, layers=bad)
+
+
+def test_cli_layers_option(capsys, tmp_path):
+    """--layers stacks the built-ins (inspect lists layer l's names), refuses other
+    cells in one line, and a training run's config.json holds it (and omits it at 1,
+    so older configs and sweep ids stay as they were)."""
+    from rgraph.cli import main
+    from rgraph.run import ConfigError, RunConfig
+    assert main(["inspect", "gru", "--form", "pytorch", "--layers", "2", "-n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "cell gru_pytorch_x2:" in out and "weight_hh_l1" in out
+    assert main(["inspect", "rhn", "--layers", "2"]) == 2
+    assert "--layers 2: only the built-in cells tanh, lstm, gru stack layers" in \
+        capsys.readouterr().err
+    assert "layers" not in RunConfig().to_dict()
+    assert RunConfig(layers=3).to_dict()["layers"] == 3
+    assert RunConfig.from_dict(RunConfig(layers=3).to_dict()).layers == 3
+    with pytest.raises(ConfigError, match="layers"):
+        RunConfig(layers=0)
+    out_dir = tmp_path / "run"
+    assert main(["train", "lstm", "--layers", "2", "-n", "3", "--task", "anbn", "-e",
+                 "tbptt(4)", "--steps", "30", "--backend", "numpy", "--out",
+                 str(out_dir), "--quiet"]) == 0
+    assert json.loads((out_dir / "config.json").read_text())["layers"] == 2

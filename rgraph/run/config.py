@@ -49,6 +49,7 @@ class RunConfig:
     hidden: int = 32
     nonlinearity: str | None = None  # rhn only
     form: str | None = None          # tanh, lstm, gru: "concat" or "pytorch"
+    layers: int = 1                  # tanh, lstm, gru: stacked layers
     task: str | None = None
     task_args: str | None = None     # "k=1,l=32"
     text: str | None = None          # charlm: the text file
@@ -79,7 +80,7 @@ class RunConfig:
             raise ConfigError(f"is {self.version!r}: this rgraph reads run configs of "
                               f"version 1 to {CONFIG_VERSION} (a newer rgraph wrote it?)",
                               "version")
-        for key in ("hidden", "steps", "batch", "chunk", "checkpoint_every"):
+        for key in ("hidden", "layers", "steps", "batch", "chunk", "checkpoint_every"):
             _count(key, getattr(self, key), 1)
         _count("seed", self.seed, 0)
         for key in ("cell", "task", "task_args", "text", "estimator"):
@@ -120,9 +121,12 @@ class RunConfig:
         return cls(**fields, estimator_options=estimator_options(given))
 
     def to_dict(self) -> dict:
-        """The config as config.json holds it (plain JSON values, the fields in order)."""
+        """The config as config.json holds it (plain JSON values, the fields in order).
+        ``layers`` is written only where it is not 1, so that the configs (and sweep run
+        ids) of runs from before it existed stay as they were."""
         return {f.name: getattr(self, f.name) if f.name != "estimator_options"
-                else dict(self.estimator_options) for f in dataclasses.fields(self)}
+                else dict(self.estimator_options) for f in dataclasses.fields(self)
+                if not (f.name == "layers" and self.layers == 1)}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:

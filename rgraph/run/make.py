@@ -16,13 +16,17 @@ BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
 def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     """A built-in cell name, or ``path/to/file.py:function`` (called with
     (n_in, hidden, n_out) when it takes three arguments, else with none). ``form``
-    ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru."""
+    ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru, ``layers`` how
+    many of their layers are stacked."""
     from .. import cells
-    form = kw.get("form")
+    form, layers = kw.get("form"), kw.get("layers") or 1
+    stacking = ", ".join(c for c in BUILTIN if c in cells.FRAMEWORK_FORMS)
     if form and form != "concat" and spec not in cells.FRAMEWORK_FORMS:
-        raise ConfigError(f"--form {form}: only the built-in cells "
-                          f"{', '.join(c for c in BUILTIN if c in cells.FRAMEWORK_FORMS)} "
-                          f"have a PyTorch form")
+        raise ConfigError(f"--form {form}: only the built-in cells {stacking} have a "
+                          f"PyTorch form")
+    if layers != 1 and spec not in cells.FRAMEWORK_FORMS:
+        raise ConfigError(f"--layers {layers}: only the built-in cells {stacking} stack "
+                          f"layers; a cell of your own stacks them in its function")
     if spec in BUILTIN:
         if spec == "influence":
             return cells.influence_balancing(hidden if hidden else 23,
@@ -32,6 +36,8 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
             kw.get("nonlinearity") else {}
         if form:
             extra["form"] = form
+        if layers != 1:
+            extra["layers"] = layers
         return fn(n_in, hidden, n_out, **extra)
     if ":" not in spec:
         raise ConfigError(f"unknown cell {spec!r}: use one of {', '.join(BUILTIN)} or "
@@ -109,7 +115,7 @@ def build_run(cfg: RunConfig, force_memory: bool = False):
         cell = cells.influence_balancing(task.n, task.n_minus)
     else:
         cell = load_cell(cfg.cell, task.n_in, cfg.hidden, task.n_out,
-                         nonlinearity=cfg.nonlinearity, form=cfg.form)
+                         nonlinearity=cfg.nonlinearity, form=cfg.form, layers=cfg.layers)
     est = rg_compile(cell, cfg.estimator, loss=task.loss, backend=cfg.backend,
                      force_memory=force_memory, **cfg.estimator_options)
     return cell, task, est

@@ -97,7 +97,7 @@ def check_configs(cfgs):
     seen = set()
     for cfg in cfgs:
         key = canonical({k: cfg.get(k) for k in ("cell", "hidden", "nonlinearity", "form",
-                                                 "task", "task_args", "text")})
+                                                 "layers", "task", "task_args", "text")})
         if key in seen:
             continue
         seen.add(key)
@@ -105,6 +105,7 @@ def check_configs(cfgs):
             t = make_task(cfg["task"], cfg.get("task_args"), cfg.get("text"))
             if cfg["cell"] != "influence":
                 load_cell(cfg["cell"], t.n_in, cfg["hidden"], t.n_out,
-                          nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"))
+                          nonlinearity=cfg.get("nonlinearity"), form=cfg.get("form"),
+                          layers=cfg.get("layers"))
         except ConfigError as e:
             raise SweepError(str(e)) from None

@@ -45,8 +45,8 @@ from .grid import (DEFAULT_VALID_STEPS, SweepError, canonical, load_records, rec
                    run_config_of, run_id, write_record)
 
 # what a run's compiled code depends on (runs that agree on these share the modules)
-COMPILE_KEYS = ("cell", "hidden", "nonlinearity", "form", "task", "task_args", "text",
-                "estimator", "estimator_options", "backend")
+COMPILE_KEYS = ("cell", "hidden", "nonlinearity", "form", "layers", "task", "task_args",
+                "text", "estimator", "estimator_options", "backend")
 CURVE_ROWS = 200           # points of the learning curve a record keeps (block means)
 VALID_SEED = 20240101      # the held-out stream's generator: the same for every run
 
