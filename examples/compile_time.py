@@ -31,29 +31,12 @@ import rgraph as rg
 t1 = time.perf_counter()
 kind, n, layers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 
-
-def stacked_lstm(n_in, n, n_out, layers):
-    c = rg.Cell(f"lstm_x{layers}")
-    below = c.input("x", n_in)
-    for k in range(layers):
-        h, m = c.state(f"h{k}", n), c.state(f"c{k}", n)
-        W = c.param(f"W{k}", (4 * n, n + below.shape[0] + 1))
-        i, f, o, g = rg.split(W @ rg.concat(h, below, rg.const(1.0)), 4)
-        m_new = rg.sigmoid(f) * m + rg.sigmoid(i) * rg.tanh(g)
-        h_new = rg.sigmoid(o) * rg.tanh(m_new)
-        c.update(m, m_new)
-        c.update(h, h_new)
-        below = h_new
-    c.output("logits", c.param("V", (n_out, n)) @ below + c.param("b", n_out))
-    return c
-
-
 if kind == "tanh":
     cell = rg.cells.tanh_rnn(8, n, 8)
 elif kind == "lstm":
     cell = rg.cells.lstm(8, n, 8)
 else:
-    cell = stacked_lstm(8, n, 8, layers)
+    cell = rg.cells.lstm(8, n, 8, layers=layers)
 est = rg.compile(cell, "uoro")
 t2 = time.perf_counter()
 ids = np.random.default_rng(0).integers(0, 8, 20)

@@ -193,15 +193,9 @@ def ok_eigh(G, lam, E):
                 if M[p, q] == 0.0:
                     continue
                 c, s = jacobi_rotation(M[p, p], M[q, q], M[p, q])
-                for r in range(n):      # M J, then Jᵀ (M J), and E J
-                    mp, mq = M[r, p], M[r, q]
-                    M[r, p], M[r, q] = c * mp - s * mq, s * mp + c * mq
-                for r in range(n):
-                    mp, mq = M[p, r], M[q, r]
-                    M[p, r], M[q, r] = c * mp - s * mq, s * mp + c * mq
-                for r in range(n):
-                    ep, eq = E[r, p], E[r, q]
-                    E[r, p], E[r, q] = c * ep - s * eq, s * ep + c * eq
+                jacobi_rotate(M, p, q, c, s)      # M J, then Jᵀ (M J), and E J
+                jacobi_rotate(M.T, p, q, c, s)
+                jacobi_rotate(E, p, q, c, s)
     for i in range(n):
         lam[i] = M[i, i]
 
@@ -229,11 +223,8 @@ def ok_svd(C, L, sig, R):
                     continue
                 rotated = True
                 c, s = jacobi_rotation(al, be, ga)
-                for r in range(n):
-                    up, uq = U[r, p], U[r, q]
-                    U[r, p], U[r, q] = c * up - s * uq, s * up + c * uq
-                    rp, rq = R[r, p], R[r, q]
-                    R[r, p], R[r, q] = c * rp - s * rq, s * rp + c * rq
+                jacobi_rotate(U, p, q, c, s)
+                jacobi_rotate(R, p, q, c, s)
         if not rotated:
             break
     for j in range(n):
@@ -250,6 +241,13 @@ def ok_svd(C, L, sig, R):
             for r in range(n):
                 L[r, j], L[r, best] = L[r, best], L[r, j]
                 R[r, j], R[r, best] = R[r, best], R[r, j]
+
+
+def jacobi_rotate(X, p, q, c, s):
+    """Columns p and q of X rotated: (x_p, x_q) <- (c x_p - s x_q, s x_p + c x_q)."""
+    for r in range(X.shape[0]):
+        xp, xq = X[r, p], X[r, q]
+        X[r, p], X[r, q] = c * xp - s * xq, s * xp + c * xq
 
 
 def jacobi_rotation(app, aqq, apq):
@@ -312,6 +310,7 @@ class OK(KFRTRL):
                 Template(ok_eigh, "ok_eigh"),
                 Template(ok_svd, "ok_svd"),
                 Template(jacobi_rotation, "jacobi_rotation"),
+                Template(jacobi_rotate, "jacobi_rotate"),
                 Template(ok_step, "est_step", "step")]
 
 
