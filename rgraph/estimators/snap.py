@@ -222,7 +222,9 @@ class SparseInfluence(EstimatorSpec):
     def _runs(self):
         """The run table: per run its rows, first parameter, length, J offset, sum
         column, factor kind and factor offset. A run's rows are its sum entry's column
-        of the mask (every parameter entering z_q shares it)."""
+        of the mask (every parameter entering z_q shares it). Also keeps the runs'
+        distinct row sets, each with its base (``Pattern.column_sets``), for
+        ``_needed_D``: ``row_sets``."""
         lay = self.lay
         sets, which, base = self.mask.column_sets()
         used = sorted(set(which[zq] for t in self.terms
