@@ -472,8 +472,9 @@ class ModuleBuilder:
         where = f"template {template_name(t.fn)}"
         src = resolve_choices(template_source(t.fn), choices, where)
         tree = ast.parse(src)
+        last = {name.rsplit(".", 1)[1] for name in self.backend.unsupported}
         for n in ast.walk(tree):
-            call = ast.unparse(n) if isinstance(n, ast.Attribute) else ""
+            call = ast.unparse(n) if isinstance(n, ast.Attribute) and n.attr in last else ""
             if call in self.backend.unsupported:
                 raise CodegenError(f"{where} calls {call}, which the {self.backend.name} "
                                    f"backend does not allow: {self.backend.unsupported[call]}")

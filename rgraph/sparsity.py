@@ -115,10 +115,6 @@ class Pattern:
             out = out | R
         return out
 
-    def rows(self, lo: int, hi: int) -> "Pattern":
-        return Pattern((hi - lo, self.shape[1]), [(R[lo:hi], C) for R, C in self.outers],
-                       self.E[lo:hi])
-
     def cols(self, lo: int, hi: int) -> "Pattern":
         return Pattern((self.shape[0], hi - lo), [(R, C[lo:hi]) for R, C in self.outers],
                        self.E[:, lo:hi])
@@ -228,9 +224,6 @@ class Pattern:
 
     def tocoo(self):
         return self.tocsr().tocoo()
-
-    def tolil(self):
-        return self.tocsr().tolil()
 
 
 def patterns(lay: Layout, sources, targets, cut=()) -> Pattern:

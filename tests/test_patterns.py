@@ -61,8 +61,6 @@ def test_pattern_algebra_equals_dense_booleans(seed):
     assert np.array_equal(P.col_support(), Pd.any(axis=0))
     rows = rng.random(k) < 0.5
     assert np.array_equal(P.col_support(rows), Pd[rows].any(axis=0))
-    lo, hi = sorted(rng.integers(0, k + 1, size=2))
-    assert np.array_equal(P.rows(lo, hi).tocsr().toarray(), Pd[lo:hi])
     lo, hi = sorted(rng.integers(0, m + 1, size=2))
     assert np.array_equal(P.cols(lo, hi).tocsr().toarray(), Pd[:, lo:hi])
     assert np.array_equal(Pattern.vstack([P, R]).tocsr().toarray(), np.vstack([Pd, Rd]))

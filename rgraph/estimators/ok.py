@@ -176,9 +176,7 @@ def ok_eigh(G, lam, E):
     off-diagonal part is below 1e-15 of the whole, or 50 sweeps."""
     n = G.shape[0]
     M = G.copy()
-    for i in range(n):
-        for j in range(n):
-            E[i, j] = 1.0 if i == j else 0.0
+    jacobi_identity(E)
     for sweep in range(50):
         off, total = 0.0, 0.0
         for i in range(n):
@@ -207,9 +205,7 @@ def ok_svd(C, L, sig, R):
     zero column stays zero)."""
     n = C.shape[0]
     U = C.copy()
-    for i in range(n):
-        for j in range(n):
-            R[i, j] = 1.0 if i == j else 0.0
+    jacobi_identity(R)
     for sweep in range(50):
         rotated = False
         for p in range(n - 1):
@@ -241,6 +237,13 @@ def ok_svd(C, L, sig, R):
             for r in range(n):
                 L[r, j], L[r, best] = L[r, best], L[r, j]
                 R[r, j], R[r, best] = R[r, best], R[r, j]
+
+
+def jacobi_identity(X):
+    """X = I, where the rotations of ``ok_eigh`` and ``ok_svd`` accumulate."""
+    for i in range(X.shape[0]):
+        for j in range(X.shape[1]):
+            X[i, j] = 1.0 if i == j else 0.0
 
 
 def jacobi_rotate(X, p, q, c, s):
@@ -311,6 +314,7 @@ class OK(KFRTRL):
                 Template(ok_svd, "ok_svd"),
                 Template(jacobi_rotation, "jacobi_rotation"),
                 Template(jacobi_rotate, "jacobi_rotate"),
+                Template(jacobi_identity, "jacobi_identity"),
                 Template(ok_step, "est_step", "step")]
 
 
