@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 import networkx as nx
+import numpy as np
 import sympy as sp
 
 from . import ops
@@ -143,6 +144,33 @@ class KroneckerVerdict:
 
     def __repr__(self):
         return f"KroneckerVerdict(ok={self.ok}, {self.reason!r})"
+
+
+@dataclass(frozen=True)
+class Component:
+    """A recurrent component: a strongly connected component of the graph of states
+    (state a -> state b when b's update reads a, at t-1 or a's new value at t). In
+    topological order they are a stacked cell's layers; an LSTM's {h, c} is one.
+    ``params``: the recurrent parameters that enter its updates directly (along a path
+    into its new states that crosses no other component's new state); ``rows``: its
+    states' rows of s (``range``s, in state order)."""
+
+    index: int
+    states: tuple             # state names
+    state_ids: tuple
+    params: tuple             # recurrent parameter names
+    param_ids: tuple
+    rows: tuple               # (offset, size) per state
+    diagonal: bool            # ∂s_K,t/∂s_K,t-1 is block-diagonal per unit (no product
+    #                           mixes the component's units): O(P) exact learning
+
+    @property
+    def size(self) -> int:
+        return sum(n for _, n in self.rows)
+
+    def __repr__(self):
+        return (f"Component({self.index}: states {list(self.states)}, params "
+                f"{list(self.params)}{', diagonal' if self.diagonal else ''})")
 
 
 class Analysis:
@@ -423,6 +451,68 @@ class Analysis:
             return []
         return sorted({t.sum for t in terms}, key=self.layout.pos.get)
 
+    # ---------------------------------------------------------- components
+    @cached_property
+    def components(self) -> tuple[Component, ...]:
+        """The recurrent components in topological order (see ``Component``)."""
+        lay, g, nodes = self.layout, self.graph, self.cell.nodes
+        news = dict(zip(lay.state_ids, lay.new_state, strict=True))
+        sg = nx.DiGraph()
+        sg.add_nodes_from(lay.state_ids)
+        for b in lay.state_ids:
+            up = nx.ancestors(g, news[b]) | {news[b]}
+            for a in lay.state_ids:
+                if a in up or (a != b and news[a] in up):
+                    sg.add_edge(a, b)
+        cond = nx.condensation(sg)
+        order = {st: i for i, st in enumerate(lay.state_ids)}
+        comps = [sorted(cond.nodes[c]["members"], key=order.get)
+                 for c in nx.lexicographical_topological_sort(
+                     cond, key=lambda c: min(order[m] for m in cond.nodes[c]["members"]))]
+        rec = self._rec_ids()
+        out, self._reach = [], []
+        for k, members in enumerate(comps):
+            own = {news[m] for m in members}
+            others = set(lay.new_state) - own
+            h = g.subgraph([n for n in g.nodes if n not in others or n in own])
+            reach = own.union(*(nx.ancestors(h, t) for t in own))
+            self._reach.append(frozenset(reach))
+            params = [p for p in rec if p in reach]
+            out.append(Component(
+                k, tuple(nodes[m].name for m in members), tuple(members),
+                tuple(nodes[p].name for p in params), tuple(params),
+                tuple((lay.state_off[m], nodes[m].size) for m in members),
+                self._diagonal(members)))
+        return tuple(out)
+
+    def component_of(self) -> dict:
+        """State id -> the index of its component."""
+        return {st: c.index for c in self.components for st in c.state_ids}
+
+    def enters(self, node) -> tuple:
+        """The components whose updates node (an id) enters directly: it has a path
+        into their new states that crosses no other component's new state."""
+        self.components
+        return tuple(k for k, reach in enumerate(self._reach) if node in reach)
+
+    def _diagonal(self, members) -> bool:
+        """Whether ∂s_K,t/∂s_K,t-1 is block-diagonal by unit: no entry couples two
+        units of the component (the states' rows of one unit: entry i of every state,
+        so an LRU's (h_re_i, h_im_i) pair is one block)."""
+        from .sparsity import patterns
+        lay = self.layout
+        sizes = {self.cell.nodes[m].size for m in members}
+        if len(sizes) != 1:
+            return False
+        n = sizes.pop()
+        D = patterns(lay, list(members), [lay.cell.updates[m] for m in members])
+        for R, C in D.outers:         # a dense block couples units unless it is one unit
+            units = np.unique(np.concatenate([np.flatnonzero(R), np.flatnonzero(C)]) % n)
+            if len(units) > 1:
+                return False
+        E = D.E.tocoo()
+        return bool(np.all(E.row % n == E.col % n))
+
     # ---------------------------------------------------------------- Kronecker
     @cached_property
     def kronecker(self) -> KroneckerVerdict:
@@ -514,6 +604,15 @@ class Analysis:
                 parts = [_term(t) for t in terms if t.sum == q]
                 lines.append(f"  {self.cell.nodes[q].name} ({self.cell.nodes[q].size}): "
                              f"{' + '.join(parts)}")
+        if self.components:
+            lines += ["", "recurrent components (states that read each other; a stacked "
+                          "cell's layers), in order:"]
+            for c in self.components:
+                states = ", ".join(f"{nm}[{n}]" for nm, (_, n) in zip(c.states, c.rows,
+                                                                      strict=True))
+                kind = "diagonal: O(P) exact learning" if c.diagonal else "dense"
+                lines.append(f"  {c.index}: {states}; parameters "
+                             f"{', '.join(c.params) or 'none'} ({kind})")
         lines += ["", "Kronecker structure (KF-RTRL):"]
         k = self.kronecker
         if k.ok:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .analysis import REPORT_SECTIONS
 from .errors import GraphError, NotApplicable
 from .estimators import make_spec, shown
@@ -84,6 +86,37 @@ def snap_levels(analysis) -> list[tuple]:
     return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 
+def component_counts(analysis) -> list[tuple]:
+    """Per recurrent component (``Analysis.components``), when there are several: (the
+    component, RTRL's influence entries for its parameters, and per mask family
+    ``{label: entries}``), counted on the masks' structure; [] for one component or
+    where the masks do not apply. A family keeping all of RTRL's entries for a
+    component's parameters gives them RTRL's gradient."""
+    lay = analysis.layout
+    comps = analysis.components
+    if len(comps) < 2 or not lay.rec_blocks:
+        return []
+    try:
+        terms = entry_terms(lay, analysis, "snap")
+    except NotApplicable:
+        return []
+    D, I, sums, zcol, weights = influence_patterns(lay, terms)
+    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n) for n in SNAP_LEVELS}
+    sched = schedule(lay)
+    masks["layer-rtrl"] = make_spec("layer-rtrl", lay, sched, analysis).mask
+    full = sparsity.closure(D, I)
+    out = []
+    for c in comps:
+        w = np.zeros_like(weights)
+        for t in terms:
+            if t.param_id in c.param_ids:
+                m = lay.nodes[t.param_id].shape[0]
+                w[zcol[t.sum]:zcol[t.sum] + m] += \
+                    lay.block_of(t.param_id).size // m if t.kind == "matrix" else 1
+        out.append((c, full.count(w), {k: M.count(w) for k, M in masks.items()}))
+    return out
+
+
 def report_lines(analysis, dtype="float64") -> list[str]:
     """The families section of ``Analysis.report``."""
     lines = [f"estimator families: memory ({dtype}) per stream (x batch) and once "
@@ -106,6 +139,18 @@ def report_lines(analysis, dtype="float64") -> list[str]:
         for n, kept, full, sat in levels:
             note = "saturates: equals RTRL" if sat else f"{kept / full:.1%}"
             lines.append(f"  snap-{n}: {kept:,} of {full:,} ({note})")
+    counts = component_counts(analysis)
+    if counts:
+        labels = list(counts[0][2])
+        lines += ["", "per component: influence entries kept for its parameters, of those "
+                      "RTRL keeps (= : all of them, the gradient of RTRL for those parameters; "
+                      "layer-rtrl's signal is the whole step's backprop):",
+                  f"  {'component':<24}{'rtrl':>12}" + "".join(f"{k:>14}" for k in labels)]
+        for c, full, kept in counts:
+            name = f"{c.index}: {', '.join(c.states)}"
+            cells = "".join(f"{('= ' if kept[k] == full else '') + f'{kept[k]:,}':>14}"
+                            for k in labels)
+            lines.append(f"  {name:<24}{full:>12,}{cells}")
     return lines
 
 

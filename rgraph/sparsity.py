@@ -119,6 +119,18 @@ class Pattern:
         return Pattern((self.shape[0], hi - lo), [(R, C[lo:hi]) for R, C in self.outers],
                        self.E[:, lo:hi])
 
+    def restrict(self, blocks) -> "Pattern":
+        """The entries inside the union of the blocks rows_k x cols_k (boolean masks):
+        a layer-local mask's diagonal blocks."""
+        outers = [(R & r, C & c) for R, C in self.outers for r, c in blocks]
+        E = self.E.tocoo()
+        keep = np.zeros(E.nnz, dtype=bool)
+        for r, c in blocks:
+            keep |= r[E.row] & c[E.col]
+        return Pattern(self.shape, outers, sps.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=bool), (E.row[keep], E.col[keep])),
+            shape=self.shape))
+
     @staticmethod
     def vstack(parts: list) -> "Pattern":
         n = sum(p.shape[0] for p in parts)

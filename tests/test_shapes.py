@@ -90,6 +90,22 @@ def state_fed_products(cell):
             and n.args[0] in lay.rec_ids]
 
 
+def sink_parameters(an):
+    """The parameters layer-rtrl gives exactly: the readout's, and those entering only
+    components that feed no other (the top of a stack; every one of a one-component
+    cell), whose influence never leaves their component."""
+    lay = an.layout
+    comps = an.components
+    sinks = set()
+    for c in comps:
+        live = lay.live_from(c.state_ids)
+        if not any(lay.cell.updates[m] in live for o in comps if o is not c
+                   for m in o.state_ids):
+            sinks.add(c.index)
+    rec = {lay.nodes[p].name: p for p in lay.rec_ids}
+    return an.readout + [nm for nm, p in rec.items() if set(an.enters(p)) <= sinks]
+
+
 def check_exact_paths(cell, seed, backend="numpy"):
     """Every exact path of the module docstring on one cell."""
     xs, ys = data(cell, seed)
@@ -118,6 +134,11 @@ def check_exact_paths(cell, seed, backend="numpy"):
         if saturates and applies["snap-1"]:
             gs = compile_(f"snap-{n}").total_gradient(p, xs, ys)
             assert rel(gs, gb) < 1e-9, (f"snap-{n}", str(cell))
+    if applies["layer-rtrl"]:
+        gl = compile_("layer-rtrl").total_gradient(p, xs, ys)
+        exact = sink_parameters(an) or list(gb)
+        assert rel({k: gl[k] for k in exact}, {k: gb[k] for k in exact}) < 1e-9, \
+            ("layer-rtrl", exact, str(cell))
     if applies["e-prop"]:
         q = dict(p)
         for name in state_fed_products(cell):

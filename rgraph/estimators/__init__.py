@@ -27,7 +27,7 @@ from .exact import BPTT, RTRL, TBPTT
 from .kfrtrl import KFRTRL
 from .names import parse_estimator
 from .ok import OK
-from .snap import RFLO, EProp, SnAp
+from .snap import RFLO, EProp, LayerRTRL, SnAp
 from .uoro import ProjectedUORO, uoro
 
 # name -> the spec class (or a chooser), in the order of the families table
@@ -42,6 +42,7 @@ ESTIMATORS = {
     "snap": SnAp,
     "e-prop": EProp,
     "rflo": RFLO,
+    "layer-rtrl": LayerRTRL,
     "dodge": dodge,
 }
 _NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")

@@ -49,7 +49,7 @@ RUN_KINDS = {"matrix": 0, "elementwise": 1, "bias": 2}
 
 
 def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz, DZ, thd,
-                vf, Ls, T, gb, vs):
+                vf, Ls, T, gb, vs, Lt, Lb):
     """One step for one stream: J ← M ⊙ (D J + I) on the mask, and the gradient."""
     if RANDOM_FEEDBACK:
         rg_zero(gb)
@@ -58,13 +58,18 @@ def sparse_step(th, s, x, y, w, g, rng, *, J, v, vd, vb, ybar, Dm, Dc, seed, vz,
         rg_matvec(Ls, FEEDBACK, ybar)          # learning signal B ∂l/∂y
     else:
         loss = forward_and_backprop(th, s, x, y, w, v, vb, g, ybar)
-        # learning signal ∂l_t/∂s_t, the new states held apart: the loss's backprop
-        # stopped at the new states (vs[:S] keeps ∂l_t/∂s_{t-1} along the paths that
-        # bypass s_t)
-        rg_zero(vs)
-        rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])
-        vjp_signal(th, v, vs, g)
-        gather_new(vs, Ls)
+        if LAYERED:
+            # each component's learning signal ∂l_t/∂s_K,t: its own new states held
+            # apart, the loss's paths through the components above it followed
+            layer_signals(th, v, vb, vs, g, Ls, Lt, Lb)
+        else:
+            # learning signal ∂l_t/∂s_t, the new states held apart: the loss's backprop
+            # stopped at the new states (vs[:S] keeps ∂l_t/∂s_{t-1} along the paths
+            # that bypass s_t)
+            rg_zero(vs)
+            rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])
+            vjp_signal(th, v, vs, g)
+            gather_new(vs, Ls)
     # ∂s_t/∂z at the sums the recurrent parameters enter
     jvp_z_m(th, v, vz, DZ)
     if COMPRESSED_D:
@@ -431,6 +436,7 @@ class SparseInfluence(EstimatorSpec):
         return {"RANDOM_FEEDBACK": self.feedback == "random",
                 "BYPASS": self.bypass,
                 "COMPRESSED_D": self.plan is not None,
+                "LAYERED": False,
                 "ELEMENTWISE_PARAMS": any(t.kind == "elementwise" for t in self.terms)}
 
     def state_layout(self):
@@ -486,6 +492,126 @@ class EProp(SparseInfluence):
 class RFLO(EProp):
     name = "rflo"
     aliases = ()
+
+
+class LayerRTRL(SparseInfluence):
+    """Exact RTRL inside each recurrent component (``Analysis.components``: a stacked
+    cell's layers), the same-step error between them (Zucchet et al. 2023's exact
+    learning per layer). A parameter keeps its influence on the states of the
+    components it enters directly, J_K,t = D_KK,t J_K,t-1 + I_K,t, where the mask is I
+    closed under D's diagonal blocks; the gradient is ∂l_t/∂θ (immediate) plus
+    L_K,t · (J_K,t - I_K,t), with L_K,t = ∂l_t/∂s_K,t the loss's backprop through the
+    components above at step t, K's own new states held apart (one backprop per
+    component). On a cell of one component it is RTRL; on diagonal components (an LRU,
+    IndRNN) its memory and time are O(P)."""
+
+    name = "layer-rtrl"
+    aliases = ("layer-local",)
+    options = ()
+    shown = ("layer-rtrl",)
+
+    def __init__(self, lay, sched, analysis, **opts):
+        self.components = analysis.components
+        self.analysis = analysis
+        super().__init__(lay, sched, analysis, **opts)
+
+    @property
+    def layered(self) -> bool:
+        return len(self.components) > 1
+
+    def make_mask(self, D, I):
+        S = self.lay.n_state
+        blocks_D, blocks_I = [], []
+        for comp in self.components:
+            rows = np.zeros(S, dtype=bool)
+            for off, n in comp.rows:
+                rows[off:off + n] = True
+            cols = np.zeros(I.shape[1], dtype=bool)
+            for z in self.sums:
+                if comp.index in self.analysis.enters(z):
+                    cols[self.zcol[z]:self.zcol[z] + self.lay.nodes[z].size] = True
+            blocks_D.append((rows, rows))
+            blocks_I.append((rows, cols))
+        return sparsity.closure(D.restrict(blocks_D), I.restrict(blocks_I))
+
+    def _bypass(self) -> bool:
+        """Whether the loss reads a component's s_{t-1} along a path that avoids the
+        component's new states."""
+        lay = self.lay
+        out = lay.loss_output_id
+        if not self.layered:
+            return super()._bypass()
+        return any(st in lay.needed_for([out], [lay.cell.updates[m] for m in c.state_ids])
+                   for c in self.components for st in c.state_ids)
+
+    def kernels(self):
+        if not self.layered:
+            return super().kernels()
+        ks = [k for k in super().kernels() if k.name != "vjp_signal"]
+        return ks + [k for k in self._signal_kernels() if k is not None]
+
+    def _signal_kernels(self) -> list:
+        """Per component, its learning signal's backprop, or None where step t's loss
+        does not read the component (its signal is zero)."""
+        if not hasattr(self, "_signals"):
+            lay = self.lay
+            self._signals = []
+            for c in self.components:
+                k = self.vjp(f"vjp_signal_{c.index}", [lay.loss_output_id],
+                             wrt=("state",) if self.bypass else (),
+                             stop=[lay.cell.updates[m] for m in c.state_ids])
+                self._signals.append(k if k.body else None)
+        return self._signals
+
+    def choices(self):
+        return {**super().choices(), "LAYERED": self.layered}
+
+    def scratch_layout(self):
+        out = super().scratch_layout()
+        if self.layered:
+            S = self.lay.n_state
+            out.update({"Lt": (S,), "Lb": (S if self.bypass else 1,)})
+        return out
+
+    def flops(self):
+        """SnAp's model on the layer-local mask, plus a backprop per component beyond
+        the first (the learning signals)."""
+        return super().flops() + 2 * self.lay.flops() * (len(self.components) - 1)
+
+    def templates(self):
+        ts = super().templates()
+        if self.layered:
+            ts.append(Template(self._signals_source(), "layer_signals"))
+        return ts
+
+    def _signals_source(self) -> str:
+        """``layer_signals``, one backprop per component, written out for this cell."""
+        lines = ["def layer_signals(th, v, vb, vs, g, Ls, Lt, Lb):",
+                 '    """The learning signal ∂l_t/∂s_K,t of each recurrent component K: the '
+                 "loss's\n    backprop with K's own new states held apart (vjp_signal_K), "
+                 'through the\n    components above; Lb keeps each component\'s '
+                 '∂l_t/∂s_K,t-1 along the paths\n    that bypass its new states."""']
+        for c, k in zip(self.components, self._signal_kernels(), strict=True):
+            if k is None:
+                lines.append(f"    # component {c.index}: {', '.join(c.states)}: step t's "
+                             f"loss does not read it")
+                for off, n in c.rows:
+                    lines.append(f"    rg_zero(Ls[{off}:{off + n}])")
+                    if self.bypass:
+                        lines.append(f"    rg_zero(Lb[{off}:{off + n}])")
+                continue
+            lines += [f"    # component {c.index}: {', '.join(c.states)}",
+                      "    rg_zero(vs)",
+                      "    rg_copy(vs[OUT_OFF:OUT_OFF + NOUT], vb[OUT_OFF:OUT_OFF + NOUT])",
+                      f"    vjp_signal_{c.index}(th, v, vs, g)",
+                      "    gather_new(vs, Lt)"]
+            for off, n in c.rows:
+                lines.append(f"    rg_copy(Ls[{off}:{off + n}], Lt[{off}:{off + n}])")
+                if self.bypass:
+                    lines.append(f"    rg_copy(Lb[{off}:{off + n}], vs[{off}:{off + n}])")
+        if self.bypass:
+            lines.append("    rg_copy(vs[0:S], Lb)")
+        return "\n".join(lines) + "\n"
 
 
 def influence_patterns(lay, terms, cut=()) -> tuple:
