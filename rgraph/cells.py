@@ -17,6 +17,11 @@ reads layer l-1's new hidden state (layer 0 reads x), the readout reads the top 
 Each layer's nodes carry the suffix ``_l<l>`` (``W_l0``, ``h_l1``; with
 ``form="pytorch"``, ``weight_ih_l0`` … ``bias_hh_l1``, PyTorch's own names, which are
 also the state-dict keys). One layer keeps the unsuffixed names.
+
+Diagonal recurrences: ``indrnn`` (Li et al. 2018) and ``lru``, the Linear Recurrent Unit
+(Orvieto et al. 2023) in real arithmetic, stacked as Zucchet et al. (2023) stack it.
+Spiking neurons: ``lif`` and ``alif`` (Bellec et al. 2020), built on ``rg.spike`` and
+``rg.stop_gradient``; e-prop on them is Bellec et al.'s e-prop. All four take ``layers``.
 """
 from __future__ import annotations
 

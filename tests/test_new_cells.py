@@ -408,6 +408,8 @@ def test_new_cells_are_built_in_everywhere():
         assert one.name == name and two.name == f"{name}_x2"
         assert {"W_in_l1", "W_rec_l1"} <= {n.name for n in two.nodes} \
             if name in ("lif", "alif") else True
+    u = params_of(rg.cells.indrnn(3, 50, 2))["u"]
+    assert -1 <= u.min() < -0.5 and 0.5 < u.max() <= 1        # U(-1, 1)
     with pytest.raises(ValueError, match="lif: layers must be a positive integer, got 0"):
         rg.cells.lif(3, 4, 2, layers=0)
 
