@@ -19,16 +19,17 @@ from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, Memo
                      NameError_, NotApplicable, RGraphError, ShapeError, TrainingWarning)
 from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
-                    scalar_function, split)
+                    register_surrogate, scalar_function, spike, split)
 from .training import SGD, Adam, Trainer, TrainResult
 from .run import RunConfig
 from .sweeps import sweep
 from .variance import VarianceResult, variance, variance_vs_size
 
-globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.sigmoid, ...: one per registry entry
+globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.stop_gradient, ...: one per registry entry
 
 __all__ = [
-    "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
+    "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split", "spike",
+    "register_surrogate",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "precompile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
     "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",

@@ -184,7 +184,7 @@ def jvp(lay: Layout, sched: tuple[Block, ...], name: str, spec: TangentSpec) -> 
     rec = set(lay.rec_ids)
     with_params = spec.params is not ParamTangents.NONE
     act = lay.live_from(seeds | inject | (rec if with_params else set())) \
-        & lay.needed_for(targets)
+        & lay.needed_for(targets, derivative=True)
     what = sorted(lay.names(seeds | inject))
     extra = {ParamTangents.NONE: "", ParamTangents.DENSE: " and the parameters' (thd)",
              ParamTangents.IDENTITY: " and the identity parameter tangent"}[spec.params]
@@ -383,7 +383,7 @@ def vjp(lay: Layout, sched: tuple[Block, ...], name: str, spec: CotangentSpec) -
     if "input" in spec.wrt:
         src |= {x.id for x in lay.inputs}
     stop = set(spec.stop)
-    act = lay.live_from(src | stop) & lay.needed_for(spec.seeds, stop)
+    act = lay.live_from(src | stop) & lay.needed_for(spec.seeds, stop, derivative=True)
     wrt = [w for w in ("params", "state", "input") if w in spec.wrt]
     k = K.Kernel(name, ("th", "v", "vb", "thb"),
                  f"Cotangents of {wrt} from those of {lay.names(spec.seeds)}: vb holds the "

@@ -17,6 +17,11 @@ reads layer l-1's new hidden state (layer 0 reads x), the readout reads the top 
 Each layer's nodes carry the suffix ``_l<l>`` (``W_l0``, ``h_l1``; with
 ``form="pytorch"``, ``weight_ih_l0`` … ``bias_hh_l1``, PyTorch's own names, which are
 also the state-dict keys). One layer keeps the unsuffixed names.
+
+Diagonal recurrences: ``indrnn`` (Li et al. 2018) and ``lru``, the Linear Recurrent Unit
+(Orvieto et al. 2023) in real arithmetic, stacked as Zucchet et al. (2023) stack it.
+Spiking neurons: ``lif`` and ``alif`` (Bellec et al. 2020), built on ``rg.spike`` and
+``rg.stop_gradient``; e-prop on them is Bellec et al.'s e-prop. All four take ``layers``.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ import zipfile
 
 import numpy as np
 
-from .errors import DataError
-from .graph import Cell, concat, const, pointwise, sigmoid, split, tanh
+from .errors import DataError, GraphError
+from .graph import (Cell, concat, const, cos, exp, pointwise, relu, sigmoid, sin, spike,
+                    split, stop_gradient, tanh)
+from .scalars import surrogate as surrogate_of
 from .tasks.influence import influence_A, influence_b
 
 FORMS = ("concat", "pytorch")
@@ -278,10 +285,254 @@ def influence_balancing(n: int = 23, n_minus: int = 13, A=None) -> Cell:
     return c
 
 
+# ------------------------------------------------------------ diagonal recurrences
+def indrnn(n_in: int, n: int, n_out: int, layers: int = 1) -> Cell:
+    """Independently recurrent network (Li et al. 2018): each unit sees only its own past,
+
+        h_t = relu(W x_t + u ⊙ h_{t-1} + b_h)
+
+    with u a recurrent vector (one weight per unit). W ~ N(0, 1/n_in), u ~ U(-1, 1)
+    (|u| ≤ 1 keeps the relu recurrence from growing; Li et al. bound |u| by a power of
+    2 tied to the sequence length), b_h = 0; readout V h_t + b. ``layers``: layer l
+    reads layer l-1's new h, names end in ``_l<l>``."""
+    layers = _check_layers("indrnn", layers)
+
+    def layer(c, below, sfx):
+        h = c.state("h" + sfx, n)
+        W = c.param("W" + sfx, (n, below.shape[0]))
+        u = c.param("u" + sfx, n, init="uniform", scale=float(np.sqrt(n)))
+        b_h = c.param("b_h" + sfx, n, init="zeros")
+        z = (W @ below + u * h + b_h).named("z" + sfx)
+        h_new = relu(z)
+        c.update(h, h_new)
+        return h_new
+
+    return _stacked("indrnn", n_in, n, n_out, layers, layer)
+
+
+class LRUInit:
+    """Orvieto et al.'s (2023) initialization of one LRU layer's eigenvalues
+    λ_j = exp(-exp(ν_j) + i exp(θ_j)) and normalization γ_j, as ``init=`` functions
+    ``(rng, shape) -> array``:
+
+    * ``nu``: |λ| uniform on the ring r_min ≤ |λ| ≤ r_max of the complex plane (uniform
+      in area: |λ|² ~ U(r_min², r_max²)), ν = log(-log |λ|);
+    * ``theta``: the phase exp(θ) ~ U(0, max_phase), θ = log(phase);
+    * ``gamma``: log sqrt(1 - |λ|²) of the |λ| that ``nu`` drew in the same
+      ``init_params`` call (the parameters are drawn in order from one generator, ν
+      before γ), so each unit's input is normalized for its own λ.
+    """
+
+    def __init__(self, r_min: float, r_max: float, max_phase: float):
+        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
+        self._drawn = None          # (generator, ν) of the last ν drawn
+
+    def __repr__(self):
+        return (f"LRUInit(r_min={self.r_min}, r_max={self.r_max}, "
+                f"max_phase={self.max_phase})")
+
+    def nu(self, rng, shape):
+        u = rng.uniform(size=shape)
+        nu = np.log(-0.5 * np.log(u * (self.r_max ** 2 - self.r_min ** 2) + self.r_min ** 2))
+        self._drawn = (rng, nu)
+        return nu
+
+    def theta(self, rng, shape):
+        return np.log(self.max_phase * rng.uniform(size=shape))
+
+    def gamma(self, rng, shape):
+        if self._drawn is None or self._drawn[0] is not rng or self._drawn[1].shape != shape:
+            raise GraphError("LRU init: gamma_log is drawn from the ν that nu_log drew in the "
+                             "same init_params call; draw the cell's parameters together "
+                             "(est.init_params(seed)), not gamma_log alone")
+        modulus = np.exp(-np.exp(self._drawn[1]))
+        return np.log(np.sqrt(1.0 - modulus ** 2))
+
+
+def _gelu(y):
+    """GELU, in its tanh form (Hendrycks & Gimpel 2016)."""
+    return pointwise(lambda t: 0.5 * t * (1 + tanh(0.7978845608028654 * (t + 0.044715 * t ** 3))),
+                     y, name="gelu")
+
+
+LRU_NONLINEARITIES = {"gelu": _gelu, "relu": relu, "tanh": tanh}
+
+
+def lru(n_in: int, n: int, n_out: int, layers: int = 1, width: int | None = None,
+        r_min: float = 0.0, r_max: float = 1.0, max_phase: float = 2 * np.pi,
+        nonlinearity: str = "gelu") -> Cell:
+    """The Linear Recurrent Unit (Orvieto et al. 2023) in real arithmetic, stacked as
+    Zucchet et al. (2023) stack it.
+
+    Each layer has n complex units, each a pair of real states (h_re, h_im), and reads
+    the residual stream u of width H (``width``, default n):
+
+        a = exp(-exp(ν)) cos(exp(θ)),  b = exp(-exp(ν)) sin(exp(θ)),  γ = exp(γ_log)
+        h_re' = a h_re - b h_im + γ (B_re u)
+        h_im' = a h_im + b h_re + γ (B_im u)
+        y = C_re h_re' - C_im h_im' + D ⊙ u          (= Re(C h') + D u)
+        u ← u + σ(y)                                  (σ: ``nonlinearity``, GELU)
+
+    a and b (λ = a + i b) and γ are computed once per step from the parameters. The
+    stream starts at u = x if n_in == H, else at the encoder W_enc x + b_enc; the
+    readout is V u + b on the top layer's stream.
+
+    Parameters per layer (names end in ``_l<l>`` with several layers): ``nu_log``,
+    ``theta_log``, ``gamma_log`` (n each; drawn by ``LRUInit``: |λ| uniform on the ring
+    [r_min, r_max], phase uniform in [0, max_phase], γ_log = log sqrt(1 - |λ|²)), ``B_re``,
+    ``B_im`` (n x H, N(0, 1/(2H)) each: a complex normal of variance 1/H), ``C_re``,
+    ``C_im`` (H x n, N(0, 1/n)), ``D`` (H, N(0, 1)). Defaults r_min = 0, r_max = 1,
+    max_phase = 2π are Orvieto et al.'s; long-range tasks want r_min near 0.9.
+    """
+    layers = _check_layers("lru", layers)
+    width = n if width is None else width
+    for what, v in (("n_in", n_in), ("n", n), ("n_out", n_out), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"lru: {what} must be a positive integer, got {v!r}")
+    if not (0.0 <= r_min < r_max <= 1.0):
+        raise ValueError(f"lru: the ring needs 0 <= r_min < r_max <= 1, got r_min={r_min!r}, "
+                         f"r_max={r_max!r}")
+    if not (0.0 < max_phase <= 2 * np.pi + 1e-12):
+        raise ValueError(f"lru: max_phase must be in (0, 2π], got {max_phase!r}")
+    if nonlinearity not in LRU_NONLINEARITIES:
+        raise ValueError(f"lru: nonlinearity must be one of {sorted(LRU_NONLINEARITIES)}, "
+                         f"got {nonlinearity!r}")
+    sigma = LRU_NONLINEARITIES[nonlinearity]
+    H = int(width)
+    c = Cell("lru" if layers == 1 else f"lru_x{layers}")
+    x = c.input("x", n_in)
+    u = x
+    if n_in != H:
+        W_enc = c.param("W_enc", (H, n_in))
+        b_enc = c.param("b_enc", H, init="zeros")
+        u = (W_enc @ x + b_enc).named("u_enc")
+    for k in range(layers):
+        sfx = "" if layers == 1 else f"_l{k}"
+        y = _lru_layer(c, u, n, H, sfx, LRUInit(r_min, r_max, max_phase))
+        u = (u + sigma(y)).named("u" + ("_out" if layers == 1 else f"_l{k + 1}"))
+    _readout(c, u, n_out)
+    return c
+
+
+def _lru_layer(c: Cell, u, n: int, H: int, sfx: str, init: LRUInit):
+    """One LRU layer reading the stream u; returns its output y = Re(C h') + D ⊙ u."""
+    h_re, h_im = c.state("h_re" + sfx, n), c.state("h_im" + sfx, n)
+    nu_log = c.param("nu_log" + sfx, n, init=init.nu)
+    theta_log = c.param("theta_log" + sfx, n, init=init.theta)
+    gamma_log = c.param("gamma_log" + sfx, n, init=init.gamma)
+    B_re = c.param("B_re" + sfx, (n, H), scale=float(np.sqrt(0.5)))
+    B_im = c.param("B_im" + sfx, (n, H), scale=float(np.sqrt(0.5)))
+    C_re = c.param("C_re" + sfx, (H, n))
+    C_im = c.param("C_im" + sfx, (H, n))
+    D = c.param("D" + sfx, H, scale=float(np.sqrt(H)))
+    modulus = exp(-exp(nu_log)).named("lam_mod" + sfx)
+    phase = exp(theta_log).named("lam_phase" + sfx)
+    a = (modulus * cos(phase)).named("lam_re" + sfx)
+    b = (modulus * sin(phase)).named("lam_im" + sfx)
+    gamma = exp(gamma_log).named("gamma" + sfx)
+    bu_re = (B_re @ u).named("Bu_re" + sfx)
+    bu_im = (B_im @ u).named("Bu_im" + sfx)
+    h_re_new = a * h_re - b * h_im + gamma * bu_re
+    h_im_new = a * h_im + b * h_re + gamma * bu_im
+    c.update(h_re, h_re_new)
+    c.update(h_im, h_im_new)
+    return (C_re @ h_re_new - C_im @ h_im_new + D * u).named("y" + sfx)
+
+
+# --------------------------------------------------------------- spiking neurons
+def _decay(what: str, tau, dt) -> float:
+    for name, v in ((f"tau_{what}", tau), ("dt", dt)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or \
+                not np.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a positive number, got {v!r}")
+    return float(np.exp(-dt / tau))
+
+
+def _spiking(name: str, n_in: int, n: int, n_out: int, layers: int, v_th: float,
+             surrogate: str, dampening: float, tau_m: float, dt: float, adaptation=None):
+    """LIF (``adaptation`` None) or ALIF (``adaptation`` = (ρ, β)) layers, stacked."""
+    layers = _check_layers(name, layers)
+    if isinstance(v_th, bool) or not isinstance(v_th, (int, float, np.floating)) or \
+            not np.isfinite(v_th) or v_th <= 0:
+        raise ValueError(f"{name}: v_th must be a positive number, got {v_th!r}")
+    v_th = float(v_th)
+    alpha = _decay("m", tau_m, dt)
+    surrogate_of(surrogate)             # an unknown surrogate is one line, here
+
+    def layer(c, below, sfx):
+        v, z = c.state("v" + sfx, n), c.state("z" + sfx, n)
+        a = c.state("a" + sfx, n) if adaptation else None
+        W_in = c.param("W_in" + sfx, (n, below.shape[0]))
+        W_rec = c.param("W_rec" + sfx, (n, n))
+        current = (W_rec @ z + W_in @ below).named("i_syn" + sfx)
+        # reset by subtraction, a constant for the gradient (Bellec et al.)
+        reset = stop_gradient(z) if v_th == 1.0 else v_th * stop_gradient(z)
+        v_new = alpha * v + current - reset
+        c.update(v, v_new)
+        if adaptation:
+            rho, beta = adaptation
+            a_new = rho * a + z
+            c.update(a, a_new)
+            threshold = (v_th + beta * a_new).named("A" + sfx)
+            over = v_new - threshold
+        else:
+            over = v_new - v_th
+        drive = (over if v_th == 1.0 else over * (1.0 / v_th)).named("drive" + sfx)
+        z_new = spike(drive, surrogate=surrogate, dampening=dampening)
+        c.update(z, z_new)
+        return z_new
+
+    return _stacked(name, n_in, n, n_out, layers, layer)
+
+
+def lif(n_in: int, n: int, n_out: int, layers: int = 1, tau_m: float = 20.0,
+        dt: float = 1.0, v_th: float = 1.0, surrogate: str = "triangle",
+        dampening: float = 0.3) -> Cell:
+    """Recurrent leaky integrate-and-fire neurons as in Bellec et al. (2020), states the
+    membrane v and the spikes z:
+
+        v_t = α v_{t-1} + W_rec z_{t-1} + W_in x_t - v_th · stop_gradient(z_{t-1})
+        z_t = spike((v_t - v_th) / v_th)
+
+    α = exp(-dt/τ_m) (τ_m = 20, dt = 1: α ≈ 0.951), v_th = 1, reset by subtraction held
+    constant for the gradient. ``spike``'s triangle surrogate with dampening γ_pd = 0.3
+    gives ∂z_t/∂v_t = (γ_pd / v_th) max(0, 1 - |v_t - v_th| / v_th), Bellec et al.'s
+    pseudo-derivative ψ (``surrogate``, ``dampening``: see ``rg.spike``). No refractory
+    period. W_in ~ N(0, 1/n_in), W_rec ~ N(0, 1/n). Readout: linear in the spikes,
+    V z_t + b (Bellec et al.'s leaky readout with κ = 0: a leaky readout would be a state
+    of its own, which e-prop's learning signal holds fixed). ``layers``: layer l reads
+    layer l-1's spikes z_t, names end in ``_l<l>``."""
+    return _spiking("lif", n_in, n, n_out, layers, v_th, surrogate, dampening, tau_m, dt)
+
+
+def alif(n_in: int, n: int, n_out: int, layers: int = 1, tau_m: float = 20.0,
+         tau_a: float = 200.0, beta: float = 0.07, dt: float = 1.0, v_th: float = 1.0,
+         surrogate: str = "triangle", dampening: float = 0.3) -> Cell:
+    """Adaptive LIF neurons (Bellec et al. 2020): ``lif`` with a threshold that rises by
+    β after each spike and decays back with ρ = exp(-dt/τ_a); states v, a and z:
+
+        v_t = α v_{t-1} + W_rec z_{t-1} + W_in x_t - v_th · stop_gradient(z_{t-1})
+        a_t = ρ a_{t-1} + z_{t-1},   A_t = v_th + β a_t
+        z_t = spike((v_t - A_t) / v_th)
+
+    τ_a = 200 (ρ ≈ 0.995), β = 0.07 (a steady rate r raises the threshold by about
+    β r τ_a); the rest as ``lif``: the pseudo-derivative is ψ_t = (γ_pd / v_th)
+    max(0, 1 - |v_t - A_t| / v_th), the readout V z_t + b."""
+    rho = _decay("a", tau_a, dt)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float, np.floating)) or \
+            not np.isfinite(beta) or beta < 0:
+        raise ValueError(f"alif: beta must be a number >= 0, got {beta!r}")
+    return _spiking("alif", n_in, n, n_out, layers, v_th, surrogate, dampening, tau_m, dt,
+                    adaptation=(rho, float(beta)))
+
+
 CELLS = {"tanh": tanh_rnn, "rnn": tanh_rnn, "rhn": rhn, "lstm": lstm, "gru": gru,
-         "leaky": leaky_rnn, "influence": influence_balancing}
+         "leaky": leaky_rnn, "influence": influence_balancing, "indrnn": indrnn,
+         "lru": lru, "lif": lif, "alif": alif}
 # the cells that take form="pytorch"
 FRAMEWORK_FORMS = ("tanh", "rnn", "lstm", "gru")
+# the cells that take layers=
+STACKING = ("tanh", "rnn", "lstm", "gru", "indrnn", "lru", "lif", "alif")
 
 
 

@@ -11,12 +11,13 @@ from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
+from sympy.core.function import Application
 
-from . import codegen
-from . import autodiff
+from . import autodiff, codegen, ops, scalars
 from .autodiff import CotangentSpec, ParamTangents, TangentSpec
 from .build import build_kernels
 from .backends import get_backend
+from .errors import GraphError
 from .graph import Cell, init_param
 from .layout import Layout
 from .schedule import schedule
@@ -100,11 +101,28 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b)) / scale)
 
 
+def _refuse_surrogates(cell: Cell):
+    """A surrogate derivative (``rg.spike``) is by design not the derivative of its
+    value, so finite differences cannot check it: one line naming the node."""
+    for n in cell.nodes:
+        if n.kind != "op" or not isinstance(n.op, ops.Elementwise):
+            continue
+        used = [f for f in n.op.expr.atoms(Application)
+                if (fn := scalars.lookup(f)) is not None and fn.surrogate]
+        if used:
+            raise GraphError(
+                f"check_derivatives: node '{n.name}' of cell '{cell.name}' applies "
+                f"{type(used[0]).__name__}, whose derivative is a surrogate, not the "
+                f"derivative of its value, so finite differences cannot check it; check a "
+                f"copy of the cell with rg.spike replaced by a smooth function")
+
+
 def check_derivatives(cell: Cell, backend="numpy", seed: int = 0, eps: float = 1e-6,
                       kernels: KernelSet | None = None) -> dict:
     """Relative errors of every generated derivative against central differences:
     jvp w.r.t. the state, the input and the parameters (one and K columns), the identity
     parameter tangent (RTRL's), and the vjp (inner-product identity)."""
+    _refuse_surrogates(cell)
     ks = kernels or KernelSet(cell, backend)
     p, m = ks.p, ks.mod
     rng = np.random.default_rng(seed)

@@ -252,9 +252,60 @@ def _dsl_function(fn: scalars.ScalarFunction):
     return apply
 
 
-# rg.tanh, rg.sigmoid, ...: one DSL function per built-in entry of the scalar registry
-SCALAR_FUNCTIONS = {fn.name: _dsl_function(fn) for fn in scalars.BUILTINS}
+# rg.tanh, rg.sigmoid, rg.stop_gradient, ...: one DSL function per built-in entry of the
+# scalar registry (the spike functions are reached through rg.spike)
+SCALAR_FUNCTIONS = {fn.name: _dsl_function(fn) for fn in scalars.BUILTINS
+                    if not fn.surrogate}
 globals().update(SCALAR_FUNCTIONS)
+
+
+def spike(x, surrogate: str = "triangle", dampening: float = 0.3, **shape):
+    """A spike: 1 where x > 0, else 0, with a surrogate derivative in x.
+
+    The step's true derivative is 0 almost everywhere; every generated derivative uses
+    the surrogate instead (``dampening`` times a bump around 0), so a learning signal
+    crosses the threshold:
+
+    * ``"triangle"`` (the default; Bellec et al. 2020): dampening · max(0, 1 - |x|);
+    * ``"fast_sigmoid"`` (Zenke & Ganguli 2018): dampening / (1 + slope·|x|)², slope 1
+      by default (half its peak at |x| ≈ 0.41, near the triangle's 0.5);
+    * ``"arctan"``: dampening / (1 + (slope·x)²), slope π by default: the derivative of
+      the smooth step 1/2 + arctan(π x)/π, scaled to peak at dampening;
+    * any surrogate added with ``rg.register_surrogate``.
+
+    ``shape`` sets the surrogate's shape parameters (``slope=``). A spiking neuron
+    passes its threshold-scaled membrane: ``rg.spike((v - v_th) / v_th)`` has the
+    derivative (dampening / v_th) · max(0, 1 - |v - v_th| / v_th) in v, Bellec et al.'s
+    pseudo-derivative ψ. Works on rgraph values and inside ``rg.pointwise``.
+    """
+    sur = scalars.surrogate(surrogate)
+    unknown = sorted(set(shape) - set(sur.params))
+    if unknown:
+        have = ", ".join(sur.params) if sur.params else "none"
+        raise GraphError(f"spike: surrogate {surrogate!r} has no parameter "
+                         f"{', '.join(map(repr, unknown))}; its shape parameters: {have}")
+    values = {"dampening": dampening, **sur.defaults, **shape}
+    for k, v in values.items():
+        if not _number(v) or not np.isfinite(v) or v <= 0:
+            raise GraphError(f"spike: {k} must be a positive finite number, got {v!r}")
+    args = (x, float(dampening), *(float(values[k]) for k in sur.params))
+    if _is_symbolic(x) or _number(x):
+        return _apply(sur.fn.op, *args)
+    return _elementwise(sur.fn.op, args, _render(f"spike[{surrogate}]", [
+        "{0}", *(repr(a) for a in args[1:])]))
+
+
+def register_surrogate(name: str, derivative, *, doc: str | None = None, **defaults):
+    """Add a surrogate for ``rg.spike(x, surrogate=name)``: ``derivative(x, dampening,
+    *shape)`` is its derivative in x, written with arithmetic, ``abs`` and the DSL's
+    scalar functions, and ``defaults`` its shape parameters with their defaults::
+
+        rg.register_surrogate("gauss", lambda x, d, width: d * rg.exp(-(x / width)**2),
+                              width=0.5)
+        z = rg.spike(v - 1.0, surrogate="gauss", width=0.3)
+
+    The value stays 1 where x > 0, else 0 (see ``rgraph.scalars.register_surrogate``)."""
+    return scalars.register_surrogate(name, derivative, doc=doc, **defaults)
 
 
 def scalar_function(name: str, definition, *, printed: dict | None = None,

@@ -17,6 +17,7 @@ import networkx as nx
 import numpy as np
 
 from . import kernel as K
+from . import ops
 from .errors import GraphError
 from .graph import Cell
 
@@ -44,6 +45,7 @@ class Layout:
         self.cell = cell
         self.nodes = cell.nodes
         self.g = cell.graph()
+        self.dg = _derivative_graph(self.g)
         self.topo = list(nx.lexicographical_topological_sort(self.g))
         self.pos = {nid: p for p, nid in enumerate(self.topo)}
         self.states = [n for n in self.nodes if n.kind == "state"]
@@ -179,20 +181,24 @@ class Layout:
 
     # ------------------------------------------------------------- reachability
     def live_from(self, sources) -> set:
-        """Nodes reachable from ``sources`` (inclusive)."""
+        """Nodes a tangent from ``sources`` reaches (inclusive): along the edges of
+        ``dg``, so not past an operand the op's derivative does not depend on (the
+        operand of ``stop_gradient``, of ``step``)."""
         live = set()
         for s in sources:
-            live |= nx.descendants(self.g, s) | {s}
+            live |= nx.descendants(self.dg, s) | {s}
         return live
 
-    def needed_for(self, targets, stop=()) -> set:
+    def needed_for(self, targets, stop=(), derivative=False) -> set:
         """Nodes that ``targets`` depend on (inclusive); with ``stop``, along paths that
-        do not pass through a node of ``stop`` (they may start at one)."""
+        do not pass through a node of ``stop`` (they may start at one); ``derivative``:
+        the nodes whose derivatives reach them (the edges of ``dg``)."""
+        g = self.dg if derivative else self.g
         if stop:
-            return _reach(targets, set(stop), self.g.predecessors)
+            return _reach(targets, set(stop), g.predecessors)
         need = set()
         for t in targets:
-            need |= nx.ancestors(self.g, t) | {t}
+            need |= nx.ancestors(g, t) | {t}
         return need
 
     def flops(self, nodes=None) -> int:
@@ -203,6 +209,21 @@ class Layout:
 
     def names(self, ids) -> list[str]:
         return [self.nodes[i].name for i in ids]
+
+
+def _derivative_graph(g: nx.DiGraph) -> nx.DiGraph:
+    """The step graph without the edges that carry no derivative: an operand of an
+    elementwise op whose partial derivative in it is identically zero (the operand of
+    ``stop_gradient``, ``step``, ``sign``), as ``Elementwise.pattern`` says."""
+    dg = g.copy()
+    for nid, data in g.nodes(data=True):
+        node = data["node"]
+        if not isinstance(node.op, ops.Elementwise):
+            continue
+        for a in set(node.args):
+            if all(node.op.partial(j) == 0 for j, b in enumerate(node.args) if b == a):
+                dg.remove_edge(a, nid)
+    return dg
 
 
 def _reach(sources, stop, step) -> set:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import ast
 import inspect
 import keyword
+import math
 import re
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import sympy as sp
@@ -88,6 +89,36 @@ class sign(sp.Function):
         return sp.Integer(0)
 
 
+class stop_gradient(sp.Function):
+    """The value of x with derivative 0 (JAX's ``lax.stop_gradient``): every generated
+    derivative treats it as a constant, and the structural analysis sees no dependence
+    of it on x (``ops.Elementwise.pattern``), so no tangent or cotangent passes it."""
+
+    nargs = 1
+
+    def fdiff(self, argindex=1):
+        return sp.Integer(0)
+
+
+class Spike(sp.Function):
+    """Base class of the spike functions of ``rg.spike``, one subclass per surrogate.
+
+    Value: 1 where x > 0, else 0 (the Heaviside step, as ``step``). Derivative in x: the
+    class's surrogate ``pseudo`` (an expression of ``ARG``: x, the dampening, then the
+    surrogate's shape parameters), which is deliberately *not* the derivative of the
+    value (0 almost everywhere): it is the pseudo-derivative through which BPTT, RTRL
+    and e-prop pass a learning signal across the threshold. Derivative in the dampening
+    and the shape parameters: 0 (they are numbers folded into the op).
+    """
+
+    pseudo: sp.Expr = sp.Integer(0)
+
+    def fdiff(self, argindex=1):
+        if argindex == 1:
+            return self.pseudo.xreplace(dict(zip(ARG, self.args)))
+        return sp.Integer(0)
+
+
 # -------------------------------------------------------------------- entries
 
 
@@ -107,6 +138,9 @@ class ScalarFunction:
     calls: Mapping[str, str] = field(default_factory=_empty)    # backend -> callee
     sources: Mapping[str, str] = field(default_factory=_empty)  # backend -> helper source
     aliases: tuple = ()          # sympy classes meaning the same function (sp.sign)
+    # its derivative is a surrogate, deliberately not the derivative of its value (a
+    # spike function's): finite differences of the value cannot check it
+    surrogate: bool = False
 
     @property
     def op(self) -> ops.Elementwise:
@@ -351,11 +385,19 @@ def _add(fns) -> None:
 
 def _remove(fn) -> None:
     del REGISTRY[fn.name]
+    for key in [k for k, sur in SURROGATES.items() if sur.fn is fn]:
+        del SURROGATES[key]
     for cls in (fn.head, *fn.aliases) if fn.head is not None else ():
         del _BY_CLASS[cls]
 
 
 def _check_derivatives(fn) -> None:
+    """Check that each first derivative of ``fn`` can be printed: sympy can form it, and
+    it uses registered functions only. This checks that the derivative exists in
+    generated code, not that it is right: a primitive's ``fdiff`` is trusted here, and
+    a surrogate (``ScalarFunction.surrogate``, the spike functions) is by design not the
+    derivative of its value. ``rg.check_derivatives`` checks derivatives numerically
+    and refuses a cell that applies a surrogate."""
     for j in range(fn.arity):
         d = sp.diff(fn.expr, ARG[j])
         if d.has(sp.Derivative, sp.Subs):
@@ -368,6 +410,114 @@ def _check_derivatives(fn) -> None:
                              f"{j + 1}, {d}, uses {', '.join(unknown)}, which is not a "
                              f"registered scalar function; register that first or give the "
                              f"class an fdiff that avoids it")
+
+
+# ------------------------------------------------------------- spike surrogates
+
+
+@dataclass(frozen=True, eq=False)
+class Surrogate:
+    """A surrogate of ``rg.spike``: its registry entry ``spike_<name>`` (value 1 where
+    x > 0, else 0; derivative ``dampening * pseudo``) and the names and defaults of its
+    shape parameters, which follow x and the dampening as the entry's arguments."""
+
+    name: str
+    fn: ScalarFunction
+    params: tuple                  # shape parameters' names, after (x, dampening)
+    defaults: Mapping[str, float]  # name -> default value
+
+    @property
+    def formula(self) -> str:
+        """The surrogate derivative in x, with its arguments' names."""
+        names = ("x", "dampening", *self.params)
+        d = sp.diff(self.fn.expr, ARG[0])
+        return str(d.xreplace({a: sp.Symbol(n) for a, n in zip(ARG, names)}))
+
+    def __repr__(self):
+        shape = "".join(f", {k}={v!r}" for k, v in self.defaults.items())
+        return f"Surrogate({self.name!r}: d/dx = {self.formula}{shape})"
+
+
+SURROGATES: dict[str, Surrogate] = {}
+
+
+def _surrogate(name, pseudo, doc, defaults) -> tuple[ScalarFunction, Surrogate]:
+    """The registry entry ``spike_<name>`` and its ``Surrogate``, not yet registered."""
+    what = f"surrogate {name!r}"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise GraphError(f"{what}: the name must be lower-case letters, digits and '_', "
+                         f"starting with a letter (the entry is spike_<name>)")
+    if name in SURROGATES:
+        raise GraphError(f"{what} is already registered ({SURROGATES[name]!r}); choose "
+                         f"another name")
+    names = ("x", "dampening", *defaults)
+    for k, v in defaults.items():
+        if not k.isidentifier() or keyword.iskeyword(k) or k in ("x", "dampening"):
+            raise GraphError(f"{what}: shape parameter {k!r} must be an identifier other "
+                             f"than 'x' and 'dampening'")
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise GraphError(f"{what}: shape parameter {k}={v!r} needs a default number")
+    arity = len(names)
+    if arity > len(ARG):
+        raise GraphError(f"{what}: at most {len(ARG) - 2} shape parameters")
+    try:
+        n_args = len(inspect.signature(pseudo).parameters)
+    except (TypeError, ValueError):
+        raise GraphError(f"{what}: the derivative must be a python function "
+                         f"(x, dampening{''.join(', ' + k for k in defaults)}) of sympy "
+                         f"scalars") from None
+    if n_args != arity:
+        raise GraphError(f"{what}: the derivative takes {n_args} argument(s); it must take "
+                         f"(x, dampening{''.join(', ' + k for k in defaults)})")
+    try:
+        expr = sp.sympify(pseudo(*ARG[:arity]))
+    except Exception as e:  # the user's function failed on symbols
+        raise GraphError(f"{what}: the derivative failed on sympy symbols "
+                         f"({type(e).__name__}: {e}); write it with arithmetic, abs() and "
+                         f"rgraph's scalar functions") from None
+    expr = check_expr(expr, arity, what)
+    cls = type(f"spike_{name}", (Spike,), {"nargs": arity, "pseudo": expr,
+                                           "__module__": __name__})
+    sig = ", ".join(names)
+    printed = {"numba": f"def rg_spike_{name}({sig}):\n    return 1.0 if x > 0.0 else 0.0",
+               "numpy": f"def rg_spike_{name}({sig}):\n"
+                        f"    return np.where(x > 0.0, 1.0, 0.0)"}
+    shown = expr.xreplace({a: sp.Symbol(n) for a, n in zip(ARG, names)})
+    doc = doc or f"spike with the surrogate derivative {shown}"
+    fn = replace(_entry(f"spike_{name}", cls, printed, doc), surrogate=True)
+    return fn, Surrogate(name, fn, tuple(defaults), MappingProxyType(
+        {k: float(v) for k, v in defaults.items()}))
+
+
+def register_surrogate(name: str, derivative, *, doc: str | None = None,
+                       **defaults: float) -> Surrogate:
+    """Register a surrogate for ``rg.spike(x, surrogate=name)`` and return it.
+
+    ``derivative(x, dampening, *shape)`` gives the surrogate derivative of the spike in
+    x as an expression of sympy scalars (arithmetic, ``abs``, rgraph's scalar
+    functions); ``defaults`` names the shape parameters, in order, with their default
+    values. The value stays 1 where x > 0, else 0. Example (a Gaussian)::
+
+        rg.register_surrogate("gauss", lambda x, d, width: d * rg.exp(-(x / width)**2),
+                              width=0.5)
+
+    It is the registry entry ``spike_<name>`` (``rgraph.scalars.unregister`` removes
+    it). Its derivative is marked a surrogate: ``rg.check_derivatives`` refuses cells
+    that use it, since finite differences of a step cannot check a pseudo-derivative.
+    """
+    fn, sur = _surrogate(name, derivative, doc, defaults)
+    _add((fn,))
+    SURROGATES[name] = sur
+    return sur
+
+
+def surrogate(name) -> Surrogate:
+    """The registered surrogate ``name``; an unknown one is one line naming the known."""
+    if name not in SURROGATES:
+        raise GraphError(f"unknown spike surrogate {name!r}; use one of "
+                         f"{', '.join(sorted(SURROGATES))}, or register one with "
+                         f"rg.register_surrogate")
+    return SURROGATES[name]
 
 
 # -------------------------------------------------------------------- built-ins
@@ -424,5 +574,28 @@ BUILTINS = (
     _entry("sin", sp.sin, _both("sin"), "Sine."),
     _entry("cos", sp.cos, _both("cos"), "Cosine."),
 )
+_add(BUILTINS)       # first: the surrogates' derivatives are written in these
+
+_SURROGATES = (
+    _surrogate("triangle", lambda x, d: d * relu(1 - sp.Abs(x)),
+               "spike with Bellec et al.'s (2020) triangle surrogate: derivative "
+               "dampening * max(0, 1 - |x|)", {}),
+    _surrogate("fast_sigmoid", lambda x, d, slope: d / (1 + slope * sp.Abs(x)) ** 2,
+               "spike with Zenke & Ganguli's (2018, SuperSpike) fast-sigmoid surrogate: "
+               "derivative dampening / (1 + slope |x|)**2", {"slope": 1.0}),
+    _surrogate("arctan", lambda x, d, slope: d / (1 + (slope * x) ** 2),
+               "spike with the arctan surrogate: derivative dampening / (1 + (slope x)**2), "
+               "the derivative of the smooth step 1/2 + arctan(slope x) / pi, scaled to "
+               "peak at dampening", {"slope": math.pi}),
+)
+_MORE = (
+    _entry("stop_gradient", stop_gradient, {
+        "numba": "def rg_stop_gradient(x):\n    return x",
+        "numpy": "def rg_stop_gradient(x):\n    return x"},
+        "The value of x with derivative 0 (JAX's lax.stop_gradient): no tangent or "
+        "cotangent passes it, and the analysis sees no dependence on x."),
+    *(fn for fn, _ in _SURROGATES))
+_add(_MORE)
+BUILTINS = BUILTINS + _MORE
 BUILTIN_NAMES = frozenset(fn.name for fn in BUILTINS)
-_add(BUILTINS)
+SURROGATES.update({sur.name: sur for _, sur in _SURROGATES})

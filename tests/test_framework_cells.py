@@ -323,7 +323,8 @@ def test_cli_layers_option(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "cell gru_pytorch_x2:" in out and "weight_hh_l1" in out
     assert main(["inspect", "rhn", "--layers", "2"]) == 2
-    assert "--layers 2: only the built-in cells tanh, lstm, gru stack layers" in \
+    assert "--layers 2: only the built-in cells tanh, lstm, gru, indrnn, lru, lif, alif " \
+        "stack layers" in \
         capsys.readouterr().err
     assert "layers" not in RunConfig().to_dict()
     assert RunConfig(layers=3).to_dict()["layers"] == 3

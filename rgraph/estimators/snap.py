@@ -224,6 +224,21 @@ class SparseInfluence(EstimatorSpec):
     def make_mask(self, D, I):
         raise NotImplementedError
 
+    def _read_rows(self) -> np.ndarray:
+        """The state rows random feedback reaches: those of the new states the loss reads
+        other than through another new state (a LIF cell's spikes z, not its membrane v;
+        an LSTM's h, not c), as symmetric feedback's ∂l_t/∂s_t, which holds the new states
+        apart, is zero on the others (Bellec et al. feed the error back to the units'
+        observable output only)."""
+        lay = self.lay
+        new = lay.new_state
+        read = lay.needed_for([lay.loss_output_id], stop=new, derivative=True)
+        rows = np.zeros(lay.n_state, dtype=bool)
+        for st, nid in zip(lay.states, new, strict=True):
+            off = lay.state_off[st.id]
+            rows[off:off + st.shape[0]] = nid in read
+        return rows
+
     def _runs(self):
         """The run table: per run its rows, first parameter, length, J offset, sum
         column, factor kind and factor offset. A run's rows are its sum entry's column
@@ -428,8 +443,10 @@ class SparseInfluence(EstimatorSpec):
             out.update({"NK": tables.pop("NK"), **self.plan, **tables})
         if self.feedback == "random":    # B (S x NOUT), a row per state entry
             S, nout = self.lay.n_state, self.nout
-            out["FEEDBACK"] = np.random.default_rng(self.feedback_seed).standard_normal(
+            B = np.random.default_rng(self.feedback_seed).standard_normal(
                 (S, nout)) / np.sqrt(nout)
+            B[~self._read_rows()] = 0.0
+            out["FEEDBACK"] = B
         return out
 
     def choices(self):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .config import ConfigError, RunConfig
 
-BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence")
+BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence", "indrnn", "lru", "lif", "alif")
 
 
 def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
@@ -20,11 +20,12 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     many of their layers are stacked."""
     from .. import cells
     form, layers = kw.get("form"), kw.get("layers") or 1
-    stacking = ", ".join(c for c in BUILTIN if c in cells.FRAMEWORK_FORMS)
+    framework = ", ".join(c for c in BUILTIN if c in cells.FRAMEWORK_FORMS)
+    stacking = ", ".join(c for c in BUILTIN if c in cells.STACKING)
     if form and form != "concat" and spec not in cells.FRAMEWORK_FORMS:
-        raise ConfigError(f"--form {form}: only the built-in cells {stacking} have a "
+        raise ConfigError(f"--form {form}: only the built-in cells {framework} have a "
                           f"PyTorch form")
-    if layers != 1 and spec not in cells.FRAMEWORK_FORMS:
+    if layers != 1 and spec not in cells.STACKING:
         raise ConfigError(f"--layers {layers}: only the built-in cells {stacking} stack "
                           f"layers; a cell of your own stacks them in its function")
     if spec in BUILTIN:
