@@ -20,6 +20,7 @@ from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, Memo
 from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     scalar_function, split)
+from .jaxio import from_jax, to_jax     # JAX is imported only when these run
 from .training import SGD, Adam, Trainer, TrainResult
 from .run import RunConfig
 from .sweeps import sweep
@@ -29,6 +30,7 @@ globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.sigmoid, ...: one per registr
 
 __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split",
+    "from_jax", "to_jax",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "precompile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
     "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",
