@@ -57,6 +57,7 @@ _ARITHMETIC = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
                "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
                "neg": lambda a: -a}
 _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
+_ELEMENTWISE = (*_ARITHMETIC, "integer_pow", "pow", "max", "min", "select_n", *_COMPARE)
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
           "custom_vjp_call_jaxpr")
 SUPPORTED = ("dot_general", "add", "sub", "mul", "div", "neg", "integer_pow", "pow",
@@ -130,21 +131,17 @@ class _NotElementwise(Exception):
 
 
 def _where(eqn) -> str:
-    """The user's source line of an equation, as JAX summarizes it."""
+    """The user's source line of an equation, as JAX summarizes it ("" if unknown)."""
     try:
         from jax._src import source_info_util
         return source_info_util.summarize(eqn.source_info)
     except Exception:           # a JAX without this helper: say nothing rather than fail
-        return "an unknown line"
+        return ""
 
 
 def _number(v) -> sp.Expr:
     f = float(v)
     return sp.Integer(int(f)) if f.is_integer() else sp.Float(f)
-
-
-def _refuse(eqn, what: str):
-    raise GraphError(f"from_jax: {what} (primitive '{eqn.primitive.name}' at {_where(eqn)})")
 
 
 # --------------------------------------------------------------------------- naming
@@ -259,9 +256,10 @@ def from_jax(step, params, state, x, *, name: str | None = None) -> Cell:
     params = _check_params(params)
     state, single = _check_state(state)
     x = _check_vector(x, "x", "the example input x")
-    name = name or getattr(step, "__name__", "cell")
-    if not name.isidentifier() or keyword.iskeyword(name):
-        name = graph.check_name(name, "cell")
+    if name is None:
+        name = getattr(step, "__name__", "")
+        name = name if name.isidentifier() and not keyword.iskeyword(name) else "cell"
+    graph.check_name(name, "cell")
     with jax.enable_x64(True):
         args = ({k: np.asarray(v, np.float64) for k, v in params.items()},
                 state["h"] if single else dict(state), x)
@@ -335,6 +333,7 @@ class _Translator:
         from jax.extend.core import Literal
         self.literal = Literal
         self.names = _Names()
+        self.calls = []             # the call equations being inlined, outermost first
         self.transposed = transposed
         self.const_nodes: dict[int, Value] = {}
         c = self.cell = Cell(name)
@@ -387,6 +386,13 @@ class _Translator:
             c.output(graph.check_name(k, "output"),
                      self.vector(val, f"output '{k}'", shp.shape[0]))
         c.validate()
+
+    def refuse(self, eqn, what: str):
+        """A GraphError naming the primitive and the user's line (that of the nearest
+        enclosing call where the equation, inside a jnp function, has none)."""
+        where = next((w for w in map(_where, (eqn, *reversed(self.calls))) if w),
+                     "an unknown line")
+        raise GraphError(f"from_jax: {what} (primitive '{eqn.primitive.name}' at {where})")
 
     # -- values
     def vector(self, val, what, n=None) -> Value:
@@ -462,7 +468,7 @@ class _Translator:
         if p == "concatenate":
             if eqn.params["dimension"] != 0 or any(len(v.aval.shape) != 1
                                                    for v in eqn.invars):
-                _refuse(eqn, "only vectors can be concatenated")
+                self.refuse(eqn, "only vectors can be concatenated")
             vals = [self.const(a) if isinstance(a, Const) else
                     self.vector(a, "an operand of concatenate") for a in ins]
             return [graph.concat(*vals)]
@@ -474,10 +480,12 @@ class _Translator:
         if p == "stop_gradient":
             sg = getattr(graph, "stop_gradient", None)
             if sg is None:
-                _refuse(eqn, "stop_gradient has no counterpart in this version of rgraph's "
+                self.refuse(eqn, "stop_gradient has no counterpart in this version of rgraph's "
                         "DSL; remove it (rgraph then differentiates through the value) or "
                         "compute that value outside the step")
             return [sg(self.vector(ins[0], "the operand of stop_gradient"))]
+        if p not in _ELEMENTWISE and self.function(p) is None:
+            self.refuse(eqn, _unsupported(p))
         return [self.elementwise(eqn, ins)]
 
     def fold(self, eqn, ins) -> list:
@@ -486,7 +494,7 @@ class _Translator:
         try:
             out = eqn.primitive.bind(*vals, **eqn.params)
         except Exception as e:
-            _refuse(eqn, f"evaluating this equation of constants failed ({e})")
+            self.refuse(eqn, f"evaluating this equation of constants failed ({e})")
         out = out if eqn.primitive.multiple_results else [out]
         return [Const(np.asarray(o)) for o in out]
 
@@ -496,7 +504,7 @@ class _Translator:
         inner = eqn.params.get("jaxpr", eqn.params.get("call_jaxpr",
                                                          eqn.params.get("fun_jaxpr")))
         if inner is None:
-            _refuse(eqn, "this call has no jaxpr to read")
+            self.refuse(eqn, "this call has no jaxpr to read")
         jaxpr = getattr(inner, "jaxpr", inner)
         consts = getattr(inner, "consts", ())
         p = eqn.primitive.name
@@ -507,7 +515,11 @@ class _Translator:
         env = dict(zip(jaxpr.constvars, (Const(np.asarray(c)) for c in consts),
                        strict=True))
         env.update(zip(jaxpr.invars, ins, strict=True))
-        return self.run(jaxpr, env, set(map(id, jaxpr.outvars)))
+        self.calls.append(eqn)
+        try:
+            return self.run(jaxpr, env, set(map(id, jaxpr.outvars)))
+        finally:
+            self.calls.pop()
 
     def fuse(self, eqn, jaxpr, consts, ins):
         """A jit whose body is one elementwise function of vectors of one length (and
@@ -592,14 +604,14 @@ class _Translator:
     def matmul(self, eqn, a, b):
         (ca, cb), (ba, bb) = eqn.params["dimension_numbers"]
         if ba or bb:
-            _refuse(eqn, "batched products are not supported; write one matrix-vector "
+            self.refuse(eqn, "batched products are not supported; write one matrix-vector "
                     "product per step")
         sa, sb = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
         if len(sa) == 1 and len(sb) == 1:
-            _refuse(eqn, "an inner product of two vectors (a reduction) has no rgraph "
+            self.refuse(eqn, "an inner product of two vectors (a reduction) has no rgraph "
                     "counterpart; write it as a product with a matrix (a 1 x n parameter)")
         if len(sa) + len(sb) != 3:
-            _refuse(eqn, "only matrix-vector and vector-matrix products are supported")
+            self.refuse(eqn, "only matrix-vector and vector-matrix products are supported")
         if len(sa) == 2:
             mat, vec, contract = a, b, tuple(ca)[0]
         else:
@@ -619,11 +631,11 @@ class _Translator:
             if want_t and not stored_t:
                 raise _Retry(name)
             if stored_t and not want_t:
-                _refuse(eqn, f"parameter '{name}' is used both as x @ {name} and as "
+                self.refuse(eqn, f"parameter '{name}' is used both as x @ {name} and as "
                         f"{name} @ x; rgraph stores a matrix one way, so use it one way")
             m = mat
         else:
-            _refuse(eqn, "the matrix of a product must be a parameter or a constant (the "
+            self.refuse(eqn, "the matrix of a product must be a parameter or a constant (the "
                     "step may not compute it); a product of computed values is not "
                     "supported")
         v = self.const(vec) if isinstance(vec, Const) else \
@@ -632,13 +644,13 @@ class _Translator:
 
     def slices(self, eqn, a) -> list:
         if len(eqn.invars[0].aval.shape) != 1:
-            _refuse(eqn, "only vectors can be split or sliced")
+            self.refuse(eqn, "only vectors can be split or sliced")
         v = self.vector(a, "the operand of a slice")
         if eqn.primitive.name == "slice":
             (start,), (stop,) = eqn.params["start_indices"], eqn.params["limit_indices"]
             strides = eqn.params.get("strides")
             if strides not in (None, (1,)):
-                _refuse(eqn, f"a strided slice (step {strides[0]}) is not supported; use "
+                self.refuse(eqn, f"a strided slice (step {strides[0]}) is not supported; use "
                         f"contiguous slices")
             return [v[int(start):int(stop)]]
         out, off = [], 0
@@ -658,7 +670,7 @@ class _Translator:
                 return Transposed(a)
             if isinstance(a, Transposed):
                 return a.value
-            _refuse(eqn, "only a parameter or constant matrix can be transposed (and only "
+            self.refuse(eqn, "only a parameter or constant matrix can be transposed (and only "
                     "for a product)")
         if p == "convert_element_type":
             if src.dtype == np.bool_ and np.issubdtype(dst.dtype, np.floating):
@@ -666,10 +678,10 @@ class _Translator:
             if np.issubdtype(src.dtype, np.floating) and np.issubdtype(dst.dtype,
                                                                         np.floating):
                 return a
-            _refuse(eqn, f"converting {src.dtype} to {dst.dtype}: only float types (and "
+            self.refuse(eqn, f"converting {src.dtype} to {dst.dtype}: only float types (and "
                     f"comparisons to float) are supported")
         if len(src.shape) > 1 or len(dst.shape) > 1:
-            _refuse(eqn, f"shape {tuple(src.shape)} -> {tuple(dst.shape)}: rgraph's "
+            self.refuse(eqn, f"shape {tuple(src.shape)} -> {tuple(dst.shape)}: rgraph's "
                     f"values are vectors; only relabelling a vector or broadcasting a "
                     f"scalar is supported")
         if n_src == n_dst:
@@ -678,7 +690,7 @@ class _Translator:
             if isinstance(a, Bcast):
                 a = a.value
             return Bcast(a, n_dst) if isinstance(a, Value) else a
-        _refuse(eqn, f"shape {tuple(src.shape)} -> {tuple(dst.shape)} is not a relabelling "
+        self.refuse(eqn, f"shape {tuple(src.shape)} -> {tuple(dst.shape)} is not a relabelling "
                 f"or a broadcast of a scalar")
 
     def function(self, p):
@@ -701,7 +713,7 @@ class _Translator:
         equation."""
         for v in eqn.invars:
             if len(v.aval.shape) > 1:
-                _refuse(eqn, f"an elementwise operation on a matrix ({tuple(v.aval.shape)})"
+                self.refuse(eqn, f"an elementwise operation on a matrix ({tuple(v.aval.shape)})"
                         f"; rgraph's values are vectors, and matrices are parameters or "
                         f"constants read only by products")
         p = eqn.primitive.name
@@ -737,18 +749,18 @@ class _Translator:
                 if val.size == 1:
                     f = float(val.reshape(()))
                     if not np.isfinite(f):
-                        _refuse(eqn, f"the constant {f} is not finite")
+                        self.refuse(eqn, f"the constant {f} is not finite")
                     syms.append(Sym(_number(f), ()) if fold else Sym(_S[0], (f,)))
                 elif val.ndim == 1:
                     syms.append(Sym(_S[0], (self.const(a),)))
                 else:
-                    _refuse(eqn, "an elementwise operation on a constant matrix")
+                    self.refuse(eqn, "an elementwise operation on a constant matrix")
             elif isinstance(a, Value):
                 if len(a.shape) != 1:
-                    _refuse(eqn, "an elementwise operation on a matrix")
+                    self.refuse(eqn, "an elementwise operation on a matrix")
                 syms.append(Sym(_S[0], (a,)))
             else:
-                _refuse(eqn, "an elementwise operation on a transposed matrix")
+                self.refuse(eqn, "an elementwise operation on a transposed matrix")
         exprs, args = _merge(syms, dedupe=fold)
         return Sym(self.rule(eqn, exprs), args, p)
 
@@ -762,7 +774,7 @@ class _Translator:
             return e[0] ** sp.Integer(int(eqn.params["y"]))
         if p == "pow":
             if not e[1].is_number:
-                _refuse(eqn, "a power with a computed exponent; only a constant exponent "
+                self.refuse(eqn, "a power with a computed exponent; only a constant exponent "
                         "is supported")
             return e[0] ** e[1]
         if p in ("max", "min"):
@@ -783,7 +795,7 @@ class _Translator:
         if p == "select_n":
             pred, *cases = e
             if eqn.invars[0].aval.dtype != np.bool_ or len(cases) != 2:
-                _refuse(eqn, "select_n with an integer index (more than two cases); only "
+                self.refuse(eqn, "select_n with an integer index (more than two cases); only "
                         "jnp.where(comparison, a, b) is supported")
             if pred.is_number:
                 return cases[int(pred != 0)]
@@ -791,10 +803,14 @@ class _Translator:
         fn = self.function(p)
         if fn is not None and fn.arity == len(e):
             return fn.expr.xreplace(dict(zip(ARG, e)))
-        _refuse(eqn, f"'{p}' is not supported: rewrite that line with the supported "
-                f"operations ({', '.join(SUPPORTED)}), or register a scalar function named "
-                f"'{p}' (rg.scalar_function('{p}', ...); a primitive named like a "
-                f"registered function is translated to it)")
+        self.refuse(eqn, _unsupported(p))
+
+
+def _unsupported(p) -> str:
+    return (f"'{p}' is not supported: rewrite that line with the supported operations "
+            f"({', '.join(SUPPORTED)}), or register a scalar function named '{p}' "
+            f"(rg.scalar_function('{p}', ...): a primitive named like a registered "
+            f"function is translated to it)")
 
 
 def _merge(syms, dedupe: bool):
