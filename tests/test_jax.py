@@ -242,6 +242,8 @@ def test_vector_matrix_products_store_the_matrix_transposed():
     assert cell.node("U_f").shape == (N, N_IN) and cell.node("W_f").shape == (N, N)
     P = jax_params(cell, p)
     np.testing.assert_array_equal(P["U_f"], p["U_f"].T)
+    back = rg.jaxio.jax_grads(cell, P, like=p)          # and back to the JAX shapes
+    assert all(np.array_equal(back[k], p[k]) for k in p)
     np.testing.assert_array_equal(rg.compile(cell, "rtrl", backend="numpy")
                                   .init_params(3)["U_f"], p["U_f"].T)   # init: the example
 
