@@ -20,6 +20,7 @@ from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, Memo
 from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     register_surrogate, scalar_function, spike, split)
+from .jaxio import from_jax, to_jax     # JAX is imported only when these run
 from .training import SGD, Adam, Trainer, TrainResult
 from .run import RunConfig
 from .sweeps import sweep
@@ -29,7 +30,7 @@ globals().update(SCALAR_FUNCTIONS)   # rg.tanh, rg.stop_gradient, ...: one per r
 
 __all__ = [
     "Cell", "concat", "const", "matmul", "pointwise", "scalar_function", "split", "spike",
-    "register_surrogate",
+    "register_surrogate", "from_jax", "to_jax",
     *SCALAR_FUNCTIONS, "cells", "analyze", "compile", "precompile", "Estimator", "Trainer",
     "TrainResult", "SGD", "Adam", "ESTIMATORS", "check_derivatives", "compare_backends",
     "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",

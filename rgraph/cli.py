@@ -472,9 +472,15 @@ def _count(n, one, many):
 
 
 # ------------------------------------------------------------------------ parser
+JAX_CELL = ("a file that also defines example() returning (params, state, x) holds a JAX "
+            "step(params, state, x) -> (new_state, logits), imported with rg.from_jax "
+            "(sizes from the example, whose params are the initial parameter values "
+            "at every seed; needs pip install -e '.[jax]')")
+
+
 def add_cell_args(p, hidden=16):
     p.add_argument("cell", help=f"a built-in cell ({', '.join(BUILTIN)}) or "
-                                f"path/to/file.py:function")
+                                f"path/to/file.py:function; {JAX_CELL}")
     p.add_argument("--n-in", type=int, default=8, help="input size (default 8)")
     p.add_argument("--hidden", "-n", type=int, default=hidden,
                    help=f"state size per state vector (default {hidden})")
@@ -496,7 +502,7 @@ def add_form_arg(p):
 def add_cell_positional(p):
     p.add_argument("cell", nargs="?", default=None,
                    help=f"a built-in cell ({', '.join(BUILTIN)}) or path/to/file.py:function "
-                        f"(default {RUN.cell})")
+                        f"(default {RUN.cell}); {JAX_CELL}")
 
 
 def add_estimator_args(p):

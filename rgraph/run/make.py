@@ -15,7 +15,8 @@ BUILTIN = ("tanh", "rhn", "lstm", "gru", "leaky", "influence", "indrnn", "lru", 
 
 def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     """A built-in cell name, or ``path/to/file.py:function`` (called with
-    (n_in, hidden, n_out) when it takes three arguments, else with none). ``form``
+    (n_in, hidden, n_out) when it takes three arguments, else with none; a file that
+    defines ``example()`` holds a JAX step function, read by ``rg.from_jax``). ``form``
     ("pytorch") picks PyTorch's parameterization of tanh, lstm and gru, ``layers`` how
     many of their layers are stacked."""
     from .. import cells
@@ -47,10 +48,10 @@ def load_cell(spec: str, n_in: int, hidden: int, n_out: int, **kw):
     if path in BUILTIN:
         raise ConfigError(f"{spec!r}: built-in cells take their sizes as options, e.g. "
                           f"'{path} --hidden {func}' (see --n-in, --hidden, --n-out)")
-    return _cell_from_file(spec, path, func, n_in, hidden, n_out)
+    return _cell_from_file(spec, path, func, n_in, hidden, n_out, kw.get("task_sizes"))
 
 
-def _cell_from_file(spec, path, func, n_in, hidden, n_out):
+def _cell_from_file(spec, path, func, n_in, hidden, n_out, task_sizes=False):
     """The cell ``func`` in the file ``path`` builds; every failure is one line."""
     from ..errors import RGraphError
     from ..graph import Cell
@@ -65,6 +66,8 @@ def _cell_from_file(spec, path, func, n_in, hidden, n_out):
     fn = getattr(mod, func, None)
     if not callable(fn):
         raise ConfigError(f"{path!r} has no function {func!r}")
+    if callable(getattr(mod, "example", None)):
+        return _cell_from_jax(spec, fn, mod.example, n_in, n_out, task_sizes)
     try:
         nparams = len(inspect.signature(fn).parameters)
         cell = fn(n_in, hidden, n_out) if nparams >= 3 else fn()
@@ -74,6 +77,34 @@ def _cell_from_file(spec, path, func, n_in, hidden, n_out):
         raise ConfigError(f"{spec}: {type(e).__name__}: {e}") from None
     if not isinstance(cell, Cell):
         raise ConfigError(f"{spec} returned {type(cell).__name__}, not an rgraph Cell")
+    return cell
+
+
+def _cell_from_jax(spec, step, example, n_in, n_out, task_sizes):
+    """The cell of a JAX step function ``step(params, state, x)`` in a file that also
+    defines ``example()`` returning ``(params, state, x)`` (``rg.from_jax``); its
+    parameters start at the example's values. Its sizes are the example's; with
+    ``task_sizes`` they must be (n_in, n_out), the task's."""
+    from ..errors import RGraphError
+    from ..jaxio import from_jax
+    try:
+        params, state, x = example()
+        cell = from_jax(step, params, state, x)
+    except (RGraphError, ImportError) as e:
+        raise ConfigError(f"{spec}: {e}") from None
+    except Exception as e:
+        raise ConfigError(f"{spec}: example() must return (params, state, x) of step "
+                          f"({type(e).__name__}: {e})") from None
+    got_in = cell.node("x").shape[0]
+    got_out = {k: cell.nodes[v].shape[0] for k, v in cell.outputs.items()}
+    if not task_sizes:
+        return cell
+    if got_in != n_in:
+        raise ConfigError(f"{spec}: example()'s x has {got_in} entries, but the task's "
+                          f"inputs have {n_in}")
+    if len(got_out) == 1 and next(iter(got_out.values())) != n_out:
+        raise ConfigError(f"{spec}: step's logits have {next(iter(got_out.values()))} "
+                          f"entries, but the task's outputs have {n_out}")
     return cell
 
 
@@ -116,7 +147,8 @@ def build_run(cfg: RunConfig, force_memory: bool = False):
         cell = cells.influence_balancing(task.n, task.n_minus)
     else:
         cell = load_cell(cfg.cell, task.n_in, cfg.hidden, task.n_out,
-                         nonlinearity=cfg.nonlinearity, form=cfg.form, layers=cfg.layers)
+                         nonlinearity=cfg.nonlinearity, form=cfg.form, layers=cfg.layers,
+                         task_sizes=True)
     est = rg_compile(cell, cfg.estimator, loss=task.loss, backend=cfg.backend,
                      force_memory=force_memory, **cfg.estimator_options)
     return cell, task, est
