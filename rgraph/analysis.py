@@ -489,6 +489,20 @@ class Analysis:
         """State id -> the index of its component."""
         return {st: c.index for c in self.components for st in c.state_ids}
 
+    @cached_property
+    def units(self):
+        """A unit id per state row: entry i of every state of one component (states of
+        one size; a component of several sizes has a unit per row), -1 for none."""
+        unit = np.full(self.n_state, -1, dtype=np.int64)
+        base = 0
+        for c in self.components:
+            sizes = {n for _, n in c.rows}
+            for k, (off, n) in enumerate(c.rows):
+                unit[off:off + n] = base + (np.arange(n) if len(sizes) == 1
+                                            else sum(m for _, m in c.rows[:k]) + np.arange(n))
+            base += max(sizes) if len(sizes) == 1 else c.size
+        return unit
+
     def enters(self, node) -> tuple:
         """The components whose updates node (an id) enters directly: it has a path
         into their new states that crosses no other component's new state."""

@@ -82,7 +82,7 @@ def snap_levels(analysis) -> list[tuple]:
         return []
     D, I, _, _, weights = influence_patterns(lay, terms)
     full = sparsity.closure(D, I).count(weights)
-    kept = [sparsity.snap_mask(D, I, n).count(weights) for n in SNAP_LEVELS]
+    kept = [sparsity.snap_mask(D, I, n, analysis.units).count(weights) for n in SNAP_LEVELS]
     return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 
@@ -101,7 +101,7 @@ def component_counts(analysis) -> list[tuple]:
     except NotApplicable:
         return []
     D, I, sums, zcol, weights = influence_patterns(lay, terms)
-    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n) for n in SNAP_LEVELS}
+    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n, analysis.units) for n in SNAP_LEVELS}
     sched = schedule(lay)
     masks["layer-rtrl"] = make_spec("layer-rtrl", lay, sched, analysis).mask
     full = sparsity.closure(D, I)

@@ -131,6 +131,28 @@ class Pattern:
             (np.ones(int(keep.sum()), dtype=bool), (E.row[keep], E.col[keep])),
             shape=self.shape))
 
+    def within(self, unit) -> "Pattern":
+        """The entries (i, j) of a square pattern with unit[i] == unit[j] >= 0 (``unit``:
+        an id per row, -1 for none): D's blocks inside each unit, at most Σ_u |u|²
+        entries, listed without forming the rectangles."""
+        unit = np.asarray(unit)
+        rows = np.flatnonzero(unit >= 0)
+        order = rows[np.argsort(unit[rows], kind="stable")]
+        starts = np.flatnonzero(np.r_[True, np.diff(unit[order]) != 0]) if len(order) else \
+            np.zeros(0, dtype=np.int64)
+        sizes = np.diff(np.r_[starts, len(order)])
+        # every pair (a, b) of rows of one unit
+        rep = np.repeat(sizes, sizes)
+        a = np.repeat(order, rep)
+        first = np.repeat(np.repeat(starts, sizes), rep)
+        pos = np.arange(len(a)) - np.repeat(np.cumsum(rep) - rep, rep)
+        b = order[first + pos % np.repeat(rep, rep)] if len(a) else a
+        keep = np.asarray(self.E[a, b]).ravel() if len(a) else np.zeros(0, dtype=bool)
+        for R, C in self.outers:
+            keep = keep | (R[a] & C[b])
+        return Pattern(self.shape, (), sps.csr_matrix(
+            (np.ones(int(keep.sum()), dtype=bool), (a[keep], b[keep])), shape=self.shape))
+
     @staticmethod
     def vstack(parts: list) -> "Pattern":
         n = sum(p.shape[0] for p in parts)
@@ -307,8 +329,14 @@ def color_columns(pattern) -> np.ndarray:
     return colors
 
 
-def snap_mask(D, I, n: int):
-    """SnAp-n's mask: the union of the patterns of I, D I, ..., D^{n-1} I."""
+def snap_mask(D, I, n: int, unit=None):
+    """SnAp-n's mask: the union of the patterns of I, D I, ..., D^{n-1} I, where I first
+    takes in the rest of each unit (``unit``: an id per state row; a unit is entry i of
+    every state of one component, as an LSTM's (h_i, c_i) or an LRU's (h_re_i, h_im_i)):
+    I closed under D's blocks inside the units, so that SnAp-1 keeps, for a parameter of
+    unit i, unit i's own states that RTRL reaches."""
+    if unit is not None:
+        I = closure(D.within(unit), I)
     mask, reach = I, I
     for _ in range(n - 1):
         reach = D @ reach

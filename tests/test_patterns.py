@@ -92,6 +92,20 @@ def test_masks_and_colouring_equal_dense_references(seed):
             break
         full = grown
     assert np.array_equal(closure(D, I).tocsr().toarray(), full)
+    unit = rng.integers(-1, 3, size=S)            # rows grouped in units (-1: none)
+    same = (unit[:, None] == unit[None, :]) & (unit[:, None] >= 0)
+    assert np.array_equal(D.within(unit).tocsr().toarray(), Dd & same)
+    Du, I1 = Dd & same, Id.copy()                  # I closed inside the units, then SnAp
+    while not np.array_equal(I1 | bool_product(Du, I1), I1):
+        I1 = I1 | bool_product(Du, I1)
+    assert np.array_equal(snap_mask(D, I, 1, unit).tocsr().toarray(), I1)
+    assert np.array_equal(snap_mask(D, I, 2, unit).tocsr().toarray(),
+                          I1 | bool_product(Dd, I1))
+    blocks = [(unit == u, rng.random(Z) < 0.5) for u in range(3)]
+    want = np.zeros_like(Id)
+    for r, c in blocks:
+        want |= Id & r[:, None] & c[None, :]
+    assert np.array_equal(I.restrict(blocks).tocsr().toarray(), want)
     colors = color_columns(D)
     greedy, cover = [], []                     # first fit, column by column
     for j in range(S):

@@ -175,6 +175,7 @@ class SparseInfluence(EstimatorSpec):
                              f"{feedback!r}")
         self.feedback = feedback
         self.feedback_seed = positive_int(feedback_seed, f"{self.name}: feedback_seed", 0)
+        self.analysis = analysis
         if not lay.rec_blocks:
             raise NotApplicable(f"{self.name} does not apply to cell '{lay.cell.name}': "
                                 f"{NO_RECURRENT}")
@@ -490,7 +491,7 @@ class SnAp(SparseInfluence):
         super().__init__(lay, sched, analysis, **opts)
 
     def make_mask(self, D, I):
-        return sparsity.snap_mask(D, I, self.level)
+        return sparsity.snap_mask(D, I, self.level, self.analysis.units)
 
     @property
     def label(self) -> str:
@@ -529,7 +530,6 @@ class LayerRTRL(SparseInfluence):
 
     def __init__(self, lay, sched, analysis, **opts):
         self.components = analysis.components
-        self.analysis = analysis
         super().__init__(lay, sched, analysis, **opts)
 
     @property
