@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..run import ConfigError, RunConfig, run_options, load_cell, make_task
+from ..run.config import paper_defaults
 from .engine import run_sweep
 from .grid import (DEFAULT_VALID_STEPS, FOLDER_ONLY, SweepError, canonical, grid,
                    parse_estimators, parse_seeds, parse_values, sweep_config)
@@ -35,11 +36,14 @@ def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=Non
     ``dask.distributed.Client``), else to ``scheduler`` (an address), else to a new local
     cluster of ``workers`` processes; ``serial=True`` runs them here, in order. Records
     are written under ``out/records``; ``out/summary.csv`` and ``summary.png`` follow.
-    ``force_memory``: as ``rgraph train --force-memory``."""
+    ``force_memory``: as ``rgraph train --force-memory``. The grid's runs take the task's
+    paper defaults (``rgraph.tasks.PaperDefaults``) for the optimizer, lr, schedule,
+    batch and resets not given; ``task_defaults=False``: rgraph's own."""
     if isinstance(cell, (list, tuple)):
         configs, cell = cell, None
     if configs is None:
-        cfgs = _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options)
+        cfgs = _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options,
+                             log)
     else:
         grid_given = [k for k, v in (("cell", cell), ("task", task),
                                      ("estimators", estimators), ("seeds", seeds),
@@ -57,16 +61,23 @@ def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=Non
     return res["records"]
 
 
-def _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options):
-    """The sweep configs of a grid given by keywords (``sweep``'s first form)."""
+def _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options, log):
+    """The sweep configs of a grid given by keywords (``sweep``'s first form); the
+    options not given take the task's paper defaults (``task_defaults=False``: not), and
+    ``log`` hears which."""
     if task is None:
         from ..tasks import TASKS
         raise SweepError(f"a sweep needs a task ({', '.join(TASKS)})")
+    use_paper = bool(options.pop("task_defaults", True))
     unknown = sorted(set(options) - set(sweep_options()))
     if unknown:
         raise TypeError(f"sweep() got unknown options {unknown}; it takes rgraph train's "
                         f"run options by their Python names: {', '.join(sweep_options())}")
-    base = sweep_config(RunConfig.from_options(cell=cell, task=task, **options), valid_steps)
+    base = sweep_config(RunConfig.from_options(cell=cell, task=task, task_defaults=use_paper,
+                                               **options), valid_steps)
+    line = paper_defaults({"task": task, "lr": lr, **options})[1] if use_paper else None
+    if line:
+        log(line)
     return grid(base, parse_estimators(("uoro",) if estimators is None else estimators),
                 parse_seeds("0" if seeds is None else seeds),
                 None if hidden is None else parse_values(hidden, int, "hidden"),
