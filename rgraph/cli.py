@@ -334,7 +334,7 @@ def cmd_sweep(args):
         lrs = None if args.lr is None else sw.parse_values(args.lr, float, "lr")
         cfgs = sw.grid(sw.sweep_config(run, args.valid_steps), estimators, seeds, hidden,
                        lrs)
-        sw.check_configs(cfgs)
+        cfgs = sw.check_configs(cfgs, args.skip_inapplicable)
         res = sw.run_sweep(cfgs, args.out, scheduler=args.scheduler, workers=args.workers,
                            serial=args.serial, retry_failed=args.retry_failed,
                            progress=not args.quiet, connect_timeout=args.connect_timeout,
@@ -357,7 +357,9 @@ def add_sweep_parser(sub):
                     "Dask cluster (default), a scheduler (--scheduler), or this process "
                     "(--serial). Every other 'rgraph train' option applies to each run. "
                     "A failed run records its error and the sweep goes on; the exit "
-                    "status is then 1.")
+                    "status is then 1. A grid with an estimator that does not apply to "
+                    "the cell (or refuses its options) is refused before anything runs, "
+                    "with the reason (exit status 2), unless --skip-inapplicable.")
     add_cell_positional(p)
     p.add_argument("--estimators", "--estimator", "-e", dest="estimators",
                    help="comma-separated, e.g. uoro,tbptt(16),projected-uoro[preactivation]")
@@ -387,6 +389,10 @@ def add_sweep_parser(sub):
                        help="seconds to wait for --scheduler (default 10)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs whose record is a failure")
+    p.add_argument("--skip-inapplicable", action="store_true",
+                   help="leave out the runs whose estimator does not apply to the cell "
+                        "(or refuses its options), saying how many and why; without it "
+                        "such a grid is refused before anything runs")
     p.add_argument("--summarize", metavar="DIR",
                    help="only rebuild DIR/summary.csv and summary.png from DIR/records")
     p.add_argument("--quiet", "-q", action="store_true",

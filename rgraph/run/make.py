@@ -122,6 +122,20 @@ def build_run(cfg: RunConfig, force_memory: bool = False):
     return cell, task, est
 
 
+def estimator_spec(cfg: RunConfig, cell):
+    """The estimator a config names, built on ``cell`` without compiling anything: what
+    a sweep checks before any run starts. Raises what ``rg.compile`` would for it:
+    ``NotApplicable`` (the analysis's reason), or ``ValueError`` / ``TypeError`` for
+    options the estimator refuses."""
+    from ..analysis import Analysis
+    from ..estimators import make_spec
+    from ..layout import Layout
+    from ..schedule import schedule
+    lay = Layout(cell)
+    return make_spec(cfg.estimator, lay, schedule(lay), Analysis(cell, lay),
+                     **cfg.estimator_options)
+
+
 def make_trainer(cfg: RunConfig, est, **kw):
     """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
     ``rgraph sweep``); ``kw``: the trainer's other options (``halt_on_divergence``,
