@@ -24,7 +24,8 @@ from .run import (BUILTIN, CHECKPOINT, ConfigError, RunConfig, build_run, run_op
                    new_run_dir, read_config, start_run_dir, train_in_folder, write_config,
                    write_run_outputs)
 from .estimators import command_line_options
-from .run.config import BACKENDS, DECAY_PER, FORMS, NONLINEARITIES, OPTIMIZERS, paper_defaults
+from .run.config import (BACKENDS, DECAY_PER, FORMS, NONLINEARITIES, OPTIMIZERS,
+                         paper_defaults)
 from .sweeps.grid import DEFAULT_VALID_STEPS
 
 RUN = RunConfig()           # the defaults of a run, as the help texts quote them

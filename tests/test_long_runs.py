@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import rgraph as rg
-from rgraph.run import (ConfigError, RunConfig, build_run, make_trainer, optimizer_from, paper_defaults,
-                        train_in_folder)
+from rgraph.run import (ConfigError, RunConfig, build_run, make_trainer, optimizer_from,
+                        paper_defaults, train_in_folder)
 from rgraph.run.folders import STEP_LOSSES, read_step_losses
 from rgraph.tasks import TASKS, Copy
 from rgraph.training.curve import BlockCurve
@@ -57,7 +57,8 @@ def test_options_not_given_take_the_papers_and_the_line_says_which():
     assert RunConfig.from_options(task="anbn").decay_per == "step"
     assert RunConfig.from_options(task="anbn", decay=0.1, decay_per="step").decay_per == \
         "step"
-    assert RunConfig.from_options(task="anbn", task_defaults=False) == RunConfig(task="anbn")
+    plain = RunConfig.from_options(task="anbn", task_defaults=False)
+    assert plain == RunConfig(task="anbn")
     assert paper_defaults({"cell": "lstm"}) == ({}, None)
 
 
@@ -68,7 +69,8 @@ def test_config_json_keeps_its_old_form_and_reads_decay_per():
     assert "decay_per" not in old.to_dict()
     assert RunConfig.from_json(old.to_json()) == old
     new = old.replace(decay_per="step")
-    assert new.to_dict()["decay_per"] == "step" and RunConfig.from_json(new.to_json()) == new
+    assert new.to_dict()["decay_per"] == "step"
+    assert RunConfig.from_json(new.to_json()) == new
     with pytest.raises(ConfigError, match="decay_per must be one of update, step"):
         RunConfig(decay_per="char")
 
@@ -199,8 +201,8 @@ def test_block_curve_rows_are_the_means_of_their_steps_at_any_length():
         ends, means = c.curve()
         assert len(ends) <= 1000 and (n < 500 or len(ends) >= 500) and ends[-1] == n - 1
         b = c.block
-        direct = [np.nanmean(x[k * b:(k + 1) * b]) if np.any(~np.isnan(x[k * b:(k + 1) * b]))
-                  else np.nan for k in range(len(ends))]
+        rows = [x[k * b:(k + 1) * b] for k in range(len(ends))]
+        direct = [np.nanmean(r) if np.any(~np.isnan(r)) else np.nan for r in rows]
         np.testing.assert_allclose(means, direct, rtol=1e-12)
         assert c.recent(0.1) == pytest.approx(np.nanmean(x[ends[-1] - len(x) // 10:]),
                                               rel=0.05)

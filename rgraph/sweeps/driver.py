@@ -46,8 +46,8 @@ def sweep(cell=None, task=None, estimators=None, seeds=None, hidden=None, lr=Non
     if isinstance(cell, (list, tuple)):
         configs, cell = cell, None
     if configs is None:
-        cfgs = _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, options,
-                             log)
+        cfgs = _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps,
+                             options, log)
     else:
         grid_given = [k for k, v in (("cell", cell), ("task", task),
                                      ("estimators", estimators), ("seeds", seeds),
@@ -77,8 +77,8 @@ def _grid_configs(cell, task, estimators, seeds, hidden, lr, valid_steps, option
     if unknown:
         raise TypeError(f"sweep() got unknown options {unknown}; it takes rgraph train's "
                         f"run options by their Python names: {', '.join(sweep_options())}")
-    base = sweep_config(RunConfig.from_options(cell=cell, task=task, task_defaults=use_paper,
-                                               **options), valid_steps)
+    run = RunConfig.from_options(cell=cell, task=task, task_defaults=use_paper, **options)
+    base = sweep_config(run, valid_steps)
     line = paper_defaults({"task": task, "lr": lr, **options})[1] if use_paper else None
     if line:
         log(line)

@@ -37,9 +37,9 @@ class AnBn(SymbolStream):
     defaults = PaperDefaults(
         source="Tallec & Ollivier (2017), Sec. 4, aⁿbⁿ",
         optimizer="adam", lr=1e-3, decay=0.03, batch=1,
-        evaluation="'recent loss' after 9.9e6 characters, aⁿbⁿ(1,32), 64 units (Fig. 5): "
-                   "LSTM UORO 0.142, TBPTT-16 0.143 bits/char (entropy rate 1/7); "
-                   "rgraph sweep measures valid_loss on a held-out stream")
+        evaluation="'recent loss' after 9.9e6 characters, aⁿbⁿ(1,32), 64 units "
+                   "(Fig. 5): LSTM UORO 0.142, TBPTT-16 0.143 bits/char (entropy rate "
+                   "1/7); rgraph sweep measures valid_loss on a held-out stream")
 
     def __init__(self, k: int = 1, l: int = 32):  # noqa: E741 - paper's name
         who = "AnBn"

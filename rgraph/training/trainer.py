@@ -6,9 +6,10 @@ count, the learning curve and (when it draws its data from a task) each stream's
 state. The learning curve is kept twice: as block means (``blocks``, a ``BlockCurve`` of
 at most 1,000 rows, the same size at any length) and, as each call's ``record`` asks, per
 step or per chunk (``curve``); ``record="blocks"`` keeps only the first, so that a long
-run's memory and checkpoints do not grow with its length. Steps run a chunk at a time inside one compiled call; chunks are aligned to the
-global step count, so a run interrupted and resumed from a checkpoint continues number
-for number as if it had never stopped.
+run's memory and checkpoints do not grow with its length. Steps run a chunk at a time
+inside one compiled call; chunks are aligned to the global step count, so a run
+interrupted and resumed from a checkpoint continues number for number as if it had
+never stopped.
 
 A trainer is a ``runtime.Run`` (the run's arrays and generators, and the steps of one
 compiled call, which an exported module runs too) with what rgraph adds around it: data
@@ -356,7 +357,8 @@ def _blocks_of(curve, curve_steps, step) -> BlockCurve:
         per = np.repeat(curve, np.diff(np.concatenate(([0], ends))))
     else:
         per = np.zeros(0)
-    return BlockCurve.of(np.concatenate([per, np.full(max(0, step - len(per)), np.nan)])[:step])
+    missing = np.full(max(0, step - len(per)), np.nan)
+    return BlockCurve.of(np.concatenate([per, missing])[:step])
 
 
 def _progress(enabled, total, desc, unit="step"):
