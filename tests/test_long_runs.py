@@ -289,3 +289,26 @@ def test_full_curve_survives_a_resume_bit_for_bit(tmp_path):
     assert (part / STEP_LOSSES).read_bytes() == (whole / STEP_LOSSES).read_bytes()
     assert np.array_equal(again.th, tw.th)
     np.testing.assert_array_equal(again.blocks.curve()[1], BlockCurve.of(a).curve()[1])
+
+
+def test_a_checkpoint_from_before_block_curves_loads(tmp_path):
+    """A checkpoint without the block curve and the collapse monitor (written before
+    them) loads: the block curve is rebuilt from its per-step curve, and the run goes on
+    as an uninterrupted one."""
+    est = rg.compile(rg.cells.tanh_rnn(3, 4, 3), "uoro", backend="numpy")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 3, 1200)
+    xs, ys = np.eye(3)[ids], np.roll(ids, 1)
+    whole = est.trainer(est.init_params(0), rg.Adam(1e-2), chunk=200)
+    whole.run(xs, ys)
+    part = est.trainer(est.init_params(0), rg.Adam(1e-2), chunk=200)
+    part.run(xs[:600], ys[:600])
+    sd = part.state_dict()
+    del sd["blocks"], sd["collapse"]
+    old = est.trainer(est.init_params(0), rg.Adam(1e-2), chunk=200)
+    old.load_state_dict(sd)
+    assert old.blocks.seen == 600 and old.collapse.seen == 600
+    old.run(xs[600:], ys[600:])
+    assert np.array_equal(old.th, whole.th)
+    assert all(np.array_equal(a, b) for a, b in zip(old.blocks.curve(),
+                                                     whole.blocks.curve()))
