@@ -15,8 +15,9 @@ from . import cells, families, plots      # families: the report's families tabl
 from .analysis import analyze
 from .api import Estimator, compile, precompile
 from .checks import check_derivatives, compare_backends
-from .errors import (DataError, DivergenceWarning, GraphError, InitWarning, MemoryRefused,
-                     NameError_, NotApplicable, RGraphError, ShapeError, TrainingWarning)
+from .errors import (CollapseWarning, DataError, DivergenceWarning, GraphError, InitWarning,
+                     MemoryRefused, NameError_, NotApplicable, RGraphError, ShapeError,
+                     TrainingWarning)
 from .estimators import ESTIMATORS
 from .graph import (SCALAR_FUNCTIONS, Cell, concat, const, matmul, pointwise,
                     register_surrogate, scalar_function, spike, split)
@@ -36,5 +37,5 @@ __all__ = [
     "variance", "variance_vs_size", "VarianceResult", "sweep", "RunConfig", "plots",
     "RGraphError", "ShapeError", "GraphError", "NameError_",
     "DataError", "NotApplicable", "MemoryRefused", "TrainingWarning", "DivergenceWarning",
-    "InitWarning",
+    "CollapseWarning", "InitWarning",
 ]

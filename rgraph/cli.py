@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -23,7 +24,8 @@ from .run import (BUILTIN, CHECKPOINT, ConfigError, RunConfig, build_run, run_op
                    new_run_dir, read_config, start_run_dir, train_in_folder, write_config,
                    write_run_outputs)
 from .estimators import command_line_options
-from .run.config import BACKENDS, FORMS, NONLINEARITIES, OPTIMIZERS
+from .run.config import (BACKENDS, DECAY_PER, FORMS, NONLINEARITIES, OPTIMIZERS,
+                         paper_defaults)
 from .sweeps.grid import DEFAULT_VALID_STEPS
 
 RUN = RunConfig()           # the defaults of a run, as the help texts quote them
@@ -91,9 +93,34 @@ def cmd_demo(args):
 # --------------------------------------------------------------------------- train
 def run_config(args, **given) -> RunConfig:
     """The ``RunConfig`` of ``rgraph train``'s (or sweep's) options; ``given`` replaces
-    some of them. An option not given (None) takes the RunConfig's default."""
+    some of them. An option not given (None) takes the task's paper default (unless
+    ``--no-task-defaults``), else the RunConfig's."""
     a = {**vars(args), **given}
-    return RunConfig.from_options(**{k: a.get(k) for k in run_options()})
+    return RunConfig.from_options(task_defaults=not a.get("no_task_defaults"),
+                                  **{k: a.get(k) for k in run_options()})
+
+
+def defaults_line(args) -> str | None:
+    """The line saying which of a new run's options came from the task's paper (None
+    with --no-task-defaults, or for a task without defaults)."""
+    if getattr(args, "no_task_defaults", False):
+        return None
+    given = {k: v for k, v in vars(args).items() if v is not None and k in run_options()}
+    return paper_defaults(given)[1]
+
+
+def task_defaults_help() -> str:
+    """The papers' defaults of every task, for ``rgraph train --help``."""
+    from .tasks import TASKS
+    lines = ["the papers' defaults per task (an option given replaces its default;",
+             "--no-task-defaults: rgraph's own, Adam 1e-3 constant, batch 1):"]
+    for name, cls in TASKS.items():
+        d = cls.defaults
+        if d is not None:
+            lines += [f"  {name:9s} {d.summary()}", f"  {'':9s} from {d.source}"]
+            lines += textwrap.wrap(f"reports: {d.evaluation}", 79, initial_indent=" " * 12,
+                                   subsequent_indent=" " * 14)
+    return "\n".join(lines)
 
 
 def check_counts(args, names):
@@ -150,6 +177,9 @@ def cmd_train(args):
         cfg, run_dir = resume_config(args)
     else:
         check_new_run(args)
+        line = defaults_line(args)
+        if line:
+            print(line)
     # bad options, and buffers that cannot fit, fail here, before any folder exists
     cell, task, est = build_run(cfg, args.force_memory)
     est.check_memory(cfg.batch, cfg.chunk, force=args.force_memory)
@@ -295,6 +325,9 @@ def cmd_sweep(args):
         if sum(map(bool, (args.scheduler, args.workers, args.serial))) > 1:
             raise CLIError("give one of --scheduler, --workers and --serial")
         run = run_config(args, hidden=None, lr=None)     # the grid sets these two
+        line = defaults_line(args)
+        if line:
+            print(line)
         check_counts(args, ("workers", "valid_steps"))
         estimators = sw.parse_estimators(args.estimators or "")
         seeds = sw.parse_seeds(args.seeds)
@@ -302,7 +335,7 @@ def cmd_sweep(args):
         lrs = None if args.lr is None else sw.parse_values(args.lr, float, "lr")
         cfgs = sw.grid(sw.sweep_config(run, args.valid_steps), estimators, seeds, hidden,
                        lrs)
-        sw.check_configs(cfgs)
+        cfgs = sw.check_configs(cfgs, args.skip_inapplicable)
         res = sw.run_sweep(cfgs, args.out, scheduler=args.scheduler, workers=args.workers,
                            serial=args.serial, retry_failed=args.retry_failed,
                            progress=not args.quiet, connect_timeout=args.connect_timeout,
@@ -325,7 +358,9 @@ def add_sweep_parser(sub):
                     "Dask cluster (default), a scheduler (--scheduler), or this process "
                     "(--serial). Every other 'rgraph train' option applies to each run. "
                     "A failed run records its error and the sweep goes on; the exit "
-                    "status is then 1.")
+                    "status is then 1. A grid with an estimator that does not apply to "
+                    "the cell (or refuses its options) is refused before anything runs, "
+                    "with the reason (exit status 2), unless --skip-inapplicable.")
     add_cell_positional(p)
     p.add_argument("--estimators", "--estimator", "-e", dest="estimators",
                    help="comma-separated, e.g. uoro,tbptt(16),projected-uoro[preactivation]")
@@ -333,7 +368,8 @@ def add_sweep_parser(sub):
                    help="seeds A-B (e.g. 0-7), or comma-separated (default 0)")
     p.add_argument("--hidden", "-n",
                    help=f"state sizes, comma-separated (default {RUN.hidden})")
-    p.add_argument("--lr", help=f"learning rates, comma-separated (default {RUN.lr:g})")
+    p.add_argument("--lr", help="learning rates, comma-separated (default: the task's "
+                                f"paper's, as in rgraph train --help; else {RUN.lr:g})")
     add_run_args(p)
     p.add_argument("--valid-steps", type=int, default=DEFAULT_VALID_STEPS, metavar="N",
                    help=f"each run's validation loss: on the task's validation split, "
@@ -354,6 +390,10 @@ def add_sweep_parser(sub):
                        help="seconds to wait for --scheduler (default 10)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run again the runs whose record is a failure")
+    p.add_argument("--skip-inapplicable", action="store_true",
+                   help="leave out the runs whose estimator does not apply to the cell "
+                        "(or refuses its options), saying how many and why; without it "
+                        "such a grid is refused before anything runs")
     p.add_argument("--summarize", metavar="DIR",
                    help="only rebuild DIR/summary.csv and summary.png from DIR/records")
     p.add_argument("--quiet", "-q", action="store_true",
@@ -531,14 +571,25 @@ def add_run_args(p):
     add_estimator_args(p)
     p.add_argument("--steps", type=int,
                    help=f"online steps per stream (default {RUN.steps})")
-    p.add_argument("--batch", type=int, help=f"independent streams (default {RUN.batch})")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS))
+    p.add_argument("--batch", type=int, help="independent streams (default: the task's "
+                                             f"paper's, below; else {RUN.batch})")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS),
+                   help=f"default: the task's paper's, else {RUN.optimizer}")
     p.add_argument("--decay", type=float,
-                   help=f"lr / (1 + decay sqrt(t)) schedule (default {RUN.decay:g}: constant)")
+                   help="lr / (1 + decay sqrt(t)) schedule (default: the task's paper's, "
+                        f"t counted in steps; else {RUN.decay:g}: constant)")
+    p.add_argument("--decay-per", choices=DECAY_PER,
+                   help="what t counts: optimizer updates (the default for a --decay "
+                        "given) or steps per stream, as the papers count characters "
+                        "(TBPTT-16 then decays by decay x 4 per update)")
     p.add_argument("--clip", type=float, help=f"gradient norm clip ({RUN.clip:g}: off)")
     p.add_argument("--chunk", type=int, help="steps per compiled call")
     p.add_argument("--reset-prob", type=float,
-                   help="reset the state with this probability per step (Mujika §5.2)")
+                   help="reset the state with this probability per step (Mujika §5.2; "
+                        "default: the task's paper's, else 0)")
+    p.add_argument("--no-task-defaults", action="store_true",
+                   help="ignore the task's paper's optimizer, schedule, batch and resets: "
+                        "rgraph's own defaults for what is not given")
 
 
 def build_parser():
@@ -560,14 +611,19 @@ def build_parser():
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("train", help="online training on a task, with a run folder",
-                       description="Train a cell online on a task. Writes config.json, "
-                                   "curve.csv, curve.png, params.npz and checkpoint.npz "
-                                   "to the run folder; Ctrl-C saves and stops; --resume "
-                                   "continues number for number.")
+                       description=textwrap.fill(
+                           "Train a cell online on a task. Writes config.json, curve.csv, "
+                           "curve.png, params.npz and checkpoint.npz to the run folder; "
+                           "Ctrl-C saves and stops; --resume continues number for number. "
+                           "The optimizer, schedule, batch and resets not given are those "
+                           "of the task's paper (below).", 79),
+                       epilog=task_defaults_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     add_cell_positional(p)
     p.add_argument("--hidden", "-n", type=int, help=f"state size (default {RUN.hidden})")
     p.add_argument("--estimator", "-e", help=estimator_help())
-    p.add_argument("--lr", type=float, help=f"learning rate (default {RUN.lr:g})")
+    p.add_argument("--lr", type=float, help="learning rate (default: the task's paper's, "
+                                            f"below; else {RUN.lr:g})")
     p.add_argument("--seed", type=int)
     add_run_args(p)
     p.add_argument("--checkpoint-every", type=int, metavar="N",

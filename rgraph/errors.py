@@ -34,6 +34,11 @@ class DivergenceWarning(TrainingWarning):
     """The smoothed loss has stayed far above its best (see ``training.health``)."""
 
 
+class CollapseWarning(TrainingWarning):
+    """The loss has left its best level, by a margin, for long (see
+    ``training.health``)."""
+
+
 class InitWarning(TrainingWarning):
     """The first loss is far above what predicting nothing would give (see
     ``training.health``)."""
@@ -41,4 +46,4 @@ class InitWarning(TrainingWarning):
 
 __all__ = ["RGraphError", "ShapeError", "GraphError", "NameError_", "DataError",
            "NotApplicable", "MemoryRefused", "TrainingWarning", "DivergenceWarning",
-           "InitWarning"]
+           "CollapseWarning", "InitWarning"]

@@ -38,12 +38,15 @@ def moving_average(x, w):
 
 
 def learning_curves(curves: dict, path, optimum=None, title="", ylabel="bits/char") -> Path:
-    """One moving-average line per run ({name: per-step losses}), and the optimum."""
+    """One moving-average line per run ({name: per-step losses}, or {name: (steps,
+    block means)}: a run's ``BlockCurve``), and the optimum."""
     fig, ax = figure(figsize=(7, 4.2))
     for name, c in curves.items():
+        x, c = (np.asarray(c[0]), np.asarray(c[1])) if isinstance(c, tuple) else \
+            (None, np.asarray(c))
         w = max(1, min(5000, len(c) // 50))
         ma = moving_average(c, w)
-        ax.plot(np.arange(len(ma)) + w, ma, label=name, lw=1.4)
+        ax.plot(np.arange(len(ma)) + w if x is None else x[w - 1:], ma, label=name, lw=1.4)
     if optimum is not None:
         ax.axhline(optimum, color="k", ls="--", lw=1, label="optimum")
     ax.set_xlabel("characters seen (online steps)")

@@ -189,18 +189,19 @@ def test_sweep_on_the_cluster_matches_serial_survives_a_killed_worker_and_skips(
 
 
 def _base(steps):
-    """The config rgraph sweep builds from GRID (for the expected run ids)."""
-    return sweeps.sweep_config(RunConfig(cell="tanh", task="anbn", hidden=4,
-                                         steps=int(steps)), 500)
+    """The config rgraph sweep builds from GRID (for the expected run ids): aⁿbⁿ's paper
+    defaults included."""
+    return sweeps.sweep_config(RunConfig.from_options(cell="tanh", task="anbn", hidden=4,
+                                                      steps=int(steps)), 500)
 
 
 def test_a_failed_run_is_recorded_the_sweep_goes_on_and_summarize_rebuilds(tmp_path,
                                                                            capsys):
     out = tmp_path / "s"
-    # a projection onto a node the cell lacks fails at compile time: recorded, the UORO
-    # runs go on
-    argv = ["sweep", "tanh", "--task", "anbn", "--hidden", "4", "--estimators",
-            "uoro,projected-uoro[nosuch]", "--seeds", "0-1", "--steps", "300",
+    # influence balancing at SGD lr 100 overflows (a non-finite loss near step 90): those
+    # runs fail and are recorded, the runs at the paper's 3e-4 go on
+    argv = ["sweep", "influence", "--task", "influence", "--estimators", "uoro",
+            "--lr", "3e-4,100", "--seeds", "0-1", "--steps", "300", "--backend", "numpy",
             "--valid-steps", "200", "--out", str(out), "--serial"]
     assert main(argv) == 1
     # progress off a terminal: plain lines counting runs, the last one complete
@@ -210,18 +211,17 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_summarize_rebuilds(tmp_p
     got = records(out)
     assert len(got) == 4
     bad = [r for r in got.values() if "error" in r]
-    assert len(bad) == 2 and all(r["config"]["estimator"] == "projected-uoro[nosuch]"
-                                 for r in bad)
-    assert all("nosuch" in r["error"] for r in bad), bad[0]["error"]
+    assert len(bad) == 2 and all(r["config"]["lr"] == 100 for r in bad)
+    assert all("non-finite" in r["error"] for r in bad), bad[0]["error"]
     summary = (out / "summary.csv").read_text().splitlines()
-    assert summary[0].startswith("estimator,seeds,failed,train_loss_mean,train_loss_sd,"
+    assert summary[0].startswith("estimator,lr,seeds,failed,train_loss_mean,train_loss_sd,"
                                  "train_loss_ci95_low,train_loss_ci95_high")
-    rows = {r.split(",")[0]: r.split(",") for r in summary[1:]}
-    assert rows["projected-uoro[nosuch]"][1:3] == ["0", "2"]
-    assert rows["uoro"][1:3] == ["2", "0"]
+    rows = {r.split(",")[1]: r.split(",") for r in summary[1:]}
+    assert rows["100"][2:4] == ["0", "2"]
+    assert rows["0.0003"][2:4] == ["2", "0"]
     losses = [r["result"]["valid_loss"] for r in got.values() if "result" in r]
     col = summary[0].split(",").index("valid_loss_mean")
-    assert float(rows["uoro"][col]) == pytest.approx(sum(losses) / 2, rel=1e-5)
+    assert float(rows["0.0003"][col]) == pytest.approx(sum(losses) / 2, rel=1e-5)
 
     # --summarize DIR rebuilds both files from the records alone
     text = (out / "summary.csv").read_text()
@@ -268,6 +268,8 @@ def test_the_python_api_takes_a_client(tmp_path):
     (["-e", "uoro", "--serial", "--workers", "2"], "one of --scheduler, --workers"),
     (["-e", "uoro", "--scheduler", "tcp://127.0.0.1:9", "--connect-timeout", "1"],
      "cannot reach the Dask scheduler at tcp://127.0.0.1:9"),
+    (["-e", "uoro,projected-uoro[nosuch]"], "cell 'tanh_rnn' has no node 'nosuch'"),
+    (["-e", "uoro", "--rank", "0"], "rank must be an integer >= 1, got 0"),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys, extra, msg):
     code = main(["sweep", "tanh", "--task", "anbn", "--steps", "10", "--out",
@@ -277,6 +279,44 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, capsys, extra, msg):
     assert "Traceback" not in err
     assert not (tmp_path / "s" / "records").exists() or \
         not any((tmp_path / "s" / "records").iterdir())
+
+
+def test_an_estimator_that_does_not_apply_is_refused_before_anything_runs(tmp_path,
+                                                                          capsys):
+    """KF-RTRL on Cho's GRU: the sweep exits 2 before any run (no records, no compile),
+    saying the analysis's reason once for its runs; --skip-inapplicable runs the rest
+    and says how many it left out."""
+    argv = ["sweep", "gru", "--task", "anbn", "--hidden", "4", "-e", "uoro,kf-rtrl",
+            "--seeds", "0-2", "--steps", "200", "--valid-steps", "100", "--backend",
+            "numpy", "--serial", "-q", "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.count("does not apply to cell") == 1, err
+    assert err.startswith("rgraph sweep: 3 runs of 6 cannot start: kf-rtrl does not "
+                          "apply to cell 'gru': the input 'rhx' of the product")
+    assert "--skip-inapplicable" in err and "to run the other 3 runs" in err
+    assert not (tmp_path / "s").exists()
+    assert main([*argv, "--skip-inapplicable"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping 3 runs of 6: kf-rtrl does not apply to cell 'gru'" in out
+    got = records(tmp_path / "s")
+    assert len(got) == 3 and {r["config"]["estimator"] for r in got.values()} == {"uoro"}
+    # the Python API: the same refusal, and the same skip
+    quiet = dict(serial=True, progress=False, valid_steps=100, backend="numpy")
+    with pytest.raises(sweeps.SweepError, match="3 runs of 6 cannot start: kf-rtrl"):
+        rg.sweep("gru", task="anbn", hidden=4, estimators="uoro,kf-rtrl", seeds="0-2",
+                 steps=200, out=tmp_path / "p", log=lambda *a: None, **quiet)
+    said = []
+    recs = rg.sweep("gru", task="anbn", hidden=4, estimators="uoro,kf-rtrl", seeds="0-2",
+                    steps=200, out=tmp_path / "s", skip_inapplicable=True, log=said.append,
+                    **quiet)
+    assert sorted(r["id"] for r in recs) == sorted(got)      # all three recorded before
+    assert any(s.startswith("skipping 3 runs of 6") for s in said)
+    # nothing applies: refused even with the flag
+    with pytest.raises(sweeps.SweepError, match="no run of this grid can start"):
+        rg.sweep("gru", task="anbn", hidden=4, estimators="kf-rtrl", seeds="0-2",
+                 steps=200, out=tmp_path / "p", skip_inapplicable=True,
+                 log=lambda *a: None, **quiet)
 
 
 def test_summarize_without_records_and_sweep_without_out(tmp_path, capsys):
@@ -303,8 +343,11 @@ def test_the_python_api_takes_run_configs(tmp_path):
     """rg.sweep(list of RunConfigs) runs exactly those runs: the same records as the grid
     given by keywords; mixing the two forms, or a run without an estimator, is refused."""
     quiet = dict(serial=True, progress=False, log=lambda *a: None, valid_steps=100)
-    base = RunConfig(cell="tanh", task="anbn", hidden=4, steps=300, estimator="uoro",
-                     checkpoint_every=7)          # a run-folder option: not a sweep's
+    # the keywords' runs take the task's paper defaults, as from_options gives them
+    base = RunConfig.from_options(cell="tanh", task="anbn", hidden=4, steps=300,
+                                  estimator="uoro",
+                                  checkpoint_every=7)   # a run-folder option: not a sweep's
+    assert (base.decay, base.decay_per) == (0.03, "step")
     got = rg.sweep([base.replace(seed=1), base], out=tmp_path / "c", **quiet)
     want = rg.sweep(cell="tanh", task="anbn", hidden=4, steps=300, estimators="uoro",
                     seeds=[1, 0], out=tmp_path / "k", **quiet)

@@ -11,14 +11,15 @@ this; ``rg.sweep`` takes keyword options or ``RunConfig``s. Nothing here imports
 command line or the sweeps.
 """
 from .config import (CONFIG_VERSION, run_options, ConfigError, RunConfig,
-                     estimator_options)
+                     estimator_options, paper_defaults)
 from .folders import (default_run_dir, new_run_dir, read_config, start_run_dir,
                       write_config, write_run_outputs)
 from .loop import CHECKPOINT, Ended, train_in_folder
-from .make import (BUILTIN, build_run, load_cell, make_task, make_trainer, optimizer_from,
-                   parse_kv)
+from .make import (BUILTIN, build_run, decay_per_update, estimator_spec, load_cell,
+                   make_task, make_trainer, optimizer_from, parse_kv)
 
 __all__ = ["CONFIG_VERSION", "run_options", "ConfigError", "RunConfig", "estimator_options",
+           "paper_defaults", "decay_per_update", "estimator_spec",
            "default_run_dir", "new_run_dir", "read_config", "start_run_dir", "write_config",
            "write_run_outputs", "BUILTIN", "build_run", "load_cell", "make_task",
            "make_trainer", "optimizer_from", "parse_kv", "CHECKPOINT", "Ended",

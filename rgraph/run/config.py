@@ -2,8 +2,11 @@
 
 The defaults of a run live here and only here: the command line leaves an option it
 was not given as None and ``RunConfig.from_options`` fills it, and ``rg.sweep`` builds
-its runs the same way. Every value is checked when the config is made, so a bad one
-fails before anything is built, with a ``ConfigError`` naming the field.
+its runs the same way. A task's paper comes first: the optimizer, learning rate,
+schedule, batch and resets its ``defaults`` declare (``rgraph.tasks.PaperDefaults``)
+fill what the options do not give (``task_defaults``), and the fields' own defaults
+the rest. Every value is checked when the config is made, so a bad one fails before
+anything is built, with a ``ConfigError`` naming the field.
 """
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from ..training.optim import OPTIMIZERS
 CONFIG_VERSION = 1
 NONLINEARITIES = ("tanh", "2sigmoid-1")
 FORMS = ("concat", "pytorch")
+# what the t of lr / (1 + decay sqrt(t)) counts: the optimizer's updates, or the steps
+# of one stream (the characters of Tallec & Ollivier's schedule)
+DECAY_PER = ("update", "step")
+# the fields a task's PaperDefaults set
+TASK_DEFAULTS = ("optimizer", "lr", "decay", "decay_per", "batch", "reset_prob")
 
 
 def estimator_flags() -> dict:
@@ -61,6 +69,7 @@ class RunConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     decay: float = 0.0
+    decay_per: str = "update"        # t of lr / (1 + decay sqrt(t)): "update" or "step"
     clip: float = 0.0
     seed: int = 0
     chunk: int = 1000
@@ -91,7 +100,7 @@ class RunConfig:
             raise ConfigError("must name a cell (e.g. lstm), got ''", "cell")
         for key, allowed in (("backend", BACKENDS), ("optimizer", OPTIMIZERS),
                              ("nonlinearity", (None, *NONLINEARITIES)),
-                             ("form", (None, *FORMS))):
+                             ("form", (None, *FORMS)), ("decay_per", DECAY_PER)):
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"must be one of {', '.join(filter(None, allowed))}, got "
                                   f"{getattr(self, key)!r}", key)
@@ -108,9 +117,11 @@ class RunConfig:
 
     # ------------------------------------------------------------------ conversions
     @classmethod
-    def from_options(cls, **options) -> RunConfig:
+    def from_options(cls, *, task_defaults: bool = True, **options) -> RunConfig:
         """From ``rgraph train``'s options by their Python names, the estimator's options
-        flat (``rank=2``, ``k_dirs=4``); None is an option not given (its default)."""
+        flat (``rank=2``, ``k_dirs=4``); None is an option not given. An option not given
+        takes the task's paper default (``task_defaults``; ``task_defaults=False``: not),
+        else the field's default."""
         given = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(given) - set(run_options()))
         if unknown:
@@ -118,15 +129,23 @@ class RunConfig:
                             f"{', '.join(run_options())}")
         flags = estimator_flags()
         fields = {k: v for k, v in given.items() if k not in flags}
+        if task_defaults:
+            fields = {**paper_defaults(given)[0], **fields}
         return cls(**fields, estimator_options=estimator_options(given))
+
+    # fields written to config.json only where they differ from these values, so that
+    # the configs (and sweep run ids) of runs from before the field existed stay as
+    # they were
+    OMITTED_AT = {"layers": 1, "decay_per": "update"}
 
     def to_dict(self) -> dict:
         """The config as config.json holds it (plain JSON values, the fields in order).
-        ``layers`` is written only where it is not 1, so that the configs (and sweep run
-        ids) of runs from before it existed stay as they were."""
+        ``layers`` and ``decay_per`` are written only where they are not 1 and "update"
+        (``OMITTED_AT``): the configs of runs from before them stay as they were."""
         return {f.name: getattr(self, f.name) if f.name != "estimator_options"
                 else dict(self.estimator_options) for f in dataclasses.fields(self)
-                if not (f.name == "layers" and self.layers == 1)}
+                if not (f.name in self.OMITTED_AT and
+                        getattr(self, f.name) == self.OMITTED_AT[f.name])}
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
@@ -159,6 +178,38 @@ class RunConfig:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def paper_defaults(given: dict) -> tuple[dict, str | None]:
+    """What the task's paper sets among the run options not in ``given`` (by their
+    Python names; ``given["task"]`` names the task), and one line saying which values
+    came from which paper and which were given. ({}, None) without a task, or for a
+    task that declares no defaults. A paper's schedule counts steps (``decay_per``
+    "step"); a ``decay`` given keeps the field's default count, updates."""
+    from ..tasks import TASKS
+    given = {k: v for k, v in given.items() if v is not None}
+    cls = TASKS.get(str(given.get("task") or "").strip().lower())
+    spec = getattr(cls, "defaults", None)
+    if spec is None:
+        return {}, None
+    paper = spec.settings()
+    paper["decay_per"] = "step" if paper["decay"] else "update"
+    taken = {k: v for k, v in paper.items() if k not in given and
+             not (k == "decay_per" and "decay" in given)}
+    shown = []
+    for k in ("optimizer", "lr", "decay", "batch", "reset_prob"):
+        if k in taken and (k != "reset_prob" or taken[k]):
+            v = taken[k]
+            text = f"{v:g}" if isinstance(v, float) else str(v)
+            if k == "decay" and v:
+                text += " (lr / (1 + decay sqrt(t)), t counted in steps)"
+            shown.append(f"{k.replace('_', '-')} {text}")
+    kept = [k for k in TASK_DEFAULTS if k in given and k != "decay_per"]
+    line = (f"defaults of {spec.source}: {', '.join(shown)}" if shown else
+            f"no defaults of {spec.source} used")
+    if kept:
+        line += f"; given: {', '.join('--' + k.replace('_', '-') for k in kept)}"
+    return taken, line
 
 
 def run_options() -> tuple:

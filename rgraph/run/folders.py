@@ -1,6 +1,7 @@
-"""A run's folder: config.json (its ``RunConfig``), checkpoint.npz, and at the end
-curve.csv, curve.png and params.npz. A folder is made whole or not at all, and an
-existing run is never overwritten unless asked."""
+"""A run's folder: config.json (its ``RunConfig``), checkpoint.npz, with ``full_curve``
+losses.f64 (every step's loss, appended as the run goes), and at the end curve.csv,
+curve.png and params.npz. A folder is made whole or not at all, and an existing run is
+never overwritten unless asked."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,9 @@ import numpy as np
 from .config import RunConfig
 
 CONFIG = "config.json"
+# full_curve: the mean loss over the batch of every step, in nats (NaN where nothing was
+# scored), as raw little-endian float64, appended chunk by chunk and never rewritten
+STEP_LOSSES = "losses.f64"
 
 
 def read_config(run_dir) -> RunConfig:
@@ -67,16 +71,33 @@ def start_run_dir(run_dir: Path, cfg: RunConfig) -> Path:
     return run_dir
 
 
+def read_step_losses(run_dir, steps: int) -> np.ndarray:
+    """The first ``steps`` per-step losses of a full-curve run (losses.f64); NaN for the
+    steps it does not hold."""
+    path = Path(run_dir) / STEP_LOSSES
+    have = np.fromfile(path, dtype="<f8", count=steps) if path.exists() else np.zeros(0)
+    return np.concatenate([have, np.full(steps - len(have), np.nan)])
+
+
 def write_run_outputs(run_dir, tr, task, est, cfg: RunConfig):
-    """curve.csv, params.npz, curve.png and a summary line."""
+    """curve.csv (from the trainer's block curve, or every step of losses.f64 with
+    ``full_curve``), params.npz, curve.png and a summary line."""
     from ..plots import learning_curves
-    curve = np.atleast_1d(task.to_unit(np.asarray(tr.curve, dtype=float)))
-    _write_curve(Path(run_dir) / "curve.csv", curve, task.unit, cfg.full_curve)
+    if cfg.full_curve:
+        curve = np.atleast_1d(task.to_unit(read_step_losses(run_dir, tr.step)))
+        _write_full_curve(Path(run_dir) / "curve.csv", curve, task.unit)
+        shown = curve
+    else:
+        ends, means = tr.blocks.curve()
+        means = np.atleast_1d(task.to_unit(means))
+        _write_block_curve(Path(run_dir) / "curve.csv", ends, means, task.unit)
+        ok = ~np.isnan(means)
+        shown = (ends[ok], means[ok])
     np.savez(Path(run_dir) / "params.npz", **tr.params)
     title = f"{est.name} on {task!r}, {cfg.cell}-{cfg.hidden}"
-    learning_curves({est.name: curve}, Path(run_dir) / "curve.png", task.optimum, title,
+    learning_curves({est.name: shown}, Path(run_dir) / "curve.png", task.optimum, title,
                     ylabel=task.unit)
-    tail = float(np.nanmean(curve[-max(1, len(curve) // 10):])) if len(curve) else np.nan
+    tail = task.to_unit(tr.blocks.recent(0.1))
     line = f"step {tr.step:,}: recent loss {tail:.4g} {task.unit}"
     if getattr(task, "optimum", None) is not None:
         line += f" (optimum {task.optimum:.4g})"
@@ -89,22 +110,24 @@ def write_run_outputs(run_dir, tr, task, est, cfg: RunConfig):
     print(f"wrote {run_dir}/curve.csv, curve.png, params.npz, checkpoint.npz")
 
 
-def _write_curve(path, curve, unit, full):
-    """curve.csv: one row per step (``full``) with a moving average, else at most 1,000
-    rows of means over equal blocks."""
+def _write_full_curve(path, curve, unit):
+    """curve.csv: one row per step, with a moving average."""
     from ..plots import moving_average
-    from ..training.trainer import curve_rows
     unit = unit.replace('/', '_per_')
     with open(path, "w") as f:
-        if full:
-            w = max(1, min(1000, len(curve) // 20))
-            ma = moving_average(np.nan_to_num(curve, nan=np.nanmean(curve) if len(curve)
-                                               else 0.0), w)
-            f.write(f"step,loss_{unit},moving_average_{w}\n")
-            for t, c in enumerate(curve):
-                m = ma[t - w + 1] if t >= w - 1 else ""
-                f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
-        else:
-            f.write(f"step,loss_{unit}_block_mean\n")
-            for t, c in zip(*curve_rows(curve), strict=True):
-                f.write(f"{t},{c:.6g}\n")
+        w = max(1, min(1000, len(curve) // 20))
+        fill = np.nanmean(curve) if np.any(~np.isnan(curve)) else 0.0
+        ma = moving_average(np.nan_to_num(curve, nan=fill), w)
+        f.write(f"step,loss_{unit},moving_average_{w}\n")
+        for t, c in enumerate(curve):
+            m = ma[t - w + 1] if t >= w - 1 else ""
+            f.write(f"{t},{c:.6g},{m if m == '' else f'{m:.6g}'}\n")
+
+
+def _write_block_curve(path, ends, means, unit):
+    """curve.csv: the block means (at most 1,000 rows), by the step each block ends at."""
+    unit = unit.replace('/', '_per_')
+    with open(path, "w") as f:
+        f.write(f"step,loss_{unit}_block_mean\n")
+        for t, c in zip(ends, means, strict=True):
+            f.write(f"{t},{c:.6g}\n")

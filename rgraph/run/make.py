@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 import os
 from pathlib import Path
 
@@ -154,16 +155,45 @@ def build_run(cfg: RunConfig, force_memory: bool = False):
     return cell, task, est
 
 
+def estimator_spec(cfg: RunConfig, cell):
+    """The estimator a config names, built on ``cell`` without compiling anything: what
+    a sweep checks before any run starts. Raises what ``rg.compile`` would for it:
+    ``NotApplicable`` (the analysis's reason), or ``ValueError`` / ``TypeError`` for
+    options the estimator refuses."""
+    from ..analysis import Analysis
+    from ..estimators import make_spec
+    from ..layout import Layout
+    from ..schedule import schedule
+    lay = Layout(cell)
+    return make_spec(cfg.estimator, lay, schedule(lay), Analysis(cell, lay),
+                     **cfg.estimator_options)
+
+
 def make_trainer(cfg: RunConfig, est, **kw):
     """The trainer a run's config describes, at step 0 (``rgraph train`` and each run of
     ``rgraph sweep``); ``kw``: the trainer's other options (``halt_on_divergence``,
     ``force_memory``)."""
-    return est.trainer(est.init_params(cfg.seed), optimizer_from(cfg), batch=cfg.batch,
-                       seed=cfg.seed, reset_prob=cfg.reset_prob, chunk=cfg.chunk, **kw)
+    return est.trainer(est.init_params(cfg.seed), optimizer_from(cfg, est),
+                       batch=cfg.batch, seed=cfg.seed, reset_prob=cfg.reset_prob,
+                       chunk=cfg.chunk, **kw)
 
 
-def optimizer_from(cfg: RunConfig):
+def optimizer_from(cfg: RunConfig, est=None):
     """The optimizer of a run's config (a name in the registry, ``optim.OPTIMIZERS``)
-    with its lr, decay and clip."""
+    with its lr, decay and clip. The compiled schedule counts updates; a decay per step
+    (``decay_per="step"``) becomes ``decay * sqrt(K)`` per update for an estimator that
+    updates every K steps (TBPTT-16: 4x), so that the learning rate falls with the steps
+    as the papers' does; that needs the compiled estimator ``est``."""
     from ..training.optim import make
-    return make(cfg.optimizer, cfg.lr, decay=cfg.decay, clip=cfg.clip)
+    return make(cfg.optimizer, cfg.lr, decay=decay_per_update(cfg, est), clip=cfg.clip)
+
+
+def decay_per_update(cfg: RunConfig, est=None) -> float:
+    """The decay of ``lr / (1 + decay sqrt(update))`` that a config's schedule means for
+    the estimator ``est`` (see ``optimizer_from``)."""
+    if cfg.decay_per == "update" or not cfg.decay:
+        return cfg.decay
+    if est is None:
+        raise ValueError("a decay per step needs the compiled estimator, to count its "
+                         "updates: optimizer_from(cfg, est)")
+    return cfg.decay * math.sqrt(est.spec.update_every(cfg.chunk))

@@ -38,6 +38,11 @@ Common interface of every task object
 ``optimum``
     The best achievable mean loss in ``unit`` where it is known (else None);
     each class documents how it is computed.
+``defaults``
+    How the paper the task comes from trains it (a :class:`PaperDefaults`: the
+    optimizer, learning rate and schedule, batch, resets, and what the paper
+    reports, with the source); ``rgraph train`` and ``rgraph sweep`` use it
+    unless told otherwise.
 ``reset()``
     Return to the start of the stream (clears buffers / cursors).
 ``get_state() -> dict``, ``set_state(state)``
@@ -69,7 +74,7 @@ from __future__ import annotations
 import inspect
 
 from .anbn import AnBn
-from .base import Task
+from .base import PaperDefaults, Task
 from .brackets import DistantBrackets
 from .charlm import CharLM, data_dir, example_text
 from .copy_task import Copy
@@ -77,6 +82,7 @@ from .influence import InfluenceBalancing
 
 __all__ = [
     "Task",
+    "PaperDefaults",
     "InfluenceBalancing",
     "DistantBrackets",
     "AnBn",

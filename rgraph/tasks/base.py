@@ -9,6 +9,7 @@ import copy as _copy
 import math
 import string
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -82,6 +83,44 @@ def one_hot(ids: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class PaperDefaults:
+    """How the paper a task comes from trains it: the optimizer, its learning rate and
+    schedule, the batch and the state resets that ``rgraph train`` and ``rgraph sweep``
+    use for the task unless told otherwise, and what the paper reports (``evaluation``).
+
+    The schedule is the papers' ``lr / (1 + decay sqrt(t))`` with ``t`` counted in
+    steps of one stream (characters, for the text tasks), as Tallec & Ollivier count it;
+    a run converts it to the optimizer's updates for its estimator (TBPTT-16 updates
+    once per 16 steps, so its decay per update is ``decay * 4``). ``notes`` says which
+    values the paper does not give, and where rgraph's choice comes from instead.
+    """
+
+    source: str             # the paper and section
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    decay: float = 0.0      # per sqrt(step); 0: a constant learning rate
+    batch: int = 1
+    reset_prob: float = 0.0
+    evaluation: str = ""    # what the paper reports, and how rgraph measures it
+    notes: str = ""
+
+    def settings(self) -> dict:
+        """The run options these defaults set, by their ``RunConfig`` names."""
+        return {"optimizer": self.optimizer, "lr": self.lr, "decay": self.decay,
+                "batch": self.batch, "reset_prob": self.reset_prob}
+
+    def summary(self) -> str:
+        """One line: the settings, as a command line would give them."""
+        sched = (f"{self.lr:g}/(1+{self.decay:g}√t), t in steps" if self.decay
+                 else f"{self.lr:g} constant")
+        line = f"{self.optimizer.capitalize() if self.optimizer != 'sgd' else 'SGD'} " \
+            f"{sched}, batch {self.batch}"
+        if self.reset_prob:
+            line += f", state reset with probability {self.reset_prob:g} per step"
+        return line
+
+
 # Symbols used to print the random alphabets of the synthetic tasks.
 ALPHABET = string.ascii_lowercase + string.ascii_uppercase + string.digits
 
@@ -98,6 +137,7 @@ class Task:
     unit: str = "bits/char"
     optimum: float | None = None
     weighted: bool = False  # True when only some steps carry loss
+    defaults: PaperDefaults | None = None   # how the task's paper trains it
     _mutable: frozenset = frozenset()
 
     def __setattr__(self, name, value):

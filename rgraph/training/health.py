@@ -1,6 +1,6 @@
-"""Is a run healthy? Divergence and absurd starts, reported instead of silent.
+"""Is a run healthy? Divergence, collapse and absurd starts, reported instead of silent.
 
-Both rules compare the loss with the **uniform-prediction loss** ``reference_loss``:
+The rules compare the loss with the **uniform-prediction loss** ``reference_loss``:
 what an output that knows nothing scores. For ``softmax_xent`` that is log K (K
 classes: uniform probabilities); for ``mse`` (0.5 |y - o|²) it is the expected loss of
 an output drawn from N(0, 1) per unit, 0.5 (n_out + |y|²) averaged over the targets.
@@ -16,6 +16,21 @@ did). ``SUSTAIN`` = 1,000 bad steps in a row is a divergence (a spike shorter th
 about 900 steps is not): a ``DivergenceWarning``
 names the step the bad run began and the step it was confirmed; with
 ``halt_on_divergence`` the trainer stops there.
+
+**Collapse** (``CollapseMonitor``). A slower failure the divergence rule does not see:
+the loss leaves the level it had reached and stays well above it, without being worse
+than knowing nothing (an MGU on aⁿbⁿ that jumped from 0.33 to 1.33 bits/char and stayed
+there for 900,000 steps). The *level* at the end of each block of ``BLOCK`` = 1,000
+steps (counted from step 0) is the mean loss over the last ``LEVEL_WINDOW`` = 10,000
+steps; its *best* is the lowest level so far. A level is *high* when it exceeds the
+best by more than ``COLLAPSE_REL`` = 50 % of the best, and by more than
+``COLLAPSE_FLOOR`` = 5 % of the uniform-prediction loss (so a loss near 0, such as
+0.01 nats against a best of 0.005, is not called a collapse). High levels for
+``COLLAPSE_SUSTAIN`` = 50,000 steps in a row are a collapse: a ``CollapseWarning``
+names the step the high levels began, the best level and its step. A run that comes back
+below the threshold and leaves again is reported again. A task whose data changes on
+purpose (the copy task's curriculum lengthens its strings as the loss falls) is not
+watched: its loss rises by design.
 
 **Absurd start** (``check_start``). Before the first update, the untrained parameters'
 mean loss over the first chunk (at most 1,000 steps per stream, the same data the run
@@ -33,6 +48,11 @@ FACTOR = 10.0
 SUSTAIN = 1000
 START_FACTOR = 10.0
 START_STEPS = 1000
+BLOCK = 1000
+LEVEL_WINDOW = 10_000
+COLLAPSE_REL = 0.5
+COLLAPSE_FLOOR = 0.05
+COLLAPSE_SUSTAIN = 50_000
 
 
 def reference_loss(loss: str, n_out: int, ys=None, ws=None) -> float:
@@ -140,6 +160,106 @@ class DivergenceMonitor:
         self.run, self.last_bad = int(st["run"]), bool(st["last_bad"])
 
 
+class CollapseMonitor:
+    """The collapse rule of the module's docstring, fed one chunk at a time. Its state
+    is a few numbers and the sums of the last ``LEVEL_WINDOW / BLOCK`` blocks, however
+    long the run."""
+
+    def __init__(self, block=BLOCK, window=LEVEL_WINDOW, rel=COLLAPSE_REL,
+                 floor=COLLAPSE_FLOOR, sustain=COLLAPSE_SUSTAIN):
+        self.block, self.rel, self.floor = int(block), float(rel), float(floor)
+        if window % block or sustain % block:
+            raise ValueError(f"CollapseMonitor: window ({window}) and sustain ({sustain}) "
+                             f"must be multiples of the block ({block})")
+        self.window, self.sustain = int(window), int(sustain)
+        k = self.window // self.block
+        self.sums = np.zeros(k)                    # the last k blocks, oldest first
+        self.counts = np.zeros(k, dtype=np.int64)
+        self.cur_sum, self.cur_count = 0.0, 0      # the block being filled
+        self.seen = 0                              # steps fed
+        self.best, self.best_step = math.inf, -1   # the lowest level, at a block's end
+        self.high = 0                              # steps of high levels in a row
+        self.events: list[dict] = []               # the collapses found
+
+    def threshold(self, reference: float) -> float:
+        """The level above which a step counts as high."""
+        return self.best + max(self.rel * self.best, self.floor * reference)
+
+    def update(self, t0: int, per_step, reference: float) -> dict | None:
+        """Feed the per-step losses of steps t0, t0+1, ... (NaN: nothing scored; t0 must
+        be the step after the last one fed); returns the collapse confirmed in them (a
+        dict: step the high levels began, step confirmed, level, best, its step) or
+        None."""
+        vals = np.asarray(per_step, dtype=float).reshape(-1)
+        if t0 != self.seen:
+            raise ValueError(f"CollapseMonitor: fed step {t0}, expected {self.seen}")
+        found, i = None, 0
+        while i < vals.size:
+            take = min(self.block - self.seen % self.block, vals.size - i)
+            seg = vals[i:i + take]
+            seg = seg[~np.isnan(seg)]
+            self.cur_sum += float(np.cumsum(seg)[-1]) if seg.size else 0.0
+            self.cur_count += int(seg.size)
+            self.seen += take
+            i += take
+            if self.seen % self.block == 0:
+                ev = self._block_done(reference)
+                found = found or ev
+        return found
+
+    def _block_done(self, reference: float) -> dict | None:
+        self.sums = np.append(self.sums[1:], self.cur_sum)
+        self.counts = np.append(self.counts[1:], self.cur_count)
+        self.cur_sum, self.cur_count = 0.0, 0
+        n = int(self.counts.sum())
+        if self.seen < self.window or n == 0:
+            return None
+        level = float(self.sums.sum() / n)
+        if not math.isfinite(level):
+            return None                 # the divergence rule and the loop say so
+        if level < self.best:
+            self.best, self.best_step = level, self.seen
+        if level <= self.threshold(reference):
+            self.high = 0
+            return None
+        self.high += self.block
+        if self.high != self.sustain:
+            return None
+        ev = {"began": self.seen - self.sustain + self.block, "step": self.seen,
+              "level": level, "best": self.best, "best_step": self.best_step,
+              "threshold": self.threshold(reference), "reference": float(reference)}
+        self.events.append(ev)
+        return ev
+
+    def message(self, ev: dict, unit=lambda x: f"{x:.4g}") -> str:
+        return (f"the loss collapsed: from step {ev['began']:,} its mean over "
+                f"{self.window:,} steps stayed above {unit(ev['threshold'])} (its best, "
+                f"{unit(ev['best'])} at step {ev['best_step']:,}, plus "
+                f"{100 * self.rel:g} % of it or {100 * self.floor:g} % of the "
+                f"uniform-prediction loss {unit(ev['reference'])}) for {self.sustain:,} "
+                f"steps (at step {ev['step']:,}: {unit(ev['level'])}); the learning rate "
+                f"is likely too high for this stage of the run: lower it, or let it decay "
+                f"(--decay, lr / (1 + decay sqrt(t)))")
+
+    # checkpoints
+    def state(self) -> dict:
+        return {"sums": self.sums.copy(), "counts": self.counts.copy(),
+                "cur_sum": self.cur_sum, "cur_count": self.cur_count, "seen": self.seen,
+                "best": None if math.isinf(self.best) else self.best,
+                "best_step": self.best_step, "high": self.high}
+
+    def set_state(self, st: dict):
+        sums = np.asarray(st["sums"], dtype=float).copy()
+        if sums.shape != self.sums.shape:
+            raise ValueError(f"collapse monitor state of {sums.shape[0]} blocks, expected "
+                             f"{self.sums.shape[0]}")
+        self.sums, self.counts = sums, np.asarray(st["counts"], dtype=np.int64).copy()
+        self.cur_sum, self.cur_count = float(st["cur_sum"]), int(st["cur_count"])
+        self.seen, self.best_step = int(st["seen"]), int(st["best_step"])
+        self.best = math.inf if st["best"] is None else float(st["best"])
+        self.high = int(st["high"])
+
+
 def check_start(first_loss: float, reference: float, params: dict,
                 unit=lambda x: f"{x:.4g}") -> str | None:
     """The absurd-start message (see the module's docstring), or None when the first
@@ -166,5 +286,6 @@ def _rms(a) -> float:
     return m * float(np.sqrt(np.mean(np.square(a / m))))
 
 
-__all__ = ["DivergenceMonitor", "check_start", "reference_loss", "WINDOW", "FACTOR",
-           "SUSTAIN", "START_FACTOR"]
+__all__ = ["DivergenceMonitor", "CollapseMonitor", "check_start", "reference_loss",
+           "WINDOW", "FACTOR", "SUSTAIN", "START_FACTOR", "BLOCK", "LEVEL_WINDOW",
+           "COLLAPSE_REL", "COLLAPSE_FLOOR", "COLLAPSE_SUSTAIN"]

@@ -3,9 +3,13 @@
 A trainer owns everything that changes during a run: the parameters, the optimizer's
 moments, each stream's cell state and estimator state, the random generators, the step
 count, the learning curve and (when it draws its data from a task) each stream's task
-state. Steps run a chunk at a time inside one compiled call; chunks are aligned to the
-global step count, so a run interrupted and resumed from a checkpoint continues number
-for number as if it had never stopped.
+state. The learning curve is kept twice: as block means (``blocks``, a ``BlockCurve`` of
+at most 1,000 rows, the same size at any length) and, as each call's ``record`` asks, per
+step or per chunk (``curve``); ``record="blocks"`` keeps only the first, so that a long
+run's memory and checkpoints do not grow with its length. Steps run a chunk at a time
+inside one compiled call; chunks are aligned to the global step count, so a run
+interrupted and resumed from a checkpoint continues number for number as if it had
+never stopped.
 
 A trainer is a ``runtime.Run`` (the run's arrays and generators, and the steps of one
 compiled call, which an exported module runs too) with what rgraph adds around it: data
@@ -24,10 +28,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import DataError, DivergenceWarning, InitWarning
+from ..errors import CollapseWarning, DataError, DivergenceWarning, InitWarning
 from ..runtime import Run, per_step, positive_int
 from .checkpoints import CHECKPOINT_VERSION, read_checkpoint, write_checkpoint
-from .health import START_STEPS, DivergenceMonitor, check_start, reference_loss
+from .curve import BlockCurve
+from .health import (START_STEPS, CollapseMonitor, DivergenceMonitor, check_start,
+                     reference_loss)
 from .optim import OPTIMIZERS, SGD
 
 
@@ -37,8 +43,9 @@ class TrainResult:
 
     params: dict
     losses: np.ndarray      # mean loss per step over the batch (nan where nothing is
-    steps: int              # scored), or per chunk with record="chunk" (extra["x"]:
-                            # the step each point ends at)
+    steps: int              # scored), or per chunk with record="chunk", or per block
+                            # with record="blocks" (extra["x"]: the step each point
+                            # ends at)
     seconds: float
     record: str = "step"
     extra: dict = field(default_factory=dict)
@@ -65,9 +72,11 @@ class Trainer(Run):
 
     Runs are watched (``rgraph.training.health``): an absurd first loss gives an
     ``InitWarning``, a diverging loss a ``DivergenceWarning`` with the step (kept in
-    ``divergences``); ``halt_on_divergence`` stops the run there. The batch's buffers
-    are checked against the memory available (``rgraph.resources``) before they are
-    allocated, unless ``force_memory``."""
+    ``divergences``), a loss that leaves its best level for long a ``CollapseWarning``
+    (kept in ``collapses``; not on a task with a curriculum); ``halt_on_divergence``
+    stops the run at a divergence. The batch's buffers are checked against the memory
+    available (``rgraph.resources``) before they are allocated, unless
+    ``force_memory``."""
 
     def __init__(self, est, params, optimizer=None, batch=1, seed=0, reset_prob=0.0,
                  chunk=1000, *, halt_on_divergence=False, force_memory=False):
@@ -85,15 +94,25 @@ class Trainer(Run):
         self.data_rngs = [np.random.default_rng([seed, 2, b]) for b in range(self.batch)]
         self.curve: list[float] = []
         self.curve_steps: list[int] = []    # record="chunk": the step each mean ends at
+        self.blocks = BlockCurve()          # every step, as at most 1,000 block means
         self.tasks = None
         self.halt_on_divergence = bool(halt_on_divergence)
         self.health = DivergenceMonitor()
+        self.collapse = CollapseMonitor()
+        self.watch_collapse = True          # off on a task with a curriculum
+        self.on_steps = None                # on_steps(t0, per-step losses), each chunk
         self.start_warning: str | None = None
 
     @property
     def divergences(self) -> list[dict]:
         """The divergences found so far (step it began, step confirmed, losses)."""
         return self.health.events
+
+    @property
+    def collapses(self) -> list[dict]:
+        """The collapses found so far (step the high levels began, step confirmed, the
+        level, the best level and its step)."""
+        return self.collapse.events
 
     def __repr__(self):
         return (f"Trainer({self.est.name} on '{self.est.cell.name}', batch {self.batch}, "
@@ -108,7 +127,9 @@ class Trainer(Run):
             record="step") -> TrainResult:
         """Continue training on (xs, ys): (T, n_in) split into ``batch`` contiguous
         streams, or (T, B, n_in). callback(trainer, chunk_mean_loss) is called between
-        chunks; returning True stops. Returns the whole run's result so far."""
+        chunks; returning True stops. ``record``: what ``curve`` keeps, "step", "chunk"
+        (the mean of each chunk) or "blocks" (nothing more than ``blocks``). Returns the
+        whole run's result so far."""
         xs, ys, ws, rs = self.model.streams(xs, ys, weights, resets, self.batch)
 
         def source(done, n):
@@ -131,6 +152,9 @@ class Trainer(Run):
                             f"compiled with {self.est.loss_name!r}")
         if self.tasks is None:
             self.tasks = [task.fork(b, self.batch) for b in range(self.batch)]
+        # a curriculum raises the loss on purpose: the collapse rule would cry wolf
+        self.watch_collapse = not (getattr(task, "curriculum", False) and
+                                   hasattr(task, "report"))
 
         def source(done, n):
             parts = []
@@ -153,8 +177,8 @@ class Trainer(Run):
                           lambda m: f"{task.to_unit(m):.4g} {task.unit}", task.to_unit)
 
     def _loop(self, T, source, progress, callback, record, show, to_unit):
-        if record not in ("step", "chunk"):
-            raise ValueError(f"record must be 'step' or 'chunk', got {record!r}")
+        if record not in ("step", "chunk", "blocks"):
+            raise ValueError(f"record must be 'step', 'chunk' or 'blocks', got {record!r}")
         if T > 0:   # compile (or load) now, so that the timing below is of training only
             self._warm_up()
         bar = _progress(progress, T, f"{self.est.name}"
@@ -173,10 +197,15 @@ class Trainer(Run):
                 mean = float(losses.sum() / max(float(ws.sum()), 1e-300))
                 if record == "step":
                     self.curve.extend(steps.tolist())
-                else:
+                elif record == "chunk":
                     self.curve.append(mean)
                     self.curve_steps.append(self.step)
-                ev = self.health.update(self.step - n, steps, self._reference(ys, ws))
+                self.blocks.add(steps)
+                if self.on_steps is not None:
+                    self.on_steps(self.step - n, steps)
+                reference = self._reference(ys, ws)
+                ev = self.health.update(self.step - n, steps, reference)
+                col = self.collapse.update(self.step - n, steps, reference)
                 done += n
                 if bar is not None:
                     bar.update(n)
@@ -189,15 +218,26 @@ class Trainer(Run):
                         stacklevel=3)
                     if self.halt_on_divergence:
                         break
+                if col is not None and self.watch_collapse:
+                    warnings.warn(CollapseWarning(
+                        f"{self.est.name} on '{self.est.cell.name}': "
+                        f"{self.collapse.message(col, lambda x: f'{to_unit(x):.4g}')}"),
+                        stacklevel=3)
                 if callback is not None and callback(self, mean):
                     break
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t_start
-        x = np.array(self.curve_steps) if record == "chunk" else np.arange(len(self.curve))
-        return TrainResult(self.params, np.array(self.curve), done, seconds, record,
-                           {"x": x, "divergences": list(self.health.events)})
+        if record == "blocks":
+            x, losses = self.blocks.curve()
+        else:
+            losses = np.array(self.curve)
+            x = np.array(self.curve_steps) if record == "chunk" else \
+                np.arange(len(self.curve))
+        return TrainResult(self.params, losses, done, seconds, record,
+                           {"x": x, "divergences": list(self.health.events),
+                            "collapses": list(self.collapses)})
 
     def _reference(self, ys, ws) -> float:
         """The uniform-prediction loss of a chunk (``health.reference_loss``)."""
@@ -248,8 +288,9 @@ class Trainer(Run):
                 "data_rngs": [r.bit_generator.state for r in self.data_rngs],
                 "step": self.step, "curve": np.array(self.curve),
                 "curve_steps": np.array(self.curve_steps, dtype=np.int64),
+                "blocks": self.blocks.state(),
                 "tasks": None if self.tasks is None else [t.get_state() for t in self.tasks],
-                "health": self.health.state()}
+                "health": self.health.state(), "collapse": self.collapse.state()}
 
     def load_state_dict(self, sd: dict, task=None):
         """Restore a state_dict (and, for a task-driven run, the task it was made on)."""
@@ -278,6 +319,13 @@ class Trainer(Run):
         self.health = DivergenceMonitor()
         if sd.get("health") is not None:        # absent in checkpoints before it
             self.health.set_state(sd["health"])
+        self.collapse = CollapseMonitor()
+        if sd.get("collapse") is not None:      # absent in checkpoints before it
+            self.collapse.set_state(sd["collapse"])
+        else:                                   # watch from here on
+            self.collapse.seen = self.step
+        self.blocks = BlockCurve.from_state(sd["blocks"]) if sd.get("blocks") is not None \
+            else _blocks_of(self.curve, self.curve_steps, self.step)
         if sd["tasks"] is not None:
             if task is None:
                 raise DataError("this checkpoint was drawing data from a task; pass it "
@@ -295,6 +343,22 @@ class Trainer(Run):
         see ``checkpoints``)."""
         self.load_state_dict(read_checkpoint(path), task)
         return self
+
+
+def _blocks_of(curve, curve_steps, step) -> BlockCurve:
+    """The block curve of a checkpoint from before block curves: from its curve per
+    step, or from its chunk means (each over its chunk's steps); NaN where it kept
+    neither."""
+    curve = np.asarray(curve, dtype=float)
+    ends = np.asarray(curve_steps, dtype=np.int64)
+    if len(curve) == step and not len(ends):
+        per = curve
+    elif len(ends) and len(ends) == len(curve) and np.all(np.diff(ends) > 0):
+        per = np.repeat(curve, np.diff(np.concatenate(([0], ends))))
+    else:
+        per = np.zeros(0)
+    missing = np.full(max(0, step - len(per)), np.nan)
+    return BlockCurve.of(np.concatenate([per, missing])[:step])
 
 
 def _progress(enabled, total, desc, unit="step"):
