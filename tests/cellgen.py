@@ -98,7 +98,7 @@ def usable(cell) -> bool:
         return False
 
 
-LAYER_KINDS = ("rnn", "lstm", "gru")
+LAYER_KINDS = ("rnn", "lstm", "gru", "indrnn", "lru")
 
 
 @st.composite
@@ -116,7 +116,6 @@ def framework_stacks(draw, max_layers=3, max_size=4):
     for layer in range(draw(st.integers(2, max_layers))):
         kind = draw(st.sampled_from(LAYER_KINDS))
         n = draw(st.integers(1, max_size))
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
         h = c.state(f"h{layer}", n)
 
         def W(name, m, k):
@@ -124,6 +123,14 @@ def framework_stacks(draw, max_layers=3, max_size=4):
 
         def b(name, m):
             return c.param(f"{name}{layer}", (m,))
+
+        if kind in ("indrnn", "lru"):
+            h_new = diagonal_layer(c, kind, h, below, x if shared and layer else None,
+                                   W, b)
+            outs.append(h_new)
+            below = h_new
+            continue
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[kind]
 
         gi = W("W_ih", gates * n, below.shape[0]) @ below + b("b_ih", gates * n)
         if shared and layer:
@@ -149,3 +156,29 @@ def framework_stacks(draw, max_layers=3, max_size=4):
     read = rg.concat(*outs) if draw(st.booleans()) else outs[-1]
     c.output("y", c.param("V", (2, read.shape[0])) @ read)
     return c
+
+
+def diagonal_layer(c, kind, h, below, x, W, b):
+    """A layer whose recurrence is elementwise: IndRNN's relu(W x + u * h + b) (Li et
+    al. 2018), or an LRU's complex diagonal recurrence in real arithmetic (h = h_re, a
+    second state for h_im; λ = exp(-exp(ν) + i exp(θ)), γ scaling B u) whose output
+    C h + D the next layer reads (so C and D enter the layer above). Returns the value the layer above reads."""
+    n = h.shape[0]
+    drive = W("W_ih", n, below.shape[0]) @ below
+    if x is not None:
+        drive = drive + W("W_x", n, x.shape[0]) @ x
+    if kind == "indrnn":
+        h_new = rg.relu(drive + b("u", n) * h + b("b", n))
+        c.update(h, h_new)
+        return h_new
+    layer = h.name[-1]
+    h_im = c.state(f"g{layer}", n)
+    modulus = rg.exp(-rg.exp(b("nu", n)))
+    phase = rg.exp(b("th", n))
+    a, s = modulus * rg.cos(phase), modulus * rg.sin(phase)
+    gamma = rg.exp(b("ga", n))
+    im = W("W_im", n, below.shape[0]) @ below
+    h_new = a * h - s * h_im + gamma * drive
+    c.update(h, h_new)
+    c.update(h_im, a * h_im + s * h + gamma * im)
+    return W("C", n, n) @ h_new + b("D", n)
