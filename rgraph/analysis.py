@@ -417,7 +417,7 @@ class Analysis:
                     f"parameter '{nodes[p].name}' {why}; KF-RTRL needs every recurrent "
                     f"parameter as the matrix of a product W @ a or as a bias added to "
                     f"one. Use an estimator that needs no Kronecker structure: uoro, "
-                    f"projected-uoro, snap-1, e-prop, dodge or rtrl",
+                    f"projected-uoro, snap-1, layer-rtrl, e-prop, dodge or rtrl",
                     offending=n.name, path=(nodes[p].name, n.name))
         return out, None
 
@@ -554,7 +554,8 @@ class Analysis:
                     f"to be independent of the parameters (Cho's GRU, whose reset gate "
                     f"scales h before the product W_h @ (r * h), breaks this; PyTorch's GRU, "
                     f"r * (W_hn @ h + b_hn), does not). "
-                    f"Use uoro, projected-uoro, snap-1, e-prop, dodge or rtrl instead",
+                    f"Use uoro, projected-uoro, snap-1, layer-rtrl, e-prop, dodge or rtrl "
+                    f"instead",
                     offending=z.name, path=path)
         by_sum = {}
         for t in terms:
