@@ -65,6 +65,25 @@ def layer_local_reference(p, xs, ys):
     return {"W_l0": G0, "W_l1": G1}
 
 
+def test_batch_of_streams_equals_stream_by_stream():
+    """On numba the streams of a batch share the forward pass and backprop (GEMMs over
+    the batch), then each stream's layer signals and run tables; the numpy module steps
+    them one by one: the same numbers, with a stream reset halfway."""
+    from test_batch import _run
+    cell = rg.cells.tanh_rnn(N_IN, N, N_OUT, layers=2)
+    rng = np.random.default_rng(5)
+    xs, ys = rng.standard_normal((10, 3, N_IN)), rng.integers(0, N_OUT, (10, 3))
+    resets = np.zeros((10, 3), bool)
+    resets[4, 1] = True
+    out = []
+    for backend in ("numba", "numpy"):
+        est = rg.compile(cell, "layer-rtrl", backend=backend)
+        assert ("def est_rest(" in est.source) == (backend == "numba")
+        out.append(_run(est, est.pack(est.init_params(3)), xs, ys, resets))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_two_layer_tanh_equals_the_rule_written_from_its_definition(backend):
     cell = rg.cells.tanh_rnn(N_IN, N, N_OUT, layers=2)
