@@ -8,9 +8,12 @@ sympy, as for any DSL cell), ``concatenate`` / ``split`` / ``slice`` the structu
 and constants captured by the trace ``const`` nodes. Equations whose operands are all
 constants are evaluated by JAX itself and become constants. A single-output ``jit``
 whose body is elementwise (``jax.nn.relu``, ``jax.nn.softplus``, a user's jitted gate
-function) becomes one ``pointwise`` node labelled with the function's name; any other
-``jit``, and ``custom_jvp`` / ``custom_vjp`` calls, are read by their primal (rgraph
-differentiates the primal; a custom derivative rule is not used).
+function) becomes one ``pointwise`` node labelled with the function's name;
+``stop_gradient`` becomes ``rg.stop_gradient``. A ``custom_jvp`` named
+``spike_<surrogate>`` that is the Heaviside step with that surrogate as its derivative
+becomes ``rg.spike``; any other ``jit``, and ``custom_jvp`` / ``custom_vjp`` calls, are
+read by their primal (rgraph differentiates the primal; the custom derivative rule is
+dropped, with a warning where the primal has derivative 0 in an operand).
 
 Node names: an equation under ``jax.named_scope(name)`` that gives the scope's one
 result is named ``name``; otherwise, where the equation's source line assigns its
@@ -23,8 +26,10 @@ transposed shape (rgraph's products are matrix times vector); ``jax_params`` and
 
 ``to_jax(cell)`` goes the other way, for any cell: a pure ``step(params, state, x)`` in
 ``jax.numpy``. It puts every node under ``jax.named_scope(<node name>)`` and a composite
-elementwise node into a ``jax.jit`` named after its label, so ``from_jax`` of its
-result rebuilds the cell with the same names.
+elementwise node into a ``jax.jit`` named after its label, ``rg.stop_gradient`` is
+``jax.lax.stop_gradient`` and ``rg.spike`` a ``jax.custom_jvp`` named after the
+surrogate's registry entry (``spike_triangle``: the step, with the surrogate as its
+jvp), so ``from_jax`` of its result rebuilds the cell with the same names.
 
 JAX is an optional extra (``pip install -e '.[jax]'``); it is imported only when these
 functions run.
@@ -248,9 +253,21 @@ def from_jax(step, params, state, x, *, name: str | None = None) -> Cell:
     (``rg.scalar_function``), comparisons with ``select_n``, ``concatenate``, ``split``,
     ``slice``, ``squeeze`` / ``reshape`` / ``expand_dims`` / ``broadcast_in_dim`` where
     they relabel a vector or broadcast a scalar, ``transpose`` of a parameter matrix,
-    ``convert_element_type``, ``jit``, ``custom_jvp_call`` and ``custom_vjp_call`` (by
-    their primal), and constants. Anything else is a ``GraphError`` naming the primitive
-    and the source line.
+    ``convert_element_type``, ``stop_gradient`` (``rg.stop_gradient``), ``jit``,
+    ``custom_jvp_call`` and ``custom_vjp_call``, and constants. Anything else is a
+    ``GraphError`` naming the primitive and the source line.
+
+    Custom derivatives: a ``jax.custom_jvp`` function named ``spike_<surrogate>``
+    (``spike_triangle``, ``spike_fast_sigmoid``, ``spike_arctan``, or one registered with
+    ``rg.register_surrogate``) of ``(x, dampening, *shape)``, the options constants,
+    whose primal is the Heaviside step (1 where x > 0, else 0) and whose jvp in x is that
+    surrogate's derivative (checked at 97 points of [-3, 3]) becomes
+    ``rg.spike(x, surrogate, dampening, **shape)``: ``to_jax`` writes spikes so, and a
+    hand-written spiking cell named so keeps its surrogate. Every other ``custom_jvp`` /
+    ``custom_vjp`` is read by its primal: rgraph differentiates the primal and **drops the
+    custom derivative**. Where that primal has derivative 0 in an operand it depends on
+    (a Heaviside, a sign: the custom rule was then what carried the gradient),
+    ``from_jax`` warns, once per call, naming the functions and their lines.
     """
     jax = _import_jax()
     if not callable(step):
@@ -352,6 +369,7 @@ class _Translator:
         self.transposed = transposed
         self.const_nodes: dict[int, Value] = {}
         self.dropped: list[str] = []    # custom derivatives of step-like primals
+        self.dry = False                # True while a check reads a call's body
         c = self.cell = Cell(name)
         leaves = {"x": c.input("x", x.shape[0])}
         svals = {k: c.state(k, v.shape[0]) for k, v in state.items()}
@@ -430,6 +448,8 @@ class _Translator:
 
     def const(self, c: Const) -> Value:
         """The const node of a constant (one per constant)."""
+        if self.dry:                # a check reading a call: it adds no node
+            raise _NotElementwise
         key = id(c)
         if key not in self.const_nodes:
             value = np.asarray(c.value, np.float64)
@@ -649,14 +669,22 @@ class _Translator:
             return None
         env = {jaxpr.invars[0]: Sym(_S[0], ("x",))}
         env.update(zip(jaxpr.invars[1:], ins[1:], strict=True))
-        try:
-            primal = self.symbolic(jaxpr, env)
-        except (_NotElementwise, GraphError):
-            return None
+        primal = self.read_only(jaxpr, env)
         if not isinstance(primal, Sym) or primal.expr != scalars.step(_S[0]) \
                 or not _jvp_is(self.jax, eqn, sur, vals):
             return None
         return sur, dict(zip(("dampening", *sur.params), vals, strict=True))
+
+    def read_only(self, jaxpr, env):
+        """A call's body as one expression (Sym) without adding nodes to the cell, or
+        None where it is not one elementwise function of scalars and its operands."""
+        dry, self.dry = self.dry, True
+        try:
+            return self.symbolic(jaxpr, env)
+        except (_NotElementwise, GraphError):
+            return None
+        finally:
+            self.dry = dry
 
     def check_custom(self, eqn, jaxpr, consts, ins):
         """Note a custom_jvp / custom_vjp function read by its primal whose primal has
@@ -669,12 +697,9 @@ class _Translator:
                        strict=True))
         for k, (v, a) in enumerate(zip(jaxpr.invars, ins, strict=True)):
             env[v] = a if isinstance(a, Const) else Sym(_S[0], (f"operand {k}",))
-        try:
-            primal = self.symbolic(jaxpr, env)
-        except (_NotElementwise, GraphError):
-            return                  # not one elementwise function: no verdict
+        primal = self.read_only(jaxpr, env)
         if not isinstance(primal, Sym):
-            return
+            return                  # not one elementwise function: no verdict
         expr = primal.expr
         if any(sp.diff(expr, s) == 0 for s in expr.free_symbols & set(_S)):
             where = next((w for w in map(_where, (eqn, *reversed(self.calls))) if w),
@@ -827,8 +852,10 @@ class _Translator:
                 syms.append(a)
             elif isinstance(a, Const):
                 val = np.asarray(a.value)
-                if val.size == 1:
-                    f = float(val.reshape(()))
+                # in a jit body, a constant vector of one value (a broadcast scalar:
+                # jnp.where(c, x, 0.0)) is that number
+                if val.size == 1 or (fold and val.ndim == 1 and np.all(val == val.flat[0])):
+                    f = float(val.reshape(-1)[0])
                     if not np.isfinite(f):
                         self.refuse(eqn, f"the constant {f} is not finite")
                     syms.append(Sym(_number(f), ()) if fold else Sym(_S[0], (f,)))
