@@ -1,8 +1,10 @@
 """rg.from_jax and rg.to_jax (issue 26): cells written by hand in JAX, imported, against
 JAX itself (the forward to 1e-14, rtrl's and bptt's total gradients against jax.grad
 of the unrolled loss to 1e-10, in float64), KF-RTRL's verdict against the built-ins',
-to_jax then from_jax giving every built-in cell's generated module back, the refusals,
-random cells from the supported primitives, and `rgraph train file.py:step`."""
+to_jax then from_jax giving every built-in cell's generated module back (the LRU, IndRNN,
+LIF and ALIF too), lax.stop_gradient as rg.stop_gradient, rg.spike as a custom_jvp with
+its surrogate (and read back), the warning when a custom derivative is dropped, the
+refusals, random cells from the supported primitives, and `rgraph train file.py:step`."""
 import subprocess
 import sys
 import warnings
