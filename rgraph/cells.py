@@ -29,7 +29,7 @@ import zipfile
 
 import numpy as np
 
-from .errors import DataError, GraphError
+from .errors import DataError
 from .graph import (Cell, concat, const, cos, exp, pointwise, relu, sigmoid, sin, spike,
                     split, stop_gradient, tanh)
 from .scalars import surrogate as surrogate_of
@@ -310,45 +310,6 @@ def indrnn(n_in: int, n: int, n_out: int, layers: int = 1) -> Cell:
     return _stacked("indrnn", n_in, n, n_out, layers, layer)
 
 
-class LRUInit:
-    """Orvieto et al.'s (2023) initialization of one LRU layer's eigenvalues
-    λ_j = exp(-exp(ν_j) + i exp(θ_j)) and normalization γ_j, as ``init=`` functions
-    ``(rng, shape) -> array``:
-
-    * ``nu``: |λ| uniform on the ring r_min ≤ |λ| ≤ r_max of the complex plane (uniform
-      in area: |λ|² ~ U(r_min², r_max²)), ν = log(-log |λ|);
-    * ``theta``: the phase exp(θ) ~ U(0, max_phase), θ = log(phase);
-    * ``gamma``: log sqrt(1 - |λ|²) of the |λ| that ``nu`` drew in the same
-      ``init_params`` call (the parameters are drawn in order from one generator, ν
-      before γ), so each unit's input is normalized for its own λ.
-    """
-
-    def __init__(self, r_min: float, r_max: float, max_phase: float):
-        self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
-        self._drawn = None          # (generator, ν) of the last ν drawn
-
-    def __repr__(self):
-        return (f"LRUInit(r_min={self.r_min}, r_max={self.r_max}, "
-                f"max_phase={self.max_phase})")
-
-    def nu(self, rng, shape):
-        u = rng.uniform(size=shape)
-        nu = np.log(-0.5 * np.log(u * (self.r_max ** 2 - self.r_min ** 2) + self.r_min ** 2))
-        self._drawn = (rng, nu)
-        return nu
-
-    def theta(self, rng, shape):
-        return np.log(self.max_phase * rng.uniform(size=shape))
-
-    def gamma(self, rng, shape):
-        if self._drawn is None or self._drawn[0] is not rng or self._drawn[1].shape != shape:
-            raise GraphError("LRU init: gamma_log is drawn from the ν that nu_log drew in the "
-                             "same init_params call; draw the cell's parameters together "
-                             "(est.init_params(seed)), not gamma_log alone")
-        modulus = np.exp(-np.exp(self._drawn[1]))
-        return np.log(np.sqrt(1.0 - modulus ** 2))
-
-
 def _gelu(y):
     """GELU, in its tanh form (Hendrycks & Gimpel 2016)."""
     return pointwise(lambda t: 0.5 * t * (1 + tanh(0.7978845608028654 * (t + 0.044715 * t ** 3))),
@@ -378,8 +339,11 @@ def lru(n_in: int, n: int, n_out: int, layers: int = 1, width: int | None = None
     readout is V u + b on the top layer's stream.
 
     Parameters per layer (names end in ``_l<l>`` with several layers): ``nu_log``,
-    ``theta_log``, ``gamma_log`` (n each; drawn by ``LRUInit``: |λ| uniform on the ring
-    [r_min, r_max], phase uniform in [0, max_phase], γ_log = log sqrt(1 - |λ|²)), ``B_re``,
+    ``theta_log``, ``gamma_log`` (n each; the init schemes ``lru_nu``, ``lru_theta``,
+    ``lru_gamma``: |λ| uniform on the ring [r_min, r_max], phase uniform in
+    [0, max_phase], γ_log = log sqrt(1 - |λ|²) of the same λ; the layer's ring is drawn
+    from the seed and the layer's name, ``rgraph.runtime.lru_ring``, so an exported
+    module draws it too and each of the three can be drawn alone), ``B_re``,
     ``B_im`` (n x H, N(0, 1/(2H)) each: a complex normal of variance 1/H), ``C_re``,
     ``C_im`` (H x n, N(0, 1/n)), ``D`` (H, N(0, 1)). Defaults r_min = 0, r_max = 1,
     max_phase = 2π are Orvieto et al.'s; long-range tasks want r_min near 0.9.
@@ -408,18 +372,21 @@ def lru(n_in: int, n: int, n_out: int, layers: int = 1, width: int | None = None
         u = (W_enc @ x + b_enc).named("u_enc")
     for k in range(layers):
         sfx = "" if layers == 1 else f"_l{k}"
-        y = _lru_layer(c, u, n, H, sfx, LRUInit(r_min, r_max, max_phase))
+        ring = dict(r_min=float(r_min), r_max=float(r_max), max_phase=float(max_phase),
+                    ring="lru" + sfx)
+        y = _lru_layer(c, u, n, H, sfx, ring)
         u = (u + sigma(y)).named("u" + ("_out" if layers == 1 else f"_l{k + 1}"))
     _readout(c, u, n_out)
     return c
 
 
-def _lru_layer(c: Cell, u, n: int, H: int, sfx: str, init: LRUInit):
-    """One LRU layer reading the stream u; returns its output y = Re(C h') + D ⊙ u."""
+def _lru_layer(c: Cell, u, n: int, H: int, sfx: str, ring: dict):
+    """One LRU layer reading the stream u; returns its output y = Re(C h') + D ⊙ u.
+    ``ring``: the options of its init schemes (r_min, r_max, max_phase, ring)."""
     h_re, h_im = c.state("h_re" + sfx, n), c.state("h_im" + sfx, n)
-    nu_log = c.param("nu_log" + sfx, n, init=init.nu)
-    theta_log = c.param("theta_log" + sfx, n, init=init.theta)
-    gamma_log = c.param("gamma_log" + sfx, n, init=init.gamma)
+    nu_log = c.param("nu_log" + sfx, n, init="lru_nu", **ring)
+    theta_log = c.param("theta_log" + sfx, n, init="lru_theta", **ring)
+    gamma_log = c.param("gamma_log" + sfx, n, init="lru_gamma", **ring)
     B_re = c.param("B_re" + sfx, (n, H), scale=float(np.sqrt(0.5)))
     B_im = c.param("B_im" + sfx, (n, H), scale=float(np.sqrt(0.5)))
     C_re = c.param("C_re" + sfx, (H, n))

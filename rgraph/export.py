@@ -334,10 +334,11 @@ def free_names(source: str) -> set:
 
 
 def init_specs(est):
-    """((name, shape, scheme, scale, data), ...) of the parameters, in est.blocks order."""
+    """((name, shape, scheme, scale, data), ...) of the parameters, in est.blocks order
+    (data: an array's bytes in hex, a scheme's options as a dict, else None)."""
     rows = []
     for b in est.blocks:
-        init, scale = est.cell.nodes[b.node].value
+        init, scale, options = est.cell.nodes[b.node].value
         shape = tuple(int(d) for d in b.shape)
         if callable(init):
             rows.append((b.name, shape, "custom", float(scale), None))
@@ -345,7 +346,7 @@ def init_specs(est):
             data = np.asarray(init, dtype="<f8").tobytes().hex()
             rows.append((b.name, shape, "array", float(scale), data))
         else:
-            rows.append((b.name, shape, init, float(scale), None))
+            rows.append((b.name, shape, init, float(scale), dict(options) or None))
     return tuple(rows)
 
 

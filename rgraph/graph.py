@@ -21,7 +21,7 @@ import sympy as sp
 
 from . import ops, scalars
 from .errors import GraphError, NameError_, ShapeError
-from .runtime import draw
+from .runtime import OPTION_SCHEMES, check_options, draw
 
 def check_name(name, what: str) -> str:
     """Validate a user-given name: any Python identifier that is not a keyword. Names
@@ -34,7 +34,8 @@ def check_name(name, what: str) -> str:
     return name
 
 
-INITS = ("normal", "uniform", "orthogonal", "zeros", "ones", "identity", "const")
+INITS = ("normal", "uniform", "orthogonal", "zeros", "ones", "identity", "const",
+         *OPTION_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class Node:
     shape: tuple
     op: Any = None                 # an ops.Elementwise | MatMul | Concat | Slice
     args: tuple = ()
-    value: Any = None              # const: the array; param: the init spec (init, scale)
+    value: Any = None              # const: the array; param: the init spec
+    #                                (init, scale, options: ((key, value), ...))
     expr_src: str = ""             # how the user wrote it, for listings and comments
 
     @property
@@ -458,17 +460,29 @@ class Cell:
         ``update``."""
         return self._leaf(name, "state", (n,))
 
-    def param(self, name: str, shape, init="normal", scale: float = 1.0) -> Value:
+    def param(self, name: str, shape, init="normal", scale: float = 1.0,
+              **options) -> Value:
         """A trainable parameter. ``init``: one of INITS, an array, or ``f(rng, shape)``.
 
         ``normal`` (the default) draws N(0, scale²/fan_in); ``uniform`` U(±scale/√fan_in);
         fan_in is a matrix's column count and a vector's length (``runtime.fan_in``).
         ``orthogonal`` stacks orthogonal square blocks (times scale); ``identity`` is
         scale·I (a vector: scale); ``zeros``, ``ones``; ``const`` fills with ``scale``.
+        ``lru_nu``, ``lru_theta``, ``lru_gamma`` take ``options`` r_min, r_max,
+        max_phase and ring: one LRU layer's ν, θ and γ_log (``rg.cells.lru``;
+        ``runtime.draw``, ``runtime.lru_ring``). A named scheme is carried by
+        ``rg.export``, so the exported module's ``init_params`` draws it too; a function
+        is not.
         """
         if isinstance(init, str) and init not in INITS:
             raise GraphError(f"param {name!r}: unknown init {init!r}; use one of {INITS}, an "
                              f"array, or a function (rng, shape) -> array")
+        if options or (isinstance(init, str) and init in OPTION_SCHEMES):
+            bad = check_options(init if isinstance(init, str) else "custom", options)
+            if bad is not None:
+                raise GraphError(f"param {name!r}: {bad}")
+            options = tuple((k, options[k] if k == "ring" else float(options[k]))
+                            for k in OPTION_SCHEMES[init])
         if not isinstance(init, str) and not callable(init):
             arr = np.asarray(init, dtype=np.float64)
             shape_t = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
@@ -476,7 +490,7 @@ class Cell:
                 raise ShapeError(f"param {name!r}: init array has shape {arr.shape}, "
                                  f"expected {shape_t}")
             init = arr.copy()
-        return self._leaf(name, "param", shape, value=(init, float(scale)))
+        return self._leaf(name, "param", shape, value=(init, float(scale), tuple(options)))
 
     def const(self, value, name: str | None = None) -> Value:
         """A constant vector or matrix (its values become literals in generated code)."""
@@ -682,16 +696,18 @@ class Cell:
 
 def init_param(node: Node, rng: np.random.Generator) -> np.ndarray:
     """Draw a parameter's initial value from its init spec: a function (rng, shape) ->
-    array, an array, or a scheme of ``INITS`` (``runtime.draw``, fan-in as
-    ``runtime.fan_in``)."""
-    init, scale = node.value
+    array, an array, or a scheme of ``INITS`` with its options (``runtime.draw``, fan-in
+    as ``runtime.fan_in``). The LRU's schemes depend on rng's seed, not its position
+    (``runtime.lru_ring``): drawn alone, a parameter gets what ``init_params(seed)``
+    gives it for ``rng = np.random.default_rng(seed)``."""
+    init, scale, options = node.value
     shape = node.shape
     if callable(init):
         arr = np.asarray(init(rng, shape), dtype=np.float64)
     elif not isinstance(init, str):
         arr = np.array(init, dtype=np.float64)
     else:
-        arr = draw(init, shape, scale, rng)
+        arr = draw(init, shape, scale, rng, dict(options))
     if arr.shape != shape:
         raise ShapeError(f"param '{node.name}': init gave shape {arr.shape}, expected {shape}")
     return arr

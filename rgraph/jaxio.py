@@ -8,9 +8,12 @@ sympy, as for any DSL cell), ``concatenate`` / ``split`` / ``slice`` the structu
 and constants captured by the trace ``const`` nodes. Equations whose operands are all
 constants are evaluated by JAX itself and become constants. A single-output ``jit``
 whose body is elementwise (``jax.nn.relu``, ``jax.nn.softplus``, a user's jitted gate
-function) becomes one ``pointwise`` node labelled with the function's name; any other
-``jit``, and ``custom_jvp`` / ``custom_vjp`` calls, are read by their primal (rgraph
-differentiates the primal; a custom derivative rule is not used).
+function) becomes one ``pointwise`` node labelled with the function's name;
+``stop_gradient`` becomes ``rg.stop_gradient``. A ``custom_jvp`` named
+``spike_<surrogate>`` that is the Heaviside step with that surrogate as its derivative
+becomes ``rg.spike``; any other ``jit``, and ``custom_jvp`` / ``custom_vjp`` calls, are
+read by their primal (rgraph differentiates the primal; the custom derivative rule is
+dropped, with a warning where the primal has derivative 0 in an operand).
 
 Node names: an equation under ``jax.named_scope(name)`` that gives the scope's one
 result is named ``name``; otherwise, where the equation's source line assigns its
@@ -23,8 +26,10 @@ transposed shape (rgraph's products are matrix times vector); ``jax_params`` and
 
 ``to_jax(cell)`` goes the other way, for any cell: a pure ``step(params, state, x)`` in
 ``jax.numpy``. It puts every node under ``jax.named_scope(<node name>)`` and a composite
-elementwise node into a ``jax.jit`` named after its label, so ``from_jax`` of its
-result rebuilds the cell with the same names.
+elementwise node into a ``jax.jit`` named after its label, ``rg.stop_gradient`` is
+``jax.lax.stop_gradient`` and ``rg.spike`` a ``jax.custom_jvp`` named after the
+surrogate's registry entry (``spike_triangle``: the step, with the surrogate as its
+jvp), so ``from_jax`` of its result rebuilds the cell with the same names.
 
 JAX is an optional extra (``pip install -e '.[jax]'``); it is imported only when these
 functions run.
@@ -32,9 +37,11 @@ functions run.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import keyword
 import linecache
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,6 +67,7 @@ _COMPARE = ("gt", "lt", "ge", "le", "eq", "ne")
 _ELEMENTWISE = (*_ARITHMETIC, "integer_pow", "pow", "max", "min", "select_n", *_COMPARE)
 _CALLS = ("jit", "pjit", "closed_call", "core_call", "custom_jvp_call", "custom_vjp_call",
           "custom_vjp_call_jaxpr")
+_CUSTOM = ("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 SUPPORTED = ("dot_general", "add", "sub", "mul", "div", "neg", "integer_pow", "pow",
              "tanh", "logistic", "exp", "log", "log1p", "max", "min", "abs", "sign", "sin",
              "cos", "concatenate", "split", "slice", "squeeze", "reshape", "expand_dims",
@@ -245,9 +253,21 @@ def from_jax(step, params, state, x, *, name: str | None = None) -> Cell:
     (``rg.scalar_function``), comparisons with ``select_n``, ``concatenate``, ``split``,
     ``slice``, ``squeeze`` / ``reshape`` / ``expand_dims`` / ``broadcast_in_dim`` where
     they relabel a vector or broadcast a scalar, ``transpose`` of a parameter matrix,
-    ``convert_element_type``, ``jit``, ``custom_jvp_call`` and ``custom_vjp_call`` (by
-    their primal), and constants. Anything else is a ``GraphError`` naming the primitive
-    and the source line.
+    ``convert_element_type``, ``stop_gradient`` (``rg.stop_gradient``), ``jit``,
+    ``custom_jvp_call`` and ``custom_vjp_call``, and constants. Anything else is a
+    ``GraphError`` naming the primitive and the source line.
+
+    Custom derivatives: a ``jax.custom_jvp`` function named ``spike_<surrogate>``
+    (``spike_triangle``, ``spike_fast_sigmoid``, ``spike_arctan``, or one registered with
+    ``rg.register_surrogate``) of ``(x, dampening, *shape)``, the options constants,
+    whose primal is the Heaviside step (1 where x > 0, else 0) and whose jvp in x is that
+    surrogate's derivative (checked at 97 points of [-3, 3]) becomes
+    ``rg.spike(x, surrogate, dampening, **shape)``: ``to_jax`` writes spikes so, and a
+    hand-written spiking cell named so keeps its surrogate. Every other ``custom_jvp`` /
+    ``custom_vjp`` is read by its primal: rgraph differentiates the primal and **drops the
+    custom derivative**. Where that primal has derivative 0 in an operand it depends on
+    (a Heaviside, a sign: the custom rule was then what carried the gradient),
+    ``from_jax`` warns, once per call, naming the functions and their lines.
     """
     jax = _import_jax()
     if not callable(step):
@@ -274,13 +294,25 @@ def from_jax(step, params, state, x, *, name: str | None = None) -> Cell:
         transposed: set = set()
         while True:
             try:
-                return _Translator(jax, closed, out_shape, params, state, single, x,
-                                   name, transposed).cell
+                t = _Translator(jax, closed, out_shape, params, state, single, x, name,
+                                transposed)
             except _Retry as r:
                 if r.name in transposed:    # pragma: no cover - guarded in _matmul
                     raise GraphError(f"from_jax: parameter '{r.name}' is used both as "
                                      f"W @ x and x @ W") from None
                 transposed.add(r.name)
+                continue
+            if t.dropped:
+                warnings.warn(
+                    f"from_jax: {'; '.join(dict.fromkeys(t.dropped))}: a custom_jvp / "
+                    f"custom_vjp function whose primal has derivative 0 in an operand (a "
+                    f"step, such as a spike's Heaviside); rgraph differentiates the primal, "
+                    f"so its custom derivative is dropped and no gradient passes there. For "
+                    f"a spike with a surrogate derivative, name the custom_jvp "
+                    f"spike_<surrogate> with arguments (x, dampening, *shape), as rg.to_jax "
+                    f"writes it ({', '.join('spike_' + k for k in scalars.SURROGATES)}), "
+                    f"and it is read as rg.spike", UserWarning, stacklevel=2)
+            return t.cell
 
 
 def _check_params(params) -> dict:
@@ -336,6 +368,8 @@ class _Translator:
         self.calls = []             # the call equations being inlined, outermost first
         self.transposed = transposed
         self.const_nodes: dict[int, Value] = {}
+        self.dropped: list[str] = []    # custom derivatives of step-like primals
+        self.dry = False                # True while a check reads a call's body
         c = self.cell = Cell(name)
         leaves = {"x": c.input("x", x.shape[0])}
         svals = {k: c.state(k, v.shape[0]) for k, v in state.items()}
@@ -414,6 +448,8 @@ class _Translator:
 
     def const(self, c: Const) -> Value:
         """The const node of a constant (one per constant)."""
+        if self.dry:                # a check reading a call: it adds no node
+            raise _NotElementwise
         key = id(c)
         if key not in self.const_nodes:
             value = np.asarray(c.value, np.float64)
@@ -461,7 +497,7 @@ class _Translator:
         p = eqn.primitive.name
         if p in _CALLS:
             return self.call(eqn, ins)
-        if all(isinstance(a, Const) for a in ins) and p != "stop_gradient":
+        if all(isinstance(a, Const) for a in ins):
             return self.fold(eqn, ins)
         if p == "dot_general":
             return [self.matmul(eqn, *ins)]
@@ -478,12 +514,7 @@ class _Translator:
                  "convert_element_type", "transpose"):
             return [self.relabel(eqn, ins[0])]
         if p == "stop_gradient":
-            sg = getattr(graph, "stop_gradient", None)
-            if sg is None:
-                self.refuse(eqn, "stop_gradient has no counterpart in this version of rgraph's "
-                        "DSL; remove it (rgraph then differentiates through the value) or "
-                        "compute that value outside the step")
-            return [sg(self.vector(ins[0], "the operand of stop_gradient"))]
+            return [graph.stop_gradient(self.vector(ins[0], "the operand of stop_gradient"))]
         if p not in _ELEMENTWISE and self.function(p) is None:
             self.refuse(eqn, _unsupported(p))
         return [self.elementwise(eqn, ins)]
@@ -512,6 +543,13 @@ class _Translator:
             fused = self.fuse(eqn, jaxpr, consts, ins)
             if fused is not None:
                 return [fused]
+        if p in _CUSTOM and not all(isinstance(a, Const) for a in ins):
+            spike = self.spike(eqn, jaxpr, consts, ins)
+            if spike is not None:
+                sur, options = spike
+                return [graph.spike(self.vector(ins[0], "the operand of a spike"),
+                                    surrogate=sur.name, **options)]
+            self.check_custom(eqn, jaxpr, consts, ins)
         env = dict(zip(jaxpr.constvars, (Const(np.asarray(c)) for c in consts),
                        strict=True))
         env.update(zip(jaxpr.invars, ins, strict=True))
@@ -568,6 +606,14 @@ class _Translator:
                 if inner is None:
                     raise _NotElementwise
                 sub = getattr(inner, "jaxpr", inner)
+                spike = self.spike(eqn, sub, getattr(inner, "consts", ()), ins) \
+                    if p in _CUSTOM and isinstance(ins[0], Sym) else None
+                if spike is not None:
+                    sur, options = spike
+                    x = ins[0]
+                    env[eqn.outvars[0]] = Sym(graph.spike(x.expr, surrogate=sur.name,
+                                                          **options), x.args)
+                    continue
                 e2 = dict(zip(sub.constvars, (Const(np.asarray(c)) for c in
                                               getattr(inner, "consts", ())), strict=True))
                 e2.update(zip(sub.invars, ins, strict=True))
@@ -599,6 +645,66 @@ class _Translator:
             for v, o in zip(eqn.outvars, outs, strict=True):
                 env[v] = o
         return self.read(env, jaxpr.outvars[0])
+
+    # -- custom derivatives
+    def spike(self, eqn, jaxpr, consts, ins):
+        """(surrogate, options) where a ``custom_jvp`` call is ``rg.spike`` as ``to_jax``
+        writes it, else None: a function named ``spike_<surrogate>`` of (x, dampening,
+        *shape) with constant positive options, whose primal is the Heaviside step
+        (1 where x > 0, else 0) and whose jvp is that surrogate's derivative (checked
+        at 97 points of [-3, 3])."""
+        if eqn.primitive.name != "custom_jvp_call" or eqn.params.get("num_consts", 0) \
+                or len(consts) or len(jaxpr.outvars) != 1:
+            return None
+        name = _func_name(jaxpr)
+        if not name.startswith("spike_"):
+            return None
+        sur = scalars.SURROGATES.get(name[len("spike_"):])
+        if sur is None or len(ins) != 2 + len(sur.params) or isinstance(ins[0], Const):
+            return None
+        if not all(isinstance(a, Const) and np.size(a.value) == 1 for a in ins[1:]):
+            return None
+        vals = [float(np.reshape(a.value, ())) for a in ins[1:]]
+        if not all(np.isfinite(v) and v > 0 for v in vals):
+            return None
+        env = {jaxpr.invars[0]: Sym(_S[0], ("x",))}
+        env.update(zip(jaxpr.invars[1:], ins[1:], strict=True))
+        primal = self.read_only(jaxpr, env)
+        if not isinstance(primal, Sym) or primal.expr != scalars.step(_S[0]) \
+                or not _jvp_is(self.jax, eqn, sur, vals):
+            return None
+        return sur, dict(zip(("dampening", *sur.params), vals, strict=True))
+
+    def read_only(self, jaxpr, env):
+        """A call's body as one expression (Sym) without adding nodes to the cell, or
+        None where it is not one elementwise function of scalars and its operands."""
+        dry, self.dry = self.dry, True
+        try:
+            return self.symbolic(jaxpr, env)
+        except (_NotElementwise, GraphError):
+            return None
+        finally:
+            self.dry = dry
+
+    def check_custom(self, eqn, jaxpr, consts, ins):
+        """Note a custom_jvp / custom_vjp function read by its primal whose primal has
+        derivative 0 in an operand it depends on (a Heaviside, a sign, ...): its custom
+        derivative, dropped, was then what carried the gradient (one warning per
+        from_jax, ``from_jax`` gives it)."""
+        if len(jaxpr.outvars) != 1:
+            return
+        env = dict(zip(jaxpr.constvars, (Const(np.asarray(c)) for c in consts),
+                       strict=True))
+        for k, (v, a) in enumerate(zip(jaxpr.invars, ins, strict=True)):
+            env[v] = a if isinstance(a, Const) else Sym(_S[0], (f"operand {k}",))
+        primal = self.read_only(jaxpr, env)
+        if not isinstance(primal, Sym):
+            return                  # not one elementwise function: no verdict
+        expr = primal.expr
+        if any(sp.diff(expr, s) == 0 for s in expr.free_symbols & set(_S)):
+            where = next((w for w in map(_where, (eqn, *reversed(self.calls))) if w),
+                         "an unknown line")
+            self.dropped.append(f"{_func_name(jaxpr) or eqn.primitive.name} at {where}")
 
     # -- equations
     def matmul(self, eqn, a, b):
@@ -746,8 +852,10 @@ class _Translator:
                 syms.append(a)
             elif isinstance(a, Const):
                 val = np.asarray(a.value)
-                if val.size == 1:
-                    f = float(val.reshape(()))
+                # in a jit body, a constant vector of one value (a broadcast scalar:
+                # jnp.where(c, x, 0.0)) is that number
+                if val.size == 1 or (fold and val.ndim == 1 and np.all(val == val.flat[0])):
+                    f = float(val.reshape(-1)[0])
                     if not np.isfinite(f):
                         self.refuse(eqn, f"the constant {f} is not finite")
                     syms.append(Sym(_number(f), ()) if fold else Sym(_S[0], (f,)))
@@ -842,8 +950,47 @@ def _span(eqn):
 
 
 def _same(a, b) -> bool:
+    if isinstance(a, str):          # a placeholder of a check (spike, check_custom)
+        return a == b
     return isinstance(a, Value) and isinstance(b, Value) and a.node.id == b.node.id \
         and a.cell is b.cell
+
+
+def _func_name(jaxpr) -> str:
+    """The name of the function a nested jaxpr was traced from ("" if unknown)."""
+    name = getattr(getattr(jaxpr, "debug_info", None), "func_name", None)
+    return name if isinstance(name, str) else ""
+
+
+def _jvp_is(jax, eqn, sur, vals) -> bool:
+    """Whether a custom_jvp call's derivative in its first operand is the surrogate
+    ``sur`` with options ``vals`` (dampening, *shape), at 97 points of [-3, 3]."""
+    try:
+        from jax.extend import core as jc
+        jnp = jax.numpy
+        shape = tuple(eqn.invars[0].aval.shape)
+        n = int(np.prod(shape)) if shape else 1
+        grid = np.linspace(-3.0, 3.0, 97)
+        rows = -(-grid.size // n)
+        X = np.resize(grid, rows * n).reshape((rows, *shape))
+        free = [v for v in eqn.invars if not isinstance(v, jc.Literal)]
+        if not free or free[0] is not eqn.invars[0]:
+            return False
+        given = dict(zip(map(id, eqn.invars[1:]), vals, strict=True))
+        fn = jc.jaxpr_as_fun(jc.ClosedJaxpr(jc.Jaxpr([], free, list(eqn.outvars), [eqn]),
+                                            []))
+
+        def one(row):
+            return fn(row, *[jnp.asarray(given[id(v)], row.dtype) for v in free[1:]])[0]
+
+        _, got = jax.jvp(jax.vmap(one), (X,), (np.ones_like(X),))
+        pseudo = sp.diff(sur.fn.expr, ARG[0])
+        want = _lambdify(pseudo, sur.fn.arity, jax, f"the surrogate {sur.name!r}")(
+            jnp.asarray(X), *vals)
+        return bool(np.allclose(np.asarray(got), np.asarray(want) * np.ones_like(X),
+                                rtol=1e-7, atol=1e-12))
+    except Exception:           # a call JAX cannot re-evaluate alone: not verified
+        return False
 
 
 def _live(jaxpr) -> set:
@@ -901,10 +1048,33 @@ def _jax_functions(jax):
         "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid, "exp": jnp.exp, "log": jnp.log,
         "sinh": jnp.sinh, "cosh": jnp.cosh, "sin": jnp.sin, "cos": jnp.cos,
         "absolute": jnp.abs, "sign": jnp.sign, "softplus": jax.nn.softplus,
-        "relu": lambda z: jnp.where(z > 0.0, z, 0.0),
+        "relu": jax.nn.relu,            # relu'(0) = 0, as rgraph's
         "step": lambda z: jnp.where(z > 0.0, 1.0, 0.0),
-        "log1p": jnp.log1p,
+        "log1p": jnp.log1p, "stop_gradient": jax.lax.stop_gradient,
     }
+
+
+@functools.cache
+def _jax_spike(fn: scalars.ScalarFunction):
+    """``rg.spike``'s registry entry ``spike_<surrogate>`` in JAX: a ``jax.custom_jvp``
+    named after the entry, of (x, dampening, *shape): the Heaviside step (1 where x > 0,
+    else 0) with the surrogate as its derivative in x (0 in the options), so that
+    ``from_jax`` reads it back as the spike."""
+    jax = _import_jax()
+    pseudo = _lambdify(sp.diff(fn.expr, ARG[0]), fn.arity, jax,
+                       f"the surrogate of {fn.name}")
+
+    def heaviside(x, *options):
+        return (x > 0.0).astype(jax.numpy.result_type(x, float))
+
+    heaviside.__name__ = heaviside.__qualname__ = fn.name
+    spike = jax.custom_jvp(heaviside)
+
+    def jvp(primals, tangents):
+        return spike(*primals), pseudo(*primals) * tangents[0]
+
+    spike.defjvp(jvp)
+    return spike
 
 
 def _lambdify(expr, arity, jax, what):
@@ -912,6 +1082,15 @@ def _lambdify(expr, arity, jax, what):
     jnp = jax.numpy
     forms = _jax_functions(jax)
     modules = {}
+    # a spike's options as floats (a custom_jvp's operands), and every float a value
+    # passed in, at full precision (sympy's printer would round it to 15 digits)
+    expr = expr.replace(lambda e: isinstance(e, scalars.Spike),
+                        lambda e: type(e)(e.args[0], *(sp.Float(float(a)) if a.is_number
+                                                       else a for a in e.args[1:])))
+    floats = sorted(expr.atoms(sp.Float), key=float)
+    dummies = sp.symbols(f"_f0:{len(floats)}", real=True)
+    expr = expr.xreplace(dict(zip(floats, dummies)))
+    values = [float(f) for f in floats]
     for f in expr.atoms(sp.Function):
         fn = scalars.lookup(f)
         if fn is None:
@@ -919,6 +1098,8 @@ def _lambdify(expr, arity, jax, what):
         name = type(f).__name__
         if fn.name in forms:
             modules[name] = forms[fn.name]
+        elif fn.surrogate:
+            modules[name] = _jax_spike(fn)
         elif fn.head is None:      # a composite: its expansion is already in expr
             continue
         else:
@@ -931,7 +1112,13 @@ def _lambdify(expr, arity, jax, what):
                                  f"{type(f).__name__} for JAX); write the cell without it "
                                  f"or register it as an expression of rgraph's functions "
                                  f"(rg.scalar_function(name, lambda x: ...))") from None
-    return sp.lambdify(ARG[:arity], expr, modules=[modules, "jax"])
+    f = sp.lambdify((*ARG[:arity], *dummies), expr, modules=[modules, "jax"])
+    if not values:
+        return f
+
+    def with_floats(*a):
+        return f(*a, *values)
+    return with_floats
 
 
 def _infix(node):
@@ -987,6 +1174,10 @@ def _emitter(cell, nd, jax):
     forms = _jax_functions(jax)
     if fn is not None and fn.arity == op.arity and fn.expr == op.expr and label in forms:
         return forms[label]
+    if fn is not None and fn.surrogate and type(op.expr) is fn.head and op.arity == 1 \
+            and op.expr.args[0] == ARG[0] and all(a.is_number for a in op.expr.args[1:]):
+        spike, options = _jax_spike(fn), [float(a) for a in op.expr.args[1:]]
+        return lambda a: spike(a, *options)      # rg.spike(x, ...): one custom_jvp call
     f = _lambdify(op.expr, op.arity, jax, f"node '{nd.name}'")
     # one jit named by the label, so from_jax reads it back as one pointwise node
     f.__name__ = f.__qualname__ = label

@@ -30,11 +30,89 @@ def fan_in(shape) -> int:
     return int(shape[-1]) if len(shape) >= 1 else 1
 
 
-def draw(scheme: str, shape: tuple, scale: float, rng) -> np.ndarray:
+# init schemes that take options (``Cell.param(..., init=scheme, **options)``), with
+# their options in order. The LRU's (Orvieto et al. 2023): one layer's eigenvalues
+# λ_j = exp(-exp(ν_j) + i exp(θ_j)) and input normalizations γ_j = sqrt(1 - |λ_j|²),
+# |λ| uniform on the ring r_min <= |λ| <= r_max (uniform in area), the phase exp(θ)
+# uniform on [0, max_phase]; ``ring`` names the layer (ν, θ and γ of one layer share it).
+OPTION_SCHEMES = {
+    "lru_nu": ("r_min", "r_max", "max_phase", "ring"),
+    "lru_theta": ("r_min", "r_max", "max_phase", "ring"),
+    "lru_gamma": ("r_min", "r_max", "max_phase", "ring"),
+}
+_RING_TAG = 0x6C7275          # a spawn-key word that sets the LRU's streams apart
+
+
+def check_options(scheme: str, options: dict) -> str | None:
+    """Why ``options`` do not fit the init scheme ``scheme`` (one line), or None."""
+    want = OPTION_SCHEMES.get(scheme, ())
+    if set(options) != set(want):
+        if not want:
+            return (f"init {scheme!r} takes no options, got {sorted(options)}; options "
+                    f"are for {sorted(OPTION_SCHEMES)}")
+        return (f"init {scheme!r} takes the options {', '.join(want)}, got "
+                f"{sorted(options) or 'none'}")
+    if scheme.startswith("lru_"):
+        nums = [options[k] for k in ("r_min", "r_max", "max_phase")]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float, np.integer,
+                                                         np.floating)) for v in nums):
+            return f"init {scheme!r}: r_min, r_max and max_phase must be numbers, got {nums}"
+        r_min, r_max, max_phase = map(float, nums)
+        if not (0.0 <= r_min < r_max <= 1.0):
+            return (f"init {scheme!r}: the ring needs 0 <= r_min < r_max <= 1, got "
+                    f"r_min={r_min!r}, r_max={r_max!r}")
+        if not (0.0 < max_phase <= 2 * np.pi + 1e-12):
+            return f"init {scheme!r}: max_phase must be in (0, 2π], got {max_phase!r}"
+        if not isinstance(options["ring"], str) or not options["ring"]:
+            return (f"init {scheme!r}: ring must be a non-empty string naming the layer, "
+                    f"got {options['ring']!r}")
+    return None
+
+
+def lru_ring(shape, rng, r_min, r_max, max_phase, ring):
+    """(|λ|², phase) of one LRU layer: |λ|² ~ U(r_min², r_max²), phase ~ U(0, max_phase).
+
+    They are drawn from a stream of their own, a function of the seed of ``rng`` and of
+    ``ring`` alone (the generator's ``SeedSequence`` spawned with the ring's name), not
+    of ``rng``'s position: ν, θ and γ, each drawn in its own call, see the same ring, a
+    parameter drawn alone (``init_param``) gets what the whole draw gives it, and the
+    other parameters' draws do not depend on whether the cell has LRU layers."""
+    bits = getattr(rng, "bit_generator", None)
+    seq = getattr(bits, "seed_seq", None) or getattr(bits, "_seed_seq", None)
+    if not isinstance(seq, np.random.SeedSequence):
+        raise RGraphError(f"the LRU's init draws from the seed of a numpy Generator "
+                          f"(np.random.default_rng(seed)); got {type(rng).__name__}")
+    name = ring.encode()
+    child = np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, _RING_TAG,
+                                                           len(name), *name),
+                                   pool_size=seq.pool_size)
+    g = np.random.default_rng(child)
+    u, w = g.uniform(size=shape), g.uniform(size=shape)
+    return u * (r_max ** 2 - r_min ** 2) + r_min ** 2, max_phase * w
+
+
+def draw(scheme: str, shape: tuple, scale: float, rng, options=None) -> np.ndarray:
     """A parameter's initial value from the named init scheme (``rgraph.graph.INITS``):
     ``normal`` N(0, scale²/fan_in), ``uniform`` U(±scale/√fan_in), ``orthogonal``
     stacked orthogonal square blocks times scale, ``identity`` scale·I (a vector:
-    scale), ``zeros``, ``ones``, ``const`` (filled with scale)."""
+    scale), ``zeros``, ``ones``, ``const`` (filled with scale); with ``options`` (see
+    ``OPTION_SCHEMES``; scale unused) ``lru_nu`` ν = log(-log |λ|), ``lru_theta``
+    θ = log(phase), ``lru_gamma`` γ_log = log sqrt(1 - |λ|²) of the ring ``lru_ring``
+    draws."""
+    if scheme in OPTION_SCHEMES:
+        options = dict(options or {})
+        bad = check_options(scheme, options)
+        if bad is not None:
+            raise RGraphError(bad)
+        m2, phase = lru_ring(shape, rng, float(options["r_min"]), float(options["r_max"]),
+                             float(options["max_phase"]), options["ring"])
+        if scheme == "lru_nu":
+            return np.log(-0.5 * np.log(m2))
+        if scheme == "lru_theta":
+            return np.log(phase)
+        return 0.5 * np.log1p(-m2)
+    if options:
+        raise RGraphError(check_options(scheme, dict(options)))
     if scheme == "normal":
         return rng.standard_normal(shape) * scale / np.sqrt(fan_in(shape))
     if scheme == "uniform":
@@ -58,7 +136,7 @@ def draw(scheme: str, shape: tuple, scale: float, rng) -> np.ndarray:
     if scheme == "const":
         return np.full(shape, scale)
     raise RGraphError(f"unknown init scheme {scheme!r}; use normal, uniform, orthogonal, "
-                      f"zeros, ones, identity or const")
+                      f"zeros, ones, identity, const, {', '.join(OPTION_SCHEMES)}")
 
 
 def draw_params(inits, seed=0) -> dict:
@@ -66,7 +144,7 @@ def draw_params(inits, seed=0) -> dict:
     the parameters' order, drawn from one generator as rgraph's
     ``Estimator.init_params(seed)`` does; scheme "array" holds a given value (data: the
     hex of its little-endian float64 bytes), "custom" a Python function that is not
-    here."""
+    here; a scheme of ``OPTION_SCHEMES`` has its options in data (a dict)."""
     rng = np.random.default_rng(seed)
     out = {}
     for name, shape, scheme, scale, data in inits:
@@ -78,7 +156,8 @@ def draw_params(inits, seed=0) -> dict:
             out[name] = np.frombuffer(bytes.fromhex(data), dtype="<f8").astype(
                 np.float64).reshape(shape)
         else:
-            out[name] = draw(scheme, shape, scale, rng)
+            out[name] = draw(scheme, shape, scale, rng,
+                             data if scheme in OPTION_SCHEMES else None)
     return out
 
 

@@ -1,10 +1,13 @@
 """rg.from_jax and rg.to_jax (issue 26): cells written by hand in JAX, imported, against
 JAX itself (the forward to 1e-14, rtrl's and bptt's total gradients against jax.grad
 of the unrolled loss to 1e-10, in float64), KF-RTRL's verdict against the built-ins',
-to_jax then from_jax giving every built-in cell's generated module back, the refusals,
-random cells from the supported primitives, and `rgraph train file.py:step`."""
+to_jax then from_jax giving every built-in cell's generated module back (the LRU, IndRNN,
+LIF and ALIF too), lax.stop_gradient as rg.stop_gradient, rg.spike as a custom_jvp with
+its surrogate (and read back), the warning when a custom derivative is dropped, the
+refusals, random cells from the supported primitives, and `rgraph train file.py:step`."""
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -91,6 +94,56 @@ def lstm2(p, s, x):
     return new, p["V"] @ below + p["b"]
 
 
+def lru(p, s, x):
+    """One LRU layer (Orvieto et al. 2023) in real arithmetic, as rg.cells.lru writes
+    it: λ = a + i b from ν and θ, h' = λ h + γ B x as pairs (h_re, h_im), y = Re(C h') +
+    D x, the stream x + GELU(y), a linear readout."""
+    modulus = jnp.exp(-jnp.exp(p["nu_log"]))
+    phase = jnp.exp(p["theta_log"])
+    a, b = modulus * jnp.cos(phase), modulus * jnp.sin(phase)
+    gamma = jnp.exp(p["gamma_log"])
+    h_re = a * s["h_re"] - b * s["h_im"] + gamma * (p["B_re"] @ x)
+    h_im = a * s["h_im"] + b * s["h_re"] + gamma * (p["B_im"] @ x)
+    y = p["C_re"] @ h_re - p["C_im"] @ h_im + p["D"] * x
+    u = x + jax.nn.gelu(y, approximate=True)
+    return {"h_re": h_re, "h_im": h_im}, p["V"] @ u + p["b"]
+
+
+def lru_complex(p, s, x):
+    """The same LRU in complex arithmetic (the reference, not imported)."""
+    lam = jnp.exp(-jnp.exp(p["nu_log"]) + 1j * jnp.exp(p["theta_log"]))
+    B, C = p["B_re"] + 1j * p["B_im"], p["C_re"] + 1j * p["C_im"]
+    h = lam * (s["h_re"] + 1j * s["h_im"]) + jnp.exp(p["gamma_log"]) * (B @ x)
+    y = (C @ h).real + p["D"] * x
+    return {"h_re": h.real, "h_im": h.imag}, \
+        p["V"] @ (x + jax.nn.gelu(y, approximate=True)) + p["b"]
+
+
+@jax.custom_jvp
+def spike_triangle(x, dampening):
+    """A spike: the step forward, Bellec et al.'s triangle as its derivative. Named
+    spike_triangle, from_jax reads it as rg.spike(x, "triangle", dampening)."""
+    return jnp.where(x > 0.0, 1.0, 0.0)
+
+
+@spike_triangle.defjvp
+def _spike_triangle_jvp(primals, tangents):
+    x, dampening = primals
+    return spike_triangle(x, dampening), \
+        dampening * jnp.maximum(0.0, 1.0 - jnp.abs(x)) * tangents[0]
+
+
+ALPHA = float(np.exp(-1 / 20))
+
+
+def lif(p, s, x):
+    """Bellec et al.'s LIF neurons: reset by subtraction held constant for the gradient
+    (lax.stop_gradient), a spike with the triangle surrogate, a readout of the spikes."""
+    v_new = ALPHA * s["v"] + p["W_rec"] @ s["z"] + p["W_in"] @ x - lax.stop_gradient(s["z"])
+    z_new = spike_triangle(v_new - 1.0, 0.3)
+    return {"v": v_new, "z": z_new}, p["V"] @ z_new + p["b"]
+
+
 def _normal(rng, *shape, scale=0.5):
     return scale * rng.standard_normal(shape)
 
@@ -119,10 +172,22 @@ def example(name, seed=0):
     if name == "lstm2":
         return lstm2, {**torch(4, N_IN, "_l0"), **torch(4, N, "_l1"), **ro}, \
             {k: _normal(r, N) for k in ("h_l0", "c_l0", "h_l1", "c_l1")}, x
+    if name == "lru":
+        return lru, {"nu_log": _normal(r, N), "theta_log": _normal(r, N),
+                     "gamma_log": _normal(r, N, scale=0.1), "B_re": _normal(r, N, N_IN),
+                     "B_im": _normal(r, N, N_IN), "C_re": _normal(r, N_IN, N),
+                     "C_im": _normal(r, N_IN, N), "D": _normal(r, N_IN), **ro,
+                     "V": _normal(r, N_OUT, N_IN)}, \
+            {"h_re": _normal(r, N), "h_im": _normal(r, N)}, x
+    if name == "lif":
+        return lif, {"W_in": _normal(r, N, N_IN, scale=1.0), "W_rec": _normal(r, N, N),
+                     **ro}, {"v": _normal(r, N), "z": (r.uniform(size=N) < 0.5) * 1.0}, x
     raise KeyError(name)
 
 
-HAND = ("tanh", "lstm", "gru", "rhn", "mgu", "lstm2")
+HAND = ("tanh", "lstm", "gru", "rhn", "mgu", "lstm2", "lru", "lif")
+# a step written another way, the reference of the forward pass and of jax.grad
+REFERENCE = {"lru": lru_complex}
 
 
 def rgraph_step(cell, params, state, x):
@@ -173,6 +238,9 @@ def test_forward_equals_jax(name):
     got = rgraph_step(cell, p, s, x)
     want = jax_step(step, p, s, x, cell)
     np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    if name in REFERENCE:
+        want = jax_step(REFERENCE[name], p, s, x, cell)
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-14)
 
 
 @pytest.mark.parametrize("estimator", ["rtrl", "bptt"])
@@ -183,7 +251,7 @@ def test_total_gradient_equals_jax_grad(name, estimator):
     xs, ys = data()
     est = rg.compile(cell, estimator, backend="numpy")
     got = est.total_gradient(jax_params(cell, p), xs, ys)
-    want = jax_params(cell, jax_total_gradient(step, p, s, xs, ys))
+    want = jax_params(cell, jax_total_gradient(REFERENCE.get(name, step), p, s, xs, ys))
     assert set(got) == set(want)
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-10, err_msg=k)
@@ -301,6 +369,74 @@ def test_constants_scalars_jits_and_custom_derivatives():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-10, err_msg=k)
 
 
+def test_stop_gradient_is_rg_stop_gradient(monkeypatch):
+    """lax.stop_gradient becomes rg.stop_gradient (the value, no derivative): the
+    gradient equals jax.grad's; of a constant it is the constant."""
+    def step(p, h, x):
+        u = p["W"] @ h + p["U"] @ x
+        h_new = jnp.tanh(u - 0.5 * lax.stop_gradient(jnp.tanh(u) * h)) \
+            + lax.stop_gradient(jnp.full(N, 0.1))
+        return h_new, p["V"] @ h_new
+
+    r = np.random.default_rng(5)
+    p = {"W": _normal(r, N, N), "U": _normal(r, N, N_IN), "V": _normal(r, N_OUT, N)}
+    h, x = _normal(r, N), _normal(r, N_IN)
+    cell = rg.from_jax(step, p, h, x)
+    assert [nd.op.label for nd in cell.nodes if nd.kind == "op"].count("stop_gradient") == 1
+    np.testing.assert_allclose(rgraph_step(cell, p, h, x), jax_step(step, p, h, x, cell),
+                               rtol=1e-14, atol=1e-14)
+    xs, ys = data(6)
+    got = rg.compile(cell, "rtrl", backend="numpy").total_gradient(jax_params(cell, p),
+                                                                   xs, ys)
+    want = jax_total_gradient(step, p, h, xs, ys)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    # without the stop, the gradient differs (so the comparison above can fail)
+    monkeypatch.setattr(lax, "stop_gradient", lambda a: a)
+    plain = jax_total_gradient(step, p, h, xs, ys)
+    assert not np.allclose(plain["W"], want["W"], rtol=1e-3)
+
+
+def test_a_custom_derivative_of_a_step_is_dropped_with_one_warning():
+    """A custom_jvp whose primal is a step is read by its primal (derivative 0) with one
+    warning naming it; one named spike_triangle whose jvp is not the triangle is not
+    taken for a spike; jax.nn.relu (a custom_jvp, primal max(x, 0)) does not warn."""
+    @jax.custom_jvp
+    def fire(x):
+        return (x > 0.0).astype(x.dtype)
+
+    fire.defjvp(lambda p, t: (fire(p[0]), 0.3 * jnp.maximum(0.0, 1 - jnp.abs(p[0])) * t[0]))
+
+    @jax.custom_jvp
+    def spike_triangle(x, dampening):       # the name, but a fast-sigmoid derivative
+        return jnp.where(x > 0.0, 1.0, 0.0)
+
+    spike_triangle.defjvp(lambda p, t: (spike_triangle(*p),
+                                        p[1] / (1 + jnp.abs(p[0])) ** 2 * t[0]))
+
+    def step(p, h, x):
+        u = p["W"] @ h + x
+        h_new = jnp.tanh(u) + fire(u - 0.5) + spike_triangle(u, 0.3) + jax.nn.relu(u)
+        return h_new, p["V"] @ h_new
+
+    with pytest.warns(UserWarning) as caught:
+        cell = rg.from_jax(step, W3, np.ones(3), np.ones(3))
+    msgs = [str(w.message) for w in caught if "custom derivative" in str(w.message)]
+    assert len(msgs) == 1
+    assert "fire at " in msgs[0] and "spike_triangle at " in msgs[0]
+    assert "test_jax.py:" in msgs[0] and "custom derivative is dropped" in msgs[0]
+    labels = {nd.op.label for nd in cell.nodes if nd.kind == "op"}
+    assert not any(lb.startswith("spike_") for lb in labels) and "relu" in labels
+
+    def relu_only(p, h, x):
+        h_new = jax.nn.relu(p["W"] @ h + x)
+        return h_new, p["V"] @ h_new
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rg.from_jax(relu_only, W3, np.ones(3), np.ones(3))
+
+
 # ------------------------------------------------------------------------- to_jax
 ROUND_TRIP = {
     "tanh": lambda: rg.cells.tanh_rnn(3, 4, 2),
@@ -317,6 +453,15 @@ ROUND_TRIP = {
     "rhn_2sigmoid": lambda: rg.cells.rhn(3, 4, 2, nonlinearity="2sigmoid-1"),
     "leaky": lambda: rg.cells.leaky_rnn(3, 4, 2, alpha=0.3),
     "influence": lambda: rg.cells.influence_balancing(5, 3),
+    "indrnn": lambda: rg.cells.indrnn(3, 4, 2),
+    "indrnn_x2": lambda: rg.cells.indrnn(3, 4, 2, layers=2),
+    "lru": lambda: rg.cells.lru(3, 4, 2, width=3),
+    "lru_x2": lambda: rg.cells.lru(3, 4, 2, layers=2, width=5, r_min=0.5),
+    "lif": lambda: rg.cells.lif(3, 4, 2),
+    "lif_fast_sigmoid": lambda: rg.cells.lif(3, 4, 2, surrogate="fast_sigmoid", v_th=0.8),
+    "lif_arctan": lambda: rg.cells.lif(3, 4, 2, surrogate="arctan", dampening=0.5),
+    "alif": lambda: rg.cells.alif(3, 4, 2),
+    "alif_x2": lambda: rg.cells.alif(3, 4, 2, layers=2),
 }
 
 
@@ -354,6 +499,56 @@ def test_to_jax_gradients_equal_rgraph():
     want = jax_total_gradient(jax.jit(step), p, s, xs, ys)
     for k in p:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-10, atol=1e-10, err_msg=k)
+
+
+@pytest.mark.parametrize("surrogate,shape", [("triangle", {}), ("fast_sigmoid", {}),
+                                             ("fast_sigmoid", {"slope": 2.5}),
+                                             ("arctan", {"slope": 1.5})])
+def test_to_jax_spike_is_the_step_with_the_surrogate_as_derivative(surrogate, shape):
+    """rg.spike, alone and inside a pointwise, in JAX: the step forward, the surrogate as
+    jax.grad's derivative (rgraph's BPTT gradient), a custom_jvp named after the registry
+    entry with the options, and read back by from_jax as the same spikes."""
+    c = rg.Cell("spiky")
+    x, h = c.input("x", 3), c.state("h", 4)
+    u = (c.param("W", (4, 7)) @ rg.concat(h, x)).named("u")
+    z = rg.spike(u, surrogate=surrogate, dampening=0.4, **shape)
+    w = rg.pointwise(lambda t: 2 * rg.spike(t - 0.2, surrogate, 0.7, **shape) - 1, u,
+                     name="bipolar")
+    h_new = (rg.tanh(u) + 0.5 * z + 0.25 * w).named("h_new")
+    c.update(h, h_new)
+    c.output("y", c.param("V", (N_OUT, 4)) @ h_new)
+    step = rg.to_jax(c)
+    p, s, x0 = cell_example(c)
+    text = str(jax.make_jaxpr(step)(p, s, x0))
+    assert f"name=spike_{surrogate}" in text and "custom_jvp_call" in text
+    np.testing.assert_allclose(jax_step(step, p, s, x0, c), rgraph_step(c, p, s, x0),
+                               rtol=1e-14, atol=1e-14)
+    # the derivative of the spike in JAX is the surrogate's formula
+    sur = rg.scalars.surrogate(surrogate)
+    spike = rg.jaxio._jax_spike(sur.fn)
+    opts = [0.4, *(shape.get(k, sur.defaults[k]) for k in sur.params)]
+    grid = jnp.linspace(-2.5, 2.5, 41)
+    value = spike(grid, *opts)
+    np.testing.assert_array_equal(value, np.where(grid > 0, 1.0, 0.0))
+    got = jax.vmap(jax.grad(lambda t: spike(t, *opts)))(grid)
+    d, *rest = opts
+    a = np.abs(np.asarray(grid))
+    slope = rest[0] if rest else None
+    want = {"triangle": lambda: d * np.maximum(0.0, 1 - a),
+            "fast_sigmoid": lambda: d / (1 + slope * a) ** 2,
+            "arctan": lambda: d / (1 + (slope * np.asarray(grid)) ** 2)}[surrogate]()
+    np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-15)
+    # jax.grad of the whole step equals rgraph's gradient through the surrogate
+    xs, ys = data(7)
+    g_rg = rg.compile(c, "bptt", backend="numpy").total_gradient(p, xs, ys)
+    g_jax = jax_total_gradient(step, p, s, xs, ys)
+    assert np.abs(g_rg["W"]).max() > 0
+    for k in p:
+        np.testing.assert_allclose(g_rg[k], g_jax[k], rtol=1e-10, atol=1e-12, err_msg=k)
+    # and from_jax reads both spikes back: the same generated module
+    back = rg.from_jax(step, p, s, x0)
+    assert rg.compile(back, "rtrl", backend="numpy").source == \
+        rg.compile(c, "rtrl", backend="numpy").source
 
 
 def test_to_jax_every_scalar_function():
@@ -438,9 +633,6 @@ REFUSED = [
      "rgraph's values are vectors"),
     ("pow", lambda p, h, x: h ** x[0], "computed exponent"),
 ]
-if not hasattr(rg.graph, "stop_gradient"):
-    REFUSED.append(("stop_gradient", lambda p, h, x: lax.stop_gradient(h) * h,
-                    "no counterpart in this version"))
 
 
 @pytest.mark.parametrize("prim,body,hint", REFUSED, ids=[f"{r[0]}-{k}"

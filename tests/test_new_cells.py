@@ -5,7 +5,9 @@ surrogates) and the built-in cells of issue 22: IndRNN, the LRU, LIF and ALIF.
   the structural analysis sees no dependence through it.
 * spike: the value is the step, the derivative each surrogate's formula; a surrogate is
   not the derivative of its value, so ``check_derivatives`` refuses it in one line.
-* The LRU's forward pass equals a complex-arithmetic NumPy LRU; its init draws the ring.
+* The LRU's forward pass equals a complex-arithmetic NumPy LRU; its init draws the ring,
+  per layer from the seed (a parameter drawn alone, or by an exported module, is the
+  same).
 * RTRL and BPTT equal finite differences on every new cell (on the spiking cells with
   the spike replaced by a smooth function, since a step has no useful finite
   difference), and agree with each other through the surrogate.
@@ -253,11 +255,65 @@ def test_lru_init_draws_the_ring_and_the_phase():
                                rtol=1e-12)
     assert P["B_re"].std() == pytest.approx(np.sqrt(1 / 6), rel=0.05)   # 1/(2H), H = 3
     assert not np.allclose(params_of(cell, seed=1)["nu_log"], P["nu_log"])
-    with pytest.raises(rg.GraphError, match="gamma_log is drawn from the ν that nu_log "
-                       "drew in the same init_params call"):
-        init_param(cell.node("gamma_log"), np.random.default_rng(0))
     with pytest.raises(ValueError, match="lru: the ring needs 0 <= r_min < r_max <= 1"):
         rg.cells.lru(2, 3, 2, r_min=0.9, r_max=0.5)
+
+
+def test_lru_params_drawn_alone_equal_the_whole_draw():
+    """ν, θ and γ_log depend on the generator's seed and the layer, not on the
+    generator's position: each drawn alone (or after other draws) is what init_params
+    gives it, and γ_log belongs to the ν of its own layer."""
+    cell = rg.cells.lru(3, 5, 2, layers=2, width=4, r_min=0.3, r_max=0.95, max_phase=3.0)
+    P = rg.compile(cell, "rtrl", backend="numpy").init_params(11)
+    for k in ("nu_log_l0", "theta_log_l0", "gamma_log_l0", "nu_log_l1", "gamma_log_l1"):
+        rng = np.random.default_rng(11)
+        np.testing.assert_array_equal(init_param(cell.node(k), rng), P[k])
+        rng.standard_normal(100)                            # another position: the same
+        np.testing.assert_array_equal(init_param(cell.node(k), rng), P[k])
+    for s in ("_l0", "_l1"):
+        modulus = np.exp(-np.exp(P["nu_log" + s]))
+        np.testing.assert_allclose(np.exp(P["gamma_log" + s]), np.sqrt(1 - modulus ** 2),
+                                   rtol=1e-12)
+        assert 0.3 <= modulus.min() and modulus.max() <= 0.95
+    assert not np.allclose(P["nu_log_l0"], P["nu_log_l1"])    # a ring per layer
+    assert not np.allclose(P["theta_log_l0"], P["theta_log_l1"])
+
+
+@pytest.mark.parametrize("layers, n_in", [(1, 4), (2, 3)])
+def test_exported_lru_draws_the_same_params(tmp_path, layers, n_in):
+    """The exported module carries the LRU's init schemes: its init_params(seed) is
+    bit-identical to est.init_params(seed), every parameter."""
+    import importlib.util
+    cell = rg.cells.lru(n_in, 5, 2, layers=layers, width=4, r_min=0.5, r_max=0.99,
+                        max_phase=np.pi)
+    est = rg.compile(cell, "rtrl", backend="numpy")
+    path = est.export(tmp_path / f"lru{layers}.py")
+    assert "cannot draw" not in path.read_text()
+    spec = importlib.util.spec_from_file_location(f"exported_lru{layers}", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    for seed in (0, 9):
+        want, got = est.init_params(seed), m.init_params(seed)
+        assert sorted(got) == sorted(want)
+        for k in want:
+            np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_init_options_are_checked():
+    c = rg.Cell("opts")
+    ring = dict(r_min=0.0, r_max=1.0, max_phase=2.0, ring="a")
+    with pytest.raises(rg.GraphError, match="init 'lru_nu' takes the options r_min, "
+                                            "r_max, max_phase, ring, got none"):
+        c.param("p1", 3, init="lru_nu")
+    with pytest.raises(rg.GraphError, match="init 'normal' takes no options"):
+        c.param("p2", 3, init="normal", r_min=0.1)
+    with pytest.raises(rg.GraphError, match="the ring needs 0 <= r_min < r_max <= 1"):
+        c.param("p3", 3, init="lru_gamma", **{**ring, "r_min": 1.0})
+    with pytest.raises(rg.GraphError, match="ring must be a non-empty string"):
+        c.param("p4", 3, init="lru_theta", **{**ring, "ring": 3})
+    nu = c.param("p5", 3, init="lru_nu", **ring)
+    with pytest.raises(rg.RGraphError, match="draws from the seed of a numpy Generator"):
+        init_param(nu.node, np.random.RandomState(0))
 
 
 # ------------------------------------------------------------- exact gradients
