@@ -141,7 +141,7 @@ def main():
         a.hidden, a.seeds, a.checkpoints, a.steps_between, a.draws = 8, 1, 2, 400, 3
     res = {t: run_task(t, a.hidden, a.length, a.seeds, a.checkpoints, a.steps_between,
                        a.draws, a.backend, print) for t in TASKS}
-    lines = [f"| estimator | copy | adding | copy (sketched-rtrl) | adding (sketched-rtrl) |",
+    lines = ["| estimator | copy | adding | copy (sketched-rtrl) | adding (sketched-rtrl) |",
              "|---|---|---|---|---|"]
     for name in ESTIMATORS:
         cells = [f"{res[t][name]:.3f}" if name in res[t] else "n/a" for t in TASKS]

@@ -570,7 +570,7 @@ class _Translator:
         label = str(eqn.params.get("name", "")).lstrip("_")
         if not label.isidentifier() or keyword.iskeyword(label):
             return None
-        args, env = [], {}
+        env = {}
         for v, a in zip(jaxpr.invars, ins, strict=True):
             if isinstance(a, Bcast):
                 a = a.value

@@ -265,7 +265,7 @@ def test_stacked_pytorch_layers_match_the_documented_equations(name, layers):
     x), each with its own four parameters named as PyTorch's state dict names them; the
     readout reads the top layer. Checked against the one-layer equations above, layer
     by layer, and through a state dict that a one-layer reading cannot take."""
-    make, ref, G = CELLS[name][0], CELLS[name][1], CELLS[name][2]
+    ref, G = CELLS[name][1], CELLS[name][2]
     cell = {"rnn": rg.cells.rnn, "lstm": rg.cells.lstm, "gru": rg.cells.gru}[name](
         N_IN, N, N_OUT, form="pytorch", layers=layers)
     assert cell.name == f"{name}_pytorch_x{layers}"
