@@ -162,7 +162,9 @@ class Component:
     param_ids: tuple
     rows: tuple               # (offset, size) per state
     diagonal: bool            # ∂s_K,t/∂s_K,t-1 is block-diagonal per unit (no product
-    #                           mixes the component's units): O(P) exact learning
+    #                           mixes the component's units): a parameter that reaches
+    #                           one unit keeps O(1) influence entries (the report's
+    #                           per-component table counts them)
 
     @property
     def size(self) -> int:
@@ -625,7 +627,7 @@ class Analysis:
             for c in self.components:
                 states = ", ".join(f"{nm}[{n}]" for nm, (_, n) in zip(c.states, c.rows,
                                                                       strict=True))
-                kind = "diagonal: O(P) exact learning" if c.diagonal else "dense"
+                kind = "diagonal recurrence" if c.diagonal else "dense recurrence"
                 lines.append(f"  {c.index}: {states}; parameters "
                              f"{', '.join(c.params) or 'none'} ({kind})")
         lines += ["", "Kronecker structure (KF-RTRL):"]

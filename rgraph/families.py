@@ -20,7 +20,7 @@ import numpy as np
 from .analysis import REPORT_SECTIONS
 from .errors import GraphError, NotApplicable
 from .estimators import make_spec, shown
-from .estimators.snap import entry_terms, influence_patterns
+from .estimators.snap import entry_terms, influence_patterns, layer_mask, unit_coupling
 from .resources import Memory, memory, nbytes
 from .schedule import schedule
 from . import sparsity
@@ -82,7 +82,8 @@ def snap_levels(analysis) -> list[tuple]:
         return []
     D, I, _, _, weights = influence_patterns(lay, terms)
     full = sparsity.closure(D, I).count(weights)
-    kept = [sparsity.snap_mask(D, I, n, analysis.units).count(weights) for n in SNAP_LEVELS]
+    inside = unit_coupling(lay, analysis, [t.node for t in terms if t.kind == "matrix"])
+    kept = [sparsity.snap_mask(D, I, n, inside).count(weights) for n in SNAP_LEVELS]
     return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 
@@ -101,9 +102,9 @@ def component_counts(analysis) -> list[tuple]:
     except NotApplicable:
         return []
     D, I, sums, zcol, weights = influence_patterns(lay, terms)
-    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n, analysis.units) for n in SNAP_LEVELS}
-    sched = schedule(lay)
-    masks["layer-rtrl"] = make_spec("layer-rtrl", lay, sched, analysis).mask
+    inside = unit_coupling(lay, analysis, [t.node for t in terms if t.kind == "matrix"])
+    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n, inside) for n in SNAP_LEVELS}
+    masks["layer-rtrl"] = layer_mask(analysis, D, I, sums, zcol)
     full = sparsity.closure(D, I)
     out = []
     for c in comps:
@@ -140,17 +141,20 @@ def report_lines(analysis, dtype="float64") -> list[str]:
             note = "saturates: equals RTRL" if sat else f"{kept / full:.1%}"
             lines.append(f"  snap-{n}: {kept:,} of {full:,} ({note})")
     counts = component_counts(analysis)
+    lay = analysis.layout
     if counts:
         labels = list(counts[0][2])
-        lines += ["", "per component: influence entries kept for its parameters, of those "
-                      "RTRL keeps (= : all of them, the gradient of RTRL for those parameters; "
-                      "layer-rtrl's signal is the whole step's backprop):",
-                  f"  {'component':<24}{'rtrl':>12}" + "".join(f"{k:>14}" for k in labels)]
+        lines += ["", "parameters per component and the influence entries kept for them, "
+                      "of those RTRL keeps (= : all of them, the gradient of RTRL for those "
+                      "parameters; layer-rtrl's signal is the whole step's backprop):",
+                  f"  {'component':<24}{'params':>10}{'rtrl':>12}"
+                  + "".join(f"{k:>14}" for k in labels)]
         for c, full, kept in counts:
             name = f"{c.index}: {', '.join(c.states)}"
+            P = sum(lay.nodes[p].size for p in c.param_ids)
             cells = "".join(f"{('= ' if kept[k] == full else '') + f'{kept[k]:,}':>14}"
                             for k in labels)
-            lines.append(f"  {name:<24}{full:>12,}{cells}")
+            lines.append(f"  {name:<24}{P:>10,}{full:>12,}{cells}")
     return lines
 
 

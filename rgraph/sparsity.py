@@ -16,7 +16,8 @@ so SnAp-n's and e-prop's masks are computed once, when the estimator is built.
 * ``step_patterns(lay, cut)``: (D, I), S x S and S x P (the masks themselves are
   computed on the sums' columns, ``estimators.snap.influence_patterns``).
 * ``color_columns(pattern)``: a column colouring for compressed Jacobians.
-* ``snap_mask(D, I, n)``: M_n = pattern(I) ∪ pattern(D I) ∪ ... ∪ pattern(D^{n-1} I).
+* ``snap_mask(D, I, n, inside)``: M_n = pattern(I) ∪ pattern(D I) ∪ ... ∪
+  pattern(D^{n-1} I), I first closed within units.
 * ``closure(D, I)``: the pattern RTRL's influence can reach (M_n for n large), against
   which a mask is said to saturate.
 """
@@ -260,11 +261,24 @@ class Pattern:
         return self.tocsr().tocoo()
 
 
+_PATTERNS = weakref.WeakKeyDictionary()     # Layout -> {(sources, targets, cut): Pattern}
+
+
 def patterns(lay: Layout, sources, targets, cut=()) -> Pattern:
     """The structural pattern of ∂targets/∂sources (rows the targets' entries stacked,
     columns the sources'): total derivatives, so a source that is an op node is the
     identity plus what the other sources push into it (nested sums); ``cut`` lists
-    product nodes whose input operand is ignored."""
+    product nodes whose input operand is ignored. Computed once per layout and question
+    (the report builds every sparse family, which ask the same ones); a Pattern is never
+    changed in place."""
+    key = (tuple(sources), tuple(targets), tuple(sorted(cut)))
+    memo = _PATTERNS.setdefault(lay, {})
+    if key not in memo:
+        memo[key] = _patterns(lay, sources, targets, cut)
+    return memo[key]
+
+
+def _patterns(lay: Layout, sources, targets, cut) -> Pattern:
     offs, ncol = {}, 0
     for src in sources:
         offs[src] = ncol
@@ -329,14 +343,13 @@ def color_columns(pattern) -> np.ndarray:
     return colors
 
 
-def snap_mask(D, I, n: int, unit=None):
-    """SnAp-n's mask: the union of the patterns of I, D I, ..., D^{n-1} I, where I first
-    takes in the rest of each unit (``unit``: an id per state row; a unit is entry i of
-    every state of one component, as an LSTM's (h_i, c_i) or an LRU's (h_re_i, h_im_i)):
-    I closed under D's blocks inside the units, so that SnAp-1 keeps, for a parameter of
-    unit i, unit i's own states that RTRL reaches."""
-    if unit is not None:
-        I = closure(D.within(unit), I)
+def snap_mask(D, I, n: int, inside=None):
+    """SnAp-n's mask: the union of the patterns of I, D I, ..., D^{n-1} I, where I is
+    first closed under ``inside`` (a pattern of couplings within units: an LRU's complex
+    unit in real form, (h_re_i, h_im_i), which in complex arithmetic is one entry of
+    I_t; ``snap.unit_coupling``)."""
+    if inside is not None:
+        I = closure(inside, I)
     mask, reach = I, I
     for _ in range(n - 1):
         reach = D @ reach

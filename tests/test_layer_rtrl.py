@@ -182,9 +182,10 @@ def test_components_of_generated_stacks_are_their_layers(cell, seed):
 def test_report_lists_components_and_refusals_are_clear():
     an = rg.analyze(rg.cells.lstm(3, 4, 2, layers=2))
     text = an.report()
-    assert "0: h_l0[4], c_l0[4]; parameters W_l0 (dense)" in text
-    assert "1: h_l1[4], c_l1[4]; parameters W_l1 (dense)" in text
-    assert "diagonal: O(P) exact learning" in rg.analyze(rg.cells.lru(4, 4, 2)).report()
+    assert "0: h_l0[4], c_l0[4]; parameters W_l0 (dense recurrence)" in text
+    assert "1: h_l1[4], c_l1[4]; parameters W_l1 (dense recurrence)" in text
+    assert "(diagonal recurrence)" in rg.analyze(rg.cells.lru(4, 4, 2)).report()
+    assert "parameters per component" in text
     c = rg.Cell("ff")                       # no recurrent parameter: refused
     x = c.input("x", 2)
     h = c.state("h", 2)

@@ -98,8 +98,8 @@ def test_masks_and_colouring_equal_dense_references(seed):
     Du, I1 = Dd & same, Id.copy()                  # I closed inside the units, then SnAp
     while not np.array_equal(I1 | bool_product(Du, I1), I1):
         I1 = I1 | bool_product(Du, I1)
-    assert np.array_equal(snap_mask(D, I, 1, unit).tocsr().toarray(), I1)
-    assert np.array_equal(snap_mask(D, I, 2, unit).tocsr().toarray(),
+    assert np.array_equal(snap_mask(D, I, 1, D.within(unit)).tocsr().toarray(), I1)
+    assert np.array_equal(snap_mask(D, I, 2, D.within(unit)).tocsr().toarray(),
                           I1 | bool_product(Dd, I1))
     blocks = [(unit == u, rng.random(Z) < 0.5) for u in range(3)]
     want = np.zeros_like(Id)

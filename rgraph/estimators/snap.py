@@ -491,7 +491,8 @@ class SnAp(SparseInfluence):
         super().__init__(lay, sched, analysis, **opts)
 
     def make_mask(self, D, I):
-        return sparsity.snap_mask(D, I, self.level, self.analysis.units)
+        return sparsity.snap_mask(D, I, self.level,
+                                  unit_coupling(self.lay, self.analysis, self.products))
 
     @property
     def label(self) -> str:
@@ -537,19 +538,7 @@ class LayerRTRL(SparseInfluence):
         return len(self.components) > 1
 
     def make_mask(self, D, I):
-        S = self.lay.n_state
-        blocks_D, blocks_I = [], []
-        for comp in self.components:
-            rows = np.zeros(S, dtype=bool)
-            for off, n in comp.rows:
-                rows[off:off + n] = True
-            cols = np.zeros(I.shape[1], dtype=bool)
-            for z in self.sums:
-                if comp.index in self.analysis.enters(z):
-                    cols[self.zcol[z]:self.zcol[z] + self.lay.nodes[z].size] = True
-            blocks_D.append((rows, rows))
-            blocks_I.append((rows, cols))
-        return sparsity.closure(D.restrict(blocks_D), I.restrict(blocks_I))
+        return layer_mask(self.analysis, D, I, self.sums, self.zcol)
 
     def _bypass(self) -> bool:
         """Whether the loss reads a component's s_{t-1} along a path that avoids the
@@ -652,6 +641,35 @@ def influence_patterns(lay, terms, cut=()) -> tuple:
     D = sparsity.patterns(lay, lay.state_ids, lay.new_state, cut)
     I = sparsity.patterns(lay, sums, lay.new_state)
     return D, I, sums, zcol, weights
+
+
+def unit_coupling(lay, analysis, products):
+    """The couplings inside units that SnAp-n's immediate pattern takes in: entries of
+    D̂ (the paths from s_{t-1} to s_t through no recurrent product) between states of
+    one unit (``Analysis.units``: entry i of every state of a component). An LRU's
+    (h_re_i, h_im_i) rotate into each other, so SnAp-1 keeps a parameter of unit i on
+    both, as on the complex h_i; an LSTM's c_i reaches h_i only through the output gate's
+    product, so SnAp-1 keeps the output gate's weights on h_i alone (Menick et al.)."""
+    hat = sparsity.patterns(lay, lay.state_ids, lay.new_state, products)
+    return hat.within(analysis.units)
+
+
+def layer_mask(analysis, D, I, sums, zcol):
+    """layer-rtrl's mask: I on the rows of the components each sum's column enters
+    (``Analysis.enters``), closed under D's diagonal blocks (one per component)."""
+    lay = analysis.layout
+    blocks_D, blocks_I = [], []
+    for comp in analysis.components:
+        rows = np.zeros(lay.n_state, dtype=bool)
+        for off, n in comp.rows:
+            rows[off:off + n] = True
+        cols = np.zeros(I.shape[1], dtype=bool)
+        for z in sums:
+            if comp.index in analysis.enters(z):
+                cols[zcol[z]:zcol[z] + lay.nodes[z].size] = True
+        blocks_D.append((rows, rows))
+        blocks_I.append((rows, cols))
+    return sparsity.closure(D.restrict(blocks_D), I.restrict(blocks_I))
 
 
 def entry_terms(lay, analysis, who) -> list:
