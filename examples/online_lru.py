@@ -9,7 +9,7 @@ Each of ``--batch`` streams is its own endless sequence (no resets), and every s
 is an online update (Adam) for every estimator.
 
 The model: ``rg.cells.lru(8, n, 8, layers=2, width=8, r_min=0.9)``, two LRU layers of
-n complex units each (default 32) on a residual stream of width 8, joined as Zucchet
+n complex units each (default 16) on a residual stream of width 8, joined as Zucchet
 et al. join them (u ← u + GELU(Re(C h) + D ⊙ u)), readout V u + b. Why width 8, the
 input's width: with n_in equal to the width the stream starts at u = x and the cell has
 no encoder W_enc. An encoder is dense in the layer-local influence (every entry of
@@ -71,10 +71,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--delay", type=int, default=16, help="steps back to recall (16)")
-    p.add_argument("--hidden", type=int, default=32, help="complex units per layer (32)")
+    p.add_argument("--hidden", type=int, default=16, help="complex units per layer (16)")
     p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--steps", type=int, default=30000, help="online steps per stream")
-    p.add_argument("--batch", type=int, default=4, help="streams")
+    p.add_argument("--steps", type=int, default=60000, help="online steps per stream")
+    p.add_argument("--batch", type=int, default=1, help="streams")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     p.add_argument("--trunc", type=int, default=None,
                    help="TBPTT's segment length (default 4 x delay)")
