@@ -62,7 +62,8 @@ def load_jax():
 def state_and_cols(cell, n):
     """(state size, KF-RTRL's columns of A) of a benchmark cell of n units."""
     return {"lstm": (2 * n, 4 * n), "lstm_pytorch": (2 * n, 4 * n),
-            "gru_pytorch": (n, 6 * n), "lru": (2 * n, n), "lru2": (4 * n, n)}.get(cell, (n, n))
+            "gru_pytorch": (n, 6 * n), "lru": (2 * n, n),
+            "lru2": (4 * n, n)}.get(cell, (n, n))
 
 
 def too_big(cell, n, batch, est):
