@@ -105,7 +105,11 @@ def init_params(cell_name, n):
 
 
 def recurrent_params(cell_name, n):
-    """P: the number of parameters of the recurrent step (all but the readout V, b)."""
+    """P: the number of parameters of the recurrent step (all but the readout V, b; for
+    the LRU, the analysis's count, which also leaves out the top layer's C and D)."""
+    if cell_name.startswith("lru"):
+        from rgraph import analyze
+        return analyze(CELLS[cell_name](8, n, 8)).layout.n_rec
     return sum(p.size for k, p in init_params(cell_name, n).items() if k not in ("V", "b"))
 
 
