@@ -28,7 +28,7 @@ import numpy as np
 from rgraph import SGD
 from rgraph import compile as rg_compile
 from rgraph import precompile as rg_precompile
-from rgraph.cells import gru, lstm, tanh_rnn
+from rgraph.cells import gru, lru, lstm, tanh_rnn
 from rgraph.estimators.names import parse_estimator
 
 from .handwritten import HandKFRTRL, HandUORO
@@ -37,7 +37,12 @@ CELLS = {"tanh": tanh_rnn, "lstm": lstm,
          # PyTorch's form: W_ih x + b_ih + W_hh h + b_hh, merged into one Kronecker factor
          "rnn_pytorch": lambda i, n, o: tanh_rnn(i, n, o, form="pytorch"),
          "lstm_pytorch": lambda i, n, o: lstm(i, n, o, form="pytorch"),
-         "gru_pytorch": lambda i, n, o: gru(i, n, o, form="pytorch")}
+         "gru_pytorch": lambda i, n, o: gru(i, n, o, form="pytorch"),
+         # the LRU with n complex units on a residual stream as wide as the input (8): no
+         # encoder, so each layer's own parameters reach only their own units; one layer
+         # and Zucchet et al.'s stack of two
+         "lru": lambda i, n, o: lru(i, n, o, width=i),
+         "lru2": lambda i, n, o: lru(i, n, o, layers=2, width=i)}
 ESTIMATORS = ("uoro", "kf-rtrl", "tbptt(16)", "rtrl", "dodge",
               "projected-uoro[preactivation]")
 HAND = {"uoro": HandUORO, "kf-rtrl": HandKFRTRL}
@@ -57,14 +62,16 @@ def load_jax():
 def state_and_cols(cell, n):
     """(state size, KF-RTRL's columns of A) of a benchmark cell of n units."""
     return {"lstm": (2 * n, 4 * n), "lstm_pytorch": (2 * n, 4 * n),
-            "gru_pytorch": (n, 6 * n)}.get(cell, (n, n))
+            "gru_pytorch": (n, 6 * n), "lru": (2 * n, n),
+            "lru2": (4 * n, n)}.get(cell, (n, n))
 
 
 def too_big(cell, n, batch, est):
     """Configurations that would take minutes per step on 2 cores (skipped)."""
     S = state_and_cols(cell, n)[0]
     if est == "rtrl":      # G is S x P: up to the tanh RNN at n = 128, the LSTM at 64
-        P = state_and_cols(cell, n)[1] * (n + 9)
+        P = recurrent_params(cell, n) if cell.startswith("lru") else \
+            state_and_cols(cell, n)[1] * (n + 9)
         return batch > 1 or S * P > 2_400_000
     if est == "kf-rtrl":
         return S * n * batch > 64 * 64 * 32 * 2 and n > 64
@@ -98,7 +105,11 @@ def init_params(cell_name, n):
 
 
 def recurrent_params(cell_name, n):
-    """P: the number of parameters of the recurrent step (all but the readout V, b)."""
+    """P: the number of parameters of the recurrent step (all but the readout V, b; for
+    the LRU, the analysis's count, which also leaves out the top layer's C and D)."""
+    if cell_name.startswith("lru"):
+        from rgraph import analyze
+        return analyze(CELLS[cell_name](8, n, 8)).layout.n_rec
     return sum(p.size for k, p in init_params(cell_name, n).items() if k not in ("V", "b"))
 
 
