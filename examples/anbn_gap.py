@@ -44,6 +44,7 @@ from rgraph.graph import Cell, concat, const, sigmoid, split, tanh
 from rgraph.tasks import AnBn
 
 VARIANTS = ("base", "torch-init", "paper-lstm", "eps", "decay-upd")
+EXCESS = ("total", "a<=16", "a>16", "b<=16", "b>16", "start")
 
 
 def paper_lstm(n_in: int, n: int, n_out: int, forget_shift: float = -0.3) -> Cell:
@@ -133,7 +134,51 @@ def run(variant, seed, args, task, valid, at):
             del trainer.curve[:-100_000]
         return False
     tr.run_task(task, args.steps, callback=check)
+    if args.save_params:
+        d = Path(args.save_params)
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez(d / f"{variant}-seed{seed}-{tr.step}.npz", **tr.params)
+    where = excess_bits(est, tr.params, vx, vy)
+    print(f"  {variant:11s} seed {seed}  excess bits/char over the optimum on the held-out "
+          f"stream: " + ", ".join(f"{k} {v:+.4f}" for k, v in where.items()), flush=True)
+    for r in rows:
+        r.update({f"excess_{k}": round(v, 5) for k, v in where.items()})
     return rows
+
+
+def excess_bits(est, params, xs, ys, task=AnBn(1, 32)):
+    """The model's bits minus the exact optimum's (``AnBn.optimal_bits``) on (xs, ys),
+    per character of the stream, split by where they are spent: the a-lines (the only
+    uncertain characters: when does the line end), the b-lines (determined by the
+    count: when to break), each for n <= 16 and n > 16 (beyond TBPTT-16's reach), and
+    the certain first a. The total is valid - the stream's own optimum."""
+    tr = est.trainer(params, rg.Adam(0.0), chunk=len(ys))     # lr 0: a forward pass
+    tr.run(xs, ys)
+    model = np.asarray(tr.curve) / math.log(2)
+    best, where, ns = task.optimal_bits(ys)
+    ex = model - best
+    out = {"total": float(ex.sum() / len(ys))}
+    for w, name in ((1, "a"), (2, "b")):
+        for lo, hi, tag in ((1, 16, "<=16"), (17, 10**9, ">16")):
+            m = (where == w) & (ns >= lo) & (ns <= hi)
+            out[f"{name}{tag}"] = float(ex[m].sum() / len(ys))
+    out["start"] = float(ex[where == 0].sum() / len(ys))
+    return out
+
+
+def diagnose(args):
+    task = AnBn(1, 32)
+    vx, vy = AnBn(1, 32).stream(60_000, np.random.default_rng(123))
+    print(f"held-out excess bits/char over the exact optimum ({task.optimal_bits(vy)[0].mean():.4f} "
+          f"on these 60,000 characters), by where it is spent (a/b-lines, n <= 16 or > 16)")
+    for f in args.diagnose:
+        name = Path(f).name
+        cell = (paper_lstm(task.n_in, args.hidden, task.n_out) if name.startswith("paper-lstm")
+                else rg.cells.lstm(task.n_in, args.hidden, task.n_out))
+        est = rg.compile(cell, args.estimator, loss="softmax_xent")
+        params = dict(np.load(f))
+        ex = excess_bits(est, params, vx, vy, task)
+        print(f"  {name:32s} " + "  ".join(f"{k} {v:+.4f}" for k, v in ex.items()), flush=True)
 
 
 def main(argv=None):
@@ -149,7 +194,13 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--decay", type=float, default=0.03, help="α per character")
     ap.add_argument("--out", default="runs/examples/anbn_gap/runs.csv")
+    ap.add_argument("--save-params", help="folder for each run's final parameters (.npz)")
+    ap.add_argument("--diagnose", nargs="+", metavar="NPZ",
+                    help="only split the held-out excess of saved parameters "
+                         "(--save-params files; the variant is the name's start)")
     args = ap.parse_args(argv)
+    if args.diagnose:
+        return diagnose(args)
     at = {int(a) for a in args.at.split(",")}
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
@@ -165,7 +216,8 @@ def main(argv=None):
     new = not out.exists()
     with open(out, "a", newline="") as f:
         w = csv.DictWriter(f, ["estimator", "variant", "seed", "chars", "valid_bpc",
-                               "recent_bpc", "train_last100k_bpc", "wall_s"])
+                               "recent_bpc", "train_last100k_bpc", "wall_s"] +
+                           [f"excess_{k}" for k in EXCESS])
         if new:
             w.writeheader()
         for seed in seeds:
