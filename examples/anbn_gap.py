@@ -9,7 +9,7 @@ the same character counts, the bits/char of
   characters (from a zero state), what ``rgraph sweep`` reports as ``valid_loss``;
 * ``recent``: the paper's "recent loss", the training loss (each character predicted
   before the update that learns from it) averaged as the authors' code does it: per
-  update, L <- (1 - 1/√t) L + ℓ/√t with t the characters seen (TBPTT-16: ℓ is the mean
+  update, L <- (1 - 1/√t) L + ℓ/√t, t the characters seen (TBPTT-16: ℓ is the mean
   over the 16 characters of the update).
 
 Variants (``--variants``):
@@ -169,16 +169,19 @@ def excess_bits(est, params, xs, ys, task=AnBn(1, 32)):
 def diagnose(args):
     task = AnBn(1, 32)
     vx, vy = AnBn(1, 32).stream(60_000, np.random.default_rng(123))
-    print(f"held-out excess bits/char over the exact optimum ({task.optimal_bits(vy)[0].mean():.4f} "
-          f"on these 60,000 characters), by where it is spent (a/b-lines, n <= 16 or > 16)")
+    floor = task.optimal_bits(vy)[0].mean()
+    print(f"held-out excess bits/char over the exact optimum ({floor:.4f} on these 60,000 "
+          f"characters), by where it is spent (a/b-lines, n <= 16 or > 16)")
     for f in args.diagnose:
         name = Path(f).name
-        cell = (paper_lstm(task.n_in, args.hidden, task.n_out) if name.startswith("paper-lstm")
+        cell = (paper_lstm(task.n_in, args.hidden, task.n_out)
+                if name.startswith("paper-lstm")
                 else rg.cells.lstm(task.n_in, args.hidden, task.n_out))
         est = rg.compile(cell, args.estimator, loss="softmax_xent")
         params = dict(np.load(f))
         ex = excess_bits(est, params, vx, vy, task)
-        print(f"  {name:32s} " + "  ".join(f"{k} {v:+.4f}" for k, v in ex.items()), flush=True)
+        print(f"  {name:32s} " + "  ".join(f"{k} {v:+.4f}" for k, v in ex.items()),
+              flush=True)
 
 
 def main(argv=None):

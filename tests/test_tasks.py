@@ -334,7 +334,8 @@ def test_anbn_matches_the_papers_definition():
     lines = text.split("\n")[:-1]
     lines = lines[:len(lines) // 2 * 2]
     ns = np.array([len(a) for a in lines[::2]])
-    assert all(a == "a" * n and b == "b" * n for a, b, n in zip(lines[::2], lines[1::2], ns))
+    assert all(a == "a" * n and b == "b" * n
+               for a, b, n in zip(lines[::2], lines[1::2], ns, strict=True))
     counts = np.bincount(ns, minlength=34)
     assert counts[0] == 0 and counts[33] == 0 and (counts[1:33] > 0).all()
     # uniform: chi-square with 31 degrees of freedom, far below its 0.1 % point (61.1)

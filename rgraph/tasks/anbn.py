@@ -104,9 +104,9 @@ class AnBn(SymbolStream):
                 if i == n + 1:
                     phase = 0
             if not ok:
-                raise ValueError(f"AnBn.optimal_bits: target {t} ({int(y)}) cannot follow "
-                                 f"in an aⁿbⁿ({self.k}, {self.l}) stream that starts after "
-                                 f"a line break")
+                raise ValueError(f"AnBn.optimal_bits: target {t} ({int(y)}) cannot "
+                                 f"follow in an aⁿbⁿ({self.k}, {self.l}) stream that "
+                                 f"starts after a line break")
         return bits, where, ns
 
     def _line(self, rng):
