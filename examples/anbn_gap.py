@@ -27,7 +27,11 @@ Variants (``--variants``):
 ``decay-upd``   base with the schedule counted in updates (α = 0.03 per update):
                 TBPTT-16's rate then falls 4× more slowly than the paper's.
 
-    python examples/anbn_gap.py --steps 2000000 --variants base,paper-lstm --seeds 0
+    python examples/anbn_gap.py --steps 3000000 --variants base,paper-lstm --seeds 0 \
+        --save-params runs/examples/anbn_gap/params            # ~5-9 min per run
+    python examples/anbn_gap.py --relearn 1.05e-5 \
+        --diagnose runs/examples/anbn_gap/params/base-seed1-3000000.npz
+        # where the excess goes; learning on against frozen parameters
 """
 from __future__ import annotations
 
@@ -167,21 +171,49 @@ def excess_bits(est, params, xs, ys, task=AnBn(1, 32)):
 
 
 def diagnose(args):
+    """For saved parameters: the held-out excess split by where it is spent, the excess
+    per pair of lines on the b-lines by n, and (``--relearn LR``) the same characters
+    predicted while learning on (a fresh Adam at LR, decay 0) against the parameters
+    frozen at each block's start."""
     task = AnBn(1, 32)
-    vx, vy = AnBn(1, 32).stream(60_000, np.random.default_rng(123))
-    floor = task.optimal_bits(vy)[0].mean()
-    print(f"held-out excess bits/char over the exact optimum ({floor:.4f} on these 60,000 "
-          f"characters), by where it is spent (a/b-lines, n <= 16 or > 16)")
+    vx, vy = AnBn(1, 32).stream(240_000 if args.relearn else 60_000,
+                                np.random.default_rng(123))
+    best, where, ns = task.optimal_bits(vy)
+    print(f"held-out excess bits/char over the exact optimum "
+          f"({best[:60_000].mean():.4f} on the first 60,000 characters), by where it "
+          f"is spent (a/b-lines, n <= or > 16)")
     for f in args.diagnose:
         name = Path(f).name
         cell = (paper_lstm(task.n_in, args.hidden, task.n_out)
                 if name.startswith("paper-lstm")
                 else rg.cells.lstm(task.n_in, args.hidden, task.n_out))
         est = rg.compile(cell, args.estimator, loss="softmax_xent")
-        params = dict(np.load(f))
-        ex = excess_bits(est, params, vx, vy, task)
+        params = {k: np.asarray(v) for k, v in np.load(f).items()}
+        ex = excess_bits(est, params, vx[:60_000], vy[:60_000], task)
         print(f"  {name:32s} " + "  ".join(f"{k} {v:+.4f}" for k, v in ex.items()),
               flush=True)
+        tr = est.trainer(params, rg.Adam(0.0), chunk=len(vy))
+        tr.run(vx, vy)
+        per = np.asarray(tr.curve) / math.log(2) - best
+        b = where == 2
+        pairs = [per[b & (ns == n)].sum() / max(1, (b & (ns == n) & (vy == 0)).sum())
+                 for n in range(1, 33)]
+        print("    excess bits per pair on the b-line, n = 1..32: "
+              + " ".join(f"{v:.2f}" for v in pairs), flush=True)
+        if args.relearn:
+            B = 20_000
+            tr = est.trainer(params, rg.Adam(args.relearn), chunk=B)
+            on, fr = [], []
+            for i in range(0, len(vy), B):
+                sl = slice(i, i + B)
+                frozen = est.loss(tr.params, vx[sl], vy[sl]) / math.log(2)
+                fr.append(frozen - best[sl].mean())
+                tr.run(vx[sl], vy[sl])
+                on.append(np.mean(tr.curve[-B:]) / math.log(2) - best[sl].mean())
+            print(f"    per {B:,} characters, learning on at {args.relearn:g}: "
+                  + " ".join(f"{v:+.3f}" for v in on), flush=True)
+            print("    the same, parameters frozen at the block's start:   "
+                  + " ".join(f"{v:+.3f}" for v in fr), flush=True)
 
 
 def main(argv=None):
@@ -201,6 +233,9 @@ def main(argv=None):
     ap.add_argument("--diagnose", nargs="+", metavar="NPZ",
                     help="only split the held-out excess of saved parameters "
                          "(--save-params files; the variant is the name's start)")
+    ap.add_argument("--relearn", type=float, default=0.0,
+                    help="--diagnose: also learn on over 240,000 held-out characters at "
+                         "this learning rate, against the parameters frozen")
     args = ap.parse_args(argv)
     if args.diagnose:
         return diagnose(args)
