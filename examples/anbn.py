@@ -95,11 +95,12 @@ def train_one(key, task, args, seconds, valid, log):
     reached = bool(evals) and evals[-1][2] <= target
     tx, ty = AnBn(1, 32).stream(100_000, np.random.default_rng(args.seed + 7919))
     test = task.to_unit(est.loss(tr.params, tx, ty))
+    floor = float(task.optimal_bits(ty)[0].mean())     # these characters' own optimum
     curve = task.to_unit(np.asarray(tr.curve))
     recent = float(np.mean(curve[-min(len(curve), 100_000):]))
     return {"key": key, "name": f"{cname.upper()} {est.name}", "steps": tr.step,
             "wall": wall, "compile": compile_s, "evals": evals, "reached": reached,
-            "test": test, "recent": recent, "curve": curve,
+            "test": test, "floor": floor, "recent": recent, "curve": curve,
             "sps": tr.step / max(wall, 1e-9)}
 
 
@@ -150,7 +151,8 @@ def main(argv=None):
         results.append(r)
         print(f"  {r['name']:16s} {r['steps']:>11,} steps in {r['wall']:5.0f} s "
               f"({r['sps']:,.0f} steps/s; compile/load {r['compile']:.1f} s): "
-              f"test {r['test']:.4f} bpc" + ("  [target reached]" if r["reached"] else ""),
+              f"test {r['test']:.4f} bpc (their optimum {r['floor']:.4f})"
+              + ("  [target reached]" if r["reached"] else ""),
               flush=True)
 
     print(f"\n{'run':18s}{'paper (9.9e6 steps)':>20s}{'ours: test bpc':>16s}"

@@ -325,6 +325,47 @@ def test_anbn_generated_entropy_rate():
     assert cond_entropy_bits(pos[b] * 64 + n[b], y[b]) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_anbn_matches_the_papers_definition():
+    """Tallec & Ollivier §4 (and their generator, datasets/anbn/generate.lua): n uniform
+    on {k, ..., l} inclusive, n a's, a line break, n b's, a line break, nothing else."""
+    t = AnBn(1, 32)
+    c = chars_of(t, 400_000, seed=3)
+    text = t.decode(c)[1:]
+    lines = text.split("\n")[:-1]
+    lines = lines[:len(lines) // 2 * 2]
+    ns = np.array([len(a) for a in lines[::2]])
+    assert all(a == "a" * n and b == "b" * n
+               for a, b, n in zip(lines[::2], lines[1::2], ns, strict=True))
+    counts = np.bincount(ns, minlength=34)
+    assert counts[0] == 0 and counts[33] == 0 and (counts[1:33] > 0).all()
+    # uniform: chi-square with 31 degrees of freedom, far below its 0.1 % point (61.1)
+    expected = len(ns) / 32
+    assert ((counts[1:33] - expected) ** 2 / expected).sum() < 61.1
+
+
+def test_anbn_optimal_bits():
+    """The exact optimal predictor: 0 bits on the b-lines and the first a, log2(32)
+    bits per complete pair of lines whatever its n; its mean is the stream's own
+    optimum, near 1/7."""
+    t = AnBn(1, 32)
+    _, ys = AnBn(1, 32).stream(60_000, np.random.default_rng(123))
+    bits, where, ns = t.optimal_bits(ys)
+    assert bits[where != 1].max() == 0.0
+    ends = np.flatnonzero((where == 2) & (ys == 0))       # each pair's last character
+    per_pair = np.diff(np.concatenate([[0.0], np.cumsum(bits)[ends]]))
+    np.testing.assert_allclose(per_pair, 5.0, atol=1e-9)
+    assert set(ns[ends]) <= set(range(1, 33))
+    assert bits.mean() == pytest.approx(0.14533, abs=1e-5)   # this sample's floor
+    many = [t.optimal_bits(AnBn(1, 32).stream(100_000, np.random.default_rng(s))[1])[0]
+            .mean() for s in range(5)]
+    assert np.mean(many) == pytest.approx(t.optimum, abs=0.003)
+    u = AnBn(2, 6)
+    with pytest.raises(ValueError, match="cannot follow"):
+        u.optimal_bits(u.encode("a\n"))                  # n = 1 < k
+    with pytest.raises(ValueError, match="cannot follow"):
+        t.optimal_bits(t.encode("aa\nbbb"))
+
+
 # ----------------------------------------------------------------------------
 # distant brackets
 # ----------------------------------------------------------------------------

@@ -61,6 +61,54 @@ class AnBn(SymbolStream):
         self._init_stream()
         self._freeze(k=k, l=l)
 
+    def optimal_bits(self, ys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the exact optimal predictor pays on a stream of this task: for each
+        target ``ys[t]`` (class ids, from ``stream`` of a task at the start of its stream
+        or of a line, i.e. after a line break) its bits, where it lies (0: the first
+        ``a`` of an a-line, certain; 1: the rest of the a-line and its break, the only
+        uncertain characters; 2: the b-line and its break, determined by the count) and
+        the ``n`` of its line pair (0 where the a-line is not finished).
+
+        The bits of every complete pair of lines sum to ``log2(l - k + 1)`` whatever its
+        ``n`` (the product of the predictor's probabilities is P(n)), so a finite
+        stream's own optimum, ``bits.mean()``, differs from ``optimum`` only by the
+        mean line length of its sample (0.1453 bpc on 60,000 characters of
+        ``default_rng(123)``, for instance). ``ValueError`` if ``ys`` is not such a
+        stream."""
+        ys = np.asarray(ys, dtype=np.int64)
+        bits = np.zeros(ys.shape[0])
+        where = np.zeros(ys.shape[0], dtype=np.int64)
+        ns = np.zeros(ys.shape[0], dtype=np.int64)
+        a, b, nl = self.vocab.index("a"), self.vocab.index("b"), self._nl
+        phase, i, n, first = 0, 0, 0, 0
+        for t, y in enumerate(ys):
+            ok = True
+            if phase == 0:                          # after a b-line: an a for sure
+                ok, phase, i, first = y == a, 1, 1, t
+            elif phase == 1:                        # i a's so far
+                where[t] = 1
+                p_nl = 1.0 / (self.l - i + 1) if i >= self.k else 0.0
+                if y == nl and p_nl > 0:
+                    bits[t] = -np.log2(p_nl)
+                    phase, n, i = 2, i, 0
+                    ns[first:t + 1] = n
+                elif y == a and p_nl < 1:
+                    bits[t] = -np.log2(1.0 - p_nl)
+                    i += 1
+                else:
+                    ok = False
+            else:                                   # i b's so far, n to write
+                where[t], ns[t] = 2, n
+                ok = y == (b if i < n else nl)
+                i += 1
+                if i == n + 1:
+                    phase = 0
+            if not ok:
+                raise ValueError(f"AnBn.optimal_bits: target {t} ({int(y)}) cannot "
+                                 f"follow in an aⁿbⁿ({self.k}, {self.l}) stream that "
+                                 f"starts after a line break")
+        return bits, where, ns
+
     def _line(self, rng):
         n = int(rng.integers(self.k, self.l + 1))
         line = np.empty(2 * n + 2, dtype=np.int64)
