@@ -802,8 +802,6 @@ class _Translator:
     def function(self, p):
         """The registered scalar function a JAX primitive applies, or None."""
         name = _FUNCTIONS.get(p, p)
-        if name == "log1p":
-            _ensure_log1p()
         fn = scalars.REGISTRY.get(name)
         if fn is None:
             cls = getattr(sp, p, None)
@@ -1000,16 +998,6 @@ def _live(jaxpr) -> set:
         if any(id(v) in live for v in eqn.outvars):
             live.update(id(v) for v in eqn.invars)
     return live
-
-
-def _ensure_log1p():
-    """Register log1p (JAX's primitive; math.log1p / np.log1p) the first time it is
-    needed."""
-    if "log1p" not in scalars.REGISTRY:
-        from sympy.codegen.cfunctions import log1p
-        graph.scalar_function("log1p", log1p,
-                              printed={"numba": "math.log1p", "numpy": "np.log1p"},
-                              doc="log(1 + x), accurate for small x (JAX's log1p).")
 
 
 def jax_params(cell: Cell, params: dict) -> dict:

@@ -536,6 +536,9 @@ def rg_sigmoid(x):
 '''
 
 
+from sympy.codegen.cfunctions import log1p as _log1p  # noqa: E402  (sympy's own class)
+
+
 def _both(f):
     """A function both backends print as a call: math.f in numba, np.f in numpy."""
     return {"numba": f"math.{f}", "numpy": f"np.{f}"}
@@ -569,6 +572,8 @@ BUILTINS = (
            "|x| (python's abs() inside rg.pointwise); its derivative is sign(x)."),
     _entry("exp", sp.exp, _both("exp"), "Exponential e**x."),
     _entry("log", sp.log, _both("log"), "Natural logarithm of a positive x.", arity=1),
+    _entry("log1p", _log1p, _both("log1p"), "log(1 + x), accurate for small x (JAX's "
+           "log1p); its derivative is 1 / (1 + x).", arity=1),
     _entry("sinh", sp.sinh, _both("sinh"), "Hyperbolic sine."),
     _entry("cosh", sp.cosh, _both("cosh"), "Hyperbolic cosine."),
     _entry("sin", sp.sin, _both("sin"), "Sine."),

@@ -158,7 +158,8 @@ def test_ctrl_c_then_eager_compile_then_cached_start(tmp_path):
     time.sleep(0.5)                      # the child compiling has started
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert (proc.returncode, out, err) == (130, "", "rgraph train: interrupted\n")
+    assert (proc.returncode, err) == (130, "rgraph train: interrupted\n")
+    assert all(line.startswith("defaults of ") for line in out.splitlines()), out
     assert not (tmp_path / "run1").exists()
 
     eager = subprocess.run([sys.executable, "-c", EAGER], capture_output=True, text=True,

@@ -20,7 +20,7 @@ from conftest import compiled, echo_data, params_for, sequence
 
 NAMES = ["rtrl", "bptt", "tbptt(3)", "uoro", "projected-uoro[state]",
          "projected-uoro[preactivation]", "projected-uoro[parameter]", "kf-rtrl", "dodge",
-         "snap-1", "snap-2", "e-prop", "rflo", "ok(2)"]
+         "snap-1", "snap-2", "e-prop", "rflo", "ok(2)", "layer-rtrl"]
 
 
 def flat(est, g):

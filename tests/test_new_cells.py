@@ -370,7 +370,7 @@ def test_rtrl_and_bptt_equal_finite_differences(name, monkeypatch):
 
 # --------------------------------------------------------------------- e-prop
 def bellec_eprop(P, xs, ys, alpha, v_th, gamma_pd, rho=0.0, beta=0.0, B=None):
-    """e-prop as Bellec et al. (2020) write it (Methods; ESTIMATORS.md), for LIF
+    """e-prop as Bellec et al. (2020) write it (Methods), for LIF
     (β = 0) and ALIF neurons with a linear readout y^t = V z^t + b and loss
     ½|y^t - y*^t|²; in the paper's indices:
 
