@@ -69,21 +69,31 @@ def _why(message: str) -> str:
     return rest if sep and "apply" in head else message
 
 
-def snap_levels(analysis) -> list[tuple]:
-    """(level n, kept entries, RTRL's reachable entries, saturates) for SnAp-n, counted
-    on the masks' structure (``snap.influence_patterns``); none where SnAp does not
-    apply."""
+def _snap_masks(analysis):
+    """(terms, D, I, sums, zcol, weights, {level: SnAp-n's mask}) on the masks'
+    structure (``snap.influence_patterns``), or None where SnAp does not apply."""
     lay = analysis.layout
     if not lay.rec_blocks:
-        return []
+        return None
     try:
         terms = entry_terms(lay, analysis, "snap")
     except NotApplicable:
-        return []
-    D, I, _, _, weights = influence_patterns(lay, terms)
-    full = sparsity.closure(D, I).count(weights)
+        return None
+    D, I, sums, zcol, weights = influence_patterns(lay, terms)
     inside = unit_coupling(lay, analysis, [t.node for t in terms if t.kind == "matrix"])
-    kept = [sparsity.snap_mask(D, I, n, inside).count(weights) for n in SNAP_LEVELS]
+    masks = {n: sparsity.snap_mask(D, I, n, inside) for n in SNAP_LEVELS}
+    return terms, D, I, sums, zcol, weights, masks
+
+
+def snap_levels(analysis) -> list[tuple]:
+    """(level n, kept entries, RTRL's reachable entries, saturates) for SnAp-n; none
+    where SnAp does not apply."""
+    got = _snap_masks(analysis)
+    if got is None:
+        return []
+    _, D, I, _, _, weights, masks = got
+    full = sparsity.closure(D, I).count(weights)
+    kept = [masks[n].count(weights) for n in SNAP_LEVELS]
     return [(n, k, full, k == full) for n, k in zip(SNAP_LEVELS, kept, strict=True)]
 
 
@@ -95,15 +105,11 @@ def component_counts(analysis) -> list[tuple]:
     component's parameters gives them RTRL's gradient."""
     lay = analysis.layout
     comps = analysis.components
-    if len(comps) < 2 or not lay.rec_blocks:
+    got = _snap_masks(analysis) if len(comps) > 1 else None
+    if got is None:
         return []
-    try:
-        terms = entry_terms(lay, analysis, "snap")
-    except NotApplicable:
-        return []
-    D, I, sums, zcol, weights = influence_patterns(lay, terms)
-    inside = unit_coupling(lay, analysis, [t.node for t in terms if t.kind == "matrix"])
-    masks = {f"snap-{n}": sparsity.snap_mask(D, I, n, inside) for n in SNAP_LEVELS}
+    terms, D, I, sums, zcol, weights, snap = got
+    masks = {f"snap-{n}": M for n, M in snap.items()}
     masks["layer-rtrl"] = layer_mask(analysis, D, I, sums, zcol)
     full = sparsity.closure(D, I)
     out = []
