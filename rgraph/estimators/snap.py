@@ -1,15 +1,22 @@
-"""Sparse influence estimators: SnAp-n (Menick et al. 2021) and e-prop / RFLO (Bellec et
-al. 2020; Murray 2019). Both keep the influence J = ds_t/dθ only on a fixed mask M,
-stored compactly, and update it as
+"""Sparse influence estimators: SnAp-n (Menick et al. 2021), e-prop / RFLO (Bellec et
+al. 2020; Murray 2019) and layer-rtrl (exact learning per layer, Zucchet et al. 2023).
+All keep the influence J = ds_t/dθ only on a fixed mask M, stored compactly, and update
+it as
 
     J_t = M ⊙ (D_t J_{t-1} + I_t)
 
 * **SnAp-n**: D_t is the whole ∂s_t/∂s_{t-1}; M is where θ reaches s within n steps
   (``sparsity.snap_mask``). SnAp-1 keeps, for a weight of unit i, unit i's own state
-  components, and its D block includes the self-recurrent weight's term.
+  components (``unit_coupling``), and its D block includes the self-recurrent weight's
+  term.
 * **e-prop**: D_t is D̂_t, the paths from s_{t-1} to s_t through no recurrent parameter
   product (a leaky cell's 1 - α, the LSTM's forget path); M is the pattern of I closed
   under D̂ (the eligibility traces). ``rflo`` is the same on rate cells.
+* **layer-rtrl**: D_t whole; M is I on the recurrent components each parameter enters
+  (``Analysis.components``, a stacked cell's layers), closed under D's diagonal blocks:
+  exact RTRL inside each component. Its learning signal is per component (one backprop
+  each, the component's own new states held apart): the same-step error through the
+  components above.
 
 The immediate Jacobian is exact and never formed densely: every recurrent parameter
 enters one sum z (a preactivation) as a product's matrix row W[q, :] (I[:, W[q, c]] =
