@@ -487,10 +487,6 @@ class Analysis:
                 self._diagonal(members)))
         return tuple(out)
 
-    def component_of(self) -> dict:
-        """State id -> the index of its component."""
-        return {st: c.index for c in self.components for st in c.state_ids}
-
     @cached_property
     def units(self):
         """A unit id per state row: entry i of every state of one component (states of

@@ -333,6 +333,17 @@ def _primitive(name, cls, printed, doc, arity, aliases, what):
                           MappingProxyType(calls), MappingProxyType(sources), tuple(aliases))
 
 
+def _on_symbols(fn, arity: int, what: str, part: str, hint: str) -> sp.Expr:
+    """fn applied to sympy symbols, checked (``check_expr``); one line naming ``what``,
+    the ``part`` that failed and how to write it (``hint``) if fn fails on them."""
+    try:
+        expr = sp.sympify(fn(*ARG[:arity]))
+    except Exception as e:  # the user's function failed on symbols
+        raise GraphError(f"{what}: the {part} failed on sympy symbols "
+                         f"({type(e).__name__}: {e}); write it with {hint}") from None
+    return check_expr(expr, arity, what)
+
+
 def _composite(name, fn, printed, doc, arity, what):
     if printed is not None:
         raise GraphError(f"{what}: a python-function definition is printed inline, so "
@@ -352,13 +363,8 @@ def _composite(name, fn, printed, doc, arity, what):
                              f"{len(params)} argument(s)")
         arity = len(params)
     _check_arity(arity, what)
-    try:
-        expr = sp.sympify(fn(*ARG[:arity]))
-    except Exception as e:  # the user's function failed on symbols
-        raise GraphError(f"{what}: the function failed on sympy symbols ({type(e).__name__}: "
-                         f"{e}); write it with arithmetic and rgraph's scalar functions "
-                         f"(rg.sigmoid, rg.tanh, ...)") from None
-    expr = check_expr(expr, arity, what)
+    expr = _on_symbols(fn, arity, what, "function",
+                       "arithmetic and rgraph's scalar functions (rg.sigmoid, rg.tanh, ...)")
     if not doc:
         names = [p.name for p in params] if params and len(params) == arity else \
             [f"x{j}" for j in range(arity)]
@@ -469,13 +475,8 @@ def _surrogate(name, pseudo, doc, defaults) -> tuple[ScalarFunction, Surrogate]:
     if n_args != arity:
         raise GraphError(f"{what}: the derivative takes {n_args} argument(s); it must take "
                          f"(x, dampening{''.join(', ' + k for k in defaults)})")
-    try:
-        expr = sp.sympify(pseudo(*ARG[:arity]))
-    except Exception as e:  # the user's function failed on symbols
-        raise GraphError(f"{what}: the derivative failed on sympy symbols "
-                         f"({type(e).__name__}: {e}); write it with arithmetic, abs() and "
-                         f"rgraph's scalar functions") from None
-    expr = check_expr(expr, arity, what)
+    expr = _on_symbols(pseudo, arity, what, "derivative",
+                       "arithmetic, abs() and rgraph's scalar functions")
     cls = type(f"spike_{name}", (Spike,), {"nargs": arity, "pseudo": expr,
                                            "__module__": __name__})
     sig = ", ".join(names)
